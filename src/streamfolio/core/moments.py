@@ -1,0 +1,383 @@
+"""Online mean and covariance of return vectors.
+
+Two estimators share one small interface (``update``, ``n``, ``mean``, ``covariance``):
+
+* :class:`WelfordMoments`: exact multivariate Welford; covariance ``M2 / (n - 1)`` (unbiased).
+* :class:`EWMoments`: exponentially weighted (Finch 2009) with a half-life in bars; equals
+  ``pandas.DataFrame.ewm(alpha=1 - λ, adjust=False).cov(bias=True)`` with ``λ = 2^(-1/half_life)``.
+
+Both can start from a *prior* (mean, covariance, pseudo-count) and convert losslessly to and
+from the ``PortfolioStats`` record (``meanReturns``, ``covarianceMatrix``, ``count``, …). The
+co-moment is updated in place with a BLAS rank-1 update of its upper triangle (``dsyr``), which
+costs one pass over N²/2 numbers per vector and never forms ``np.outer``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol, TypeAlias
+
+import numpy as np
+from scipy.linalg import blas
+
+from streamfolio.core.types import ArrayLike, FloatArray
+
+EstimatorKind: TypeAlias = Literal["welford", "ewm"]
+
+# Below this the lazily kept EW scale factor is folded back into the matrix, long before
+# float64 underflow (~1e-308) could lose precision.
+_EW_RESCALE_BELOW = 1e-100
+
+
+def _symmetric(upper: FloatArray) -> FloatArray:
+    """The full symmetric matrix whose upper triangle is ``upper``."""
+    u = np.triu(upper)
+    result: FloatArray = u + np.triu(u, 1).T
+    return result
+
+
+def _as_vector(x: ArrayLike, n_assets: int) -> FloatArray:
+    vector = np.asarray(x, dtype=np.float64)
+    if vector.shape != (n_assets,):
+        raise ValueError(f"expected a vector of {n_assets} returns, got shape {vector.shape}")
+    return vector
+
+
+class OnlineMoments(Protocol):
+    """What the pipeline needs from an online estimator of mean and covariance."""
+
+    kind: EstimatorKind
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def n_assets(self) -> int: ...
+
+    @property
+    def mean(self) -> FloatArray: ...
+
+    @property
+    def covariance(self) -> FloatArray: ...
+
+    def update(self, x: ArrayLike) -> None: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+
+class WelfordMoments:
+    """Exact online mean and unbiased covariance (multivariate Welford).
+
+    Parameters
+    ----------
+    n_assets:
+        Length of each return vector.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = WelfordMoments(2)
+    >>> for x in ([0.01, 0.02], [0.03, -0.01], [-0.02, 0.0]):
+    ...     m.update(x)
+    >>> m.n
+    3
+    >>> np.allclose(m.covariance, np.cov([[0.01, 0.03, -0.02], [0.02, -0.01, 0.0]]))
+    True
+
+    A prior counts as ``count`` observations already seen:
+
+    >>> p = WelfordMoments.from_prior([0.0, 0.0], np.eye(2) * 1e-4, count=50)
+    >>> p.n
+    50
+    """
+
+    kind: EstimatorKind = "welford"
+    __slots__ = ("_m2", "_mean", "_n")
+
+    def __init__(self, n_assets: int) -> None:
+        if n_assets < 1:
+            raise ValueError(f"n_assets must be at least 1, got {n_assets}")
+        self._n = 0
+        self._mean = np.zeros(n_assets)
+        # Fortran order so dsyr updates in place without a copy.
+        self._m2: FloatArray = np.zeros((n_assets, n_assets), order="F")
+
+    @classmethod
+    def from_prior(cls, mean: ArrayLike, covariance: ArrayLike, count: int) -> WelfordMoments:
+        """Start as if ``count`` observations with this mean and covariance had been seen."""
+        mu = np.asarray(mean, dtype=np.float64)
+        moments = cls(len(mu))
+        sigma = np.asarray(covariance, dtype=np.float64)
+        if sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
+        if count < 0:
+            raise ValueError(f"prior count must be >= 0, got {count}")
+        moments._n = int(count)
+        moments._mean[:] = mu
+        if count > 1:
+            moments._m2[:] = sigma * (count - 1)
+        return moments
+
+    @property
+    def n(self) -> int:
+        """Number of observations, prior pseudo-count included."""
+        return self._n
+
+    @property
+    def n_assets(self) -> int:
+        return len(self._mean)
+
+    @property
+    def mean(self) -> FloatArray:
+        """Mean return vector (a copy)."""
+        return self._mean.copy()
+
+    @property
+    def comoment(self) -> FloatArray:
+        """Sum of outer products of deviations, ``M2`` (symmetric)."""
+        return _symmetric(self._m2)
+
+    @property
+    def covariance(self) -> FloatArray:
+        """Unbiased covariance ``M2 / (n - 1)``; zeros while ``n < 2`` (not yet defined)."""
+        if self._n < 2:
+            return np.zeros_like(self._m2, order="C")
+        return _symmetric(self._m2) / (self._n - 1)
+
+    def update(self, x: ArrayLike) -> None:
+        """Add one return vector."""
+        vector = _as_vector(x, len(self._mean))
+        self._n += 1
+        delta = vector - self._mean
+        self._mean += delta / self._n
+        blas.dsyr((self._n - 1) / self._n, delta, a=self._m2, lower=0, overwrite_a=1)
+
+    def merge(self, other: WelfordMoments) -> WelfordMoments:
+        """Combine with the moments of other observations (Chan, Golub & LeVeque 1979).
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0); xs = rng.normal(size=(30, 3))
+        >>> a, b = WelfordMoments(3), WelfordMoments(3)
+        >>> for x in xs[:12]: a.update(x)
+        >>> for x in xs[12:]: b.update(x)
+        >>> np.allclose(a.merge(b).covariance, np.cov(xs.T))
+        True
+        """
+        if other.n_assets != self.n_assets:
+            raise ValueError("cannot merge moments of different dimensions")
+        merged = WelfordMoments(self.n_assets)
+        n = self._n + other._n
+        if n == 0:
+            return merged
+        delta = other._mean - self._mean
+        merged._n = n
+        merged._mean[:] = self._mean + delta * (other._n / n)
+        merged._m2[:] = (
+            _symmetric(self._m2) + _symmetric(other._m2) + np.outer(delta, delta) * (self._n * other._n / n)
+        )
+        return merged
+
+    def to_state(self) -> dict[str, Any]:
+        """Exact state as plain Python values (for keyed state and checkpoints)."""
+        return {"kind": self.kind, "n": self._n, "mean": self._mean.tolist(), "m2": _symmetric(self._m2).tolist()}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> WelfordMoments:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        moments = cls(len(mean))
+        moments._n = int(state["n"])
+        moments._mean[:] = mean
+        moments._m2[:] = np.asarray(state["m2"], dtype=np.float64)
+        return moments
+
+
+class EWMoments:
+    """Exponentially weighted mean and covariance with a half-life in bars.
+
+    ``λ = 2^(-1/half_life)``, ``α = 1 - λ``; each update ``d = x - m; m += α d;
+    S = (1 - α)(S + α d dᵀ)``. Without a prior the first vector sets the mean and ``S = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(1); xs = rng.normal(size=(40, 2))
+    >>> ew = EWMoments(2, half_life_bars=10)
+    >>> for x in xs: ew.update(x)
+    >>> alpha = 1 - 2 ** (-1 / 10)
+    >>> ref = pd.DataFrame(xs).ewm(alpha=alpha, adjust=False).cov(bias=True).iloc[-2:].to_numpy()
+    >>> np.allclose(ew.covariance, ref)
+    True
+    """
+
+    kind: EstimatorKind = "ewm"
+    __slots__ = ("_alpha", "_mean", "_n", "_scale", "_scaled", "half_life_bars")
+
+    def __init__(self, n_assets: int, half_life_bars: float) -> None:
+        if n_assets < 1:
+            raise ValueError(f"n_assets must be at least 1, got {n_assets}")
+        if not (half_life_bars > 0 and math.isfinite(half_life_bars)):
+            raise ValueError(f"half_life_bars must be a positive number, got {half_life_bars}")
+        self.half_life_bars = float(half_life_bars)
+        self._alpha = 1.0 - 2.0 ** (-1.0 / self.half_life_bars)
+        self._n = 0
+        self._mean = np.zeros(n_assets)
+        # S = scale * scaled: the (1 - α) decay of every entry becomes one scalar multiply.
+        self._scaled: FloatArray = np.zeros((n_assets, n_assets), order="F")
+        self._scale = 1.0
+
+    @classmethod
+    def from_prior(cls, mean: ArrayLike, covariance: ArrayLike, count: int, half_life_bars: float) -> EWMoments:
+        """Start from a prior mean and covariance, counted as ``count`` observations."""
+        mu = np.asarray(mean, dtype=np.float64)
+        moments = cls(len(mu), half_life_bars)
+        sigma = np.asarray(covariance, dtype=np.float64)
+        if sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
+        moments._n = int(count)
+        moments._mean[:] = mu
+        if count > 0:
+            moments._scaled[:] = sigma
+        return moments
+
+    @property
+    def alpha(self) -> float:
+        """Weight of the newest vector, ``1 - λ``."""
+        return self._alpha
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @property
+    def n_assets(self) -> int:
+        return len(self._mean)
+
+    @property
+    def mean(self) -> FloatArray:
+        return self._mean.copy()
+
+    @property
+    def covariance(self) -> FloatArray:
+        """Exponentially weighted covariance (population form, as pandas ``bias=True``)."""
+        return _symmetric(self._scaled) * self._scale
+
+    def update(self, x: ArrayLike) -> None:
+        vector = _as_vector(x, len(self._mean))
+        self._n += 1
+        if self._n == 1:
+            self._mean[:] = vector
+            return
+        a = self._alpha
+        delta = vector - self._mean
+        self._mean += a * delta
+        self._scale *= 1.0 - a
+        blas.dsyr((1.0 - a) * a / self._scale, delta, a=self._scaled, lower=0, overwrite_a=1)
+        if self._scale < _EW_RESCALE_BELOW:
+            self._scaled *= self._scale
+            self._scale = 1.0
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "n": self._n,
+            "half_life_bars": self.half_life_bars,
+            "mean": self._mean.tolist(),
+            "scaled": _symmetric(self._scaled).tolist(),
+            "scale": self._scale,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> EWMoments:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        moments = cls(len(mean), float(state["half_life_bars"]))
+        moments._n = int(state["n"])
+        moments._mean[:] = mean
+        moments._scaled[:] = np.asarray(state["scaled"], dtype=np.float64)
+        moments._scale = float(state["scale"])
+        return moments
+
+
+def new_moments(n_assets: int, kind: EstimatorKind = "welford", half_life_bars: float | None = None) -> OnlineMoments:
+    """An empty estimator of the given kind."""
+    if kind == "welford":
+        return WelfordMoments(n_assets)
+    if kind == "ewm":
+        if half_life_bars is None:
+            raise ValueError("the ewm estimator needs half_life_bars")
+        return EWMoments(n_assets, half_life_bars)
+    raise ValueError(f"unknown estimator kind {kind!r}; use 'welford' or 'ewm'")
+
+
+def moments_from_prior(
+    mean: ArrayLike,
+    covariance: ArrayLike,
+    count: int,
+    kind: EstimatorKind = "welford",
+    half_life_bars: float | None = None,
+) -> OnlineMoments:
+    """An estimator seeded with a prior (SEMANTICS §5: ``n = n0, μ = μ0, M2 = Σ0·(n0 − 1)``)."""
+    if kind == "welford":
+        return WelfordMoments.from_prior(mean, covariance, count)
+    if kind == "ewm":
+        if half_life_bars is None:
+            raise ValueError("the ewm estimator needs half_life_bars")
+        return EWMoments.from_prior(mean, covariance, count, half_life_bars)
+    raise ValueError(f"unknown estimator kind {kind!r}; use 'welford' or 'ewm'")
+
+
+def moments_from_state(state: Mapping[str, Any]) -> OnlineMoments:
+    """Inverse of ``to_state`` for either estimator."""
+    if state["kind"] == "welford":
+        return WelfordMoments.from_state(state)
+    if state["kind"] == "ewm":
+        return EWMoments.from_state(state)
+    raise ValueError(f"unknown estimator kind {state['kind']!r}")
+
+
+def stats_record(
+    moments: OnlineMoments, portfolio_id: str, tickers: Sequence[str], timestamp_ms: int
+) -> dict[str, Any]:
+    """The ``PortfolioStats`` record (schema field names) of an estimator's current state."""
+    if len(tickers) != moments.n_assets:
+        raise ValueError(f"{len(tickers)} tickers for {moments.n_assets} assets")
+    mean = moments.mean.tolist()
+    cov = moments.covariance.tolist()
+    return {
+        "timestamp": int(timestamp_ms),
+        "portfolio_id": portfolio_id,
+        "meanReturns": dict(zip(tickers, mean, strict=True)),
+        "covarianceMatrix": {t: dict(zip(tickers, row, strict=True)) for t, row in zip(tickers, cov, strict=True)},
+        "count": moments.n,
+        "estimator": moments.kind,
+        "half_life_bars": getattr(moments, "half_life_bars", None),
+        "tickers": list(tickers),
+    }
+
+
+def moments_from_stats_record(
+    record: Mapping[str, Any],
+    tickers: Sequence[str] | None = None,
+    *,
+    kind: EstimatorKind | None = None,
+    half_life_bars: float | None = None,
+    count: int | None = None,
+) -> tuple[tuple[str, ...], OnlineMoments]:
+    """Seed an estimator from a ``PortfolioStats`` record; returns ``(tickers, estimator)``.
+
+    ``tickers`` picks the order (default: the record's ``tickers``, else its ``meanReturns``
+    order). ``kind``, ``half_life_bars`` and ``count`` override the record's own (a reference
+    record carries none of them; its count then defaults to 2 so that the covariance survives).
+    """
+    means: Mapping[str, float] = record["meanReturns"]
+    covs: Mapping[str, Mapping[str, float]] = record["covarianceMatrix"]
+    order = tuple(tickers) if tickers is not None else tuple(record.get("tickers") or means)
+    missing = [t for t in order if t not in means or t not in covs]
+    if missing:
+        raise KeyError(f"statistics have no entry for tickers {missing}")
+    mu = np.array([means[t] for t in order], dtype=np.float64)
+    sigma = np.array([[covs[a][b] for b in order] for a in order], dtype=np.float64)
+    n0 = count if count is not None else int(record.get("count") or 2)
+    chosen: EstimatorKind = kind or record.get("estimator") or "welford"
+    half_life = half_life_bars if half_life_bars is not None else record.get("half_life_bars")
+    return order, moments_from_prior(mu, sigma, n0, chosen, half_life)

@@ -1,0 +1,206 @@
+"""One portfolio's streaming state: return vectors → statistics → metrics (SEMANTICS §4–§6).
+
+:class:`PortfolioMonitor` is what both engines drive, the offline replay and the Flink job's keyed
+operator, so they compute the same numbers by construction. It takes already-closed bars (see
+:mod:`streamfolio.core.returns`), initial statistics, and weights; it gives ``PortfolioStats`` and
+``PortfolioMetrics`` records as plain dicts with the schemas' field names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamfolio.core.metrics import PortfolioPerformance, portfolio_performance
+from streamfolio.core.moments import (
+    EstimatorKind,
+    OnlineMoments,
+    moments_from_state,
+    moments_from_stats_record,
+    new_moments,
+    stats_record,
+)
+from streamfolio.core.returns import BarReturns, PortfolioReturns, bar_end_ms
+from streamfolio.core.types import FloatArray
+
+WEIGHT_SUM_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioSpec:
+    """What the streaming engines need to know of a configured portfolio."""
+
+    portfolio_id: str
+    tickers: tuple[str, ...]
+    bar_ms: int
+    periods_per_year: float
+    risk_free_rate: float = 0.0
+    estimator: EstimatorKind = "welford"
+    half_life_bars: float | None = None
+    sharpe_threshold: float | None = None
+
+
+def check_weights(tickers: Sequence[str], weights: Mapping[str, float]) -> str | None:
+    """Why ``weights`` do not fit a portfolio of ``tickers``, or None when they do.
+
+    >>> check_weights(["A", "B"], {"A": 0.5, "B": 0.5}) is None
+    True
+    >>> check_weights(["A", "B"], {"A": 0.5, "C": 0.5})
+    'weights do not cover the portfolio: missing B; unexpected C'
+    >>> check_weights(["A", "B"], {"A": 0.7, "B": 0.5})
+    'weights sum to 1.2, not 1 (tolerance 1e-06)'
+    """
+    missing = [t for t in tickers if t not in weights]
+    extra = [t for t in weights if t not in set(tickers)]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if extra:
+            parts.append("unexpected " + ", ".join(extra))
+        return "weights do not cover the portfolio: " + "; ".join(parts)
+    bad = [t for t in tickers if not math.isfinite(weights[t])]
+    if bad:
+        return "weights are not finite for " + ", ".join(bad)
+    total = math.fsum(weights[t] for t in tickers)
+    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        return f"weights sum to {total:.12g}, not 1 (tolerance {WEIGHT_SUM_TOLERANCE:g})"
+    return None
+
+
+class PortfolioMonitor:
+    """Statistics and metrics of one portfolio, updated bar by bar.
+
+    Examples
+    --------
+    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=60_000, periods_per_year=252)
+    >>> m = PortfolioMonitor(spec)
+    >>> m.set_weights({"A": 0.5, "B": 0.5}, timestamp_ms=0) is None
+    True
+    >>> from streamfolio.core.returns import BarReturns
+    >>> m.on_bar(BarReturns(0, {"A": 10.0, "B": 20.0}, {})) is None        # warm-up
+    True
+    >>> for k, (ra, rb) in enumerate([(0.01, 0.0), (-0.02, 0.01), (0.03, -0.01)], start=1):
+    ...     stats = m.on_bar(BarReturns(k, {"A": 1.0, "B": 1.0}, {"A": ra, "B": rb}))
+    >>> stats["count"], stats["timestamp"]
+    (3, 240000)
+    >>> metrics = m.metrics()
+    >>> round(metrics["sharpRatio"], 3)
+    6.928
+    >>> m.metrics() is None          # unchanged since last emitted
+    True
+    """
+
+    def __init__(self, spec: PortfolioSpec) -> None:
+        self.spec = spec
+        self.returns = PortfolioReturns(spec.tickers)
+        self.moments: OnlineMoments = new_moments(len(spec.tickers), spec.estimator, spec.half_life_bars)
+        self.weights: FloatArray | None = None
+        self.weights_timestamp_ms = 0
+        self.stats_timestamp_ms = 0
+        self._last_metrics: tuple[float, ...] | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def seed(self, record: Mapping[str, Any]) -> None:
+        """Replace the statistics with an initial-statistics record (the prior; SEMANTICS §5)."""
+        _, self.moments = moments_from_stats_record(
+            record,
+            self.spec.tickers,
+            kind=self.spec.estimator,
+            half_life_bars=self.spec.half_life_bars,
+        )
+        self.stats_timestamp_ms = int(record.get("timestamp", 0))
+
+    def set_weights(self, weights: Mapping[str, float], timestamp_ms: int) -> str | None:
+        """Adopt new weights; returns the reason they were refused (previous weights stay)."""
+        problem = check_weights(self.spec.tickers, weights)
+        if problem is not None:
+            return problem
+        self.weights = np.array([weights[t] for t in self.spec.tickers], dtype=np.float64)
+        self.weights_timestamp_ms = int(timestamp_ms)
+        return None
+
+    def on_bar(self, bar: BarReturns) -> dict[str, Any] | None:
+        """Feed one closed bar; returns the updated statistics record when it made a vector."""
+        vector = self.returns.on_bar(bar)
+        if vector is None:
+            return None
+        self.moments.update(vector)
+        self.stats_timestamp_ms = bar_end_ms(bar.index, self.spec.bar_ms)
+        return self.stats()
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The current ``PortfolioStats`` record."""
+        return stats_record(self.moments, self.spec.portfolio_id, self.spec.tickers, self.stats_timestamp_ms)
+
+    def performance(self) -> PortfolioPerformance | None:
+        """Metrics of the current weights, or None while undefined (no weights or zero risk)."""
+        if self.weights is None or self.moments.n == 0:
+            return None
+        perf = portfolio_performance(
+            self.weights,
+            self.moments.mean,
+            self.moments.covariance,
+            periods_per_year=self.spec.periods_per_year,
+            risk_free_rate=self.spec.risk_free_rate,
+        )
+        return perf if perf.is_defined else None
+
+    def metrics(self) -> dict[str, Any] | None:
+        """The ``PortfolioMetrics`` record if it differs from the last one returned, else None."""
+        perf = self.performance()
+        if perf is None or self.weights is None:
+            return None
+        key = (perf.expected_return, perf.risk, perf.sharpe, *self.weights.tolist())
+        if key == self._last_metrics:
+            return None
+        self._last_metrics = key
+        return {
+            "portfolioId": self.spec.portfolio_id,
+            "risk": perf.risk,
+            "expectedReturn": perf.expected_return,
+            "sharpRatio": perf.sharpe,
+            "timestamp": max(self.stats_timestamp_ms, self.weights_timestamp_ms),
+            "count": self.moments.n,
+            "meanReturn": perf.mean_return,
+            "variance": perf.variance,
+            "periodsPerYear": perf.periods_per_year,
+            "riskFreeRate": perf.risk_free_rate,
+            "weights": dict(zip(self.spec.tickers, self.weights.tolist(), strict=True)),
+            "statsTimestamp": self.stats_timestamp_ms,
+            "sharpeThreshold": self.spec.sharpe_threshold,
+        }
+
+    # -- checkpointing ------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Exact state as plain values, for Flink keyed state."""
+        return {
+            "moments": self.moments.to_state(),
+            "waiting_for": list(self.returns.waiting_for),
+            "weights": None if self.weights is None else self.weights.tolist(),
+            "weights_timestamp_ms": self.weights_timestamp_ms,
+            "stats_timestamp_ms": self.stats_timestamp_ms,
+            "last_metrics": None if self._last_metrics is None else list(self._last_metrics),
+        }
+
+    @classmethod
+    def from_state(cls, spec: PortfolioSpec, state: Mapping[str, Any]) -> PortfolioMonitor:
+        monitor = cls(spec)
+        monitor.moments = moments_from_state(state["moments"])
+        waiting = set(state["waiting_for"])
+        monitor.returns = PortfolioReturns(spec.tickers, seen=[t for t in spec.tickers if t not in waiting])
+        weights = state["weights"]
+        monitor.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        monitor.weights_timestamp_ms = int(state["weights_timestamp_ms"])
+        monitor.stats_timestamp_ms = int(state["stats_timestamp_ms"])
+        last = state["last_metrics"]
+        monitor._last_metrics = None if last is None else tuple(float(v) for v in last)
+        return monitor

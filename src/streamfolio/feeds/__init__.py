@@ -1,0 +1,1 @@
+"""Market-data feeds: files and services that produce price ticks."""

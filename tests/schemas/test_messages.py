@@ -1,0 +1,455 @@
+"""Message dataclasses: validation, and the BourseData <-> PriceTick conversion.
+
+The tests/fixtures/bourse_data_*.json quotes are hand-made in the reference's BourseData shape (28
+string fields), not recorded from the exchange: one raw local-time quote, one normalised by the
+reference's producer (``...Z``), one with a bare time and French decimals, one with the reference's
+placeholder time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamfolio.errors import DataError, SchemaError
+from streamfolio.messages import (
+    BOURSE_FIELDS,
+    DeadLetter,
+    PortfolioMetrics,
+    PortfolioStats,
+    PriceTick,
+    RebalanceEvent,
+    Weights,
+    bourse_from_price_tick,
+    parse_event_time,
+    parse_price,
+    price_tick_from_bourse,
+)
+from streamfolio.serde import codec_for
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def quote(name: str) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads((FIXTURES / f"bourse_data_{name}.json").read_text("utf-8"))
+    return loaded
+
+
+def utc_ms(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()) * 1000
+
+
+def stats_record(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "timestamp": 60_000,
+        "portfolio_id": "p1",
+        "meanReturns": {"ATW": 1e-3, "IAM": 2e-3},
+        "covarianceMatrix": {"ATW": {"ATW": 4e-4, "IAM": 1e-4}, "IAM": {"ATW": 1e-4, "IAM": 9e-4}},
+        "tickers": ["ATW", "IAM"],
+    }
+    record.update(changes)
+    return record
+
+
+# --- PriceTick ------------------------------------------------------------------------------
+
+
+def test_price_tick_record_round_trip_and_defaults() -> None:
+    tick = PriceTick.from_record({"ticker": "ATW", "price": 612.5, "event_time": 1})
+    assert tick == PriceTick("ATW", 612.5, 1, None, "unknown", None)
+    assert PriceTick.from_record(tick.to_record()) == tick
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"price": math.nan}, "PriceTick.price is not finite: nan"),
+        ({"price": math.inf}, "PriceTick.price is not finite: inf"),
+        ({"price": 0.0}, "PriceTick.price must be > 0, got 0.0"),
+        ({"price": -1.0}, "PriceTick.price must be > 0"),
+        ({"price": "1"}, "PriceTick.price must be a number, got str"),
+        ({"ticker": ""}, "PriceTick.ticker must not be empty"),
+        ({"event_time": -1}, "PriceTick.event_time is not an epoch-millisecond time"),
+        ({"event_time": 1.5}, "PriceTick.event_time must be an integer, got float"),
+        ({"volume": -2.0}, "PriceTick.volume must be >= 0.0"),
+        ({"volume": math.nan}, "PriceTick.volume is not finite"),
+        ({"sequence": "3"}, "PriceTick.sequence must be an integer"),
+    ],
+)
+def test_price_tick_rejects_bad_values(changes: dict[str, Any], reason: str) -> None:
+    record = {"ticker": "ATW", "price": 1.0, "event_time": 0, **changes}
+    with pytest.raises(SchemaError) as info:
+        PriceTick.from_record(record)
+    assert info.value.reason.startswith(reason)
+
+
+def test_missing_field_names_the_field() -> None:
+    with pytest.raises(SchemaError, match=r"PriceTick record has no field 'price'"):
+        PriceTick.from_record({"ticker": "ATW", "event_time": 0})
+    with pytest.raises(SchemaError, match=r"Weights record has no field 'weights'"):
+        Weights.from_record({"timestamp": 0, "portfolio_id": "p"})
+    with pytest.raises(SchemaError, match=r"PortfolioStats record has no field 'portfolio_id'"):
+        PortfolioStats.from_record({k: v for k, v in stats_record().items() if k != "portfolio_id"})
+    with pytest.raises(SchemaError, match=r"PortfolioMetrics record has no field 'sharpRatio'"):
+        PortfolioMetrics.from_record({"portfolioId": "p", "risk": 0.1, "expectedReturn": 0.0})
+    with pytest.raises(SchemaError, match=r"RebalanceEvent record has no field 'event_id'"):
+        record = RebalanceEvent("p", 1, "", "hold", {}, {}, 0.0, 0.0, 0.0, 0.0, 0.0, "").to_record()
+        del record["event_id"]
+        RebalanceEvent.from_record(record)
+    with pytest.raises(SchemaError, match=r"DeadLetter record has no field 'payload'"):
+        DeadLetter.from_record({"reason": "x", "detail": "", "source_topic": "t"})
+
+
+# --- Weights --------------------------------------------------------------------------------
+
+
+def test_weights_keep_insertion_order_and_are_copied() -> None:
+    raw = {"IAM": 0.4, "ATW": 0.6}
+    weights = Weights("p1", 5, raw)
+    raw["ATW"] = 0.0
+    assert list(weights.weights.items()) == [("IAM", 0.4), ("ATW", 0.6)]
+    assert Weights.from_record(weights.to_record()) == weights
+
+
+@pytest.mark.parametrize(
+    ("weights", "reason"),
+    [
+        ({"ATW": math.nan}, "Weights.weights['ATW'] is not finite"),
+        ({}, "Weights.weights must not be empty"),
+        ({"": 1.0}, "Weights.weights key must not be empty"),
+        ([("ATW", 1.0)], "Weights.weights must be a mapping"),
+    ],
+)
+def test_weights_reject_bad_maps(weights: Any, reason: str) -> None:
+    with pytest.raises(SchemaError, match=reason.replace("[", "\\[")):
+        Weights("p1", 0, weights)
+
+
+# --- PortfolioStats -------------------------------------------------------------------------
+
+
+def test_stats_arrays_round_trip() -> None:
+    cov = np.array([[4e-4, 1e-4], [1e-4, 9e-4]])
+    stats = PortfolioStats.from_arrays("p1", 0, ["ATW", "IAM"], np.array([1e-3, 2e-3]), cov)
+    np.testing.assert_array_equal(stats.covariance_matrix(), cov)
+    np.testing.assert_array_equal(stats.mean_vector(), [1e-3, 2e-3])
+    assert stats.covariance_matrix().dtype == np.float64
+    assert PortfolioStats.from_record(stats.to_record()) == stats
+
+
+def test_stats_tickers_order_wins_over_map_order() -> None:
+    record = stats_record(tickers=["IAM", "ATW"])
+    stats = PortfolioStats.from_record(record)
+    assert stats.tickers == ("IAM", "ATW")
+    assert stats.mean == (2e-3, 1e-3)
+    assert stats.covariance == ((9e-4, 1e-4), (1e-4, 4e-4))
+    assert list(stats.to_record()["meanReturns"]) == ["IAM", "ATW"]
+
+
+def test_stats_accept_huge_entries_without_overflow_warnings() -> None:
+    cov = [[1e300, 1e300], [1e300, 1e300]]
+    assert PortfolioStats.from_arrays("p", 0, ["A", "B"], [0.0, 0.0], cov).covariance[0][1] == 1e300
+
+
+def test_stats_accept_round_off_asymmetry() -> None:
+    cov = stats_record()["covarianceMatrix"]
+    cov["IAM"]["ATW"] = 1e-4 * (1 + 1e-14)
+    assert PortfolioStats.from_record(stats_record(covarianceMatrix=cov)).count == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        (
+            {"meanReturns": {"ATW": 1e-3}},
+            "PortfolioStats.meanReturns does not match the tickers: missing ['IAM'], extra []",
+        ),
+        (
+            {"tickers": ["ATW", "IAM", "BCP"]},
+            "PortfolioStats.meanReturns does not match the tickers: missing ['BCP']",
+        ),
+        (
+            {"covarianceMatrix": {"ATW": {"ATW": 4e-4, "IAM": 1e-4}}},
+            "PortfolioStats.covarianceMatrix does not match the tickers: missing ['IAM']",
+        ),
+        (
+            {"covarianceMatrix": {"ATW": {"ATW": 4e-4}, "IAM": {"ATW": 1e-4, "IAM": 9e-4}}},
+            "PortfolioStats.covarianceMatrix['ATW'] does not match the tickers: missing ['IAM']",
+        ),
+        (
+            {
+                "covarianceMatrix": {
+                    "ATW": {"ATW": 4e-4, "IAM": 1e-4},
+                    "IAM": {"ATW": 1.1e-4, "IAM": 9e-4},
+                }
+            },
+            "PortfolioStats.covariance is not symmetric: ['IAM']['ATW']=0.00011",
+        ),
+        (
+            {"meanReturns": {"ATW": math.nan, "IAM": 0.0}},
+            "PortfolioStats.mean['ATW'] is not finite",
+        ),
+        (
+            {
+                "covarianceMatrix": {
+                    "ATW": {"ATW": math.inf, "IAM": 0.0},
+                    "IAM": {"ATW": 0.0, "IAM": 1.0},
+                }
+            },
+            "PortfolioStats.covariance['ATW']['ATW'] is not finite: inf",
+        ),
+        (
+            {
+                "covarianceMatrix": {
+                    "ATW": {"ATW": -1.0, "IAM": 0.0},
+                    "IAM": {"ATW": 0.0, "IAM": 1.0},
+                }
+            },
+            "PortfolioStats.covariance['ATW']['ATW'] is a negative variance",
+        ),
+        ({"tickers": ["ATW", "ATW"]}, "PortfolioStats.tickers has duplicates"),
+        ({"meanReturns": {}, "covarianceMatrix": {}, "tickers": []}, "PortfolioStats.tickers must"),
+        ({"estimator": "ewm"}, "PortfolioStats.half_life_bars is required by the ewm estimator"),
+        ({"half_life_bars": 10.0}, "PortfolioStats.half_life_bars must be null for the welford"),
+        ({"estimator": "ewm", "half_life_bars": 0.0}, "PortfolioStats.half_life_bars must be > 0"),
+        ({"estimator": "kalman"}, "PortfolioStats.estimator must be 'welford' or 'ewm'"),
+        ({"kind": "final"}, "PortfolioStats.kind must be 'initial' or 'updated'"),
+        ({"count": -1}, "PortfolioStats.count must be >= 0"),
+        ({"bar_seconds": 0}, "PortfolioStats.bar_seconds must be >= 1"),
+        ({"portfolio_id": ""}, "PortfolioStats.portfolio_id must not be empty"),
+        (
+            {"meanReturns": [1.0, 2.0]},
+            "PortfolioStats meanReturns and covarianceMatrix must be maps",
+        ),
+    ],
+)
+def test_stats_reject_inconsistent_records(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        PortfolioStats.from_record(stats_record(**changes))
+    assert info.value.reason.startswith(reason), info.value.reason
+
+
+def test_stats_from_arrays_checks_shapes() -> None:
+    with pytest.raises(SchemaError, match=r"is not 2x2"):
+        PortfolioStats.from_arrays("p", 0, ["A", "B"], [0.0, 0.0], [[1.0, 0.0]])
+    with pytest.raises(SchemaError, match=r"needs a vector and a matrix"):
+        PortfolioStats.from_arrays("p", 0, ["A"], [[0.0]], [[1.0]])
+    with pytest.raises(SchemaError, match=r"has 1 values for 2 tickers"):
+        PortfolioStats.from_arrays("p", 0, ["A", "B"], [0.0], np.eye(2))
+
+
+# --- PortfolioMetrics, RebalanceEvent, DeadLetter -------------------------------------------
+
+
+def test_metrics_map_reference_spellings() -> None:
+    metrics = PortfolioMetrics("p1", 0.2, 0.1, 0.5, 7, weights={"ATW": 1.0})
+    record = metrics.to_record()
+    assert (record["portfolioId"], record["expectedReturn"], record["sharpRatio"]) == (
+        "p1",
+        0.1,
+        0.5,
+    )
+    assert PortfolioMetrics.from_record(record) == metrics
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"sharpRatio": math.nan}, "PortfolioMetrics.sharpe_ratio is not finite"),
+        ({"risk": -0.1}, "PortfolioMetrics.risk must be >= 0.0"),
+        ({"variance": math.inf}, "PortfolioMetrics.variance is not finite"),
+        ({"weights": {"ATW": math.inf}}, "PortfolioMetrics.weights['ATW'] is not finite"),
+        ({"sharpeThreshold": math.nan}, "PortfolioMetrics.sharpe_threshold is not finite"),
+    ],
+)
+def test_metrics_reject_non_finite(changes: dict[str, Any], reason: str) -> None:
+    record = PortfolioMetrics("p1", 0.2, 0.1, 0.5, 7).to_record() | changes
+    with pytest.raises(SchemaError) as info:
+        PortfolioMetrics.from_record(record)
+    assert info.value.reason.startswith(reason)
+
+
+def test_rebalance_event_id_is_deterministic() -> None:
+    args = ("p1", 99, "why", "hold_infeasible", {"A": 1.0}, {"A": 1.0}, 0.1, 0.1, 0.0, 0.1, 0.0, "")
+    first, second = RebalanceEvent(*args), RebalanceEvent(*args)
+    assert first.event_id == second.event_id == "p1@99" == RebalanceEvent.make_event_id("p1", 99)
+    assert RebalanceEvent.from_record(first.to_record()) == first
+    assert RebalanceEvent(*args, event_id="custom").event_id == "custom"
+    with pytest.raises(SchemaError, match=r"RebalanceEvent.turnover must be >= 0.0"):
+        RebalanceEvent(*args[:10], -0.5, "")
+
+
+def test_dead_letter_keeps_payload_bytes() -> None:
+    payload = bytes(range(256))
+    letter = DeadLetter("undecodable", "x", "t", bytearray(payload), 1, "feed")  # type: ignore[arg-type]
+    assert letter.payload == payload and type(letter.payload) is bytes
+    codec = codec_for("DeadLetter")
+    assert DeadLetter.from_record(codec.decode(codec.encode(letter.to_record()))) == letter
+    with pytest.raises(SchemaError, match=r"DeadLetter.payload must be bytes, got str"):
+        DeadLetter("x", "", "t", "text", 1, "feed")  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match=r"DeadLetter.reason must not be empty"):
+        DeadLetter("", "", "t", b"", 1, "feed")
+
+
+# --- BourseData -> PriceTick ----------------------------------------------------------------
+
+
+def test_local_summer_time_is_utc_plus_one() -> None:
+    tick = price_tick_from_bourse(quote("atw_local"))
+    assert tick == PriceTick("ATW", 612.5, utc_ms(2025, 6, 20, 13, 59, 32), None, "cse", None)
+
+
+def test_reference_utc_time_is_taken_as_written() -> None:
+    tick = price_tick_from_bourse(quote("iam_reference_utc"), source="replay")
+    assert (tick.ticker, tick.price, tick.source) == ("IAM", 119.3, "replay")
+    assert tick.event_time == utc_ms(2026, 2, 25, 10, 15, 30)
+
+
+def test_bare_time_uses_the_session_date_and_french_decimals() -> None:
+    tick = price_tick_from_bourse(quote("bcp_time_only"))
+    assert (tick.ticker, tick.price) == ("BCP", 284.5)
+    # 2026-02-26 is in Ramadan 2026, when Morocco is on UTC+0.
+    assert tick.event_time == utc_ms(2026, 2, 26, 11, 2, 5) + 250
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-06-20T14:59:32", utc_ms(2025, 6, 20, 13, 59, 32)),  # summer, UTC+1
+        ("2026-01-15 10:00:00", utc_ms(2026, 1, 15, 9, 0, 0)),  # winter, UTC+1
+        ("2026-02-25T10:00:00", utc_ms(2026, 2, 25, 10, 0, 0)),  # Ramadan 2026, UTC+0
+        ("2026-03-25T10:00:00", utc_ms(2026, 3, 25, 9, 0, 0)),  # after Ramadan, UTC+1 again
+        ("2025-06-20T14:59:32.123456789", utc_ms(2025, 6, 20, 13, 59, 32) + 123),
+        ("2025-06-20T14:59:32,5", utc_ms(2025, 6, 20, 13, 59, 32) + 500),
+        ("2025-06-20T14:59", utc_ms(2025, 6, 20, 13, 59, 0)),
+        ("2025-06-20T14:59:32Z", utc_ms(2025, 6, 20, 14, 59, 32)),
+        ("2025-06-20T14:59:32+01:00", utc_ms(2025, 6, 20, 13, 59, 32)),
+        ("2025-06-20T14:59:32+0100", utc_ms(2025, 6, 20, 13, 59, 32)),
+        ("2025-06-20T14:59:32-02", utc_ms(2025, 6, 20, 16, 59, 32)),
+        ("  2025-06-20T14:59:32  ", utc_ms(2025, 6, 20, 13, 59, 32)),
+    ],
+)
+def test_event_time_formats(text: str, expected: int) -> None:
+    assert parse_event_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("session_date", "expected"),
+    [
+        ("2025-06-20", utc_ms(2025, 6, 20, 13, 59, 32)),
+        ("2025-06-20T00:00:00Z", utc_ms(2025, 6, 20, 13, 59, 32)),
+        ("20/06/2025", utc_ms(2025, 6, 20, 13, 59, 32)),
+    ],
+)
+def test_bare_time_session_dates(session_date: str, expected: int) -> None:
+    assert parse_event_time("14:59:32", session_date=session_date) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("field_cours_courant", "abc", "ATW: price 'abc' is not a number"),
+        ("field_cours_courant", "", "ATW: price '' is not a number"),
+        ("field_cours_courant", "-", "ATW: price '-' is not a number"),
+        ("field_cours_courant", "0", "ATW: price '0' is not positive"),
+        ("field_cours_courant", "-12.5", "ATW: price '-12.5' is not positive"),
+        ("field_cours_courant", "nan", "ATW: price 'nan' is not a number"),
+        ("field_cours_courant", "inf", "ATW: price 'inf' is not a number"),
+        ("field_cours_courant", "1e999", "ATW: price '1e999' is not finite"),
+        ("field_cours_courant", "1,2,3", "ATW: price '1,2,3' is not a number"),
+        ("field_last_traded_time", "", "ATW: event time '' is unparsable"),
+        ("field_last_traded_time", "0", "ATW: event time '0' is unparsable"),
+        ("field_last_traded_time", "2025-06-20", "ATW: event time '2025-06-20' is unparsable"),
+        (
+            "field_last_traded_time",
+            "2025-02-30T10:00:00",
+            "ATW: event time '2025-02-30T10:00:00' is",
+        ),
+        (
+            "field_last_traded_time",
+            "2025-06-20T25:00:00",
+            "ATW: event time '2025-06-20T25:00:00' is",
+        ),
+        ("field_last_traded_time", "2025-06-20T10:00:00+25:00", "ATW: event time"),
+        (
+            "field_last_traded_time",
+            "1969-12-31T23:00:00Z",
+            "ATW: event time '1969-12-31T23:00:00Z' is ",
+        ),
+        (
+            "field_last_traded_time",
+            "1999-01-01T00:00:00Z",
+            "ATW: event time '1999-01-01T00:00:00Z' is the reference's placeholder",
+        ),
+        ("ticker", "  ", "BourseData ticker '  ' is empty"),
+    ],
+)
+def test_bad_bourse_values_are_data_errors(field: str, value: str, reason: str) -> None:
+    record = quote("atw_local") | {field: value}
+    with pytest.raises(DataError) as info:
+        price_tick_from_bourse(record)
+    assert info.value.reason.startswith(reason), info.value.reason
+
+
+def test_bare_time_without_a_session_date_is_a_data_error() -> None:
+    record = quote("bcp_time_only") | {"field_date_application": ""}
+    with pytest.raises(DataError, match=r"it has no date and no session date was given"):
+        price_tick_from_bourse(record)
+    record = quote("bcp_time_only") | {"field_date_application": "2026/02/26"}
+    with pytest.raises(DataError, match=r"neither YYYY-MM-DD nor DD/MM/YYYY"):
+        price_tick_from_bourse(record)
+
+
+def test_reference_placeholder_fixture_is_rejected() -> None:
+    with pytest.raises(DataError, match=r"placeholder for a missing time"):
+        price_tick_from_bourse(quote("reference_placeholder"))
+
+
+def test_missing_bourse_field_is_a_data_error() -> None:
+    record = {k: v for k, v in quote("atw_local").items() if k != "field_cours_courant"}
+    with pytest.raises(DataError, match=r"BourseData record has no field 'field_cours_courant'"):
+        price_tick_from_bourse(record)
+
+
+def test_non_string_inputs() -> None:
+    assert parse_price(12) == 12.0
+    with pytest.raises(DataError, match=r"price must be text or a number, got NoneType"):
+        parse_price(None)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"event time must be a string, got int"):
+        parse_event_time(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("612.50", 612.5), ("1 234,5", 1234.5), ("1\u202f234,50", 1234.5), ("1,234.5", 1234.5),
+     ("1.234.567,8", 1234567.8), ("+3", 3.0), (".5", 0.5), ("1e-05", 1e-05), ("1e+16", 1e16)],
+)  # fmt: skip
+def test_price_formats(text: str, value: float) -> None:
+    assert parse_price(text) == value
+
+
+# --- PriceTick -> BourseData ----------------------------------------------------------------
+
+
+def test_bourse_from_price_tick_fills_all_fields_and_round_trips() -> None:
+    tick = PriceTick("ATW", 612.5, utc_ms(2026, 2, 25, 23, 30, 0) + 7, 10.0, "sim", 3)
+    record = bourse_from_price_tick(tick)
+    assert list(record) == list(BOURSE_FIELDS)
+    assert all(isinstance(v, str) for v in record.values())
+    assert record["field_last_traded_time"] == "2026-02-25T23:30:00.007Z"
+    # 23:30 UTC is still 25 February in Casablanca during Ramadan (UTC+0) ...
+    assert record["field_date_application"] == "2026-02-25"
+    # ... and already 26 February on UTC+1.
+    summer = bourse_from_price_tick(PriceTick("ATW", 1.0, utc_ms(2025, 6, 20, 23, 30, 0)))
+    assert summer["field_date_application"] == "2025-06-21"
+    assert record["field_opening_price"] == ""
+    back = price_tick_from_bourse(
+        codec_for("BourseData").decode(codec_for("BourseData").encode(record)), source="sim"
+    )
+    assert (back.ticker, back.price, back.event_time) == (tick.ticker, tick.price, tick.event_time)
