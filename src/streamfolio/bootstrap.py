@@ -64,7 +64,8 @@ def daily_statistics(
     if moments.n < 2:
         waiting = ", ".join(returns.waiting_for) or "none"
         raise ValueError(
-            f"history gives {moments.n} return vectors for tickers {', '.join(tickers)}; at least 2 "
+            f"history gives {moments.n} return vectors for tickers {', '.join(tickers)}; "
+            "at least 2 "
             f"are needed (tickers without any close: {waiting})"
         )
     return DailyStatistics(
@@ -178,7 +179,9 @@ def _clean(weights: dict[str, float]) -> dict[str, float]:
     return {t: w / total for t, w in clipped.items()}
 
 
-def scaled_to_bar(stats: DailyStatistics, sessions_per_year: float, periods_per_year: float) -> tuple[FloatArray, FloatArray]:
+def scaled_to_bar(
+    stats: DailyStatistics, sessions_per_year: float, periods_per_year: float
+) -> tuple[FloatArray, FloatArray]:
     """Daily mean and covariance scaled to a bar with ``periods_per_year`` bars a year."""
     factor = sessions_per_year / periods_per_year
     return stats.mean * factor, stats.covariance * factor

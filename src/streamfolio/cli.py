@@ -71,13 +71,19 @@ def init(
     config: ConfigOption = None,
     history: Annotated[
         Path | None,
-        typer.Option(help="Daily closes, CSV `time,ticker,price[,volume]`. Default: bundled CSE history."),
+        typer.Option(
+            help="Daily closes, CSV `time,ticker,price[,volume]`. Default: bundled CSE history."
+        ),
     ] = None,
     index: Annotated[
         Path | None,
-        typer.Option(help="Market index closes (same layout) for the risk aversion. Default: bundled MASI."),
+        typer.Option(
+            help="Market index closes (same layout) for the risk aversion. Default: bundled MASI."
+        ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the state JSON here (default: stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the state JSON here (default: stdout).")
+    ] = None,
 ) -> None:
     """Compute each portfolio's initial statistics and weights from a price history.
 
@@ -96,7 +102,9 @@ def init(
         typer.echo(text)
     else:
         out.write_text(text + "\n")
-        typer.echo(f"wrote initial state of {len(state['portfolios'])} portfolio(s) to {out}", err=True)
+        typer.echo(
+            f"wrote initial state of {len(state['portfolios'])} portfolio(s) to {out}", err=True
+        )
 
 
 def _progress(message: str) -> None:
@@ -105,10 +113,13 @@ def _progress(message: str) -> None:
 
 @app.command()
 def replay(
-    prices: Annotated[Path, typer.Option(help="Ticks, CSV `time,ticker,price[,volume]`, ISO-8601 times.")],
+    prices: Annotated[
+        Path, typer.Option(help="Ticks, CSV `time,ticker,price[,volume]`, ISO-8601 times.")
+    ],
     config: ConfigOption = None,
     state: Annotated[
-        Path | None, typer.Option(help="Initial state from `streamfolio init` (default: computed now).")
+        Path | None,
+        typer.Option(help="Initial state from `streamfolio init` (default: computed now)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output file (default: stdout).")] = None,
     output_format: Annotated[
@@ -125,7 +136,9 @@ def replay(
         raise _fail(ValueError(f"--format must be jsonl or csv, not {output_format!r}"))
     try:
         settings = _settings(config)
-        events = run_replay(settings, prices=prices, state_path=state, rebalance=rebalance, progress=_progress)
+        events = run_replay(
+            settings, prices=prices, state_path=state, rebalance=rebalance, progress=_progress
+        )
         stream: TextIO = sys.stdout if out is None else out.open("w", newline="")
         try:
             counts = _write_events(events, stream, output_format)
@@ -138,7 +151,16 @@ def replay(
     typer.echo(f"replay done: {summary}", err=True)
 
 
-_CSV_COLUMNS = ("kind", "portfolio_id", "timestamp", "expected_return", "risk", "sharpe", "count", "weights")
+_CSV_COLUMNS = (
+    "kind",
+    "portfolio_id",
+    "timestamp",
+    "expected_return",
+    "risk",
+    "sharpe",
+    "count",
+    "weights",
+)
 
 
 def _write_events(events: Any, stream: TextIO, output_format: str) -> dict[str, int]:
@@ -150,16 +172,29 @@ def _write_events(events: Any, stream: TextIO, output_format: str) -> dict[str, 
     for event in events:
         counts[event.kind] = counts.get(event.kind, 0) + 1
         if writer is None:
-            stream.write(json.dumps({"type": event.kind, "key": event.key, **event.record}, allow_nan=True) + "\n")
+            stream.write(
+                json.dumps({"type": event.kind, "key": event.key, **event.record}, allow_nan=True)
+                + "\n"
+            )
         elif event.kind == "metrics":
             r = event.record
             writer.writerow(
-                ["metrics", event.key, r["timestamp"], r["expectedReturn"], r["risk"], r["sharpRatio"],
-                 r["count"], json.dumps(r["weights"])]
+                [
+                    "metrics",
+                    event.key,
+                    r["timestamp"],
+                    r["expectedReturn"],
+                    r["risk"],
+                    r["sharpRatio"],
+                    r["count"],
+                    json.dumps(r["weights"]),
+                ]
             )
         elif event.kind == "weights":
             r = event.record
-            writer.writerow(["weights", event.key, r["timestamp"], "", "", "", "", json.dumps(r["weights"])])
+            writer.writerow(
+                ["weights", event.key, r["timestamp"], "", "", "", "", json.dumps(r["weights"])]
+            )
     return counts
 
 
@@ -170,7 +205,8 @@ def simulate(
     bars: Annotated[int, typer.Option(min=1, help="Number of bars to simulate.")] = 600,
     ticks_per_bar: Annotated[int, typer.Option(min=1, help="Ticks per ticker per bar.")] = 3,
     regime_change: Annotated[
-        int | None, typer.Option(help="Bar at which returns turn negative (default: half-way; -1: none).")
+        int | None,
+        typer.Option(help="Bar at which returns turn negative (default: half-way; -1: none)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same ticks).")] = 7,
 ) -> None:
@@ -179,8 +215,15 @@ def simulate(
 
     try:
         settings = _settings(config, example_if_missing=True)
-        n = simulated_ticks_csv(settings, out, bars=bars, ticks_per_bar=ticks_per_bar,
-                                regime_change=regime_change, seed=seed, progress=_progress)
+        n = simulated_ticks_csv(
+            settings,
+            out,
+            bars=bars,
+            ticks_per_bar=ticks_per_bar,
+            regime_change=regime_change,
+            seed=seed,
+            progress=_progress,
+        )
     except (StreamfolioError, ValueError) as error:
         raise _fail(error) from None
     typer.echo(f"wrote {n} ticks to {out}", err=True)
@@ -201,10 +244,21 @@ def demo(
         settings = _settings(config, example_if_missing=True)
         with tempfile.TemporaryDirectory(prefix="streamfolio-demo-") as tmp:
             ticks = Path(tmp) / "ticks.csv"
-            n = simulated_ticks_csv(settings, ticks, bars=bars, ticks_per_bar=3, regime_change=None,
-                                    seed=seed, progress=_progress)
+            n = simulated_ticks_csv(
+                settings,
+                ticks,
+                bars=bars,
+                ticks_per_bar=3,
+                regime_change=None,
+                seed=seed,
+                progress=_progress,
+            )
             _progress(f"simulated {n} ticks over {bars} bars (regime change half-way)")
-            events = list(run_replay(settings, prices=ticks, state_path=None, rebalance=True, progress=_progress))
+            events = list(
+                run_replay(
+                    settings, prices=ticks, state_path=None, rebalance=True, progress=_progress
+                )
+            )
     except (StreamfolioError, ValueError) as error:
         raise _fail(error) from None
     summarise(settings, events, echo=typer.echo)

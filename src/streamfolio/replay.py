@@ -123,7 +123,7 @@ class ReplayEngine:
     def on_tick(self, tick: Tick) -> Iterator[ReplayEvent]:
         watermark = self.watermark_ms
         for clock in self._clocks.values():
-            # Each bar size has its own windows: a tick too late for one may still count for another.
+            # Each bar size has its own windows: too late for one may still count for another.
             if self._is_final(clock, tick.event_time_ms, watermark):
                 self.late_ticks += 1
                 yield ReplayEvent(
@@ -188,14 +188,21 @@ class ReplayEngine:
         if isinstance(decision, Hold):
             if decision.notify:
                 yield ReplayEvent(
-                    "hold", portfolio_id,
-                    {"portfolio_id": portfolio_id, "timestamp": now_ms, "reason": decision.reason,
-                     "sharpe": decision.sharpe},
+                    "hold",
+                    portfolio_id,
+                    {
+                        "portfolio_id": portfolio_id,
+                        "timestamp": now_ms,
+                        "reason": decision.reason,
+                        "sharpe": decision.sharpe,
+                    },
                 )
             return
         yield from self._rebalance(portfolio_id, decision, now_ms)
 
-    def _rebalance(self, portfolio_id: str, decision: Rebalance, now_ms: int) -> Iterator[ReplayEvent]:
+    def _rebalance(
+        self, portfolio_id: str, decision: Rebalance, now_ms: int
+    ) -> Iterator[ReplayEvent]:
         monitor = self.monitors[portfolio_id]
         assert monitor.weights is not None
         tickers = monitor.spec.tickers
@@ -221,8 +228,11 @@ class ReplayEngine:
             },
         )
         weights_record = {
-            "timestamp": now_ms, "portfolio_id": portfolio_id, "weights": new,
-            "reason": decision.reason, "source": "rebalancer",
+            "timestamp": now_ms,
+            "portfolio_id": portfolio_id,
+            "weights": new,
+            "reason": decision.reason,
+            "source": "rebalancer",
         }
         yield ReplayEvent("weights", portfolio_id, weights_record)
         problem = monitor.set_weights(new, timestamp_ms=now_ms)

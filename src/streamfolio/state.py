@@ -38,9 +38,18 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _history_rows(path: Path, known: set[str] | None = None) -> list[tuple[int, str, float]]:
-    history = read_history(path, known_tickers=known)
-    return list(zip((int(t) for t in history.times_ms), history.tickers, (float(p) for p in history.prices), strict=True))
+def _history_rows(
+    path: Path, known: set[str] | None = None, *, ticks: bool = False
+) -> list[tuple[int, str, float]]:
+    history = read_history(path, known_tickers=known, ticks=ticks)
+    return list(
+        zip(
+            (int(t) for t in history.times_ms),
+            history.tickers,
+            (float(p) for p in history.prices),
+            strict=True,
+        )
+    )
 
 
 def initial_state(
@@ -66,7 +75,8 @@ def initial_state(
         unknown = [t for t in portfolio.tickers if t not in known]
         if unknown:
             raise DataError(
-                f"portfolio {portfolio.id}: no history for tickers {', '.join(unknown)}", str(history_path)
+                f"portfolio {portfolio.id}: no history for tickers {', '.join(unknown)}",
+                str(history_path),
             )
         daily = daily_statistics(rows, portfolio.tickers)
         q = portfolio.periods_per_year_value(exchange)
@@ -83,7 +93,9 @@ def initial_state(
             info = {"source": "configured weights"}
         else:
             weights, info = _black_litterman(portfolio, daily, sessions, index_closes)
-        progress(f"{portfolio.id}: {daily.count} daily return vectors; weights from {info['source']}")
+        progress(
+            f"{portfolio.id}: {daily.count} daily return vectors; weights from {info['source']}"
+        )
         out.append(
             {
                 "portfolio_id": portfolio.id,
@@ -141,7 +153,9 @@ def load_state(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"cannot read initial state: {error}", str(path)) from None
     if not isinstance(data, dict) or not isinstance(data.get("portfolios"), list):
-        raise DataError("not a state file from `streamfolio init` (no 'portfolios' list)", str(path))
+        raise DataError(
+            "not a state file from `streamfolio init` (no 'portfolios' list)", str(path)
+        )
     return data
 
 
@@ -160,7 +174,9 @@ def run_replay(
     for portfolio in settings.portfolios:
         entry = by_id.get(portfolio.id)
         if entry is None:
-            raise DataError(f"initial state has no portfolio {portfolio.id!r}; run `streamfolio init` again")
+            raise DataError(
+                f"initial state has no portfolio {portfolio.id!r}; run `streamfolio init` again"
+            )
         portfolios.append(
             ReplayPortfolio(
                 spec=portfolio_spec(portfolio, settings.exchange),
@@ -169,8 +185,11 @@ def run_replay(
                 policy=policy_settings(portfolio, settings.exchange) if rebalance else None,
             )
         )
-    engine = ReplayEngine(portfolios, max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms)
-    ticks = (Tick(t, s, p) for t, s, p in _history_rows(prices))
+    engine = ReplayEngine(
+        portfolios, max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms
+    )
+    known = {t for p in settings.portfolios for t in p.tickers}
+    ticks = (Tick(t, s, p) for t, s, p in _history_rows(prices, known, ticks=True))
     yield from engine.run(ticks)
 
 
@@ -208,10 +227,18 @@ def simulated_ticks_csv(
         writer = csv.writer(handle)
         writer.writerow(["time", "ticker", "price"])
         for ms, ticker, price in simulate_ticks(
-            tickers, [last_close[t] for t in tickers], regimes, start_ms=start_ms,
-            bar_ms=first.bar_seconds * 1000, n_bars=bars, ticks_per_bar=ticks_per_bar, seed=seed,
+            tickers,
+            [last_close[t] for t in tickers],
+            regimes,
+            start_ms=start_ms,
+            bar_ms=first.bar_seconds * 1000,
+            n_bars=bars,
+            ticks_per_bar=ticks_per_bar,
+            seed=seed,
         ):
-            stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
+            stamp = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(
+                timespec="milliseconds"
+            )
             writer.writerow([stamp.replace("+00:00", "Z"), ticker, repr(price)])
             n += 1
     progress(f"simulated {len(tickers)} tickers, {bars} bars, regime change at bar {change}")
@@ -227,7 +254,8 @@ def summarise(settings: Settings, events: list[ReplayEvent], echo: Callable[[str
             last[event.key] = dict(event.record)
         elif event.kind == "rebalance":
             rebalances.setdefault(event.key, []).append(dict(event.record))
-    echo(f"{'portfolio':<10} {'sharpe':>8} {'threshold':>9} {'return':>8} {'risk':>8} {'bars':>6} rebalances")
+    header = ("portfolio", "sharpe", "threshold", "return", "risk", "bars")
+    echo("{:<10} {:>8} {:>9} {:>8} {:>8} {:>6} rebalances".format(*header))
     for portfolio in settings.portfolios:
         m = last.get(portfolio.id)
         if m is None:
@@ -235,15 +263,17 @@ def summarise(settings: Settings, events: list[ReplayEvent], echo: Callable[[str
             continue
         count = len(rebalances.get(portfolio.id, []))
         echo(
-            f"{portfolio.id:<10} {_num(m['sharpRatio']):>8} {portfolio.policy.sharpe_threshold:>9.2f} "
-            f"{_num(m['expectedReturn']):>8} {_num(m['risk']):>8} {m['count']:>6} {count}"
+            f"{portfolio.id:<10} {_num(m['sharpRatio']):>8} "
+            f"{portfolio.policy.sharpe_threshold:>9.2f} {_num(m['expectedReturn']):>8} "
+            f"{_num(m['risk']):>8} {m['count']:>6} {count}"
         )
     for pid, items in rebalances.items():
         for r in items:
             stamp = dt.datetime.fromtimestamp(r["timestamp"] / 1000, tz=dt.UTC).isoformat()
             echo(
                 f"  {pid} rebalanced at {stamp}: {r['reason']}; expected sharpe "
-                f"{_num(r['sharpe_before'])} -> {_num(r['sharpe_after'])}, turnover {r['turnover']:.2f}"
+                f"{_num(r['sharpe_before'])} -> {_num(r['sharpe_after'])}, "
+                f"turnover {r['turnover']:.2f}"
             )
 
 

@@ -189,6 +189,16 @@ def test_posterior_covariance_is_symmetric(cov: FloatArray, pi: FloatArray) -> N
     np.testing.assert_array_equal(posterior.covariance, posterior.covariance.T)
 
 
+def test_posterior_is_read_only_and_leaves_the_prior_alone(cov: FloatArray, pi: FloatArray) -> None:
+    prior = pi.copy()
+    posterior = black_litterman(cov, pi)
+
+    with pytest.raises(ValueError, match="read-only"):
+        posterior.expected_returns[0] = 1.0
+    pi[0] = 99.0
+    np.testing.assert_array_equal(posterior.expected_returns, prior)
+
+
 def test_no_views_give_the_prior_and_the_inflated_covariance(
     cov: FloatArray, pi: FloatArray
 ) -> None:

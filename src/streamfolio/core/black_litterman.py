@@ -60,9 +60,13 @@ class BlackLittermanPosterior:
     """The Black-Litterman posterior, in the units of the prior and the covariance."""
 
     expected_returns: FloatArray
-    """Posterior expected returns ``μ_BL``, shape (n,)."""
+    """Posterior expected returns ``μ_BL``, shape (n,), read-only."""
     covariance: FloatArray
-    """Posterior covariance ``Σ_BL``, shape (n, n)."""
+    """Posterior covariance ``Σ_BL``, shape (n, n), symmetric, read-only."""
+
+    def __post_init__(self) -> None:
+        self.expected_returns.setflags(write=False)
+        self.covariance.setflags(write=False)
 
 
 def market_implied_risk_aversion(

@@ -174,13 +174,20 @@ class WelfordMoments:
         merged._n = n
         merged._mean[:] = self._mean + delta * (other._n / n)
         merged._m2[:] = (
-            _symmetric(self._m2) + _symmetric(other._m2) + np.outer(delta, delta) * (self._n * other._n / n)
+            _symmetric(self._m2)
+            + _symmetric(other._m2)
+            + np.outer(delta, delta) * (self._n * other._n / n)
         )
         return merged
 
     def to_state(self) -> dict[str, Any]:
         """Exact state as plain Python values (for keyed state and checkpoints)."""
-        return {"kind": self.kind, "n": self._n, "mean": self._mean.tolist(), "m2": _symmetric(self._m2).tolist()}
+        return {
+            "kind": self.kind,
+            "n": self._n,
+            "mean": self._mean.tolist(),
+            "m2": _symmetric(self._m2).tolist(),
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> WelfordMoments:
@@ -219,7 +226,7 @@ class EWMoments:
         if not (half_life_bars > 0 and math.isfinite(half_life_bars)):
             raise ValueError(f"half_life_bars must be a positive number, got {half_life_bars}")
         self.half_life_bars = float(half_life_bars)
-        self._alpha = 1.0 - 2.0 ** (-1.0 / self.half_life_bars)
+        self._alpha: float = 1.0 - 2.0 ** (-1.0 / self.half_life_bars)
         self._n = 0
         self._mean = np.zeros(n_assets)
         # S = scale * scaled: the (1 - α) decay of every entry becomes one scalar multiply.
@@ -227,7 +234,9 @@ class EWMoments:
         self._scale = 1.0
 
     @classmethod
-    def from_prior(cls, mean: ArrayLike, covariance: ArrayLike, count: int, half_life_bars: float) -> EWMoments:
+    def from_prior(
+        cls, mean: ArrayLike, covariance: ArrayLike, count: int, half_life_bars: float
+    ) -> EWMoments:
         """Start from a prior mean and covariance, counted as ``count`` observations."""
         mu = np.asarray(mean, dtype=np.float64)
         moments = cls(len(mu), half_life_bars)
@@ -298,7 +307,9 @@ class EWMoments:
         return moments
 
 
-def new_moments(n_assets: int, kind: EstimatorKind = "welford", half_life_bars: float | None = None) -> OnlineMoments:
+def new_moments(
+    n_assets: int, kind: EstimatorKind = "welford", half_life_bars: float | None = None
+) -> OnlineMoments:
     """An empty estimator of the given kind."""
     if kind == "welford":
         return WelfordMoments(n_assets)
@@ -347,7 +358,9 @@ def stats_record(
         "timestamp": int(timestamp_ms),
         "portfolio_id": portfolio_id,
         "meanReturns": dict(zip(tickers, mean, strict=True)),
-        "covarianceMatrix": {t: dict(zip(tickers, row, strict=True)) for t, row in zip(tickers, cov, strict=True)},
+        "covarianceMatrix": {
+            t: dict(zip(tickers, row, strict=True)) for t, row in zip(tickers, cov, strict=True)
+        },
         "count": moments.n,
         "estimator": moments.kind,
         "half_life_bars": getattr(moments, "half_life_bars", None),

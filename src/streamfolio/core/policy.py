@@ -161,7 +161,9 @@ class RebalancePolicy:
         if not state.armed and self._may_rearm(sharpe, now_ms, state):
             state = replace(state, armed=True)
         if sharpe >= s.sharpe_threshold:
-            return Hold(f"sharpe {sharpe:.2f} at or above threshold {s.sharpe_threshold:.2f}", sharpe), state
+            return Hold(
+                f"sharpe {sharpe:.2f} at or above threshold {s.sharpe_threshold:.2f}", sharpe
+            ), state
         if not state.armed:
             return Hold("inside the hysteresis band since the last decision", sharpe), state
         if state.last_attempt_ms is not None and now_ms - state.last_attempt_ms < s.cooldown_ms:
@@ -207,8 +209,11 @@ class RebalancePolicy:
         s = self.settings
         if sharpe > s.sharpe_threshold + s.band:
             return True
-        if state.last_attempt_held and state.last_attempt_ms is not None:
-            if now_ms - state.last_attempt_ms >= s.cooldown_ms:
-                return True
+        if (
+            state.last_attempt_held
+            and state.last_attempt_ms is not None
+            and now_ms - state.last_attempt_ms >= s.cooldown_ms
+        ):
+            return True
         last = state.last_decision_sharpe
         return last is not None and sharpe < last - s.band

@@ -98,7 +98,9 @@ class PortfolioMonitor:
     def __init__(self, spec: PortfolioSpec) -> None:
         self.spec = spec
         self.returns = PortfolioReturns(spec.tickers)
-        self.moments: OnlineMoments = new_moments(len(spec.tickers), spec.estimator, spec.half_life_bars)
+        self.moments: OnlineMoments = new_moments(
+            len(spec.tickers), spec.estimator, spec.half_life_bars
+        )
         self.weights: FloatArray | None = None
         self.weights_timestamp_ms = 0
         self.stats_timestamp_ms = 0
@@ -138,7 +140,9 @@ class PortfolioMonitor:
 
     def stats(self) -> dict[str, Any]:
         """The current ``PortfolioStats`` record."""
-        return stats_record(self.moments, self.spec.portfolio_id, self.spec.tickers, self.stats_timestamp_ms)
+        return stats_record(
+            self.moments, self.spec.portfolio_id, self.spec.tickers, self.stats_timestamp_ms
+        )
 
     def performance(self) -> PortfolioPerformance | None:
         """Metrics of the current weights, or None while undefined (no weights or zero risk)."""
@@ -196,7 +200,9 @@ class PortfolioMonitor:
         monitor = cls(spec)
         monitor.moments = moments_from_state(state["moments"])
         waiting = set(state["waiting_for"])
-        monitor.returns = PortfolioReturns(spec.tickers, seen=[t for t in spec.tickers if t not in waiting])
+        monitor.returns = PortfolioReturns(
+            spec.tickers, seen=[t for t in spec.tickers if t not in waiting]
+        )
         weights = state["weights"]
         monitor.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         monitor.weights_timestamp_ms = int(state["weights_timestamp_ms"])

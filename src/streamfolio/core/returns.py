@@ -122,7 +122,9 @@ class BarReturns:
     returns: Mapping[str, float]
 
 
-def chain_bar(chains: dict[str, ReturnChain], index: int, closes: Mapping[str, float]) -> BarReturns:
+def chain_bar(
+    chains: dict[str, ReturnChain], index: int, closes: Mapping[str, float]
+) -> BarReturns:
     """Advance each ticker's chain with its close in bar ``index``; new tickers start a chain."""
     returns: dict[str, float] = {}
     for ticker, close in closes.items():
@@ -178,7 +180,9 @@ class PortfolioReturns:
         return vector if traded else None
 
 
-def iter_bars(ticks: Iterable[tuple[int, str, float]], bar_ms: int) -> Iterable[tuple[int, dict[str, float]]]:
+def iter_bars(
+    ticks: Iterable[tuple[int, str, float]], bar_ms: int
+) -> Iterable[tuple[int, dict[str, float]]]:
     """Group time-ordered ``(event_time_ms, ticker, price)`` ticks into ``(bar index, closes)``.
 
     Only for ticks already in event-time order; the replay engine handles disorder and lateness.

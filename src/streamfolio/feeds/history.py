@@ -134,12 +134,15 @@ def read_history(
     *,
     known_tickers: Collection[str] | None = None,
     timezone: str = "Africa/Casablanca",
+    ticks: bool = False,
 ) -> PriceHistory:
     """Read and check a history file; see the module docstring for the layout.
 
     ``known_tickers``, if given, is the set of tickers allowed. A naive ``time`` is local to
     ``timezone``. Raises :class:`~streamfolio.errors.DataError` at the first bad row, with
-    ``where="FILE:LINE"``.
+    ``where="FILE:LINE"``. With ``ticks=True`` the file is a tick stream rather than a history:
+    rows may be out of event-time order and repeat a (time, ticker) pair, as live ticks do; the
+    replay engine applies the event-time rules to them.
 
     >>> try:
     ...     read_history(bundled_history_path(), known_tickers={"ATW"})
@@ -154,7 +157,7 @@ def read_history(
         columns = _header(next(reader, None), path)
         try:
             times, tickers, prices, volumes = _parse_rows(
-                reader, columns, known, ZoneInfo(timezone)
+                reader, columns, known, ZoneInfo(timezone), ordered=not ticks
             )
         except _RowError as exc:
             raise DataError(str(exc), f"{path}:{reader.line_num}") from None
@@ -196,6 +199,8 @@ def _parse_rows(
     columns: tuple[int, int, int, int, int],
     known: frozenset[str] | None,
     zone: ZoneInfo,
+    *,
+    ordered: bool = True,
 ) -> tuple[list[int], list[str], list[float], list[float]]:
     # One flat loop, no per-row function calls: a replay file can hold millions of rows.
     i_time, i_ticker, i_price, i_volume, width = columns
@@ -226,13 +231,17 @@ def _parse_rows(
                 if offset is None:
                     offset = offsets[text[:16]] = _offset_ms(when, zone, text)
                 ms = (when - _NAIVE_EPOCH) // _ONE_MS - offset
-            if ms < last_ms:
+            if ms < last_ms and ordered:
                 raise _RowError(f"time {text} is earlier than the previous row's {last_text}")
             if ms != last_ms:
                 at_last_time.clear()
             last_text, last_ms = text, ms
         ticker = row[i_ticker]
-        if ticker in at_last_time or not ticker or (known is not None and ticker not in known):
+        if (
+            (ordered and ticker in at_last_time)
+            or not ticker
+            or (known is not None and ticker not in known)
+        ):
             raise _RowError(_ticker_problem(ticker, known, text))
         at_last_time.add(ticker)
         try:

@@ -53,7 +53,11 @@ def simulate_ticks(
     ordered = sorted(regimes, key=lambda r: r.start_bar)
     factors = [np.linalg.cholesky(r.covariance + np.eye(n) * 1e-18) for r in ordered]
     for k in range(n_bars):
-        idx = max(i for i, r in enumerate(ordered) if r.start_bar <= k) if k >= ordered[0].start_bar else 0
+        idx = (
+            max(i for i, r in enumerate(ordered) if r.start_bar <= k)
+            if k >= ordered[0].start_bar
+            else 0
+        )
         bar_return = ordered[idx].mean + factors[idx] @ rng.standard_normal(n)
         bar_start = start_ms + k * bar_ms
         batch: list[tuple[int, str, float]] = []
