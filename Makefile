@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# One BLAS thread: on 2 cores, threaded BLAS makes small solves slower and timings noisy.
+export OPENBLAS_NUM_THREADS ?= 1
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench setup clean

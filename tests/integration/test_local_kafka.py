@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -16,9 +17,10 @@ from typer.testing import CliRunner
 
 from streamfolio.kafka.admin import admin_client, describe, topic_config, topic_specs
 from streamfolio.kafka.cli import kafka_app
-from streamfolio.kafka.local import LocalKafka, LocalKafkaError
+from streamfolio.kafka.local import LocalKafkaError
 
-from .conftest import KafkaBroker, free_ports
+if TYPE_CHECKING:
+    from conftest import KafkaBroker  # tests/integration/conftest.py
 
 pytestmark = pytest.mark.integration
 
@@ -196,19 +198,16 @@ def test_down_stops_the_broker_and_up_restarts_it(
     assert _broker_processes(broker.data_dir) == []
 
 
-def test_up_refuses_a_port_taken_by_another_process(tmp_path: Path) -> None:
-    from .conftest import ROOT, broker_settings
-
-    port, controller_port = free_ports(2)
-    from streamfolio.config import settings_from_mapping
-
-    settings = settings_from_mapping(broker_settings(tmp_path, port, controller_port, "x"))
-    local = LocalKafka(settings.kafka, ROOT)
+def test_up_refuses_a_port_taken_by_another_process(
+    local_kafka_factory: Callable[[], KafkaBroker],
+) -> None:
+    broker = local_kafka_factory()
+    port = broker.settings.kafka.local.port
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         with pytest.raises(LocalKafkaError, match=rf"localhost:{port} \(kafka.local.port\)"):
-            local.up([], timeout=10)
-    assert _broker_processes(tmp_path) == []
-    assert not local.is_running()
+            broker.local.up([], timeout=10)
+    assert _broker_processes(broker.data_dir) == []
+    assert not broker.local.is_running()

@@ -354,18 +354,24 @@ def ensure_topics(
                 ) from None
             grown.append(spec.name)
     existing += [s.name for s in specs if s.name in metadata.topics and s not in to_grow]
-    _wait_for_leaders(admin, specs, bootstrap, timeout)
+    _wait_until_served(admin, specs, bootstrap, timeout, config)
     return EnsureResult(tuple(created), tuple(grown), tuple(existing))
 
 
-def _wait_for_leaders(
-    admin: AdminClient, specs: Sequence[TopicSpec], bootstrap: str, timeout: float
+def _wait_until_served(
+    admin: AdminClient,
+    specs: Sequence[TopicSpec],
+    bootstrap: str,
+    timeout: float,
+    config: Mapping[str, str] | None,
 ) -> None:
     # CreateTopics returns once the controller has accepted the topics; the broker learns of
-    # them from the metadata log a moment later. Until then a producer gets UNKNOWN_TOPIC errors.
+    # them from the metadata log a moment later, and until it has made itself leader a producer
+    # or a ListOffsets request gets UNKNOWN_TOPIC or NOT_LEADER. Wait for the metadata, then for
+    # every partition to answer a ListOffsets request.
     deadline = time.monotonic() + timeout
     pending = {s.name: s.partitions for s in specs}
-    while True:
+    while pending:
         metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.5))
         for name, wanted in list(pending.items()):
             topic = metadata.topics.get(name)
@@ -376,14 +382,64 @@ def _wait_for_leaders(
                 and all(p.leader >= 0 for p in topic.partitions.values())
             ):
                 del pending[name]
-        if not pending:
-            return
-        if time.monotonic() >= deadline:
+        if pending and time.monotonic() >= deadline:
             raise KafkaAdminError(
                 f"topics {sorted(pending)} at {bootstrap} have no leader after {timeout:g} s; "
                 "check the broker log"
             )
-        time.sleep(0.1)
+        if pending:
+            time.sleep(0.1)
+    consumer = _offsets_consumer(bootstrap, config)
+    try:
+        for spec in specs:
+            for partition in range(spec.partitions):
+                _watermarks(consumer, spec.name, partition, bootstrap, deadline)
+    finally:
+        consumer.close()
+
+
+def _offsets_consumer(bootstrap: str, config: Mapping[str, str] | None) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": _STATUS_GROUP,
+            "enable.auto.commit": False,
+            # The high watermark, not the last stable offset: reports count every record.
+            "isolation.level": "read_uncommitted",
+            **(config or {}),
+        }
+    )
+
+
+def _watermarks(
+    consumer: Consumer, topic: str, partition: int, bootstrap: str, deadline: float
+) -> tuple[int, int]:
+    """``(start, end)`` offsets of one partition, retrying transient errors until ``deadline``
+    (a partition whose leadership is still moving answers NOT_LEADER for a moment)."""
+    while True:
+        remaining = max(deadline - time.monotonic(), 0.5)
+        try:
+            found = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=remaining, cached=False
+            )
+        except KafkaException as exc:
+            error = _error_of(exc)
+            if error is None or not _transient(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        if found is None:
+            raise KafkaAdminError(f"no offsets for {topic}[{partition}] at {bootstrap} in time")
+        return int(found[0]), int(found[1])
+
+
+def _transient(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
 
 
 def topic_config(
@@ -434,30 +490,15 @@ def describe(
         for name in metadata.topics
         if (wanted is None or name in wanted) and (include_internal or not name.startswith("__"))
     )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": _STATUS_GROUP,
-            "enable.auto.commit": False,
-            # The high watermark, not the last stable offset: the report counts every record.
-            "isolation.level": "read_uncommitted",
-            **(config or {}),
-        }
-    )
+    consumer = _offsets_consumer(bootstrap, config)
+    deadline = time.monotonic() + timeout
     try:
         marks: dict[tuple[str, int], tuple[int, int]] = {}
 
         def watermarks(topic: str, partition: int) -> tuple[int, int]:
             key = (topic, partition)
             if key not in marks:
-                found = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout, cached=False
-                )
-                if found is None:
-                    raise KafkaAdminError(
-                        f"no offsets for {topic}[{partition}] at {bootstrap} in {timeout:g} s"
-                    )
-                marks[key] = (int(found[0]), int(found[1]))
+                marks[key] = _watermarks(consumer, topic, partition, bootstrap, deadline)
             return marks[key]
 
         states = []

@@ -1,0 +1,260 @@
+"""Producers and consumers of Avro records, and the dead-letter sink.
+
+* :class:`RecordProducer` encodes records with their topic's schema and produces them keyed as
+  the topic expects, with ``acks=all`` and idempotence. A message it has accepted is never given
+  up: ``message.timeout.ms=0`` makes librdkafka retry until the broker is back.
+* :class:`RecordConsumer` decodes what it reads; a message that does not decode comes back with
+  its error instead of a record, so the caller can dead-letter it and go on.
+* :class:`DeadLetters` writes such messages to the dead-letter topic with a reason, counts them
+  by reason and logs each reason once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamfolio.config import KafkaSettings
+from streamfolio.errors import SchemaError
+from streamfolio.kafka.topics import TopicContract
+from streamfolio.serde import codec_for
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka producer settings: durable and ordered per key, never drops accepted data."""
+    config: dict[str, Any] = {
+        **kafka.client_config(),
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": 0,  # infinite: wait out a broker restart rather than lose a tick
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    config.update(overrides)
+    return config
+
+
+class RecordProducer:
+    """Produces Avro-encoded records keyed as each topic's contract says."""
+
+    def __init__(self, kafka: KafkaSettings, **overrides: Any) -> None:
+        self._producer = Producer(producer_config(kafka, **overrides))
+        self.delivered = 0
+        self.failed = 0
+        self._errors: Counter[str] = Counter()
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        name = error.name()
+        if self._errors[name] == 0:
+            log.error("delivery failed (%s); further failures of this kind are only counted", error)
+        self._errors[name] += 1
+
+    def send(
+        self, contract: TopicContract, record: Mapping[str, Any], *, timestamp_ms: int | None = None
+    ) -> None:
+        """Encode and produce ``record``; raises :class:`SchemaError` when it does not fit."""
+        value = codec_for(contract.schema).encode(record)
+        self.send_raw(
+            contract.name, contract.key_of(dict(record)), value, timestamp_ms=timestamp_ms
+        )
+
+    def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, *, timestamp_ms: int | None = None
+    ) -> None:
+        """Produce bytes as they are; waits for room when the local queue is full."""
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = int(timestamp_ms)
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still in flight."""
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """One message read: its decoded record, or why it could not be decoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    value: bytes
+    record: dict[str, Any] | None
+    error: str | None = None
+
+
+def consumer_config(
+    kafka: KafkaSettings, group_id: str, *, from_beginning: bool, read_committed: bool = True
+) -> dict[str, Any]:
+    return {
+        **kafka.client_config(),
+        "group.id": group_id,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+    }
+
+
+class RecordConsumer:
+    """Reads and decodes records from topics with known contracts."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        contracts: Sequence[TopicContract],
+        *,
+        group_id: str,
+        from_beginning: bool = False,
+        read_committed: bool = True,
+        assign_all: bool = False,
+    ) -> None:
+        self._contracts = {c.name: c for c in contracts}
+        self._consumer = Consumer(
+            consumer_config(
+                kafka, group_id, from_beginning=from_beginning, read_committed=read_committed
+            )
+        )
+        names = list(self._contracts)
+        if assign_all:
+            # Tools that read a whole topic (tail) take every partition without joining a group.
+            partitions = []
+            metadata = self._consumer.list_topics(timeout=10)
+            for name in names:
+                topic = metadata.topics.get(name)
+                if topic is None or topic.error is not None:
+                    raise KafkaException(f"topic {name!r} does not exist")
+                for p in topic.partitions:
+                    offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+                    partitions.append(TopicPartition(name, p, offset))
+            self._consumer.assign(partitions)
+        else:
+            self._consumer.subscribe(names)
+
+    def poll(self, timeout: float = 1.0) -> ConsumedRecord | None:
+        """The next message, decoded; None when nothing arrived within ``timeout``."""
+        message = self._consumer.poll(timeout)
+        if message is None:
+            return None
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise KafkaException(error)
+        topic = message.topic() or ""
+        value = message.value() or b""
+        _, ts = message.timestamp()
+        record: dict[str, Any] | None = None
+        problem: str | None = None
+        try:
+            record = codec_for(self._contracts[topic].schema).decode(value)
+        except SchemaError as exc:
+            problem = str(exc)
+        return ConsumedRecord(
+            topic,
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            ts,
+            value,
+            record,
+            problem,
+        )
+
+    def records(
+        self, *, timeout: float, max_records: int | None = None
+    ) -> Iterator[ConsumedRecord]:
+        """Yield records until ``max_records`` or ``timeout`` seconds without a new one."""
+        count = 0
+        idle_since = time.monotonic()
+        while max_records is None or count < max_records:
+            item = self.poll(min(0.5, timeout))
+            if item is None:
+                if time.monotonic() - idle_since >= timeout:
+                    return
+                continue
+            idle_since = time.monotonic()
+            count += 1
+            yield item
+
+    def commit(self) -> None:
+        self._consumer.commit(asynchronous=False)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> RecordConsumer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class DeadLetters:
+    """Sends what cannot be processed to the dead-letter topic, with a reason; counts by reason."""
+
+    def __init__(self, producer: RecordProducer, contract: TopicContract, component: str) -> None:
+        self._producer = producer
+        self._contract = contract
+        self.component = component
+        self.counts: Counter[str] = Counter()
+
+    def send(
+        self,
+        reason: str,
+        detail: str,
+        payload: bytes,
+        *,
+        source_topic: str = "",
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        if self.counts[reason] == 0:
+            log.warning("dead-lettered (%s): %s; further ones are only counted", reason, detail)
+        self.counts[reason] += 1
+        record = {
+            "reason": reason,
+            "detail": detail,
+            "source_topic": source_topic,
+            "partition": partition,
+            "offset": offset,
+            "key": key,
+            "payload": payload,
+            "timestamp": int(time.time() * 1000),
+            "component": self.component,
+        }
+        self._producer.send(self._contract, record)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
