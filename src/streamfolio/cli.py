@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
@@ -84,27 +83,33 @@ def init(
     out: Annotated[
         Path | None, typer.Option(help="Write the state JSON here (default: stdout).")
     ] = None,
+    publish: Annotated[
+        bool, typer.Option(help="Send the statistics and weights to their Kafka topics too.")
+    ] = False,
 ) -> None:
     """Compute each portfolio's initial statistics and weights from a price history.
 
     Statistics are the mean and unbiased covariance of daily log returns, scaled to the
     portfolio's bar. Weights are the configured ones, else Black-Litterman + max-Sharpe.
+    With --publish and no --config, the example configuration and its bundled history are used.
     """
-    from streamfolio.state import initial_state
+    from streamfolio.state import initial_state, publish_state
 
     try:
-        settings = _settings(config)
+        settings = _settings(config, example_if_missing=publish)
         state = initial_state(settings, history=history, index=index, progress=_progress)
+        if publish:
+            publish_state(settings, state, progress=_progress)
     except (StreamfolioError, ValueError) as error:
         raise _fail(error) from None
     text = json.dumps(state, indent=2, allow_nan=False)
-    if out is None:
-        typer.echo(text)
-    else:
+    if out is not None:
         out.write_text(text + "\n")
         typer.echo(
             f"wrote initial state of {len(state['portfolios'])} portfolio(s) to {out}", err=True
         )
+    elif not publish:
+        typer.echo(text)
 
 
 def _progress(message: str) -> None:
@@ -264,8 +269,169 @@ def demo(
     summarise(settings, events, echo=typer.echo)
 
 
-def _finite(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+@app.command()
+def feed(
+    source: Annotated[
+        str, typer.Option(help="sim (simulator), replay (a tick CSV) or cse (the exchange).")
+    ] = "sim",
+    config: ConfigOption = None,
+    rate: Annotated[
+        float, typer.Option(help="sim: ticks per second of event time, published at that pace.")
+    ] = 20.0,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            help="sim: publish as fast as possible (event time still advances at --rate)."
+        ),
+    ] = False,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    max_ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.")] = None,
+    price_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="tick (PriceTick) or bourse (reference BourseData); default flink.price_format.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="sim: random seed.")] = 7,
+    start: Annotated[
+        str | None, typer.Option(help="sim: event time of the first tick, ISO-8601 (default: now).")
+    ] = None,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="sim: reference (reference project covariance) or history (bundled CSE history)."
+        ),
+    ] = "reference",
+    drift: Annotated[float, typer.Option(help="sim: annual log drift of every ticker.")] = 0.10,
+    regime_change_after: Annotated[
+        float | None,
+        typer.Option(help="sim: seconds of event time after which the drift turns to -3x --drift."),
+    ] = None,
+    out_of_order: Annotated[
+        float,
+        typer.Option(
+            help="sim: share of ticks stamped earlier, within the out-of-orderness bound."
+        ),
+    ] = 0.0,
+    late: Annotated[
+        float, typer.Option(help="sim: share of ticks stamped late (beyond the bound and a bar).")
+    ] = 0.0,
+    prices: Annotated[
+        Path | None, typer.Option(help="replay: the tick CSV `time,ticker,price[,volume]`.")
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(help="replay: 1 = real time, 10 = ten times faster, 0 = as fast as possible."),
+    ] = 0.0,
+    interval: Annotated[float, typer.Option(help="cse: seconds between polls.")] = 2.0,
+    all_hours: Annotated[
+        bool, typer.Option(help="cse: poll outside the exchange's sessions too.")
+    ] = False,
+) -> None:
+    """Publish price ticks to the prices topic: simulated, replayed from a CSV, or from the CSE.
+
+    Ticks are keyed by ticker, carry their event time as the Kafka timestamp, and go out with
+    acks=all and idempotence. Bad ticks (unknown ticker, non-positive price, schema misfit) go to
+    the dead-letter topic with a reason. Ctrl-C stops cleanly after flushing what was accepted.
+    """
+    from streamfolio.feeds.run import FeedOptions, run_feed
+
+    options = FeedOptions(
+        source=source,
+        rate=rate,
+        fast=fast,
+        duration_s=duration,
+        max_ticks=max_ticks,
+        price_format=price_format,
+        seed=seed,
+        start=start,
+        calibration=calibration,
+        drift=drift,
+        regime_change_after_s=regime_change_after,
+        out_of_order=out_of_order,
+        late=late,
+        prices=prices,
+        speed=speed,
+        interval_s=interval,
+        all_hours=all_hours,
+    )
+    try:
+        settings = _settings(config, example_if_missing=True)
+        stats = run_feed(settings, options, progress=_progress)
+    except (StreamfolioError, ValueError) as error:
+        raise _fail(error) from None
+    _progress(f"feed stopped: {stats.line()}")
+
+
+topic_app = typer.Typer(
+    name="topic", help="Look inside the pipeline's topics as JSON lines.", no_args_is_help=True
+)
+app.add_typer(topic_app)
+
+
+@topic_app.command("tail")
+def topic_tail(
+    name: Annotated[
+        str, typer.Argument(help="Topic name or role (prices, weights, metrics, ...).")
+    ],
+    config: ConfigOption = None,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    max_records: Annotated[
+        int | None, typer.Option("--max", help="Stop after this many messages.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Stop after this many seconds without a message.")
+    ] = 10.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (the only format).")
+    ] = True,
+) -> None:
+    """Decode each message with the topic's schema; print JSON lines with key, partition, offset."""
+    from streamfolio.kafka.tools import tail
+
+    try:
+        settings = _settings(config, example_if_missing=True)
+        tail(
+            settings,
+            name,
+            from_beginning=from_beginning,
+            max_records=max_records,
+            timeout_s=timeout,
+            emit=typer.echo,
+        )
+    except (StreamfolioError, KeyError) as error:
+        raise _fail(error) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@topic_app.command("produce")
+def topic_produce(
+    name: Annotated[str, typer.Argument(help="Topic name or role.")],
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Read JSON lines from stdin (the only format).")
+    ] = True,
+) -> None:
+    """Encode JSON lines from stdin with the topic's schema; produce them keyed as it expects."""
+    from streamfolio.kafka.tools import produce
+
+    try:
+        settings = _settings(config, example_if_missing=True)
+        count = produce(settings, name, sys.stdin)
+    except (StreamfolioError, KeyError) as error:
+        raise _fail(error) from None
+    _progress(f"produced {count} message(s) to {name}")
+
+
+def _register_subcommands() -> None:
+    from streamfolio.kafka.cli import kafka_app
+
+    app.add_typer(kafka_app)
+
+
+_register_subcommands()
 
 
 if __name__ == "__main__":  # pragma: no cover

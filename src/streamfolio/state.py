@@ -279,3 +279,27 @@ def summarise(settings: Settings, events: list[ReplayEvent], echo: Callable[[str
 
 def _num(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else "n/a"
+
+
+def publish_state(settings: Settings, state: dict[str, Any], progress: Progress = _quiet) -> None:
+    """Send each portfolio's initial statistics and weights to their topics and wait for acks."""
+    from streamfolio.kafka.clients import RecordProducer
+    from streamfolio.kafka.topics import contract
+
+    producer = RecordProducer(settings.kafka)
+    stats_topic = contract(settings, "initial_stats")
+    weights_topic = contract(settings, "weights")
+    for entry in state["portfolios"]:
+        stats = {k: v for k, v in entry["stats"].items()}
+        producer.send(stats_topic, stats, timestamp_ms=int(stats["timestamp"]))
+        weights = entry["weights"]
+        producer.send(weights_topic, weights, timestamp_ms=int(weights["timestamp"]))
+    remaining = producer.flush(60)
+    if remaining:
+        raise DataError(
+            f"{remaining} message(s) not acknowledged by {settings.kafka.bootstrap_servers}"
+        )
+    progress(
+        f"published initial statistics and weights of {len(state['portfolios'])} portfolio(s) to "
+        f"{stats_topic.name} and {weights_topic.name}"
+    )

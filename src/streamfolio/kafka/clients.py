@@ -39,6 +39,8 @@ def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
+        # librdkafka's own notices (e.g. "broker down, retrying") go to logging, not raw stderr.
+        "logger": logging.getLogger("streamfolio.librdkafka"),
     }
     config.update(overrides)
     return config

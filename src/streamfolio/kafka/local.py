@@ -550,6 +550,7 @@ class LocalKafka:
         self._progress(f"waiting for the broker to answer at {self.bootstrap}…")
         while True:
             if not self._is_broker(pid):
+                self.pid_file.unlink(missing_ok=True)
                 raise self._failure(f"the broker (pid {pid}) exited while starting")
             if _listening(self.local.port) and ping(self.bootstrap, timeout=1.0):
                 self._progress(
