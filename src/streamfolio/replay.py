@@ -10,6 +10,7 @@ source).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,45 @@ from typing import Any, Literal
 import numpy as np
 
 from streamfolio.core.policy import Hold, PolicySettings, PolicyState, Rebalance, RebalancePolicy
-from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
+from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec, check_weights
 from streamfolio.core.returns import BarCloses, ReturnChain, bar_end_ms, bar_index, chain_bar
+from streamfolio.errors import DataError
 
 EventKind = Literal["stats", "metrics", "weights", "rebalance", "hold", "dead_letter"]
+ControlKind = Literal["stats", "weights"]
+"""A control message: initial statistics (a seed, from the initial-statistics topic) or weights."""
+
+CONTROL_RANK: Mapping[str, int] = {"stats": 0, "weights": 1}
+"""Order of control messages with equal timestamps: a seed before weights, so the metrics emitted
+in between do not depend on which topic was read first."""
+
+
+def control_problem(
+    spec: PortfolioSpec, kind: ControlKind, record: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """``(reason, detail)`` if a control message cannot apply to ``spec``'s portfolio, else None.
+
+    Checked on arrival, by the replay and the Flink job alike, so a bad message is refused at
+    once (dead letter) and never waits for its timestamp.
+
+    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=252)
+    >>> control_problem(spec, "weights", {"timestamp": 0, "weights": {"A": 1.0}})
+    ('invalid_weights', 'weights do not cover the portfolio: missing B')
+    >>> control_problem(spec, "stats", {"timestamp": 0, "meanReturns": {"A": 0.0},
+    ...                                 "covarianceMatrix": {"A": {"A": 1.0}}})[0]
+    'invalid_stats'
+    """
+    if kind == "weights":
+        weights = record.get("weights")
+        if not isinstance(weights, Mapping):
+            return "invalid_weights", "no weights map"
+        problem = check_weights(spec.tickers, weights)
+        return None if problem is None else ("invalid_weights", problem)
+    try:
+        PortfolioMonitor(spec).seed(record)
+    except (DataError, KeyError, ValueError, TypeError) as exc:
+        return "invalid_stats", f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +125,8 @@ class ReplayEngine:
         self._by_bar: dict[int, list[str]] = {}
         self._initial: list[ReplayEvent] = []
         self._max_event_time: int | None = None
+        self._pending: dict[str, list[tuple[int, int, int, ControlKind, Mapping[str, Any]]]] = {}
+        self._control_seq = 0
         self.late_ticks = 0
         for portfolio in portfolios:
             spec = portfolio.spec
@@ -150,6 +188,60 @@ class ReplayEngine:
     def flush(self) -> Iterator[ReplayEvent]:
         yield from self._fire(math.inf)
 
+    def control(self, kind: ControlKind, record: Mapping[str, Any]) -> Iterator[ReplayEvent]:
+        """Read a control message between ticks: initial statistics (``"stats"``, a seed that
+        replaces the statistics) or ``"weights"``, as the streaming job reads them from their
+        topics.
+
+        It takes effect in event time, at its ``timestamp`` T: after every bar that ends at or
+        before T, before the first bar that ends after T. One whose T the watermark has already
+        passed takes effect at once (it arrived too late to be placed among the bars). After it
+        takes effect the metrics are emitted if they changed. A message for an unknown portfolio,
+        or one that does not fit its portfolio, is a dead letter and changes nothing.
+
+        Unlike the job, which buffers a portfolio's bars until its first initial statistics
+        arrive, the replay starts from the state given at construction.
+
+        >>> spec = PortfolioSpec("p", ("A",), bar_ms=1_000, periods_per_year=1_000)
+        >>> engine = ReplayEngine([ReplayPortfolio(spec)])
+        >>> [e.kind for e in engine.control("weights", {"timestamp": 1_500,
+        ...                                              "portfolio_id": "p", "weights": {"A": 1}})]
+        []
+        >>> ticks = [Tick(t, "A", p) for t, p in [(0, 10), (1_000, 11), (2_000, 12), (3_000, 9)]]
+        >>> [(e.kind, e.record["timestamp"]) for e in engine.run(ticks)]
+        [('stats', 2000), ('stats', 3000), ('metrics', 3000), ('stats', 4000), ('metrics', 4000)]
+        """
+        portfolio_id = str(record.get("portfolio_id", ""))
+        monitor = self.monitors.get(portfolio_id)
+        if monitor is None:
+            yield ReplayEvent(
+                "dead_letter",
+                portfolio_id,
+                {"reason": "unknown_portfolio", "detail": f"no portfolio {portfolio_id!r}"},
+            )
+            return
+        problem = control_problem(monitor.spec, kind, record)
+        if problem is not None:
+            reason, detail = problem
+            yield ReplayEvent("dead_letter", portfolio_id, {"reason": reason, "detail": detail})
+            return
+        self._control_seq += 1
+        entry = (int(record["timestamp"]), CONTROL_RANK[kind], self._control_seq, kind, record)
+        bisect.insort(self._pending.setdefault(portfolio_id, []), entry, key=lambda e: e[:3])
+        yield from self._apply_controls(portfolio_id, self.watermark_ms)
+
+    def _apply_controls(self, portfolio_id: str, up_to: float) -> Iterator[ReplayEvent]:
+        """Apply the pending control messages stamped at or before ``up_to``, in time order."""
+        pending = self._pending.get(portfolio_id)
+        while pending and pending[0][0] <= up_to:
+            timestamp, _, _, kind, record = pending.pop(0)
+            monitor = self.monitors[portfolio_id]
+            if kind == "stats":
+                monitor.seed(record)
+            elif monitor.set_weights(record["weights"], timestamp_ms=timestamp) is not None:
+                continue  # cannot happen: checked on arrival against the same tickers
+            yield from self._after_change(portfolio_id, now_ms=timestamp)
+
     @staticmethod
     def _is_final(clock: _BarClock, event_time_ms: int, watermark: float) -> bool:
         k = bar_index(event_time_ms, clock.bar_ms)
@@ -161,12 +253,16 @@ class ReplayEngine:
             for k in ready:
                 bar = chain_bar(clock.chains, k, clock.open_bars.pop(k).closes)
                 for portfolio_id in self._by_bar[bar_ms]:
+                    # Control messages stamped before this bar's last millisecond come first.
+                    yield from self._apply_controls(portfolio_id, bar_end_ms(k, bar_ms) - 1)
                     monitor = self.monitors[portfolio_id]
                     stats = monitor.on_bar(bar)
                     if stats is None:
                         continue
                     yield ReplayEvent("stats", portfolio_id, stats)
                     yield from self._after_change(portfolio_id, now_ms=bar_end_ms(k, bar_ms))
+        for portfolio_id in list(self._pending):
+            yield from self._apply_controls(portfolio_id, watermark)
 
     def _after_change(self, portfolio_id: str, now_ms: int) -> Iterator[ReplayEvent]:
         monitor = self.monitors[portfolio_id]
