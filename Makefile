@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OPENBLAS_NUM_THREADS ?= 1
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench setup clean
+.PHONY: demo test lint typecheck unit bench setup clean kafka-up kafka-down
 
 setup: $(STAMP)
 
@@ -29,8 +29,18 @@ typecheck: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest
 
+unit: setup
+	$(BIN)/python -m pytest -m "not integration"
+
 bench: setup
 	$(BIN)/python bench/analytics.py
+	$(BIN)/python bench/kafka.py
+
+kafka-up: setup
+	$(BIN)/streamfolio kafka up
+
+kafka-down: setup
+	$(BIN)/streamfolio kafka down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -306,8 +306,20 @@ def feed(
     drift: Annotated[float, typer.Option(help="sim: annual log drift of every ticker.")] = 0.10,
     regime_change_after: Annotated[
         float | None,
-        typer.Option(help="sim: seconds of event time after which the drift turns to -3x --drift."),
+        typer.Option(
+            help="sim: after this many seconds (wall time at --speedup) the --crash starts."
+        ),
     ] = None,
+    crash: Annotated[
+        str, typer.Option(help="sim: comma-separated tickers that crash (default: all).")
+    ] = "",
+    crash_drift: Annotated[
+        float, typer.Option(help="sim: annual log drift of the crashed tickers.")
+    ] = -0.8,
+    speedup: Annotated[
+        float,
+        typer.Option(help="sim: event time runs this many times faster than wall time."),
+    ] = 1.0,
     out_of_order: Annotated[
         float,
         typer.Option(
@@ -349,6 +361,9 @@ def feed(
         calibration=calibration,
         drift=drift,
         regime_change_after_s=regime_change_after,
+        crash=tuple(t.strip() for t in crash.split(",") if t.strip()),
+        crash_drift=crash_drift,
+        speedup=speedup,
         out_of_order=out_of_order,
         late=late,
         prices=prices,

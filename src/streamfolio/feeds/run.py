@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from streamfolio.config import Settings
 from streamfolio.feeds.publish import FeedStats, PriceFormat, TickPublisher
 from streamfolio.feeds.simulate import (
     Calibration,
     Disorder,
     TickSimulator,
+    crash_regime,
+    daily_calibration,
     reference_calibration,
 )
 from streamfolio.kafka.clients import DeadLetters, RecordProducer
@@ -41,6 +41,9 @@ class FeedOptions:
     calibration: str = "reference"
     drift: float = 0.10
     regime_change_after_s: float | None = None
+    crash: tuple[str, ...] = ()
+    crash_drift: float = -0.8
+    speedup: float = 1.0
     out_of_order: float = 0.0
     late: float = 0.0
     prices: Path | None = None
@@ -94,13 +97,12 @@ def calibration_for(settings: Settings, kind: str, drift: float) -> Calibration:
             )
         )
         daily = daily_statistics(rows, tickers)
-        session_seconds = 6 * 3600
-        sessions = float(settings.exchange.trading_days_per_year)
-        return Calibration(
-            tuple(tickers),
-            np.full(len(tickers), drift / (sessions * session_seconds)),
-            daily.covariance / session_seconds,
-            np.array([closes.get(t, 100.0) for t in tickers]),
+        return daily_calibration(
+            tickers,
+            daily.covariance,
+            annual_drift=drift,
+            trading_days_per_year=float(settings.exchange.trading_days_per_year),
+            start_prices=[closes.get(t, 100.0) for t in tickers],
         )
     raise ValueError(f"unknown calibration {kind!r}; use reference or history")
 
@@ -118,9 +120,10 @@ def _simulated(settings: Settings, options: FeedOptions) -> Iterator[tuple[int, 
     calibration = calibration_for(settings, options.calibration, options.drift)
     regimes = None
     if options.regime_change_after_s is not None:
-        seconds_per_year = 52 * 5 * 6 * 3600
-        bear = np.full(len(calibration.tickers), -3.0 * abs(options.drift) / seconds_per_year)
-        regimes = {options.regime_change_after_s: bear}
+        # The change comes after that many seconds of wall time, i.e. speedup× as much event time.
+        crashed = options.crash or calibration.tickers
+        after = options.regime_change_after_s * options.speedup
+        regimes = {after: crash_regime(calibration, crashed, options.crash_drift)}
     bound = settings.flink.max_out_of_orderness_ms
     longest_bar = max(p.bar_seconds for p in settings.portfolios) * 1000
     disorder = Disorder(
@@ -131,7 +134,7 @@ def _simulated(settings: Settings, options: FeedOptions) -> Iterator[tuple[int, 
     )
     simulator = TickSimulator(
         calibration,
-        options.rate,
+        options.rate / options.speedup,
         _start_ms(options.start),
         seed=options.seed,
         regimes=regimes,

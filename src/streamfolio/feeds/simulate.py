@@ -77,8 +77,10 @@ def simulate_ticks(
 
 # -- the continuous tick simulator (feed --source sim) ----------------------------------------
 
-WEEK_TRADING_SECONDS = 5 * 6 * 3600
-"""Trading seconds in a CSE week: five sessions of 09:30–15:30."""
+SIM_DAY_SECONDS = 86_400
+"""Simulated time runs continuously and every simulated day is one trading day, so a daily
+statistic spreads over 86,400 simulated seconds and a weekly one over five such days."""
+SIM_WEEK_SECONDS = 5 * SIM_DAY_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,28 @@ class Calibration:
     start_prices: FloatArray
 
 
+def daily_calibration(
+    tickers: Sequence[str],
+    daily_covariance: ArrayLike,
+    *,
+    annual_drift: float,
+    trading_days_per_year: float,
+    start_prices: Sequence[float],
+) -> Calibration:
+    """Calibrate from the covariance of daily log returns (e.g. the bundled CSE history).
+
+    >>> c = daily_calibration(["A"], [[4e-4]], annual_drift=0.25, trading_days_per_year=250,
+    ...                       start_prices=[100.0])
+    >>> round(float(c.covariance_per_second[0, 0]) * SIM_DAY_SECONDS, 6)
+    0.0004
+    >>> round(float(c.mean_per_second[0]) * SIM_DAY_SECONDS * 250, 6)
+    0.25
+    """
+    cov = np.asarray(daily_covariance, dtype=np.float64) / SIM_DAY_SECONDS
+    mean = np.full(len(tickers), annual_drift / (trading_days_per_year * SIM_DAY_SECONDS))
+    return Calibration(tuple(tickers), mean, cov, np.asarray(start_prices, dtype=np.float64))
+
+
 def reference_calibration(
     covariance_by_ticker: dict[str, dict[str, float]],
     *,
@@ -101,16 +125,16 @@ def reference_calibration(
     """Calibrate from the reference project's weekly log10 covariance (``covariance.json``).
 
     Log10 variances become natural-log ones with a factor ``(ln 10)²``; weekly becomes per
-    second over the week's trading seconds. The drift is an annual log return for every ticker.
+    simulated second over five simulated days. The drift is an annual log return for every ticker.
 
     >>> c = reference_calibration({"A": {"A": 1e-4}}, annual_drift=0.0)
-    >>> float(c.covariance_per_second[0, 0] * WEEK_TRADING_SECONDS / 1e-4)  # (ln 10)^2
+    >>> float(c.covariance_per_second[0, 0] * SIM_WEEK_SECONDS / 1e-4)  # (ln 10)^2
     5.301898110478399
     """
     tickers = tuple(covariance_by_ticker)
     cov = np.array([[covariance_by_ticker[a][b] for b in tickers] for a in tickers])
-    cov = cov * np.log(10.0) ** 2 / WEEK_TRADING_SECONDS
-    seconds_per_year = weeks_per_year * WEEK_TRADING_SECONDS
+    cov = cov * np.log(10.0) ** 2 / SIM_WEEK_SECONDS
+    seconds_per_year = weeks_per_year * SIM_WEEK_SECONDS
     mean = np.full(len(tickers), annual_drift / seconds_per_year)
     prices = np.array([(start_prices or {}).get(t, 100.0) for t in tickers], dtype=np.float64)
     return Calibration(tickers, mean, cov, prices)
@@ -136,8 +160,8 @@ class TickSimulator:
 
     The latent log prices follow a Brownian motion with the calibration's per-second mean and
     covariance; ticks visit the tickers round-robin, ``rate`` ticks per second of event time.
-    ``regimes`` maps a time offset (seconds from the start) to a new per-second mean, which is
-    how the demo pushes a Sharpe ratio below its threshold.
+    ``regimes`` maps an event-time offset (seconds from the start) to a new per-second mean,
+    which is how the demo pushes a Sharpe ratio below its threshold.
 
     >>> import numpy as np
     >>> c = Calibration(("A", "B"), np.zeros(2), np.eye(2) * 1e-8, np.array([10.0, 20.0]))
@@ -178,12 +202,12 @@ class TickSimulator:
     def emitted(self) -> int:
         return self._emitted
 
-    def _mean_at(self, seconds: float) -> FloatArray:
-        mean = self.calibration.mean_per_second
+    def _means(self, seconds: FloatArray) -> FloatArray:
+        """Per-second means for each step (columns), switching regime at its start time."""
+        means = np.repeat(self.calibration.mean_per_second[:, None], len(seconds), axis=1)
         for start, regime_mean in self._regimes:
-            if seconds >= start:
-                mean = regime_mean
-        return mean
+            means[:, seconds >= start] = regime_mean[:, None]
+        return means
 
     def blocks(self) -> Iterator[list[tuple[int, str, float]]]:
         """Endless blocks of ticks, each in stream order."""
@@ -195,11 +219,10 @@ class TickSimulator:
             index = np.arange(self._emitted, self._emitted + b)
             times = self.start_ms + np.floor(index * dt * 1000.0).astype(np.int64)
             which = index % n
-            mean = self._mean_at(float(index[0]) * dt)
+            drift = self._means(index * dt) * dt
             # Only the ticked asset's latent price is observed, but all of them move each step.
-            steps = (self._factor @ self._rng.standard_normal((n, b))) * np.sqrt(dt) + (mean * dt)[
-                :, None
-            ]
+            noise = self._factor @ self._rng.standard_normal((n, b))
+            steps = noise * np.sqrt(dt) + drift
             paths = self._log_prices[:, None] + np.cumsum(steps, axis=1)
             self._log_prices = paths[:, -1].copy()
             prices = np.exp(paths[which, np.arange(b)])
@@ -230,3 +253,21 @@ class TickSimulator:
             if len(out) >= count:
                 break
         return out[:count]
+
+
+def crash_regime(
+    calibration: Calibration, crashed: Sequence[str], annual_drift: float
+) -> FloatArray:
+    """Per-second means where ``crashed`` tickers drift at ``annual_drift`` and others keep theirs.
+
+    >>> import numpy as np
+    >>> c = Calibration(("A", "B"), np.array([1.0, 1.0]), np.eye(2), np.ones(2))
+    >>> crash_regime(c, ["B"], -0.5 * 246 * SIM_DAY_SECONDS).tolist()
+    [1.0, -0.5]
+    """
+    mean = calibration.mean_per_second.copy()
+    per_second = annual_drift / (246 * SIM_DAY_SECONDS)
+    for i, ticker in enumerate(calibration.tickers):
+        if ticker in crashed:
+            mean[i] = per_second
+    return mean

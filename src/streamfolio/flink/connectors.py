@@ -1,0 +1,291 @@
+"""Kafka sources and sinks of the job, and the connector jars they need.
+
+Sources: one ``KafkaSource`` per input topic (prices, initial statistics, weights), values as raw
+bytes (``ByteArraySchema``) decoded in Python with fastavro: PyFlink only offers value-only
+deserializers, and keeping the bytes lets a message that does not decode go to the dead-letter
+topic unchanged. Event time is the Kafka record timestamp, and watermarks are generated in Java
+per partition by the strategy of :func:`watermark_strategy` (no Python timestamp assigner, which
+would silently drop idleness and per-partition watermarks; research/streaming.md §2).
+
+Sinks: Kafka tables (the SQL connector) with the ``raw`` format for key and value. PyFlink 2.2's
+DataStream ``KafkaSink`` cannot take the record key from a field of the element (its
+``RowFieldExtractorSchema`` arrives only in Flink 2.3), while the table sink writes column ``k``
+as the key and ``v`` as the value, with the same delivery guarantees (``sink.delivery-guarantee``,
+transactional id prefix, ``transaction.timeout.ms``).
+
+Jars: the connector's fat jar ``flink-sql-connector-kafka`` is fetched once with Maven from
+``tools/flink/pom.xml`` into ``.cache/flink/lib`` of the checkout (:func:`fetch_jars`), or taken
+from ``$STREAMFOLIO_FLINK_JARS`` (a folder, or jar paths separated by ``:``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from streamfolio.config import FlinkSettings, Settings
+from streamfolio.errors import StreamfolioError
+from streamfolio.kafka.topics import Role, contract
+
+if TYPE_CHECKING:
+    from pyflink.common import WatermarkStrategy
+    from pyflink.datastream import DataStream
+    from pyflink.datastream.connectors.kafka import KafkaSource
+    from pyflink.table import StatementSet, StreamTableEnvironment
+
+__all__ = [
+    "JARS_ENV",
+    "LIB_DIR",
+    "POM",
+    "TRANSACTION_TIMEOUT_MS",
+    "ConnectorError",
+    "KafkaTableSinks",
+    "fetch_jars",
+    "find_root",
+    "job_jars",
+    "kafka_source",
+    "watermark_strategy",
+]
+
+POM = Path("tools/flink/pom.xml")
+"""The Maven project naming the job's jars, relative to the checkout."""
+LIB_DIR = Path(".cache/flink/lib")
+"""Where the fetched jars are cached, relative to the checkout (git-ignored)."""
+JARS_ENV = "STREAMFOLIO_FLINK_JARS"
+"""A folder of jars, or ``:``-separated jar paths, used instead of the fetched ones."""
+TRANSACTION_TIMEOUT_MS = 900_000
+"""Kafka transaction timeout of the exactly-once sinks: the broker's default maximum
+(``transaction.max.timeout.ms``, 15 min). The connector's own default (1 h) is refused by a broker
+with default settings."""
+
+StartingOffsets = Literal["earliest", "latest"]
+
+
+class ConnectorError(StreamfolioError):
+    """The connector jars cannot be found or fetched. Says what to do."""
+
+
+# ------------------------------------------------------------------------------------- jars
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The streamfolio checkout: the nearest folder at or above ``start`` (default: the working
+    directory) holding ``tools/flink/pom.xml``, else the checkout this package runs from."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / POM).is_file():
+            return folder
+    source = Path(__file__).resolve().parents[3]  # src/streamfolio/flink/connectors.py
+    if (source / POM).is_file():
+        return source
+    raise ConnectorError(
+        f"no streamfolio checkout (with {POM}) at or above {here}; run from the repository, or "
+        f"set {JARS_ENV} to the folder holding flink-sql-connector-kafka-*.jar"
+    )
+
+
+def fetch_jars(root: Path, *, quiet: bool = True) -> Path:
+    """Fetch the jars named by ``tools/flink/pom.xml`` into ``.cache/flink/lib`` (once).
+
+    Maven writes into a scratch folder that is renamed when complete, so an interrupted fetch
+    never leaves a half-filled cache behind.
+    """
+    lib = (root / LIB_DIR).resolve()
+    if (lib / ".complete").is_file():
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ConnectorError(
+            f"Maven (mvn) is needed once, to fetch the Kafka connector jar into {lib}; install it "
+            f"(`apt-get install maven`) or set {JARS_ENV}"
+        )
+    partial = lib.with_name(lib.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    command = [
+        mvn,
+        *(["-q"] if quiet else []),
+        "-f",
+        str(root / POM),
+        "dependency:copy-dependencies",
+        # Absolute: a relative output directory resolves against the pom's folder.
+        f"-DoutputDirectory={partial}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConnectorError(
+            f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stdout[-2000:]}"
+            f"{done.stderr[-2000:]}"
+        )
+    (partial / ".complete").write_text("fetched by streamfolio.flink.connectors\n")
+    shutil.rmtree(lib, ignore_errors=True)
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(lib)
+    return lib
+
+
+def job_jars(*, fetch: bool = True, environ: dict[str, str] | None = None) -> list[Path]:
+    """The jars the job needs: ``$STREAMFOLIO_FLINK_JARS``, else the checkout's cache (fetched
+    on first use when ``fetch``)."""
+    env = os.environ if environ is None else environ
+    given = env.get(JARS_ENV)
+    if given:
+        paths = [Path(p) for p in given.split(os.pathsep) if p]
+        jars = [j for p in paths for j in (sorted(p.glob("*.jar")) if p.is_dir() else [p])]
+    else:
+        root = find_root()
+        lib = (root / LIB_DIR).resolve()
+        if fetch:
+            lib = fetch_jars(root)
+        jars = sorted(lib.glob("*.jar")) if lib.is_dir() else []
+    missing = [j for j in jars if not j.is_file()]
+    if missing:
+        raise ConnectorError(f"jar(s) not found: {', '.join(map(str, missing))}")
+    if not any(j.name.startswith("flink-sql-connector-kafka") for j in jars):
+        raise ConnectorError(
+            "no flink-sql-connector-kafka jar among "
+            f"{[str(j) for j in jars] or 'none'}; run `streamfolio job run` from the checkout "
+            f"(it fetches it with Maven) or set {JARS_ENV}"
+        )
+    return jars
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+def watermark_strategy(flink: FlinkSettings) -> WatermarkStrategy:
+    """Bounded out-of-orderness over the Kafka record timestamps, with idleness.
+
+    Flink's bounded-out-of-orderness watermark is ``max timestamp − bound − 1``, the convention
+    of docs/semantics.md. Idleness lets a partition that receives nothing stop holding the
+    watermark back. No timestamp assigner: the record timestamp is the event time.
+    """
+    from pyflink.common import Duration, WatermarkStrategy
+
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(flink.max_out_of_orderness_ms)
+    )
+    if flink.idleness_ms > 0:
+        strategy = strategy.with_idleness(Duration.of_millis(flink.idleness_ms))
+    return strategy
+
+
+def _client_properties(settings: Settings) -> dict[str, str]:
+    # kafka.security holds client properties (SASL/TLS); the Java client takes the same names
+    # for the common ones (security.protocol, sasl.mechanism, ssl.*).
+    return {k: v.get_secret_value() for k, v in settings.kafka.security.items()}
+
+
+def kafka_source(
+    settings: Settings,
+    role: Role,
+    *,
+    starting: StartingOffsets,
+    bounded: bool = False,
+) -> KafkaSource:
+    """A source of one input topic's raw values.
+
+    ``bounded`` stops at the end offsets found when the job starts, so a finite run ends, and
+    Flink then closes every open window as the replay's flush does.
+    """
+    from pyflink.common.serialization import ByteArraySchema
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+
+    topic = contract(settings, role).name
+    initializer = (
+        KafkaOffsetsInitializer.earliest()
+        if starting == "earliest"
+        else KafkaOffsetsInitializer.latest()
+    )
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_topics(topic)
+        .set_group_id(f"{settings.kafka.client_id}-job")
+        .set_client_id_prefix(f"{settings.kafka.client_id}-job-{role}")
+        .set_starting_offsets(initializer)
+        .set_value_only_deserializer(ByteArraySchema())
+        # Transactional producers (the rebalancer, an exactly-once upstream) are read only
+        # once committed.
+        .set_property("isolation.level", "read_committed")
+    )
+    for key, value in _client_properties(settings).items():
+        builder = builder.set_property(key, value)
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    return builder.build()
+
+
+# ------------------------------------------------------------------------------------ sinks
+
+
+class KafkaTableSinks:
+    """Writes streams of ``Row(k, v)`` (key and value bytes) or of value bytes to Kafka topics.
+
+    Each :meth:`add` registers one ``INSERT`` in a statement set; :meth:`attach` adds them all
+    to the DataStream job, which then runs with ``env.execute()`` as one job.
+    """
+
+    def __init__(
+        self,
+        t_env: StreamTableEnvironment,
+        settings: Settings,
+        *,
+        delivery: Literal["at-least-once", "exactly-once"],
+        transactional_id_prefix: str,
+    ) -> None:
+        self._t_env = t_env
+        self._settings = settings
+        self._delivery = delivery
+        self._prefix = transactional_id_prefix
+        self._statements: StatementSet = t_env.create_statement_set()
+
+    def options(self, role: Role, *, keyed: bool) -> dict[str, str]:
+        """The Kafka table options for the sink of topic ``role`` (exposed for tests and docs)."""
+        options = {
+            "topic": contract(self._settings, role).name,
+            "properties.bootstrap.servers": self._settings.kafka.bootstrap_servers,
+            "properties.client.id": f"{self._settings.kafka.client_id}-job-{role}",
+            "value.format": "raw",
+            "sink.delivery-guarantee": self._delivery,
+        }
+        if keyed:
+            options.update(
+                {"key.format": "raw", "key.fields": "k", "value.fields-include": "EXCEPT_KEY"}
+            )
+        if self._delivery == "exactly-once":
+            # One prefix per sink: transactional ids must not collide between the sinks.
+            options["sink.transactional-id-prefix"] = f"{self._prefix}-{role}"
+            options["properties.transaction.timeout.ms"] = str(TRANSACTION_TIMEOUT_MS)
+        options.update(
+            {f"properties.{k}": v for k, v in _client_properties(self._settings).items()}
+        )
+        return options
+
+    def add(self, stream: DataStream, role: Role, *, keyed: bool) -> None:
+        """Write ``stream`` (``Row(k, v)`` if ``keyed``, else value bytes) to topic ``role``."""
+        from pyflink.table import DataTypes, Schema, TableDescriptor
+
+        if keyed:
+            schema = (
+                Schema.new_builder()
+                .column("k", DataTypes.BYTES())
+                .column("v", DataTypes.BYTES())
+                .build()
+            )
+        else:
+            schema = Schema.new_builder().column("v", DataTypes.BYTES()).build()
+        descriptor = TableDescriptor.for_connector("kafka").schema(schema)
+        for key, value in self.options(role, keyed=keyed).items():
+            descriptor = descriptor.option(key, value)
+        table = self._t_env.from_data_stream(stream)
+        if not keyed:
+            table = table.alias("v")
+        self._statements.add_insert(descriptor.build(), table)
+
+    def attach(self) -> None:
+        """Add the sinks to the DataStream job (call once, after the last :meth:`add`)."""
+        self._statements.attach_as_datastream()

@@ -1,0 +1,210 @@
+"""The job's execution environment: Python thread mode, checkpoints, state backend, restarts.
+
+PyFlink 2.x has no setters for the state backend or checkpoint storage: everything is a
+configuration key (research/streaming.md §3.2), built here as a plain mapping by
+:func:`flink_configuration` (so it can be read and tested without a JVM) and handed to
+``StreamExecutionEnvironment.get_execution_environment``.
+
+Resuming: ``execution.state-recovery.path`` names the checkpoint to restore (offsets of every
+source and all keyed state). :func:`latest_checkpoint` finds the newest complete one retained
+under ``flink.checkpoint_dir``; checkpoints are retained when the job is cancelled or killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from streamfolio.config import Settings
+from streamfolio.errors import StreamfolioError
+
+if TYPE_CHECKING:
+    from pyflink.datastream import StreamExecutionEnvironment
+
+__all__ = [
+    "RESTART_ATTEMPTS",
+    "CheckpointNotFoundError",
+    "JobOptions",
+    "create_environment",
+    "flink_configuration",
+    "latest_checkpoint",
+    "prepare_process",
+]
+
+RESTART_ATTEMPTS = 3
+"""Restarts after a failure before the job fails for good. Flink's default with checkpointing
+is to restart forever, which turns a deterministic bug into an endless loop."""
+BUFFER_TIMEOUT_MS = 5
+"""Network buffers are flushed at least this often: a bar's results do not wait for a full
+buffer (Flink's default is 100 ms)."""
+
+Delivery = Literal["at-least-once", "exactly-once"]
+Offsets = Literal["latest", "earliest"]
+
+
+class CheckpointNotFoundError(StreamfolioError):
+    """``--from-checkpoint latest`` found no complete checkpoint."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How to run the job: the config's ``flink`` section, overridden from the command line."""
+
+    parallelism: int
+    delivery: Delivery
+    starting_offsets: Offsets
+    checkpoint_dir: Path
+    from_checkpoint: str | None = None
+    """A checkpoint or savepoint path, ``"latest"``, or None for a fresh start."""
+    bounded: bool = False
+    job_name: str = "streamfolio"
+    transactional_id_prefix: str = "streamfolio"
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        parallelism: int | None = None,
+        from_checkpoint: str | None = None,
+        starting_offsets: Offsets | None = None,
+        delivery: Delivery | None = None,
+        bounded: bool = False,
+    ) -> JobOptions:
+        """The options of ``settings``, with the given overrides.
+
+        >>> from streamfolio.config import example_config_path, load_config
+        >>> o = JobOptions.from_settings(load_config(example_config_path(), environ={}),
+        ...                              parallelism=2)
+        >>> o.parallelism, o.delivery, o.starting_offsets
+        (2, 'at-least-once', 'latest')
+        """
+        flink = settings.flink
+        return cls(
+            parallelism=parallelism or flink.parallelism,
+            delivery=delivery or flink.delivery,
+            starting_offsets=starting_offsets or flink.starting_offsets,
+            checkpoint_dir=Path(flink.checkpoint_dir).resolve(),
+            from_checkpoint=from_checkpoint,
+            bounded=bounded,
+            # Transactional ids must be unique per job on a cluster: the client id names it.
+            transactional_id_prefix=f"{settings.kafka.client_id}-job",
+        )
+
+    def with_restore_path(self) -> JobOptions:
+        """The options with ``from_checkpoint`` resolved to a path (``latest`` looked up)."""
+        if self.from_checkpoint != "latest":
+            return self
+        found = latest_checkpoint(self.checkpoint_dir)
+        if found is None:
+            raise CheckpointNotFoundError(
+                f"no complete checkpoint under {self.checkpoint_dir}; start without "
+                "--from-checkpoint"
+            )
+        return replace(self, from_checkpoint=str(found))
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint under ``checkpoint_dir`` (``<job id>/chk-<n>/``).
+
+    Complete means its ``_metadata`` file exists: Flink writes it last, so a checkpoint cut off
+    by a crash is never chosen.
+    """
+    candidates = [
+        metadata.parent
+        for metadata in Path(checkpoint_dir).glob("*/chk-*/_metadata")
+        if metadata.is_file()
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: ((p / "_metadata").stat().st_mtime, p.name))
+
+
+def prepare_process(environ: dict[str, str] | None = None) -> None:
+    """Set the environment that the Flink JVM (started next) and its Python threads inherit.
+
+    * The interpreter's ``bin`` first on ``PATH``: thread mode loads ``pemja`` from the Python
+      found there, even with ``python.executable`` set (research/streaming.md, addendum).
+    * ``OPENBLAS_NUM_THREADS=1``: numpy runs inside Flink's task threads; letting OpenBLAS spawn
+      its own threads per operator only oversubscribes the cores.
+
+    Must run before the first PyFlink object is created (that starts the JVM).
+    """
+    env = os.environ if environ is None else environ
+    bin_dir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        env["PATH"] = bin_dir + (os.pathsep + path if path else "")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def flink_configuration(
+    settings: Settings, options: JobOptions, jars: list[Path]
+) -> dict[str, str]:
+    """The Flink configuration of the job (``options.from_checkpoint`` already resolved).
+
+    >>> from streamfolio.config import example_config_path, load_config
+    >>> s = load_config(example_config_path(), environ={})
+    >>> conf = flink_configuration(s, JobOptions.from_settings(s), [])
+    >>> conf["python.execution-mode"], conf["state.backend.type"], conf["restart-strategy.type"]
+    ('thread', 'hashmap', 'fixed-delay')
+    """
+    flink = settings.flink
+    conf = {
+        # Python functions run in the TaskManager's JVM via PEMJA: 2-3x the throughput of the
+        # separate-process mode and sub-millisecond latency (research/streaming.md §4).
+        "python.execution-mode": "thread",
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "parallelism.default": str(options.parallelism),
+        "execution.buffer-timeout.interval": f"{BUFFER_TIMEOUT_MS} ms",
+        "execution.checkpointing.interval": f"{flink.checkpoint_interval_ms} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": options.checkpoint_dir.as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        "state.backend.type": flink.state_backend,
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(RESTART_ATTEMPTS),
+        "restart-strategy.fixed-delay.delay": "2 s",
+    }
+    if flink.state_backend == "rocksdb":
+        conf["execution.checkpointing.incremental"] = "true"
+    if jars:
+        conf["pipeline.jars"] = ";".join(j.resolve().as_uri() for j in jars)
+    if options.from_checkpoint:
+        path = options.from_checkpoint
+        conf["execution.state-recovery.path"] = (
+            Path(path).resolve().as_uri() if "://" not in path else path
+        )
+    return conf
+
+
+def create_environment(
+    settings: Settings, options: JobOptions, *, jars: list[Path] | None = None
+) -> StreamExecutionEnvironment:
+    """A ``StreamExecutionEnvironment`` configured for the job (resolves ``latest``)."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from streamfolio.flink.connectors import job_jars
+
+    prepare_process()
+    resolved = options.with_restore_path()
+    conf = Configuration()
+    for key, value in flink_configuration(
+        settings, resolved, job_jars() if jars is None else jars
+    ).items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(resolved.parallelism)
+    return env
+
+
+def describe(conf: Mapping[str, str]) -> str:
+    """``key=value`` lines, for logs and ``job submit``."""
+    return "\n".join(f"{k}={v}" for k, v in sorted(conf.items()))
