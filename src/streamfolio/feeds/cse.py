@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import http
 import json
 import logging
 import math
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -156,6 +158,9 @@ _SETTINGS_RE: Final = re.compile(
     r"(.*?)</script>",
     re.S | re.I,
 )
+_NETWORK_ERRNOS: Final = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
+)
 # Gen 2 row status: T traded, NT not traded today, S suspended (the page's legend).
 _UNTRADED_STATUS: Final = frozenset({"NT", "S"})
 
@@ -187,13 +192,13 @@ class CseSourceError(SourceError):
 
     @property
     def permanent(self) -> bool:
-        """Whether retrying later cannot help (TLS, a changed layout, HTTP 4xx but 408/429)."""
+        """Whether retrying later cannot help: TLS, a changed layout, HTTP 3xx/4xx but 408/429."""
         if self.kind in ("tls", "layout"):
             return True
         return (
             self.kind == "http"
             and self.status is not None
-            and 400 <= self.status < 500
+            and self.status < 500
             and not _retryable_status(self.status)
         )
 
@@ -279,10 +284,12 @@ def _classify(exc: BaseException) -> ErrorKind | None:
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(
-        exc, httpx.NetworkError | httpx.RemoteProtocolError | ConnectionError | ssl.SSLError
+        exc,
+        httpx.TransportError | ConnectionError | ssl.SSLError | socket.gaierror | socket.herror,
     ):
         return "connection"
-    if isinstance(exc, OSError):
+    # Only the network's OSErrors: a FileNotFoundError from a test transport is a bug to show.
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return "connection"
     return None
 
@@ -1448,6 +1455,10 @@ class CsePoller:
     A failed poll is logged and the poller carries on; errors that retrying cannot fix (TLS, a
     changed layout, HTTP 4xx) are raised, and so is the ``max_consecutive_failures``-th failure
     in a row if that is set. ``max_polls`` stops the iteration after that many polls.
+
+    ``clock`` returns epoch seconds (``time.time``) and ``sleep`` waits (``time.sleep``); tests
+    pass a fake pair. The clock only schedules polls: event times come from the exchange.
+    ``tickers`` limits the ticks and rejects to those symbols (None: every listed share).
     """
 
     def __init__(

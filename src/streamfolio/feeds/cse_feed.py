@@ -1,0 +1,42 @@
+"""``streamfolio feed --source cse``: the exchange's live board, polled during its sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from streamfolio.config import Settings
+from streamfolio.feeds.cse import CseClient, CsePoller, Reject
+from streamfolio.feeds.publish import TickPublisher
+
+if TYPE_CHECKING:
+    from streamfolio.feeds.run import FeedOptions
+
+
+def cse_ticks(
+    settings: Settings,
+    options: FeedOptions,
+    publisher: TickPublisher,
+    progress: Callable[[str], None],
+) -> Iterator[tuple[int, str, float]]:
+    """Ticks of the configured tickers; rejected rows go straight to the dead-letter topic."""
+    tickers = sorted({t for p in settings.portfolios for t in p.tickers})
+    calendar = settings.exchange.calendar()
+    client = CseClient(calendar=calendar)
+    poller = CsePoller(
+        client,
+        tickers=tickers,
+        interval_s=options.interval_s,
+        calendar=calendar,
+        market_hours_only=not options.all_hours,
+    )
+    progress(
+        f"polling the CSE live board every {options.interval_s:g} s for {len(tickers)} tickers"
+        + ("" if options.all_hours else " during trading sessions")
+    )
+    with client:
+        for item in poller:
+            if isinstance(item, Reject):
+                publisher.reject(item.reason, item.detail, item.payload)
+                continue
+            yield item.event_time, item.ticker, item.price

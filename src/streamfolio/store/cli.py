@@ -1,0 +1,204 @@
+"""The ``streamfolio store`` and ``streamfolio report`` commands.
+
+Register them on the main app with :func:`register` (or ``app.command("store")(store_command)``
+and ``app.command("report")(report_command)``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from streamfolio.errors import StreamfolioError
+from streamfolio.store.schema import DEFAULT_DATABASE
+
+if TYPE_CHECKING:
+    from streamfolio.config import Settings
+
+__all__ = ["register", "report_command", "store_command"]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="STREAMFOLIO_CONFIG",
+        help="YAML configuration (see examples/cse.yaml). Also $STREAMFOLIO_CONFIG.",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str,
+    typer.Option(
+        "--database",
+        envvar="STREAMFOLIO_DATABASE",
+        help="History database URL: sqlite:///path.db (relative to the working directory) or "
+        "postgresql://user:password@host/dbname. Also $STREAMFOLIO_DATABASE.",
+    ),
+]
+
+
+def _fail(error: BaseException) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _progress(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _settings(config: Path | None) -> Settings:
+    from streamfolio.config import example_config_path, load_config
+
+    return load_config(config if config is not None else example_config_path())
+
+
+def store_command(
+    config: ConfigOption = None,
+    database: DatabaseOption = DEFAULT_DATABASE,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds (default: run on).")
+    ] = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            help="Re-read every topic from its oldest message, even where the group has "
+            "committed offsets (rebuilds the history; stored rows are replaced, not doubled). "
+            "Without it a new group also starts at the oldest message, and a known one resumes."
+        ),
+    ] = False,
+    group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "streamfolio-store",
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Most messages per database transaction.")
+    ] = 500,
+    batch_seconds: Annotated[
+        float, typer.Option(min=0.01, help="Longest wait before a partial batch is written.")
+    ] = 1.0,
+    status_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between status lines.")
+    ] = 10.0,
+) -> None:
+    """Keep the pipeline's history: statistics, metrics, weights and rebalance decisions.
+
+    Consumes their topics (group streamfolio-store, read_committed) into a SQLite file or a
+    PostgreSQL database. Each batch is one transaction, and Kafka offsets are committed only
+    after it, so a crash re-reads rather than loses; rows are keyed by portfolio and time
+    (decisions by event id), so re-reading replaces rather than duplicates. Undecodable or
+    invalid messages are skipped and counted. Ctrl-C (or SIGTERM) stops after storing what was
+    read.
+    """
+    from streamfolio.store.service import StoreOptions, run_store
+
+    stop = threading.Event()
+
+    def _terminate(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        options = StoreOptions(
+            database=database,
+            group_id=group,
+            from_beginning=from_beginning,
+            duration_s=duration,
+            batch_size=batch_size,
+            batch_seconds=batch_seconds,
+            status_interval_s=status_interval,
+        )
+        stats = run_store(_settings(config), options, stop=stop, progress=_progress)
+    except (StreamfolioError, ValueError) as error:
+        raise _fail(error) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    _progress(f"store stopped: {stats.line()}")
+
+
+def report_command(
+    portfolio: Annotated[str, typer.Argument(help="Portfolio id.", show_default=False)],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start, ISO-8601 (2026-10-01 or 2026-10-01T09:30Z; no offset: UTC). "
+            "Default: the first record.",
+            show_default=False,
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="End, inclusive; a bare date includes that whole day. Default: the last record.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    database: DatabaseOption = DEFAULT_DATABASE,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            help="Time zone of the times shown (IANA name). Default: the exchange's from "
+            "--config if given, else UTC.",
+            show_default=False,
+        ),
+    ] = None,
+    image_format: Annotated[
+        str, typer.Option("--image-format", help="png (smaller) or svg (sharp at any zoom).")
+    ] = "png",
+    config: ConfigOption = None,
+) -> None:
+    """Write one portfolio's history as a self-contained HTML page (no network needed).
+
+    Sharpe ratio over time against its threshold, expected return and risk, weights as a
+    stacked area, and the table of rebalancing decisions (time, reason, Sharpe before and
+    after, turnover). With --config, the portfolio's configured Sharpe threshold is drawn when
+    the stored metrics carry none.
+    """
+    from streamfolio.store.report import write_report
+
+    if image_format not in ("png", "svg"):
+        raise _fail(ValueError(f"--image-format must be png or svg, not {image_format!r}"))
+    try:
+        threshold = None
+        zone = timezone or "UTC"
+        if config is not None:
+            settings = _settings(config)
+            zone = timezone or settings.exchange.timezone
+            configured = {p.id: p for p in settings.portfolios}
+            if portfolio in configured:
+                threshold = configured[portfolio].policy.sharpe_threshold
+        data = write_report(
+            database,
+            portfolio,
+            out,
+            start,
+            end,
+            timezone=zone,
+            image_format="svg" if image_format == "svg" else "png",
+            threshold=threshold,
+        )
+    except (StreamfolioError, ValueError) as error:
+        raise _fail(error) from None
+    decided = sum(e.decision == "rebalance" for e in data.events)
+    _progress(
+        f"wrote {out}: {len(data.metrics)} metrics updates, {len(data.weights)} weight sets, "
+        f"{len(data.events)} decisions ({decided} rebalances)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``store`` and ``report`` to ``app``."""
+    app.command("store")(store_command)
+    app.command("report")(report_command)

@@ -1,0 +1,357 @@
+"""``streamfolio store``: consume the pipeline's outputs into the history database.
+
+The service reads the updated-statistics, metrics, weights and rebalance-event topics as the
+consumer group ``streamfolio-store`` (``read_committed``: records of aborted transactions are never
+stored) and writes them through :class:`~streamfolio.store.writer.StoreWriter`.
+
+Delivery: a batch (up to ``batch_size`` messages, or what ``batch_seconds`` brought) is written in
+one database transaction, and only after that transaction commits are the Kafka offsets
+committed. A crash in between re-reads the batch, and the upserts make the second write a no-op:
+at-least-once delivery into idempotent writes, so each message is stored effectively once.
+
+A message that does not decode, or decodes to something invalid (a NaN, a negative risk), is
+skipped and counted by reason, with one log line per reason; dead-lettering is the producers' job.
+
+A new consumer group starts at the oldest message the topics still hold (a history store wants
+all of it); ``from_beginning`` also rewinds a group that has committed offsets, to rebuild a
+database from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from sqlalchemy.exc import OperationalError
+
+from streamfolio.config import KafkaSettings, Settings
+from streamfolio.errors import DataError
+from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer
+from streamfolio.kafka.topics import Role, TopicContract, contract
+from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
+from streamfolio.store.schema import (
+    DEFAULT_DATABASE,
+    StoreError,
+    open_store,
+    safe_url,
+    table_names,
+)
+from streamfolio.store.writer import Batch, Provenance, StoredMessage, StoreWriter
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "STORED_ROLES",
+    "StoreConsumer",
+    "StoreOptions",
+    "StoreService",
+    "StoreStats",
+    "message_of",
+    "run_store",
+]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+DEFAULT_GROUP: Final = "streamfolio-store"
+STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", "rebalance_events")
+"""The topics the store reads, by role."""
+
+_DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any]], StoredMessage]]] = {
+    "updated_stats": PortfolioStats.from_record,
+    "metrics": PortfolioMetrics.from_record,
+    "weights": Weights.from_record,
+    "rebalance_events": RebalanceEvent.from_record,
+}
+_POLL_S: Final = 0.2
+_RETRY_MAX_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """How the store service runs (the CLI's options)."""
+
+    database: str = DEFAULT_DATABASE
+    group_id: str = DEFAULT_GROUP
+    from_beginning: bool = False
+    duration_s: float | None = None
+    batch_size: int = 500
+    batch_seconds: float = 1.0
+    status_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.batch_seconds <= 0:
+            raise ValueError(f"batch seconds must be positive, not {self.batch_seconds}")
+        if self.duration_s is not None and self.duration_s < 0:
+            raise ValueError(f"duration must not be negative, not {self.duration_s}")
+
+
+@dataclass
+class StoreStats:
+    """What the service did so far."""
+
+    consumed: int = 0
+    """Messages read (stored or skipped)."""
+    written: Counter[str] = field(default_factory=Counter)
+    """Rows upserted per table (a replayed message counts again)."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Messages not stored, by reason: ``undecodable`` or ``invalid``."""
+    transactions: int = 0
+    lag: int | None = None
+    """Messages behind the end of the topics at the last status, None if unknown."""
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        """One status line: rows per table, skipped, lag, rate."""
+        rows = ", ".join(f"{name} {self.written.get(name, 0)}" for name in table_names())
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        text = f"{self.consumed} read, rows written: {rows}"
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+        text += f"; lag {'?' if self.lag is None else self.lag}"
+        return text + f"; {self.consumed / elapsed:.0f} msg/s over {elapsed:.0f} s"
+
+
+class StoreConsumer(Protocol):
+    """What the service needs of a Kafka consumer (a fake one in unit tests)."""
+
+    def poll(self, timeout: float = 1.0) -> ConsumedRecord | None: ...
+
+    def commit(self) -> None: ...
+
+    def lag(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class _KafkaStoreConsumer(RecordConsumer):
+    """A group consumer that can rewind on its first assignment and report its lag."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        contracts: Sequence[TopicContract],
+        *,
+        group_id: str,
+        rewind: bool,
+    ) -> None:
+        # A new group starts at the oldest message: the store wants all the history there is.
+        super().__init__(kafka, contracts, group_id=group_id, from_beginning=True)
+        self._rewound: set[tuple[str, int]] = set()
+        if rewind:
+            # Subscribing again before the first poll replaces the subscription made above.
+            self._consumer.subscribe([c.name for c in contracts], on_assign=self._rewind)
+
+    def _rewind(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Each partition once: a later rebalance must resume, not start over again.
+        for tp in partitions:
+            if (tp.topic, tp.partition) not in self._rewound:
+                tp.offset = OFFSET_BEGINNING
+                self._rewound.add((tp.topic, tp.partition))
+        consumer.assign(partitions)
+
+    def lag(self) -> int | None:
+        """Messages between this consumer's position and the end of its partitions."""
+        try:
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return None
+            positions = self._consumer.position(assignment)
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in (self._consumer.committed(unknown, timeout=2.0) if unknown else [])
+            }
+            total = 0
+            for tp in positions:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+                total += max(high - (at if at >= 0 else low), 0)
+            return total
+        except KafkaException:
+            return None
+
+
+def message_of(role: str, record: Mapping[str, Any]) -> StoredMessage:
+    """The validated message of a record read from the topic with ``role``.
+
+    Raises :class:`~streamfolio.errors.SchemaError` when a value is out of bounds.
+    """
+    return _DECODERS[role](record)
+
+
+class StoreService:
+    """The consume → write → commit loop. Stops on ``stop``, after ``duration_s``, or Ctrl-C."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: StoreOptions,
+        *,
+        stop: threading.Event | None = None,
+        progress: Progress = lambda _: None,
+        writer: StoreWriter | None = None,
+        consumer: StoreConsumer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.stats = StoreStats()
+        self._contracts = [contract(settings, role) for role in STORED_ROLES]
+        self._role_of = {c.name: c.role for c in self._contracts}
+        self._writer = writer
+        self._consumer = consumer
+        self._kafka_errors: Counter[str] = Counter()
+        self._batch = Batch()
+        self._pending = 0  # messages read (stored or skipped) since the last offset commit
+
+    def run(self) -> StoreStats:
+        """Consume until stopped; returns the final counts. Every batch read is written and
+        committed before it returns, unless the database stays unreachable until Ctrl-C."""
+        writer = self._writer or StoreWriter(open_store(self.options.database))
+        try:
+            consumer = self._consumer or _KafkaStoreConsumer(
+                self.settings.kafka,
+                self._contracts,
+                group_id=self.options.group_id,
+                rewind=self.options.from_beginning,
+            )
+        except BaseException:
+            self._dispose(writer)
+            raise
+        self.progress(
+            f"store: {', '.join(c.name for c in self._contracts)} at "
+            f"{self.settings.kafka.bootstrap_servers} -> {safe_url(writer.engine.url)} "
+            f"(group {self.options.group_id}); Ctrl-C to stop"
+        )
+        try:
+            self._loop(consumer, writer)
+        except KeyboardInterrupt:
+            self.progress("stopping: storing what was read (Ctrl-C again to leave it to a replay)")
+        finally:
+            try:
+                self._flush(consumer, writer)
+            finally:
+                consumer.close()
+                self._dispose(writer)
+        return self.stats
+
+    def _dispose(self, writer: StoreWriter) -> None:
+        if self._writer is None:  # made here, so closed here
+            writer.engine.dispose()
+
+    def _loop(self, consumer: StoreConsumer, writer: StoreWriter) -> None:
+        options = self.options
+        start = time.monotonic()
+        deadline = None if options.duration_s is None else start + options.duration_s
+        next_status = start + options.status_interval_s
+        batch_started: float | None = None
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = _POLL_S if deadline is None else max(min(_POLL_S, deadline - now), 0.0)
+            item = self._poll(consumer, wait)
+            if item is not None:
+                self._take(item)
+                if batch_started is None:
+                    batch_started = time.monotonic()
+            now = time.monotonic()
+            full = len(self._batch) >= options.batch_size
+            due = batch_started is not None and now - batch_started >= options.batch_seconds
+            if self._pending and (full or due):
+                self._flush(consumer, writer)
+                batch_started = None
+            if now >= next_status:
+                self.stats.lag = consumer.lag()
+                self.progress(f"store: {self.stats.line()}")
+                next_status = now + options.status_interval_s
+
+    def _poll(self, consumer: StoreConsumer, timeout: float) -> ConsumedRecord | None:
+        try:
+            return consumer.poll(timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.fatal():
+                raise
+            # e.g. a topic not created yet: librdkafka retries by itself; say so once per kind.
+            name = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+            if self._kafka_errors[name] == 0:
+                log.warning("Kafka reports %s; retrying, further ones are only counted", exc)
+            self._kafka_errors[name] += 1
+            time.sleep(timeout)
+            return None
+
+    def _take(self, item: ConsumedRecord) -> None:
+        self.stats.consumed += 1
+        self._pending += 1
+        where = f"{item.topic}[{item.partition}]@{item.offset}"
+        if item.record is None:
+            self._skip("undecodable", f"{where}: {item.error}")
+            return
+        try:
+            message = message_of(self._role_of[item.topic], item.record)
+        except DataError as exc:
+            self._skip("invalid", f"{where}: {exc}")
+            return
+        self._batch.add(message, Provenance(item.topic, item.partition, item.offset))
+
+    def _skip(self, reason: str, detail: str) -> None:
+        if self.stats.skipped[reason] == 0:
+            log.warning("skipped a message (%s): %s; further ones are only counted", reason, detail)
+        self.stats.skipped[reason] += 1
+
+    def _flush(self, consumer: StoreConsumer, writer: StoreWriter) -> None:
+        """Write the batch, then commit the offsets of everything read (skipped messages too)."""
+        if not self._pending:
+            return
+        if self._batch:
+            self._write(writer)
+        try:
+            consumer.commit()
+        except KafkaException as exc:
+            # The rows are stored; an uncommitted offset only means they are read and upserted
+            # again after a restart, which changes nothing.
+            log.warning("offset commit failed (%s); the batch will be re-read and re-written", exc)
+        self._pending = 0
+
+    def _write(self, writer: StoreWriter) -> None:
+        delay = 0.5
+        while True:
+            try:
+                written = writer.write(self._batch)
+                break
+            except OperationalError as exc:
+                # The database is away (a restart, a full disk, a lock held too long): keep the
+                # batch and its offsets, and try again until it is back or we are told to stop.
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                if self.stop.is_set():
+                    raise StoreError(
+                        f"database unreachable ({reason}): {self._pending} message(s) read were "
+                        "not stored; they are read again at the next start"
+                    ) from exc
+                log.warning("database write failed (%s); retrying in %.1f s", reason, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        self.stats.written.update(written)
+        self.stats.transactions += 1
+        self._batch.clear()
+
+
+def run_store(
+    settings: Settings,
+    options: StoreOptions,
+    *,
+    stop: threading.Event | None = None,
+    progress: Progress = lambda _: None,
+) -> StoreStats:
+    """Run :class:`StoreService` until stopped; returns its counts."""
+    return StoreService(settings, options, stop=stop, progress=progress).run()
