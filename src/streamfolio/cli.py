@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 import typer
 
 from streamfolio import __version__
+from streamfolio.cli_support import ConfigOption, load_settings
+from streamfolio.cli_support import fail as _fail
+from streamfolio.cli_support import say as _progress
 from streamfolio.errors import StreamfolioError
 
 if TYPE_CHECKING:
-    from streamfolio.config import Settings
     from streamfolio.replay import ReplayEvent
 
 app = typer.Typer(
@@ -24,30 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration (see examples/cse.yaml). Also $STREAMFOLIO_CONFIG.",
-        show_default=False,
-    ),
-]
-
-
-def _fail(error: Exception) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
-def _settings(config: Path | None, *, example_if_missing: bool = False) -> Settings:
-    from streamfolio.config import example_config_path, load_config
-
-    if config is None and example_if_missing:
-        config = example_config_path()
-    return load_config(config)
 
 
 def _version(value: bool) -> None:
@@ -96,7 +74,7 @@ def init(
     from streamfolio.state import initial_state, publish_state
 
     try:
-        settings = _settings(config, example_if_missing=publish)
+        settings = load_settings(config)
         state = initial_state(settings, history=history, index=index, progress=_progress)
         if publish:
             publish_state(settings, state, progress=_progress)
@@ -110,10 +88,6 @@ def init(
         )
     elif not publish:
         typer.echo(text)
-
-
-def _progress(message: str) -> None:
-    typer.echo(message, err=True)
 
 
 @app.command()
@@ -140,7 +114,7 @@ def replay(
     if output_format not in ("jsonl", "csv"):
         raise _fail(ValueError(f"--format must be jsonl or csv, not {output_format!r}"))
     try:
-        settings = _settings(config)
+        settings = load_settings(config)
         events = run_replay(
             settings, prices=prices, state_path=state, rebalance=rebalance, progress=_progress
         )
@@ -219,7 +193,7 @@ def simulate(
     from streamfolio.state import simulated_ticks_csv
 
     try:
-        settings = _settings(config, example_if_missing=True)
+        settings = load_settings(config)
         n = simulated_ticks_csv(
             settings,
             out,
@@ -246,7 +220,7 @@ def demo(
     from streamfolio.state import run_replay, simulated_ticks_csv, summarise
 
     try:
-        settings = _settings(config, example_if_missing=True)
+        settings = load_settings(config)
         with tempfile.TemporaryDirectory(prefix="streamfolio-demo-") as tmp:
             ticks = Path(tmp) / "ticks.csv"
             n = simulated_ticks_csv(
@@ -372,7 +346,7 @@ def feed(
         all_hours=all_hours,
     )
     try:
-        settings = _settings(config, example_if_missing=True)
+        settings = load_settings(config)
         stats = run_feed(settings, options, progress=_progress)
     except (StreamfolioError, ValueError) as error:
         raise _fail(error) from None
@@ -406,7 +380,7 @@ def topic_tail(
     from streamfolio.kafka.tools import tail
 
     try:
-        settings = _settings(config, example_if_missing=True)
+        settings = load_settings(config)
         tail(
             settings,
             name,
@@ -433,7 +407,7 @@ def topic_produce(
     from streamfolio.kafka.tools import produce
 
     try:
-        settings = _settings(config, example_if_missing=True)
+        settings = load_settings(config)
         count = produce(settings, name, sys.stdin)
     except (StreamfolioError, KeyError) as error:
         raise _fail(error) from None

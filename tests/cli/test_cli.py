@@ -94,11 +94,18 @@ def test_init_with_unknown_tickers_in_history_says_which(tmp_path: Path) -> None
     assert "no history for tickers" in result.output
 
 
-def test_missing_config_explains_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_config_the_packaged_example_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMFOLIO_CONFIG", raising=False)
     result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    assert '"portfolio_id": "portf1"' in result.output
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(app, ["init", "--config", str(missing)])
     assert result.exit_code == 2
-    assert "STREAMFOLIO_CONFIG" in result.output
+    assert "nope.yaml" in result.output
 
 
 def test_config_error_names_the_key(tmp_path: Path) -> None:

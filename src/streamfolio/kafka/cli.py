@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from streamfolio.cli_support import ConfigOption, load_settings
+from streamfolio.cli_support import fail as _fail
+from streamfolio.cli_support import say as _say
 from streamfolio.errors import StreamfolioError
 
 if TYPE_CHECKING:
@@ -29,33 +32,11 @@ kafka_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration (default: the packaged examples/cse.yaml). Also "
-        "$STREAMFOLIO_CONFIG.",
-        show_default=False,
-    ),
-]
-
-
-def _say(line: str) -> None:
-    typer.echo(line, err=True)
-
-
-def _fail(error: Exception) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
 
 def _load(config: Path | None) -> tuple[Settings, LocalKafka]:
-    from streamfolio.config import example_config_path, load_config
     from streamfolio.kafka.local import LocalKafka, repo_root
 
-    settings = load_config(config if config is not None else example_config_path())
+    settings = load_settings(config)
     return settings, LocalKafka(settings.kafka, repo_root(), progress=_say)
 
 
