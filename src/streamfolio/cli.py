@@ -416,8 +416,10 @@ def topic_produce(
 
 def _register_subcommands() -> None:
     from streamfolio.kafka.cli import kafka_app
+    from streamfolio.store.cli import register as register_store
 
     app.add_typer(kafka_app)
+    register_store(app)
 
 
 _register_subcommands()

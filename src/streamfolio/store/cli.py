@@ -10,28 +10,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from streamfolio.cli_support import ConfigOption, fail, load_settings, say
 from streamfolio.errors import StreamfolioError
-from streamfolio.store.schema import DEFAULT_DATABASE
-
-if TYPE_CHECKING:
-    from streamfolio.config import Settings
+from streamfolio.store import DEFAULT_DATABASE
 
 __all__ = ["register", "report_command", "store_command"]
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration (see examples/cse.yaml). Also $STREAMFOLIO_CONFIG.",
-        show_default=False,
-    ),
-]
 DatabaseOption = Annotated[
     str,
     typer.Option(
@@ -41,21 +29,17 @@ DatabaseOption = Annotated[
         "postgresql://user:password@host/dbname. Also $STREAMFOLIO_DATABASE.",
     ),
 ]
-
-
-def _fail(error: BaseException) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
-def _progress(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def _settings(config: Path | None) -> Settings:
-    from streamfolio.config import example_config_path, load_config
-
-    return load_config(config if config is not None else example_config_path())
+ReportConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="STREAMFOLIO_CONFIG",
+        help="YAML configuration, if any; also $STREAMFOLIO_CONFIG. Supplies the time zone "
+        "(the exchange's) and the Sharpe threshold when the stored metrics carry none.",
+        show_default=False,
+    ),
+]
 
 
 def store_command(
@@ -112,15 +96,15 @@ def store_command(
             batch_seconds=batch_seconds,
             status_interval_s=status_interval,
         )
-        stats = run_store(_settings(config), options, stop=stop, progress=_progress)
+        stats = run_store(load_settings(config), options, stop=stop, progress=say)
     except (StreamfolioError, ValueError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    _progress(f"store stopped: {stats.line()}")
+    say(f"store stopped: {stats.line()}")
 
 
 def report_command(
@@ -157,7 +141,7 @@ def report_command(
     image_format: Annotated[
         str, typer.Option("--image-format", help="png (smaller) or svg (sharp at any zoom).")
     ] = "png",
-    config: ConfigOption = None,
+    config: ReportConfigOption = None,
 ) -> None:
     """Write one portfolio's history as a self-contained HTML page (no network needed).
 
@@ -169,12 +153,12 @@ def report_command(
     from streamfolio.store.report import write_report
 
     if image_format not in ("png", "svg"):
-        raise _fail(ValueError(f"--image-format must be png or svg, not {image_format!r}"))
+        raise fail(ValueError(f"--image-format must be png or svg, not {image_format!r}"))
     try:
         threshold = None
         zone = timezone or "UTC"
         if config is not None:
-            settings = _settings(config)
+            settings = load_settings(config)
             zone = timezone or settings.exchange.timezone
             configured = {p.id: p for p in settings.portfolios}
             if portfolio in configured:
@@ -190,9 +174,9 @@ def report_command(
             threshold=threshold,
         )
     except (StreamfolioError, ValueError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     decided = sum(e.decision == "rebalance" for e in data.events)
-    _progress(
+    say(
         f"wrote {out}: {len(data.metrics)} metrics updates, {len(data.weights)} weight sets, "
         f"{len(data.events)} decisions ({decided} rebalances)"
     )

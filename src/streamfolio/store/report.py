@@ -10,7 +10,8 @@ one attachment: it loads no script, stylesheet, font or image from anywhere.
 >>> from streamfolio.store.schema import open_store
 >>> from streamfolio.store.writer import StoreWriter
 >>> db = open_store("sqlite://")
->>> _ = StoreWriter(db).write([PortfolioMetrics("p1", 0.2, 0.1, 0.4, 1_790_000_000_000)])
+>>> metrics = PortfolioMetrics("p1", 0.2, 0.1, 0.4, 1_790_000_000_000, weights={"ATW": 1.0})
+>>> _ = StoreWriter(db).write([metrics])
 >>> page = render_report(load_report(db, "p1"))
 >>> page.count('src="data:image/png;base64,')
 3
@@ -67,6 +68,9 @@ ImageFormat = Literal["png", "svg"]
 _Times: TypeAlias = npt.NDArray[np.datetime64]
 
 _WIDTH_IN: Final = 10.0
+_LEFT_IN: Final = 0.85  # room for the y label and tick labels such as "100%"
+_RIGHT_IN: Final = 0.2
+_BOTTOM_IN: Final = 0.6  # room for two lines of concise date labels
 _DPI: Final = 110
 _PAD: Final = dt.timedelta(minutes=30)  # x range around a single point in time
 _REBALANCE: Final = "rebalance"
@@ -76,7 +80,8 @@ _PALETTE: Final = (
     *("#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94"),
     *("#f7b6d2", "#dbdb8d", "#9edae5", "#393b79"),
 )
-_MAX_MARKERS: Final = 300  # beyond this many rebalances, vertical lines hide the Sharpe curve
+_MAX_MARKERS: Final = 300
+_LEGEND_COLUMNS: Final = 10  # beyond this many rebalances, vertical lines hide the Sharpe curve
 
 
 class ReportError(StoreError):
@@ -167,24 +172,34 @@ def _zone(timezone: str) -> ZoneInfo:
         ) from None
 
 
-def _local(timestamps_ms: Sequence[int], zone: ZoneInfo) -> _Times:
-    # Naive wall-clock times of the zone: matplotlib then labels the axis in that zone.
-    index = pd.to_datetime(list(timestamps_ms), unit="ms", utc=True)
-    local: _Times = index.tz_convert(zone).tz_localize(None).to_numpy()
-    return local
+def _instants(timestamps_ms: Sequence[int]) -> _Times:
+    # Plotted as UTC instants and only *labelled* in the report's zone: wall-clock values would
+    # run backwards where the clocks go back (Casablanca does so every Ramadan).
+    instants: _Times = np.asarray(timestamps_ms, dtype=np.int64).astype("datetime64[ms]")
+    return instants
 
 
-def _figure(height: float) -> Figure:
-    figure = Figure(figsize=(_WIDTH_IN, height), dpi=_DPI, layout="constrained")
+def _figure(height: float, *, top_in: float = 0.15) -> Figure:
+    """A figure whose plot area has the same left and right edges as every other chart's, so
+    the time axes of the charts line up down the page (a layout engine would not do that)."""
+    figure = Figure(figsize=(_WIDTH_IN, height), dpi=_DPI)
     FigureCanvasAgg(figure)  # Agg: renders without a display
+    figure.subplots_adjust(
+        left=_LEFT_IN / _WIDTH_IN,
+        right=1 - _RIGHT_IN / _WIDTH_IN,
+        bottom=_BOTTOM_IN / height,
+        top=1 - top_in / height,
+    )
     return figure
 
 
-def _dress_time_axis(figure: Figure, x_range: tuple[np.datetime64, np.datetime64]) -> None:
+def _dress_time_axis(
+    figure: Figure, x_range: tuple[np.datetime64, np.datetime64], zone: ZoneInfo
+) -> None:
     for ax in figure.axes:
-        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+        locator = mdates.AutoDateLocator(tz=zone)  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_locator(locator)
-        formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+        formatter = mdates.ConciseDateFormatter(locator, tz=zone)  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_formatter(formatter)
         ax.set_xlim(x_range[0], x_range[1])  # type: ignore[arg-type]
         ax.grid(True, alpha=0.3)
@@ -221,16 +236,16 @@ def _sharpe_chart(
     elif data.threshold is not None:
         ax.axhline(data.threshold, color="tab:red", ls="--", lw=1.2, label="threshold")
     done = [e for e in data.events if e.decision == _REBALANCE][:_MAX_MARKERS]
-    for i, when in enumerate(_local([e.timestamp_ms for e in done], zone)):
+    for i, when in enumerate(_instants([e.timestamp_ms for e in done])):
         ax.axvline(when, color="tab:green", alpha=0.5, lw=0.9, label="rebalance" if i == 0 else "")
     ax.set_ylabel("Sharpe ratio (annualised)")
     ax.legend(loc="best", fontsize="small", frameon=False)
-    _dress_time_axis(figure, x_range)
+    _dress_time_axis(figure, x_range, zone)
     return figure
 
 
 def _return_risk_chart(
-    data: ReportData, x: _Times, x_range: tuple[np.datetime64, np.datetime64]
+    data: ReportData, x: _Times, x_range: tuple[np.datetime64, np.datetime64], zone: ZoneInfo
 ) -> Figure:
     figure = _figure(3.2)
     ax = figure.add_subplot()
@@ -254,7 +269,7 @@ def _return_risk_chart(
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel("annualised")
     ax.legend(loc="best", fontsize="small", frameon=False)
-    _dress_time_axis(figure, x_range)
+    _dress_time_axis(figure, x_range, zone)
     return figure
 
 
@@ -286,20 +301,26 @@ def _weights_chart(
     times, tickers, matrix = _weight_steps(data, data.metrics[0].timestamp_ms)
     if not times:
         return None
-    figure = _figure(3.6)
+    rows = math.ceil(len(tickers) / _LEGEND_COLUMNS)
+    figure = _figure(3.4 + 0.22 * rows, top_in=0.15 + 0.22 * rows)
     ax = figure.add_subplot()
     # Hold the last weights to the right edge, so the final segment is drawn.
-    x = np.append(_local(times, zone), x_range[1])
+    x = np.append(_instants(times), x_range[1])
     stacked = np.vstack([matrix, matrix[-1]]).T
     colours = [_colour(i) for i in range(len(tickers))]
     ax.stackplot(x, stacked, labels=tickers, colors=colours, step="post", alpha=0.9)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylim(0, max(1.0, float(stacked.sum(axis=0).max())))
     ax.set_ylabel("weight")
+    # Above the plot, not beside it: the plot area keeps the width of the other charts.
     ax.legend(
-        loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False, ncols=1
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        fontsize="small",
+        frameon=False,
+        ncols=min(len(tickers), _LEGEND_COLUMNS),
     )
-    _dress_time_axis(figure, x_range)
+    _dress_time_axis(figure, x_range, zone)
     return figure
 
 
@@ -307,11 +328,11 @@ def _colour(i: int) -> str:
     return _PALETTE[i % len(_PALETTE)]
 
 
-def _x_range(data: ReportData, zone: ZoneInfo) -> tuple[np.datetime64, np.datetime64]:
+def _x_range(data: ReportData) -> tuple[np.datetime64, np.datetime64]:
     # From the first metrics on (earlier weights are drawn from there), to the last record.
     first = data.metrics[0].timestamp_ms
-    last = max(data.metrics[-1].timestamp_ms, *(w.timestamp_ms for w in data.weights))
-    lo, hi = _local([first, last], zone)
+    last = max([data.metrics[-1].timestamp_ms, *(w.timestamp_ms for w in data.weights)])
+    lo, hi = _instants([first, last])
     if lo == hi:
         pad = np.timedelta64(int(_PAD.total_seconds()), "s")
         lo, hi = lo - pad, hi + pad
@@ -328,7 +349,7 @@ h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding
 table{border-collapse:collapse;font-size:.9rem;margin:.6rem 0}
 th,td{padding:.3rem .7rem;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.rebalance td{background:#f3faf3}
+td.nowrap{white-space:nowrap}tr.rebalance td{background:#f3faf3}
 img{max-width:100%;height:auto;display:block}
 .empty{color:#777;font-style:italic}
 """
@@ -393,20 +414,24 @@ def _summary_rows(data: ReportData, zone: ZoneInfo) -> list[tuple[str, str]]:
     return rows
 
 
-def _table(headers: Iterable[tuple[str, bool]], rows: Iterable[tuple[list[str], str]]) -> str:
+def _table(
+    headers: Iterable[tuple[str, bool]] | None, rows: Iterable[tuple[list[str], str]]
+) -> str:
     head = "".join(
         f'<th class="num">{html.escape(h)}</th>' if numeric else f"<th>{html.escape(h)}</th>"
-        for h, numeric in headers
+        for h, numeric in headers or ()
     )
     body = []
     for cells, css in rows:
         tds = "".join(cells)
         body.append(f'<tr class="{css}">{tds}</tr>' if css else f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
-def _td(value: str, numeric: bool = False) -> str:
-    css = ' class="num"' if numeric else ""
+def _td(value: str, numeric: bool = False, *, nowrap: bool = False) -> str:
+    classes = " ".join(c for c, on in (("num", numeric), ("nowrap", nowrap)) if on)
+    css = f' class="{classes}"' if classes else ""
     return f"<td{css}>{html.escape(value)}</td>"
 
 
@@ -426,7 +451,7 @@ def _events_table(events: Sequence[RebalanceRow], zone: ZoneInfo) -> str:
     rows = [
         (
             [
-                _td(_when(e.timestamp_ms, zone)),
+                _td(_when(e.timestamp_ms, zone), nowrap=True),
                 _td(e.decision),
                 _td(e.reason),
                 _td(_num(e.sharpe_before), True),
@@ -449,12 +474,14 @@ def render_report(
     if image_format not in ("png", "svg"):
         raise ReportError(f"image format must be png or svg, not {image_format!r}")
     zone = _zone(timezone)
-    x = _local([m.timestamp_ms for m in data.metrics], zone)
-    x_range = _x_range(data, zone)
+    x = _instants([m.timestamp_ms for m in data.metrics])
+    x_range = _x_range(data)
     pid = html.escape(data.portfolio_id)
     sharpe = _embed(_sharpe_chart(data, x, x_range, zone), "Sharpe ratio over time", image_format)
     risk = _embed(
-        _return_risk_chart(data, x, x_range), "Expected return and risk over time", image_format
+        _return_risk_chart(data, x, x_range, zone),
+        "Expected return and risk over time",
+        image_format,
     )
     weights_figure = _weights_chart(data, x_range, zone)
     weights = (
@@ -463,7 +490,7 @@ def render_report(
         else '<p class="empty">No weights stored for this portfolio.</p>'
     )
     summary = _table(
-        [("", False), ("", False)],
+        None,
         (([_td(k), _td(v)], "") for k, v in _summary_rows(data, zone)),
     )
     lo = "the first record" if data.start_ms is None else _when(data.start_ms, zone)

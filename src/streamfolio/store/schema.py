@@ -42,6 +42,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from streamfolio.errors import StreamfolioError
+from streamfolio.store import DEFAULT_DATABASE
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -58,9 +59,6 @@ __all__ = [
     "table_names",
     "weights",
 ]
-
-DEFAULT_DATABASE: Final = "sqlite:///.cache/streamfolio/history.db"
-"""Where history goes unless ``--database`` says otherwise (relative to the working directory)."""
 
 SCHEMA_VERSION: Final = 1
 """Layout version written to ``store_meta``; a database from a newer streamfolio is refused."""

@@ -69,6 +69,7 @@ _DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any]], StoredMessage]]] = {
     "rebalance_events": RebalanceEvent.from_record,
 }
 _POLL_S: Final = 0.2
+_RETRY_FIRST_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
 
 
@@ -158,7 +159,13 @@ class _KafkaStoreConsumer(RecordConsumer):
         consumer.assign(partitions)
 
     def lag(self) -> int | None:
-        """Messages between this consumer's position and the end of its partitions."""
+        """Messages between this consumer's positions and the ends of its partitions, or None
+        while some partition's end is not known yet.
+
+        Ends are the high watermarks librdkafka caches from each fetch response: asking the
+        broker instead queues behind the consumer's own long-polling fetch (half a second per
+        partition), which would stall consumption at every status line.
+        """
         try:
             assignment = self._consumer.assignment()
             if not assignment:
@@ -171,9 +178,11 @@ class _KafkaStoreConsumer(RecordConsumer):
             }
             total = 0
             for tp in positions:
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    return None
                 at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
-                total += max(high - (at if at >= 0 else low), 0)
+                total += max(high - (at if at >= 0 else max(low, 0)), 0)
             return total
         except KafkaException:
             return None
@@ -324,7 +333,7 @@ class StoreService:
         self._pending = 0
 
     def _write(self, writer: StoreWriter) -> None:
-        delay = 0.5
+        delay = _RETRY_FIRST_S
         while True:
             try:
                 written = writer.write(self._batch)

@@ -1,0 +1,321 @@
+"""The history store against real services (issue "See it and keep it").
+
+* a Kafka broker (the session's ``kafka_broker``): the store service consumes the pipeline's
+  topics into SQLite, commits its offsets, and replays (new group, rewound group) add no rows;
+  ``streamfolio store`` stops cleanly on Ctrl-C; the report is written from what was stored;
+* a throwaway PostgreSQL cluster, when PostgreSQL is installed: the same writes, replays,
+  queries and report on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.kafka.admin import ensure_topics, topic_specs
+from streamfolio.kafka.clients import RecordProducer
+from streamfolio.kafka.topics import contract
+from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
+from streamfolio.store import queries, schema
+from streamfolio.store.report import write_report
+from streamfolio.store.schema import open_store
+from streamfolio.store.service import StoreOptions, StoreService, StoreStats
+from streamfolio.store.writer import StoredMessage, StoreWriter
+
+KafkaBroker = Any  # tests/integration/conftest.py: the session broker fixture
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_790_845_200_000  # 2026-10-01T09:00:00Z
+MINUTE = 60_000
+ROLE = {
+    PortfolioMetrics: "metrics",
+    PortfolioStats: "updated_stats",
+    Weights: "weights",
+    RebalanceEvent: "rebalance_events",
+}
+
+
+def _sandbox(broker: KafkaBroker, tmp_path: Path) -> tuple[Settings, Path]:
+    """Settings with topics of their own on the session broker, and a YAML file of them."""
+    data = yaml.safe_load(broker.config_path.read_text())
+    token = uuid.uuid4().hex[:8]
+    data["topics"] = {
+        role: f"{name.rsplit('-', 1)[0]}-{token}" for role, name in data["topics"].items()
+    }
+    settings = settings_from_mapping(data)
+    ensure_topics(broker.bootstrap, topic_specs(settings))
+    path = tmp_path / "streamfolio.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return settings, path
+
+
+def _history() -> list[StoredMessage]:
+    """Two portfolios' worth: 40 metrics each, 20 statistics, 3 weight sets, 2 decisions."""
+    history: list[StoredMessage] = []
+    for pid in ("banks", "portf1"):
+        for i in range(40):
+            sharpe = 0.9 - 0.02 * i if i < 25 else 0.8
+            history.append(
+                PortfolioMetrics(
+                    pid, 0.2, 0.1, sharpe, T0 + i * MINUTE, count=100 + i,
+                    weights={"ATW": 0.5, "BCP": 0.5}, sharpe_threshold=0.5,
+                )
+            )  # fmt: skip
+    history += [
+        PortfolioStats.from_arrays(
+            "banks", T0 + i * MINUTE, ["ATW", "BCP"], [1e-4, 2e-4], [[4e-4, 1e-4], [1e-4, 9e-4]],
+            count=100 + i, kind="updated", bar_seconds=60,
+        )
+        for i in range(20)
+    ]  # fmt: skip
+    history += [
+        Weights("banks", T0, {"ATW": 0.5, "BCP": 0.5}, "initial", "config"),
+        Weights("portf1", T0, {"ATW": 0.5, "BCP": 0.5}, "initial", "config"),
+        Weights("banks", T0 + 25 * MINUTE, {"ATW": 0.7, "BCP": 0.3}, "rebalance", "rebalancer"),
+        RebalanceEvent(
+            "banks", T0 + 20 * MINUTE, "Sharpe 0.50 at threshold, no gain", "hold_no_improvement",
+            {"ATW": 0.5, "BCP": 0.5}, {"ATW": 0.5, "BCP": 0.5}, 0.5, 0.5, 0.1, 0.2, 0.0, "optimal",
+        ),
+        RebalanceEvent(
+            "banks", T0 + 25 * MINUTE, "Sharpe 0.40 below threshold 0.50", "rebalance",
+            {"ATW": 0.5, "BCP": 0.5}, {"ATW": 0.7, "BCP": 0.3}, 0.4, 0.8, 0.12, 0.2, 0.4, "optimal",
+        ),
+    ]  # fmt: skip
+    return history
+
+
+EXPECTED_ROWS = {"metrics": 80, "statistics": 20, "weights": 3, "rebalance_events": 2}
+
+
+def _publish(settings: Settings) -> int:
+    """Produce the history, a re-sent duplicate and two bad messages; returns how many."""
+    producer = RecordProducer(settings.kafka)
+    history = _history()
+    for message in [*history, history[5]]:  # history[5] again: a producer re-sending it
+        producer.send(contract(settings, ROLE[type(message)]), message.to_record())  # type: ignore[arg-type]
+    metrics = contract(settings, "metrics")
+    producer.send_raw(metrics.name, b"banks", b"\x0agarbage")
+    nan_risk = history[0].to_record() | {"risk": float("nan"), "timestamp": T0 - MINUTE}
+    producer.send(metrics, nan_risk)
+    assert producer.flush(30) == 0
+    return len(history) + 3
+
+
+def _run(
+    settings: Settings, options: StoreOptions, *, expect: int, timeout: float = 30.0
+) -> StoreStats:
+    """Run the service until it has read ``expect`` messages (or ``timeout``), then stop it."""
+    service = StoreService(settings, options)
+    result: list[StoreStats] = []
+    thread = threading.Thread(target=lambda: result.append(service.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while service.stats.consumed < expect and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.1)
+    service.stop.set()
+    thread.join(30)
+    assert result, "the service stopped with an error (see the log)"
+    return result[0]
+
+
+def test_store_keeps_history_commits_offsets_and_replays_add_no_rows(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    settings, _ = _sandbox(kafka_broker, tmp_path)
+    sent = _publish(settings)
+    url = f"sqlite:///{tmp_path}/history.db"
+    group = f"store-{uuid.uuid4().hex[:8]}"
+
+    first = _run(settings, StoreOptions(database=url, group_id=group), expect=sent)
+    assert first.consumed == sent
+    assert dict(first.skipped) == {"undecodable": 1, "invalid": 1}
+    assert queries.row_counts(url) == EXPECTED_ROWS
+    assert queries.portfolio_ids(url) == ["banks", "portf1"]
+    engine = queries.engine_of(url)
+    with engine.connect() as connection:
+        topic, offset = connection.execute(
+            sa.select(schema.metrics.c.kafka_topic, schema.metrics.c.kafka_offset).limit(1)
+        ).one()
+    assert topic == settings.topics.metrics and offset >= 0
+
+    # The same group again: its offsets were committed, so there is nothing left to read.
+    again = _run(settings, StoreOptions(database=url, group_id=group, duration_s=4.0), expect=1)
+    assert again.consumed == 0
+
+    # A new group starts at the oldest message, and rewinding the old one reads it all again:
+    # both re-write every row, and neither adds one.
+    fresh = _run(settings, StoreOptions(database=url, group_id=f"{group}-2"), expect=sent)
+    rewound = _run(
+        settings, StoreOptions(database=url, group_id=group, from_beginning=True), expect=sent
+    )
+    assert fresh.consumed == rewound.consumed == sent
+    assert sum(rewound.written.values()) >= sum(EXPECTED_ROWS.values())
+    assert queries.row_counts(url) == EXPECTED_ROWS
+
+    out = tmp_path / "banks.html"
+    data = write_report(url, "banks", out, "2026-10-01", "2026-10-01")
+    page = out.read_text()
+    assert len(data.metrics) == 40 and len(data.events) == 2
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "Sharpe 0.40 below threshold 0.50" in page
+
+
+def test_store_command_stops_cleanly_on_ctrl_c(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    settings, config = _sandbox(kafka_broker, tmp_path)
+    sent = _publish(settings)
+    url = f"sqlite:///{tmp_path}/history.db"
+    # Until the command is registered on the main CLI, run it from an app of its own.
+    program = (
+        "import typer; from streamfolio.store.cli import register; "
+        "app = typer.Typer(); register(app); app()"
+    )
+    command = [sys.executable, "-c", program, "store", "--config", str(config)]
+    command += ["--database", url, "--status-interval", "0.5"]
+    store = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if Path(tmp_path / "history.db").exists() and sum(
+                queries.row_counts(open_store(url, create=False)).values()
+            ) == sum(EXPECTED_ROWS.values()):
+                break
+        time.sleep(0.6)  # at least one status line after the rows are in
+        store.send_signal(signal.SIGINT)
+        output, _ = store.communicate(timeout=30)
+    finally:
+        if store.poll() is None:
+            store.kill()
+            store.wait(10)
+    assert store.returncode == 0, output
+    assert "stopping: storing what was read" in output
+    final = re.search(r"store stopped: (\d+) read, rows written: (.*)", output)
+    assert final is not None, output
+    assert int(final.group(1)) == sent, output
+    assert "metrics 80, statistics 20, weights 3, rebalance_events 2" in final.group(2)
+    assert "skipped 1 invalid, 1 undecodable" in final.group(2)
+    assert re.search(r"store: .* lag 0;", output), "a status line with the lag"
+    assert output.count("skipped a message (undecodable)") == 1
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found is not None and Path(found).with_name("initdb").exists():
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts)
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary folder, on a free loopback port, for one test."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no pg_ctl/initdb)")
+    # PostgreSQL refuses to run as root; then it runs as the postgres account.
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres account to run PostgreSQL as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    # Not pytest's tmp_path: its parents are private to root, and the server must reach it.
+    base = Path(tempfile.mkdtemp(prefix="streamfolio-pg-"))
+    if prefix:
+        os.chown(base, account.pw_uid, account.pw_gid)
+    data, port = base / "data", _free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+        options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"cannot start PostgreSQL: {exc.stderr.decode(errors='replace')}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_upserts_replays_queries_and_report(postgres_url: str, tmp_path: Path) -> None:
+    engine = open_store(postgres_url)
+    try:
+        assert engine.dialect.name == "postgresql"
+        writer = StoreWriter(engine)
+        history = _history()
+        writer.write(history)
+        writer.write(history)  # a replay
+        writer.write([*history[:10], *history[:10]])  # duplicates inside one batch
+        assert writer.row_counts() == EXPECTED_ROWS
+        latest = queries.latest_metrics(engine)
+        assert [(m.portfolio_id, m.timestamp_ms) for m in latest] == [
+            ("banks", T0 + 39 * MINUTE),
+            ("portf1", T0 + 39 * MINUTE),
+        ]
+        stats = queries.statistics_between(engine, "banks", kind="updated")
+        assert len(stats) == 20 and stats[0].covariance["ATW"]["BCP"] == 1e-4
+        (done,) = queries.rebalances(engine, "banks", decisions=["rebalance"])
+        assert done.new_weights == {"ATW": 0.7, "BCP": 0.3}
+        with engine.connect() as connection:
+            when = connection.execute(sa.select(schema.metrics.c.event_time).limit(1)).scalar()
+        assert when is not None and when.utcoffset() is not None, "timestamptz on PostgreSQL"
+        out = tmp_path / "pg.html"
+        write_report(engine, "banks", out, "2026-10-01T09:00Z", "2026-10-01T10:00Z")
+        assert out.read_text().count('src="data:image/png;base64,') == 3
+    finally:
+        engine.dispose()
