@@ -418,8 +418,11 @@ def _register_subcommands() -> None:
     from streamfolio.kafka.cli import kafka_app
     from streamfolio.store.cli import register as register_store
 
+    from streamfolio.rebalancer.cli import rebalancer_command
+
     app.add_typer(kafka_app)
     register_store(app)
+    app.command("rebalancer")(rebalancer_command)
 
 
 _register_subcommands()

@@ -308,7 +308,7 @@ class ReplayEngine:
             "rebalance",
             portfolio_id,
             {
-                "event_id": f"{portfolio_id}-{now_ms}",
+                "event_id": f"{portfolio_id}@{now_ms}",  # as RebalanceEvent.make_event_id
                 "portfolio_id": portfolio_id,
                 "timestamp": now_ms,
                 "reason": decision.reason,

@@ -225,7 +225,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ``initial_stats`` keep their records forever (:data:`KEEP_FOREVER`).
     """
     topics = settings.topics
-    kept = {topics.weights, topics.initial_stats}
+    # The rebalancer rebuilds its memory from the weights and events topics: keep them.
+    kept = {topics.weights, topics.initial_stats, topics.rebalance_events}
     return [
         TopicSpec(
             name=name,

@@ -1,0 +1,481 @@
+"""What the rebalancer remembers, and how it is rebuilt from its own output topics.
+
+The rebalancer keeps no local files. Everything it must remember between decisions lives in Kafka
+topics it (or the bootstrap) writes, read back with ``isolation.level=read_committed``:
+
+* **Policy state** (:class:`~streamfolio.core.policy.PolicyState`) from the rebalance-events
+  topic. Every change of the state is published as an event in the same transaction as the
+  decision, so replaying the events reproduces the state exactly (:func:`state_after`):
+
+  - ``rebalance``: an attempt that moved the weights; the policy remembers the Sharpe expected
+    after it (``sharpe_after``);
+  - ``hold``: an attempt that found nothing worth doing; it remembers the Sharpe it saw
+    (``sharpe_before``) and that it held;
+  - ``rearm``: no attempt, but the Sharpe left the hysteresis band, so the policy re-armed. The
+    policy changes its state this way on updates that decide nothing, and without this record a
+    restarted instance would still be disarmed where the first one was armed.
+
+* **Latest weights** per portfolio from the weights topic (any source: bootstrap, manual,
+  rebalancer), valid ones only, as the streaming job uses them. The rebalancer decides only on
+  metrics computed with these weights; metrics computed with weights it has already replaced are
+  stale (the job has not caught up yet) and must not re-trigger the policy.
+
+* **Initial statistics** per portfolio from the initial-statistics topic: the job's first metrics
+  after a seed refer to them, not to an updated-statistics record.
+
+:class:`Memory` holds these per portfolio with a provisional layer for the open transaction
+(:meth:`Memory.stage`, :meth:`Memory.commit`, :meth:`Memory.rollback`), and :class:`TopicFollower`
+keeps it current: it reads the three topics from the beginning, all partitions, outside the
+consumer group, and :meth:`TopicFollower.catch_up` reads to their ends (the last stable offsets)
+so that decisions another instance committed are known before this one takes over a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+# The documented import path; confluent-kafka's stubs re-export these without listing them.
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from streamfolio.config import Settings
+from streamfolio.core.policy import PolicyState
+from streamfolio.core.portfolio import check_weights
+from streamfolio.errors import SchemaError, StreamfolioError
+from streamfolio.kafka.topics import TopicContract, contract
+from streamfolio.messages import PortfolioStats, RebalanceEvent, Weights
+from streamfolio.serde import codec_for
+
+__all__ = [
+    "DECISIONS",
+    "DECISION_HOLD",
+    "DECISION_REARM",
+    "DECISION_REBALANCE",
+    "SOURCE",
+    "Memory",
+    "MemoryTopicsError",
+    "PortfolioMemory",
+    "TopicFollower",
+    "align_stats",
+    "same_weights",
+    "state_after",
+]
+
+log = logging.getLogger(__name__)
+
+DECISION_REBALANCE: Final = "rebalance"
+DECISION_HOLD: Final = "hold"
+DECISION_REARM: Final = "rearm"
+DECISIONS: Final = (DECISION_REBALANCE, DECISION_HOLD, DECISION_REARM)
+"""The ``decision`` values of the rebalance events this service writes."""
+
+SOURCE: Final = "rebalancer"
+"""``Weights.source`` of the weights this service publishes."""
+
+WEIGHTS_ATOL: Final = 1e-12
+"""Two weight vectors are the same when no weight differs by more than this. Weights travel as
+Avro doubles, so the job's metrics carry the published weights bit for bit; the tolerance only
+absorbs producers that round-trip them through text."""
+
+INITIAL_STATS_KEPT: Final = 8
+"""Initial-statistics records remembered per portfolio (the newest); seeds are rare."""
+
+
+class MemoryTopicsError(StreamfolioError):
+    """The memory topics could not be read (timeout, missing topic)."""
+
+
+def same_weights(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Whether two ticker -> weight maps hold the same tickers and weights.
+
+    >>> same_weights({"A": 0.5, "B": 0.5}, {"B": 0.5, "A": 0.5 + 1e-15})
+    True
+    >>> same_weights({"A": 0.5, "B": 0.5}, {"A": 0.6, "B": 0.4})
+    False
+    """
+    if a.keys() != b.keys():
+        return False
+    return all(math.isclose(a[t], b[t], rel_tol=0.0, abs_tol=WEIGHTS_ATOL) for t in a)
+
+
+def state_after(event: RebalanceEvent, previous: PolicyState) -> PolicyState:
+    """The policy state after ``event``, given the state before it.
+
+    This is the inverse of how the service publishes decisions, and the only way the state is
+    rebuilt, so the service checks every decision it makes against it.
+
+    >>> e = RebalanceEvent("p", 60_000, "sharpe 0.20 below threshold 0.50", "rebalance",
+    ...                    {"A": 1.0}, {"A": 1.0}, 0.2, 0.9, 0.1, 0.1, 0.0, "optimal")
+    >>> state_after(e, PolicyState())  # doctest: +NORMALIZE_WHITESPACE
+    PolicyState(armed=False, last_attempt_ms=60000, last_decision_sharpe=0.9,
+                last_attempt_held=False)
+    """
+    if event.decision == DECISION_REBALANCE:
+        return PolicyState(
+            armed=False,
+            last_attempt_ms=event.timestamp,
+            last_decision_sharpe=event.sharpe_after,
+            last_attempt_held=False,
+        )
+    if event.decision == DECISION_HOLD:
+        return PolicyState(
+            armed=False,
+            last_attempt_ms=event.timestamp,
+            last_decision_sharpe=event.sharpe_before,
+            last_attempt_held=True,
+        )
+    if event.decision == DECISION_REARM:
+        return replace(previous, armed=True)
+    raise ValueError(f"unknown decision {event.decision!r}; expected one of {DECISIONS}")
+
+
+def align_stats(stats: PortfolioStats, tickers: Sequence[str]) -> PortfolioStats:
+    """``stats`` reordered to ``tickers``; :class:`SchemaError` when they cover other tickers.
+
+    >>> s = PortfolioStats.from_arrays("p", 0, ["B", "A"], [2.0, 1.0], [[4.0, 1.0], [1.0, 9.0]])
+    >>> align_stats(s, ["A", "B"]).mean
+    (1.0, 2.0)
+    """
+    if stats.tickers == tuple(tickers):
+        return stats
+    if set(stats.tickers) != set(tickers) or len(stats.tickers) != len(tickers):
+        missing = [t for t in tickers if t not in stats.tickers]
+        extra = [t for t in stats.tickers if t not in tickers]
+        raise SchemaError(
+            f"statistics cover other tickers than the portfolio: missing {missing}, extra {extra}"
+        )
+    index = [stats.tickers.index(t) for t in tickers]
+    return replace(
+        stats,
+        tickers=tuple(tickers),
+        mean=tuple(stats.mean[i] for i in index),
+        covariance=tuple(tuple(stats.covariance[i][j] for j in index) for i in index),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioMemory:
+    """What the rebalancer knows of one portfolio before its next decision."""
+
+    policy: PolicyState = field(default_factory=PolicyState)
+    last_event_ms: int | None = None
+    """Timestamp of the latest decision event; metrics not after it were already decided."""
+    last_decision: str | None = None
+    """``decision`` of the latest event (``rebalance``, ``hold`` or ``rearm``)."""
+    weights: Mapping[str, float] | None = None
+    """The latest valid weights published for the portfolio, or None if none were."""
+    weights_timestamp: int | None = None
+    weights_source: str = ""
+    weights_read_back: bool = True
+    """False while weights this instance published have not been read back from the topic:
+    until then every weights record read precedes them in the log and is already superseded."""
+
+    def after_event(self, event: RebalanceEvent) -> PortfolioMemory | None:
+        """This memory with ``event`` applied, or None if it is not newer than what is known.
+
+        Events of a portfolio have strictly increasing timestamps (one decision per metrics
+        timestamp at most), so an older one is a replay of what is already applied.
+        """
+        if self.last_event_ms is not None and event.timestamp <= self.last_event_ms:
+            return None
+        if event.decision not in DECISIONS:
+            return None
+        return replace(
+            self,
+            policy=state_after(event, self.policy),
+            last_event_ms=event.timestamp,
+            last_decision=event.decision,
+        )
+
+    def after_weights(self, weights: Weights) -> PortfolioMemory | None:
+        """This memory once ``weights`` (read from the topic, in log order) are known."""
+        if not self.weights_read_back:
+            if not self._is_own(weights):
+                return None  # published before our own, still unread, weights: superseded
+            return replace(self, weights_read_back=True)
+        return replace(
+            self,
+            weights=dict(weights.weights),
+            weights_timestamp=weights.timestamp,
+            weights_source=weights.source,
+        )
+
+    def _is_own(self, weights: Weights) -> bool:
+        return (
+            weights.source == SOURCE
+            and weights.timestamp == self.weights_timestamp
+            and self.weights is not None
+            and same_weights(weights.weights, self.weights)
+        )
+
+
+class Memory:
+    """Per-portfolio :class:`PortfolioMemory`, with a provisional layer for the open transaction.
+
+    Decisions :meth:`stage` their memory; :meth:`commit` makes it permanent once the transaction
+    commits, :meth:`rollback` forgets it when it aborts. What the :class:`TopicFollower` reads
+    goes straight to the committed layer: anything it can read precedes the open transaction in
+    the log, so staged memory, being newer, wins at commit.
+
+    >>> memory = Memory({"p": ("A", "B")})
+    >>> memory.stage("p", PortfolioMemory(last_event_ms=5))
+    >>> memory.view("p").last_event_ms, memory.committed("p").last_event_ms
+    (5, None)
+    >>> memory.rollback(); memory.view("p").last_event_ms is None
+    True
+    """
+
+    def __init__(self, tickers: Mapping[str, Sequence[str]]) -> None:
+        self._tickers = {pid: tuple(t) for pid, t in tickers.items()}
+        self._committed: dict[str, PortfolioMemory] = {}
+        self._staged: dict[str, PortfolioMemory] = {}
+        self._seeds: dict[str, dict[int, PortfolioStats]] = {}
+
+    @property
+    def portfolio_ids(self) -> tuple[str, ...]:
+        return tuple(self._tickers)
+
+    def view(self, portfolio_id: str) -> PortfolioMemory:
+        """The memory a decision for ``portfolio_id`` starts from (staged, else committed)."""
+        staged = self._staged.get(portfolio_id)
+        return staged if staged is not None else self.committed(portfolio_id)
+
+    def committed(self, portfolio_id: str) -> PortfolioMemory:
+        return self._committed.get(portfolio_id, PortfolioMemory())
+
+    def stage(self, portfolio_id: str, memory: PortfolioMemory) -> None:
+        self._staged[portfolio_id] = memory
+
+    @property
+    def has_staged(self) -> bool:
+        return bool(self._staged)
+
+    def commit(self) -> None:
+        self._committed.update(self._staged)
+        self._staged.clear()
+
+    def rollback(self) -> None:
+        self._staged.clear()
+
+    # -- what the follower reads ------------------------------------------------------------
+
+    def on_event(self, event: RebalanceEvent) -> bool:
+        """Apply a decision event read from the topic; True if it changed anything."""
+        if event.portfolio_id not in self._tickers:
+            return False
+        updated = self.committed(event.portfolio_id).after_event(event)
+        if updated is None:
+            return False
+        self._committed[event.portfolio_id] = updated
+        return True
+
+    def on_weights(self, weights: Weights) -> bool:
+        """Apply a weights record read from the topic; invalid ones are ignored, as the job
+        ignores them (they go to its dead letters and the previous weights stay)."""
+        tickers = self._tickers.get(weights.portfolio_id)
+        if tickers is None or check_weights(tickers, weights.weights) is not None:
+            return False
+        updated = self.committed(weights.portfolio_id).after_weights(weights)
+        if updated is None:
+            return False
+        self._committed[weights.portfolio_id] = updated
+        return True
+
+    def on_initial_stats(self, stats: PortfolioStats) -> bool:
+        """Remember a seed (initial statistics) of a configured portfolio."""
+        tickers = self._tickers.get(stats.portfolio_id)
+        if tickers is None:
+            return False
+        try:
+            aligned = align_stats(stats, tickers)
+        except SchemaError:
+            return False
+        seeds = self._seeds.setdefault(stats.portfolio_id, {})
+        seeds.pop(stats.timestamp, None)  # a re-sent seed replaces the older one, as in the job
+        seeds[stats.timestamp] = aligned
+        while len(seeds) > INITIAL_STATS_KEPT:
+            del seeds[next(iter(seeds))]
+        return True
+
+    def initial_stats(self, portfolio_id: str, timestamp: int) -> PortfolioStats | None:
+        """The seed of ``portfolio_id`` stamped ``timestamp``, if one was read."""
+        return self._seeds.get(portfolio_id, {}).get(timestamp)
+
+
+_LATEST: Final = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+
+def _is_partition_eof(message: Message) -> bool:
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+class TopicFollower:
+    """Reads the weights, rebalance-events and initial-statistics topics into a :class:`Memory`.
+
+    It assigns itself every partition of the three topics from the beginning (no group
+    membership, nothing committed) and reads with ``isolation.level=read_committed``, so it sees
+    exactly the decisions whose transactions committed. Records that do not decode or fit are
+    skipped and counted (they are other producers' mistakes; the job dead-letters them).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        memory: Memory,
+        *,
+        group_id: str,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._memory = memory
+        self._contracts: dict[str, TopicContract] = {
+            c.name: c
+            for c in (
+                contract(settings, "weights"),
+                contract(settings, "rebalance_events"),
+                contract(settings, "initial_stats"),
+            )
+        }
+        config: dict[str, Any] = {
+            **settings.kafka.client_config(),
+            # Required by librdkafka; this consumer never joins the group nor commits.
+            "group.id": f"{group_id}.memory",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+            "logger": logging.getLogger("streamfolio.librdkafka"),
+            **(extra_config or {}),
+        }
+        self._consumer = Consumer(config)
+        admin_config: dict[str, Any] = {
+            **settings.kafka.client_config(),
+            "logger": logging.getLogger("streamfolio.librdkafka"),
+        }
+        self._admin = AdminClient(admin_config)
+        self._partitions = self._all_partitions()
+        self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self._partitions])
+        self._next: dict[tuple[str, int], int] = {}
+        self.read = 0
+        self.skipped: Counter[str] = Counter()
+
+    def _all_partitions(self) -> list[tuple[str, int]]:
+        metadata = self._consumer.list_topics(timeout=10)
+        partitions: list[tuple[str, int]] = []
+        for name in self._contracts:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                raise MemoryTopicsError(
+                    f"topic {name!r} does not exist; create the configured topics first "
+                    "(streamfolio kafka up, or ensure_topics)"
+                )
+            partitions.extend((name, p) for p in sorted(topic.partitions))
+        return partitions
+
+    def drain(self, max_messages: int = 1000) -> int:
+        """Apply what has already been fetched, without waiting; returns how many were read."""
+        messages = self._consumer.consume(num_messages=max_messages, timeout=0)
+        for message in messages:
+            self._handle(message)
+        return len(messages)
+
+    def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Read every partition up to its end as of now (its last stable offset).
+
+        Raises :class:`MemoryTopicsError` if that takes longer than ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        ends = self._end_offsets(timeout_s)
+        behind = {tp for tp, end in ends.items() if self._position(tp) < end}
+        while behind:
+            if time.monotonic() > deadline:
+                raise MemoryTopicsError(
+                    f"could not read the memory topics to their end within {timeout_s:g} s "
+                    f"({len(behind)} partition(s) behind)"
+                )
+            for message in self._consumer.consume(num_messages=1000, timeout=0.05):
+                self._handle(message)
+            if any(self._position(tp) < ends[tp] for tp in behind):
+                # Transaction markers and aborted records are skipped inside the client: only
+                # its position says that it went past them.
+                for tp in self._consumer.position([TopicPartition(t, p) for t, p in behind]):
+                    if tp.offset >= 0:
+                        key = (tp.topic, tp.partition)
+                        self._next[key] = max(self._next.get(key, 0), tp.offset)
+            behind = {tp for tp in behind if self._position(tp) < ends[tp]}
+
+    def _end_offsets(self, timeout_s: float) -> dict[tuple[str, int], int]:
+        # One request for every partition, on the admin client's own connection: the consumer's
+        # connection is often held by a long-polling fetch. READ_COMMITTED gives the last stable
+        # offset: everything before it is decided (committed or aborted), nothing after it is.
+        futures = self._admin.list_offsets(
+            {TopicPartition(t, p): _LATEST for t, p in self._partitions},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=timeout_s,
+        )
+        ends: dict[tuple[str, int], int] = {}
+        try:
+            for tp, future in futures.items():
+                ends[(tp.topic, tp.partition)] = int(future.result().offset)
+        except KafkaException as exc:
+            raise MemoryTopicsError(
+                f"cannot read the end offsets of the memory topics: {exc}"
+            ) from None
+        return ends
+
+    def _position(self, tp: tuple[str, int]) -> int:
+        return self._next.get(tp, 0)
+
+    def _handle(self, message: Message) -> None:
+        if message.error() is not None:
+            if _is_partition_eof(message):
+                return
+            error = message.error()
+            if error is not None and error.fatal():
+                raise KafkaException(error)
+            log.warning("reading the memory topics: %s", error)
+            return
+        topic = message.topic() or ""
+        partition = message.partition()
+        offset = message.offset()
+        if partition is not None and offset is not None:
+            self._next[(topic, partition)] = offset + 1
+        self.read += 1
+        contract_ = self._contracts.get(topic)
+        if contract_ is None:
+            return
+        try:
+            record = codec_for(contract_.schema).decode(message.value() or b"")
+            if contract_.role == "weights":
+                self._memory.on_weights(Weights.from_record(record))
+            elif contract_.role == "rebalance_events":
+                self._memory.on_event(RebalanceEvent.from_record(record))
+            else:
+                self._memory.on_initial_stats(PortfolioStats.from_record(record))
+        except SchemaError as exc:
+            if self.skipped[topic] == 0:
+                log.warning(
+                    "skipping a record of %s that does not fit (%s); further ones are counted",
+                    topic,
+                    exc,
+                )
+            self.skipped[topic] += 1
+
+    def close(self) -> None:
+        self._consumer.close()
