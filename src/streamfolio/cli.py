@@ -211,10 +211,55 @@ def simulate(
 @app.command()
 def demo(
     config: ConfigOption = None,
-    bars: Annotated[int, typer.Option(min=10, help="Bars to simulate.")] = 600,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    source: Annotated[str, typer.Option(help="Price feed: sim, replay or cse.")] = "sim",
+    prices: Annotated[Path | None, typer.Option(help="replay: the tick CSV.")] = None,
+    speed: Annotated[float, typer.Option(help="replay: 1 = real time, 0 = fast.")] = 1.0,
+    port: Annotated[int, typer.Option(help="Dashboard port.")] = 8050,
+    keep_topics: Annotated[
+        bool, typer.Option(help="Keep what the topics hold (default: start them empty).")
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option(help="No Kafka or Flink: replay simulated ticks through the core.")
+    ] = False,
+    bars: Annotated[int, typer.Option(min=10, help="--offline: bars to simulate.")] = 600,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
 ) -> None:
-    """Run the example portfolios end to end offline: init, simulated ticks, replay, summary."""
+    """Run the whole loop on this machine: Kafka, the streaming job, the simulator, the rebalancer,
+    the store and the dashboard, with a live view per portfolio.
+
+    The default configuration is the packaged examples/demo.yaml: the example CSE portfolios on
+    daily bars, one simulated trading day every two seconds; after about 90 s the banks sell off
+    and portf1 rebalances. Ctrl-C or --duration stops everything and leaves nothing running.
+    """
+    from streamfolio.config import example_config_path
+
+    path = config or example_config_path().with_name("demo.yaml")
+    if offline:
+        _offline_demo(path, bars, seed)
+        return
+    from streamfolio.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        config_path=path,
+        duration_s=duration,
+        source=source,
+        prices=prices,
+        speed=speed,
+        seed=seed,
+        dashboard_port=port,
+        keep_topics=keep_topics,
+    )
+    try:
+        code = run_demo(options, progress=_progress)
+    except (StreamfolioError, ValueError) as error:
+        raise _fail(error) from None
+    raise typer.Exit(code)
+
+
+def _offline_demo(config: Path, bars: int, seed: int) -> None:
     import tempfile
 
     from streamfolio.state import run_replay, simulated_ticks_csv, summarise
@@ -416,9 +461,8 @@ def topic_produce(
 
 def _register_subcommands() -> None:
     from streamfolio.kafka.cli import kafka_app
-    from streamfolio.store.cli import register as register_store
-
     from streamfolio.rebalancer.cli import rebalancer_command
+    from streamfolio.store.cli import register as register_store
 
     app.add_typer(kafka_app)
     register_store(app)

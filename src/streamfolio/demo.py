@@ -198,3 +198,150 @@ def live_consumer(settings: Settings) -> RecordConsumer:
 def python_command(*args: str) -> list[str]:
     """Run a streamfolio subcommand with this interpreter (works without the venv on PATH)."""
     return [sys.executable, "-m", "streamfolio.cli", *args]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    config_path: Path
+    duration_s: float | None = None
+    source: str = "sim"
+    prices: Path | None = None
+    speed: float = 0.0
+    seed: int = 7
+    dashboard_port: int = 8050
+    keep_topics: bool = False
+    log_dir: Path = Path(".cache/demo")
+
+
+SIM_ARGS = (
+    # One trading day every two seconds, calibrated on the real CSE history; after 90 s (about
+    # 45 simulated days) the three banks sell off, which pushes portf1 below its threshold.
+    "--rate",
+    "22",
+    "--speedup",
+    "43200",
+    "--calibration",
+    "history",
+    "--drift",
+    "0.6",
+    "--regime-change-after",
+    "90",
+    "--crash",
+    "ATW,BCP,BOA",
+    "--crash-drift",
+    "-3",
+)
+
+
+def _reset_topics(settings: Settings, progress: Progress) -> None:
+    """Delete and re-create the configured topics, so a demo never sees an earlier run."""
+    from streamfolio.kafka.admin import admin_client, ensure_topics, topic_specs
+
+    specs = topic_specs(settings)
+    admin = admin_client(settings.kafka.bootstrap_servers)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [s.name for s in specs if s.name in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+        # Deletion is asynchronous on the broker; wait until the names are free again.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(doomed) & set(
+            admin.list_topics(timeout=10).topics
+        ):
+            time.sleep(0.5)
+    ensure_topics(settings.kafka.bootstrap_servers, specs)
+    progress(f"topics ready (fresh): {', '.join(s.name for s in specs)}")
+
+
+def run_demo(options: DemoOptions, progress: Progress) -> int:
+    """Run the loop until ``duration_s`` or Ctrl-C; returns a process exit code."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from streamfolio.config import load_config
+    from streamfolio.kafka.admin import topic_specs
+    from streamfolio.kafka.local import LocalKafka, repo_root
+    from streamfolio.state import initial_state, publish_state
+
+    settings = load_config(options.config_path)
+    config = str(options.config_path)
+    broker = LocalKafka(settings.kafka, repo_root(), progress=progress)
+    started_broker = not broker.is_running()
+    broker.up(topic_specs(settings), timeout=120)
+    if not options.keep_topics:
+        _reset_topics(settings, progress)
+    state = initial_state(settings, progress=progress)
+    publish_state(settings, state, progress=progress)
+
+    supervisor = Supervisor(options.log_dir, progress)
+    code = 0
+    try:
+        supervisor.start("job", python_command("job", "run", "--config", config))
+        if options.source == "sim":
+            feed_args = ["--source", "sim", "--seed", str(options.seed), *SIM_ARGS]
+        elif options.source == "replay":
+            if options.prices is None:
+                raise ValueError("--source replay needs --prices FILE")
+            feed_args = [
+                "--source",
+                "replay",
+                "--prices",
+                str(options.prices),
+                "--speed",
+                str(options.speed),
+            ]
+        else:
+            feed_args = ["--source", "cse"]
+        supervisor.start("feed", python_command("feed", *feed_args, "--config", config))
+        supervisor.start("rebalancer", python_command("rebalancer", "--config", config))
+        supervisor.start("store", python_command("store", "--config", config))
+        supervisor.start(
+            "dashboard",
+            python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
+        )
+        progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
+        code = _live(settings, supervisor, options, Console(stderr=True), Live)
+    except KeyboardInterrupt:
+        progress("Ctrl-C: stopping")
+    finally:
+        supervisor.stop_all()
+        if started_broker:
+            broker.down()
+        progress("demo stopped; nothing left running")
+    return code
+
+
+def _live(
+    settings: Settings, supervisor: Supervisor, options: DemoOptions, console: Any, live_cls: Any
+) -> int:
+    state = LiveState()
+    consumer = live_consumer(settings)
+    deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
+    interactive = console.is_terminal
+    try:
+        with (
+            live_cls(render(state), console=console, refresh_per_second=2, transient=False)
+            if interactive
+            else contextlib.nullcontext() as live
+        ):
+            last_print = 0.0
+            while deadline is None or time.monotonic() < deadline:
+                watch(settings, state, consumer, 1.0)
+                failed = supervisor.failed()
+                if failed:
+                    for child in failed:
+                        code = child.process.returncode
+                        console.print(
+                            f"[red]{child.name} exited ({code}); see {child.log_path}[/red]"
+                        )
+                    return 1
+                if live is not None:
+                    live.update(render(state))
+                elif time.monotonic() - last_print > 10:
+                    console.print(render(state))
+                    last_print = time.monotonic()
+        console.print(render(state))
+    finally:
+        consumer.close()
+    return 0

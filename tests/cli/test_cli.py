@@ -216,6 +216,6 @@ def test_replay_of_an_unsorted_tick_file_applies_event_time_rules(
 
 
 def test_demo_runs_offline_and_prints_a_summary() -> None:
-    result = runner.invoke(app, ["demo", "--bars", "120"])
+    result = runner.invoke(app, ["demo", "--offline", "--bars", "120"])
     assert result.exit_code == 0, result.output
     assert "portf1" in result.output and "banks" in result.output
