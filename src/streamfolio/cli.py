@@ -467,6 +467,9 @@ def _register_subcommands() -> None:
     app.add_typer(kafka_app)
     register_store(app)
     app.command("rebalancer")(rebalancer_command)
+    from streamfolio.dashboard.cli import dashboard_command
+
+    app.command("dashboard")(dashboard_command)
 
 
 _register_subcommands()

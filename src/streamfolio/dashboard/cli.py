@@ -1,0 +1,137 @@
+"""``streamfolio dashboard``: serve the live dashboard on a local port.
+
+This module imports only typer and the standard library, so the main CLI can register the
+command whether or not the web extra is installed; the command itself says how to install it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+
+from streamfolio.errors import ConfigError, StreamfolioError
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "dashboard_command", "listen", "url_for"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8050
+_INSTALL_HINT: Final = "pip install 'streamfolio[dashboard]' (starlette and uvicorn)"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (port 0: any free one); raises ``OSError``.
+
+    Binding before the server starts means the URL printed is already reachable, and with port 0
+    it is the real port.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    """The ``http://`` URL of a listening socket.
+
+    >>> with listen("127.0.0.1", 0) as s:
+    ...     url_for(s).startswith("http://127.0.0.1:")
+    True
+    """
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def dashboard_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="STREAMFOLIO_CONFIG",
+            help="YAML configuration (default: the packaged example). Also $STREAMFOLIO_CONFIG.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = DEFAULT_PORT,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            help="Load metrics, statistics and dead letters from the oldest message, not only "
+            "the last --lookback minutes (weights and rebalance events are always read in full)."
+        ),
+    ] = False,
+    lookback: Annotated[
+        float, typer.Option(min=0, help="Minutes of metrics history to load at start.")
+    ] = 60.0,
+    history: Annotated[
+        int, typer.Option(min=10, help="Metrics points kept (and charted) per portfolio.")
+    ] = 2000,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds.")
+    ] = None,
+) -> None:
+    """Serve a live web dashboard of the pipeline's topics (Ctrl-C to stop).
+
+    Per portfolio: Sharpe ratio against its threshold band, expected return and risk, weights,
+    the correlation matrix of the latest statistics, rebalance decisions, and pipeline health.
+    It reads the topics with one consumer outside any consumer group and commits nothing.
+    """
+    try:
+        from streamfolio.dashboard.app import create_app, serve
+        from streamfolio.dashboard.consumer import ConsumerOptions, DashboardConsumer
+        from streamfolio.dashboard.state import DashboardState, Limits
+    except ImportError as exc:
+        typer.secho(f"error: the dashboard needs {_INSTALL_HINT}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    import threading
+
+    from streamfolio.config import example_config_path, load_config
+
+    try:
+        settings = load_config(config or example_config_path())
+        options = ConsumerOptions(from_beginning=from_beginning, lookback_minutes=lookback)
+        limits = Limits(metrics=history)
+    except (ConfigError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        typer.secho(f"error: cannot listen on {host}:{port}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    state = DashboardState.from_settings(settings, limits=limits)
+    consumer = DashboardConsumer(settings, state, options)
+    closing = threading.Event()
+    app = create_app(state, consumer=consumer, closing=closing)
+    typer.echo(f"streamfolio dashboard: {url_for(sock)}  (Ctrl-C to stop)", err=False)
+    try:
+        serve(app, sock, closing=closing, duration_s=duration)
+    except StreamfolioError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        consumer.stop()  # also after a forced exit, which skips the app's shutdown
+        sock.close()
+    typer.echo("dashboard stopped", err=True)
+
+
+def main() -> None:  # pragma: no cover - `python -m streamfolio.dashboard.cli`, before registration
+    typer.run(dashboard_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,297 @@
+"""The job's functions driven directly (no JVM, no Kafka) against the replay, record for record.
+
+:mod:`fakes` stands in for Flink's keyed runtime; the functions are the job's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from fakes import KeyedRuntime, Pipeline, split
+
+from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.core.moments import moments_from_prior, stats_record
+from streamfolio.flink import operators as op
+from streamfolio.messages import PriceTick, bourse_from_price_tick
+from streamfolio.portfolios import portfolio_spec
+from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
+from streamfolio.serde import codec_for
+
+START = 1_700_000_000_000
+BOUND = 500
+PORTFOLIOS = [
+    {
+        "id": "p1",
+        "tickers": ["AAA", "BBB"],
+        "weights": {"AAA": 0.5, "BBB": 0.5},
+        "bar_seconds": 1,
+        "periods_per_year": 1000,
+    },
+    {
+        "id": "p2",
+        "tickers": ["BBB", "CCC"],
+        "weights": {"BBB": 0.5, "CCC": 0.5},
+        "bar_seconds": 2,
+        "periods_per_year": 500,
+        "risk_free_rate": 0.01,
+        "estimator": {"kind": "ewm", "half_life_bars": 10},
+    },
+]
+
+
+def settings(price_format: str = "tick") -> Settings:
+    return settings_from_mapping(
+        {
+            "portfolios": PORTFOLIOS,
+            "flink": {"max_out_of_orderness_ms": BOUND, "price_format": price_format},
+        }
+    )
+
+
+def encode_tick(tick: Tick) -> bytes:
+    return codec_for("PriceTick").encode(
+        {"ticker": tick.ticker, "price": tick.price, "event_time": tick.event_time_ms}
+    )
+
+
+def seed_record(portfolio_id: str, timestamp: int, scale: float = 1.0) -> dict[str, Any]:
+    spec = next(p for p in PORTFOLIOS if p["id"] == portfolio_id)
+    n = len(spec["tickers"])
+    estimator = spec.get("estimator", {"kind": "welford"})
+    moments = moments_from_prior(
+        np.full(n, 1e-4 * scale),
+        np.eye(n) * 1e-4 * scale + 1e-5,
+        30,
+        kind=estimator["kind"],
+        half_life_bars=estimator.get("half_life_bars"),
+    )
+    return stats_record(moments, portfolio_id, spec["tickers"], timestamp)
+
+
+def weights_record(portfolio_id: str, timestamp: int, weights: dict[str, float]) -> dict[str, Any]:
+    return {"timestamp": timestamp, "portfolio_id": portfolio_id, "weights": weights}
+
+
+def random_ticks(seed: int, n_bars: int = 60) -> list[Tick]:
+    """Three tickers, 0-3 ticks per 1 s bar each (so some skip bars), shuffled within BOUND."""
+    rng = np.random.default_rng(seed)
+    price = {"AAA": 10.0, "BBB": 20.0, "CCC": 30.0}
+    ticks = []
+    for k in range(n_bars):
+        for ticker in price:
+            for _ in range(int(rng.integers(0, 4)) if k > 0 else 1):
+                price[ticker] *= math.exp(rng.normal(0, 0.01))
+                ticks.append(
+                    Tick(START + k * 1_000 + int(rng.integers(0, 1_000)), ticker, price[ticker])
+                )
+    ticks.sort(key=lambda t: t.event_time_ms)
+    arrival = np.array([t.event_time_ms for t in ticks]) + rng.uniform(0, BOUND, len(ticks))
+    return [ticks[i] for i in np.argsort(arrival, kind="stable")]
+
+
+Step = tuple[str, Any]  # ("tick", Tick) | ("stats" | "weights", record) | ("raw", bytes)
+
+
+def run_both(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayEvent]]:
+    pipeline = Pipeline(s)
+    engine = ReplayEngine(
+        [ReplayPortfolio(portfolio_spec(p, s.exchange)) for p in s.portfolios],
+        max_out_of_orderness_ms=BOUND,
+    )
+    events: list[ReplayEvent] = []
+    for kind, item in steps:
+        if kind == "tick":
+            pipeline.tick(encode_tick(item), item.event_time_ms)
+            events.extend(engine.on_tick(item))
+        elif kind == "raw":
+            value, timestamp = item
+            pipeline.tick(value, timestamp)
+        else:
+            schema = "PortfolioStats" if kind == "stats" else "Weights"
+            pipeline.control(kind, codec_for(schema).encode(item))
+            events.extend(engine.control(kind, item))
+    pipeline.finish()
+    events.extend(engine.flush())
+    return pipeline, events
+
+
+def decoded(rows: list[Any], schema: str, key: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        record = codec_for(schema).decode(row[1])
+        assert row[0] == record[key].encode()
+        out.setdefault(record[key], []).append(record)
+    return out
+
+
+def expected(events: list[ReplayEvent], kind: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if event.kind == kind:
+            out.setdefault(event.key, []).append(dict(event.record))
+    return out
+
+
+def assert_same_as_replay(pipeline: Pipeline, events: list[ReplayEvent]) -> None:
+    stats = decoded(pipeline.stats, "PortfolioStats", "portfolio_id")
+    want = expected(events, "stats")
+    assert sorted(stats) == sorted(want)
+    for pid, records in want.items():
+        # The wire adds the kind and the bar size; everything else is the core's record, exactly.
+        got = [{k: v for k, v in r.items() if k not in ("kind", "bar_seconds")} for r in stats[pid]]
+        assert got == records, pid
+        assert {r["kind"] for r in stats[pid]} == {"updated"}
+    metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")
+    assert metrics == expected(events, "metrics")
+
+
+def reasons(pipeline: Pipeline) -> Counter[str]:
+    return Counter(codec_for("DeadLetter").decode(d)["reason"] for d in pipeline.dead)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_job_functions_compute_what_the_replay_computes(seed: int) -> None:
+    ticks = random_ticks(seed)
+    steps: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
+    ]
+    half = len(ticks) // 2
+    steps += [("tick", t) for t in ticks[:half]]
+    # Mid-stream, ahead of the watermark: a re-seed and a weights change.
+    steps += [
+        ("stats", seed_record("p1", START + 45_000, scale=2.0)),
+        ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
+    ]
+    steps += [("tick", t) for t in ticks[half:]]
+    pipeline, events = run_both(steps, settings())
+    assert len(pipeline.stats) > 60
+    assert len(pipeline.metrics) > 60
+    assert_same_as_replay(pipeline, events)
+    assert pipeline.dead == []
+
+
+def test_bars_wait_for_the_first_initial_statistics() -> None:
+    ticks = random_ticks(2)
+    controls: list[Step] = [
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+    ]
+    # The job reads the control topics last; the replay sees them first.
+    pipeline = Pipeline(settings())
+    for tick in ticks:
+        pipeline.tick(encode_tick(tick), tick.event_time_ms)
+    assert pipeline.stats == []  # everything waits in state
+    for kind, record in controls:
+        schema = "PortfolioStats" if kind == "stats" else "Weights"
+        pipeline.control(kind, codec_for(schema).encode(record))
+    pipeline.finish()
+    _, events = run_both([*controls, *(("tick", t) for t in ticks)], settings())
+    assert_same_as_replay(pipeline, events)
+
+
+def test_a_control_message_older_than_the_processed_bars_takes_effect_on_arrival() -> None:
+    ticks = random_ticks(3, n_bars=20)
+    steps: list[Step] = [("stats", seed_record("p1", START)), ("stats", seed_record("p2", START))]
+    steps += [("tick", t) for t in ticks]
+    steps.append(("weights", weights_record("p1", START + 1_000, {"AAA": 0.3, "BBB": 0.7})))
+    pipeline, events = run_both(steps, settings())
+    assert_same_as_replay(pipeline, events)
+    metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")["p1"]
+    assert len(metrics) == 1  # emitted once, with the weights' arrival
+    assert metrics[0]["weights"] == {"AAA": 0.3, "BBB": 0.7}
+
+
+def test_late_ticks_are_dead_lettered_per_bar_size_and_change_nothing() -> None:
+    ticks = random_ticks(4)
+    stale = Tick(START + 10_500, "BBB", 1e6)
+    steps: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p2", START, {"BBB": 0.5, "CCC": 0.5})),
+    ]
+    steps += [("tick", t) for t in ticks[:200]]
+    steps.append(("tick", stale))
+    steps += [("tick", t) for t in ticks[200:]]
+    pipeline, events = run_both(steps, settings())
+    assert_same_as_replay(pipeline, events)
+    dead = [codec_for("DeadLetter").decode(d) for d in pipeline.dead]
+    # BBB is used at 1 s (p1) and 2 s (p2): late for both bar sizes.
+    assert [d["reason"] for d in dead] == ["late", "late"]
+    assert {d["payload"] for d in dead} == {encode_tick(stale)}
+    assert all(d["source_topic"] == settings().topics.prices for d in dead)
+    assert all(d["component"] == "job" and d["offset"] is None for d in dead)
+
+
+def test_malformed_input_is_dead_lettered_with_reasons_and_changes_nothing() -> None:
+    ticks = random_ticks(5, n_bars=30)
+    good: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+    ]
+    good += [("tick", t) for t in ticks]
+    tick = codec_for("PriceTick")
+    t0 = ticks[0].event_time_ms
+    bad: list[Step] = [
+        ("raw", (b"\xff\xff\xff\xff\xffgarbage", t0)),
+        ("raw", (tick.encode({"ticker": "AAA", "price": math.nan, "event_time": t0}), t0)),
+        ("raw", (tick.encode({"ticker": "AAA", "price": -2.0, "event_time": t0}), t0)),
+        ("raw", (tick.encode({"ticker": "AAA", "price": math.inf, "event_time": t0}), t0)),
+        ("raw", (tick.encode({"ticker": "ZZZ", "price": 1.0, "event_time": t0}), t0)),
+        ("weights", weights_record("p1", START, {"AAA": 0.9, "BBB": 0.9})),
+        ("weights", weights_record("p1", START, {"AAA": 1.0})),
+        ("weights", weights_record("nope", START, {"AAA": 1.0})),
+        ("stats", seed_record("p1", START) | {"meanReturns": {"AAA": 0.0}}),
+    ]
+    mixed = good[:4] + bad + good[4:]
+    pipeline, events = run_both(mixed, settings())
+    clean, clean_events = run_both(good, settings())
+    assert_same_as_replay(pipeline, clean_events)
+    assert_same_as_replay(clean, clean_events)
+    assert reasons(pipeline) == Counter(
+        undecodable=1,
+        invalid=3,
+        unknown_ticker=1,
+        invalid_weights=2,
+        unknown_portfolio=1,
+        invalid_stats=1,
+    )
+    details = {codec_for("DeadLetter").decode(d)["detail"] for d in pipeline.dead}
+    assert any("missing BBB" in d for d in details)
+    replay_reasons = Counter(e.record["reason"] for e in events if e.kind == "dead_letter")
+    assert replay_reasons == Counter(invalid_weights=2, unknown_portfolio=1, invalid_stats=1)
+
+
+def test_reference_bourse_quotes_are_read_when_configured() -> None:
+    s = settings("bourse")
+    pipeline = Pipeline(s)
+    quote = bourse_from_price_tick(PriceTick("AAA", 612.5, START + 1_234))
+    pipeline.tick(codec_for("BourseData").encode(quote), START + 1_234)
+    key = "AAA|1000"
+    assert pipeline.bars.stores[("open_bars", key)][1_700_000_001].closes == {"AAA": 612.5}
+    assert pipeline.dead == []
+
+
+def test_close_bars_keeps_the_tick_read_last_among_equal_times() -> None:
+    runtime = KeyedRuntime(op.CloseBars({("AAA", 1_000): ("p1",)}, "prices"))
+    for price in (1.0, 3.0, 2.0):
+        runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 500, price, b""))
+    runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 400, 9.0, b""))  # earlier: not it
+    rows, side = split(runtime.advance(999))
+    assert side == {}
+    assert rows == [("p1", 0, "AAA", 2.0, None)]
+    runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 1_700, 4.0, b""))
+    rows, _ = split(runtime.advance(1_999))
+    assert rows == [("p1", 1, "AAA", 4.0, math.log(4.0 / 2.0))]
