@@ -37,4 +37,4 @@ def test_fetched_history_is_readable_by_init(tmp_path: Path) -> None:
     assert len(history) == fetched.history_rows
     assert list(history.times_ms) == sorted(history.times_ms)
     index = read_history(tmp_path / "masi.csv")
-    assert set(index.tickers.tolist()) == {"MASI"} and len(index) == fetched.index_rows > 10
+    assert set(index.tickers.tolist()) == {"MASI"} and len(index) == fetched.index_rows > 0
