@@ -281,3 +281,42 @@ def test_feed_waits_for_a_restarted_broker_and_loses_nothing(
     keys = [(i.record["event_time"], i.record["ticker"]) for i in items]
     assert len(keys) == 2000, "every accepted tick arrives"
     assert len(set(keys)) == 2000, "and none twice (idempotent producer)"
+
+
+def test_cse_feed_publishes_the_live_board_from_recorded_responses(sandbox: Sandbox) -> None:
+    """The CSE feed end to end into Kafka, with the exchange answered by a recorded page."""
+    from streamfolio.feeds import cse
+    from streamfolio.feeds.cse import CseClient, HttpRequest, HttpResponse
+    from streamfolio.feeds.cse_feed import cse_ticks
+    from streamfolio.feeds.publish import TickPublisher
+    from streamfolio.kafka.clients import DeadLetters, RecordProducer
+
+    page = (
+        Path(__file__).resolve().parents[1]
+        / "fixtures"
+        / "cse"
+        / "live-market-actions_2026-10-09_excerpt.html"
+    ).read_bytes()
+
+    def transport(request: HttpRequest) -> HttpResponse:
+        assert request.url.startswith(cse.BASE_URL + cse.GEN2_LIVE_PATH)
+        return HttpResponse(200, page, {"Content-Type": "text/html"})
+
+    settings = sandbox.settings
+    producer = RecordProducer(settings.kafka)
+    publisher = TickPublisher(
+        producer,
+        contract(settings, "prices"),
+        DeadLetters(producer, contract(settings, "dead_letter"), "feed"),
+        known_tickers={t for p in settings.portfolios for t in p.tickers},
+        source="cse",
+    )
+    client = CseClient(transport, sleep=lambda _: None)
+    options = FeedOptions(source="cse", interval_s=0.05, all_hours=True)
+    ticks = cse_ticks(settings, options, publisher, lambda _: None, client=client, max_polls=2)
+    stats = publisher.run(ticks)
+    assert producer.flush(30) == 0
+    assert stats.published > 0, "the recorded board has quotes of configured tickers"
+    items = _read_all(settings, "prices", stats.published)
+    assert len(items) == stats.published, "an unchanged second poll publishes nothing new"
+    assert all(i.record["source"] == "cse" and i.record["price"] > 0 for i in items)

@@ -18,17 +18,24 @@ def cse_ticks(
     options: FeedOptions,
     publisher: TickPublisher,
     progress: Callable[[str], None],
+    *,
+    client: CseClient | None = None,
+    max_polls: int | None = None,
 ) -> Iterator[tuple[int, str, float]]:
-    """Ticks of the configured tickers; rejected rows go straight to the dead-letter topic."""
+    """Ticks of the configured tickers; rejected rows go straight to the dead-letter topic.
+
+    ``client`` and ``max_polls`` are for tests (recorded responses, a bounded run).
+    """
     tickers = sorted({t for p in settings.portfolios for t in p.tickers})
     calendar = settings.exchange.calendar()
-    client = CseClient(calendar=calendar)
+    client = client or CseClient(calendar=calendar)
     poller = CsePoller(
         client,
         tickers=tickers,
         interval_s=options.interval_s,
         calendar=calendar,
         market_hours_only=not options.all_hours,
+        max_polls=max_polls,
     )
     progress(
         f"polling the CSE live board every {options.interval_s:g} s for {len(tickers)} tickers"
