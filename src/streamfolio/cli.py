@@ -499,11 +499,13 @@ def topic_produce(
 
 
 def _register_subcommands() -> None:
+    from streamfolio.flink.cli import job_app
     from streamfolio.kafka.cli import kafka_app
     from streamfolio.rebalancer.cli import rebalancer_command
     from streamfolio.store.cli import register as register_store
 
     app.add_typer(kafka_app)
+    app.add_typer(job_app)
     register_store(app)
     app.command("rebalancer")(rebalancer_command)
     from streamfolio.dashboard.cli import dashboard_command

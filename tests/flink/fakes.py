@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from pyflink.datastream import OutputTag
@@ -198,16 +198,3 @@ class Pipeline:
     def finish(self) -> None:
         """End of a bounded input: the watermark jumps to the end of time."""
         self.advance(2**63 - 1)
-
-
-def by_key(rows: Iterable[Any], schema_decode: Any, key_field: str) -> Mapping[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for row in rows:
-        record = schema_decode(row[1])
-        assert row[0] == str(record[key_field]).encode()
-        out.setdefault(record[key_field], []).append(record)
-    return out
-
-
-def records(rows: Iterator[Any]) -> list[Any]:
-    return list(rows)

@@ -23,6 +23,7 @@ bar is late in both.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -31,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.feeds.simulate import Regime, simulate_ticks
-from streamfolio.kafka.admin import ensure_topics, topic_specs
+from streamfolio.kafka.admin import KEEP_FOREVER, ensure_topics, topic_specs
 from streamfolio.portfolios import portfolio_spec
 from streamfolio.replay import ControlKind, ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
 from streamfolio.serde import codec_for
@@ -114,7 +115,9 @@ def _tick_message(tick: Tick) -> Message:
 
 
 def _control_message(kind: ControlKind, record: dict[str, Any]) -> Message:
-    schema, role = ("PortfolioStats", "initial_stats") if kind == "stats" else ("Weights", "weights")
+    schema, role = (
+        ("PortfolioStats", "initial_stats") if kind == "stats" else ("Weights", "weights")
+    )
     value = codec_for(schema).encode(record)
     key = str(record["portfolio_id"]).encode()
     return Message(role, value, key, int(record["timestamp"]), control=(kind, record))
@@ -176,7 +179,9 @@ def _malformed(rng: np.random.Generator, timestamp: int, bad: Counter[str]) -> M
         value = tick.encode({"ticker": "AAA", "price": math.nan, "event_time": timestamp})
     elif choice == 2:
         bad["invalid"] += 1
-        value = tick.encode({"ticker": "BBB", "price": -1.0 * rng.random(), "event_time": timestamp})
+        value = tick.encode(
+            {"ticker": "BBB", "price": -1.0 * rng.random(), "event_time": timestamp}
+        )
     elif choice == 3:
         bad["invalid"] += 1
         value = tick.encode({"ticker": "CCC", "price": 0.0, "event_time": timestamp})
@@ -186,9 +191,7 @@ def _malformed(rng: np.random.Generator, timestamp: int, bad: Counter[str]) -> M
     return Message("prices", value, b"bad", timestamp)
 
 
-def build_scenario(
-    seed: int = 7, *, malformed: int = 0, late: bool = False
-) -> Scenario:
+def build_scenario(seed: int = 7, *, malformed: int = 0, late: bool = False) -> Scenario:
     """Phase 1: state and the first half of the ticks; phase 2: a re-seed, a weights change,
     (late ticks), the second half; phase 3: sentinels that close every bar."""
     rng = np.random.default_rng(seed)
@@ -197,27 +200,41 @@ def build_scenario(
     first = _shuffled([t for t in ticks if t.event_time_ms < half], rng)
     second = _shuffled([t for t in ticks if t.event_time_ms >= half], rng)
     scenario = Scenario([[], [], []])
-    p1, p2 = PORTFOLIOS
+    p1 = PORTFOLIOS[0]
     phase1 = scenario.phases[0]
     for portfolio in PORTFOLIOS:
         phase1.append(_control_message("stats", _stats(portfolio, START, 1.0)))
         phase1.append(
             _control_message(
                 "weights",
-                {"timestamp": START, "portfolio_id": portfolio["id"], "weights": portfolio["weights"]},
+                {
+                    "timestamp": START,
+                    "portfolio_id": portfolio["id"],
+                    "weights": portfolio["weights"],
+                },
             )
         )
     if malformed:
         bad_weights = [
-            {"timestamp": START + 5, "portfolio_id": "p1", "weights": {"AAA": 0.9, "BBB": 0.3, "CCC": 0.1}},
+            {
+                "timestamp": START + 5,
+                "portfolio_id": "p1",
+                "weights": {"AAA": 0.9, "BBB": 0.3, "CCC": 0.1},
+            },
             {"timestamp": START + 5, "portfolio_id": "p2", "weights": {"BBB": 1.0}},
-            {"timestamp": START + 5, "portfolio_id": "p2", "weights": {"BBB": 0.5, "CCC": math.nan, "DDD": 0.5}},
+            {
+                "timestamp": START + 5,
+                "portfolio_id": "p2",
+                "weights": {"BBB": 0.5, "CCC": math.nan, "DDD": 0.5},
+            },
         ]
         for record in bad_weights:
             phase1.append(_control_message("weights", record))
         scenario.bad["invalid_weights"] += len(bad_weights)
         phase1.append(
-            _control_message("weights", {"timestamp": START, "portfolio_id": "nope", "weights": {"X": 1.0}})
+            _control_message(
+                "weights", {"timestamp": START, "portfolio_id": "nope", "weights": {"X": 1.0}}
+            )
         )
         scenario.bad["unknown_portfolio"] += 1
         phase1.append(Message("weights", b"\xff\x00garbage", b"p1", START))
@@ -240,7 +257,11 @@ def build_scenario(
     phase2.append(
         _control_message(
             "weights",
-            {"timestamp": REWEIGHT_AT, "portfolio_id": "p2", "weights": {"BBB": 0.5, "CCC": 0.25, "DDD": 0.25}},
+            {
+                "timestamp": REWEIGHT_AT,
+                "portfolio_id": "p2",
+                "weights": {"BBB": 0.5, "CCC": 0.25, "DDD": 0.25},
+            },
         )
     )
     if late:
@@ -252,9 +273,7 @@ def build_scenario(
     mix(phase2, [_tick_message(t) for t in second])
     end = latest + 1_000_000
     sentinel = codec_for("PriceTick").encode({"ticker": "ZZZ", "price": 1.0, "event_time": end})
-    scenario.phases[2] = [
-        Message("prices", sentinel, b"ZZZ", end, partition=p) for p in range(3)
-    ]
+    scenario.phases[2] = [Message("prices", sentinel, b"ZZZ", end, partition=p) for p in range(3)]
     return scenario
 
 
@@ -300,21 +319,70 @@ def run_settings(broker: KafkaBroker, tmp: Path, token: str, **flink: Any) -> tu
     settings = settings_from_mapping(data)
     path = tmp / f"{token}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    ensure_topics(broker.bootstrap, topic_specs(settings))
+    # The scenario's event times are in 2025: with the broker's time-based retention (7 days,
+    # judged on record timestamps) its records would be deleted at the next retention check.
+    specs = [
+        replace(spec, configs={**spec.configs, **KEEP_FOREVER}) for spec in topic_specs(settings)
+    ]
+    ensure_topics(broker.bootstrap, specs)
     return settings, path
 
 
 def produce(settings: Settings, messages: Sequence[Message]) -> None:
     producer = Producer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True, "linger.ms": 5}
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+        }
     )
     for m in messages:
         extra: dict[str, Any] = {} if m.partition is None else {"partition": m.partition}
-        producer.produce(
-            getattr(settings.topics, m.role), value=m.value, key=m.key, timestamp=m.timestamp_ms, **extra
-        )
+        while True:
+            try:
+                producer.produce(
+                    getattr(settings.topics, m.role),
+                    value=m.value,
+                    key=m.key,
+                    timestamp=m.timestamp_ms,
+                    **extra,
+                )
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
         producer.poll(0)
-    assert producer.flush(30) == 0
+    assert producer.flush(60) == 0
+
+
+class KeepAlive:
+    """Sends an unknown-ticker tick to every prices partition, stamped with the greatest event
+    time produced so far, each time it is called.
+
+    Between phases the test waits for the job; a partition that receives nothing for the
+    idleness timeout is then idle, and when data arrives again it holds the watermark back only
+    from its first record read, so the other partitions' records could briefly drive the
+    watermark past its ticks. Keeping every partition busy rules that out; being stamped no
+    later than what was sent, these ticks cannot move the watermark past the replay's. They are
+    dead-lettered (``unknown_ticker``) and counted in ``sent``.
+    """
+
+    def __init__(self, settings: Settings, scenario: Scenario) -> None:
+        self.settings = settings
+        self.scenario = scenario
+        self.timestamp = max(m.timestamp_ms for m in scenario.phases[0] if m.role == "prices")
+        self.value = codec_for("PriceTick").encode(
+            {"ticker": "ZZZ", "price": 1.0, "event_time": self.timestamp}
+        )
+
+    def __call__(self) -> None:
+        produce(
+            self.settings,
+            [
+                Message("prices", self.value, b"ZZZ", self.timestamp, partition=p)
+                for p in range(self.settings.kafka.partitions)
+            ],
+        )
+        self.scenario.bad["unknown_ticker"] += self.settings.kafka.partitions
 
 
 class Outputs:
@@ -330,7 +398,11 @@ class Outputs:
                 "isolation.level": "read_committed",
             }
         )
-        topics = [settings.topics.updated_stats, settings.topics.metrics, settings.topics.dead_letter]
+        topics = [
+            settings.topics.updated_stats,
+            settings.topics.metrics,
+            settings.topics.dead_letter,
+        ]
         self.consumer.assign(
             [TopicPartition(t, p, -2) for t in topics for p in range(settings.kafka.partitions)]
         )
@@ -357,12 +429,29 @@ class Outputs:
                 assert key is None
                 self.dead.append(codec_for("DeadLetter").decode(value))
 
-    def wait_for(self, condition: Callable[[], bool], job: JobProcess, what: str) -> None:
+    def wait_for(
+        self,
+        condition: Callable[[], bool],
+        job: JobProcess,
+        what: str,
+        every_poll: Callable[[], None] | None = None,
+    ) -> None:
         deadline = time.monotonic() + JOB_TIMEOUT
         while not condition():
             job.check_alive()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}; log: {job.log_tail()}"
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}; have {self.summary()}; log: {job.log_tail()}"
+            )
+            if every_poll is not None:
+                every_poll()
             self.poll()
+
+    def summary(self) -> str:
+        """Counts of what was read, for failure messages."""
+        stats = {k: (len(v), v[-1]["timestamp"]) for k, v in self.stats.items()}
+        metrics = {k: len(v) for k, v in self.metrics.items()}
+        dead = Counter(d["reason"] for d in self.dead)
+        return f"stats {stats}, metrics {metrics}, dead letters {dict(dead)}"
 
     def last_stats_time(self, portfolio_id: str) -> int:
         records = self.stats.get(portfolio_id, [])
@@ -400,11 +489,14 @@ class JobProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"job still running after {timeout} s: {self.log_tail()}") from None
+            raise AssertionError(
+                f"job still running after {timeout} s: {self.log_tail()}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the Python client and the MiniCluster JVM."""
-        if self.proc.poll() is None:
+        # The group may outlive its leader (a JVM left behind): kill it whatever the leader did.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
         self._out.close()
@@ -480,7 +572,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def unbounded_run(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def unbounded_run(
+    kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     """Parallelism 1, at-least-once, phased production with late and malformed messages."""
     tmp = tmp_path_factory.mktemp("flink-unbounded")
     settings, config = run_settings(kafka_broker, tmp, "unbounded", parallelism=1)
@@ -492,24 +586,35 @@ def unbounded_run(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFa
     try:
         # The late ticks belong to bars the job has emitted, so its watermark is past them.
         last_late = START + (max(LATE_BARS) + 1) * 1_000
-        outputs.wait_for(lambda: outputs.last_stats_time("p1") > last_late + 4_000, job, "phase 1")
+        keep_alive = KeepAlive(settings, scenario)
+        outputs.wait_for(
+            lambda: outputs.last_stats_time("p1") > last_late + 4_000,
+            job,
+            "phase 1",
+            every_poll=keep_alive,
+        )
         controls, rest = scenario.phases[1][:2], scenario.phases[1][2:]
         produce(settings, controls)
         # Controls are read by their own sources; give them a moment before the ticks that pass
         # their timestamps, so they are placed among the bars rather than applied on arrival.
-        time.sleep(2.0)
+        for _ in range(3):
+            keep_alive()
+            time.sleep(0.5)
         produce(settings, rest)
         produce(settings, scenario.phases[2])
         outputs.wait_for(_complete(outputs, expected), job, "every bar")
         outputs.poll(2.0)  # anything extra would show up now
-        yield Run(settings, scenario, expected, outputs, time.monotonic() - job.started)
+        seconds = time.monotonic() - job.started
     finally:
-        job.kill()
+        job.kill()  # before the other runs start: 2 cores
         outputs.close()
+    yield Run(settings, scenario, expected, outputs, seconds)
 
 
 @pytest.fixture(scope="module")
-def bounded_run(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def bounded_run(
+    kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     """Parallelism 2, everything produced first, source bounded at the end offsets."""
     tmp = tmp_path_factory.mktemp("flink-bounded")
     settings, config = run_settings(kafka_broker, tmp, "bounded", parallelism=2)
@@ -522,12 +627,13 @@ def bounded_run(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFact
     job = JobProcess(config, tmp / "job.log", "--bounded")
     try:
         assert job.wait() == 0, job.log_tail()
+        seconds = time.monotonic() - job.started
         outputs.wait_for(_complete(outputs, expected), job, "every bar")
         outputs.poll(1.0)
-        yield Run(settings, scenario, expected, outputs, time.monotonic() - job.started)
     finally:
         job.kill()
         outputs.close()
+    yield Run(settings, scenario, expected, outputs, seconds)
 
 
 def test_statistics_and_metrics_equal_the_replay_bar_for_bar(unbounded_run: Run) -> None:
@@ -536,7 +642,9 @@ def test_statistics_and_metrics_equal_the_replay_bar_for_bar(unbounded_run: Run)
     assert_matches_replay(unbounded_run.outputs, unbounded_run.expected)
 
 
-def test_the_reseed_and_the_weights_change_take_effect_at_their_timestamps(unbounded_run: Run) -> None:
+def test_the_reseed_and_the_weights_change_take_effect_at_their_timestamps(
+    unbounded_run: Run,
+) -> None:
     p1 = unbounded_run.outputs.stats["p1"]
     before = [s for s in p1 if s["timestamp"] <= RESEED_AT]
     after = [s for s in p1 if s["timestamp"] > RESEED_AT]
@@ -553,7 +661,11 @@ def test_late_ticks_are_dead_lettered_and_change_nothing(unbounded_run: Run) -> 
         for r in (codec_for("PriceTick").decode(d["payload"]) for d in late)
     }
     assert ticks == unbounded_run.scenario.late
-    replay_late = {(e.record["ticker"], e.record["event_time"]) for e in unbounded_run.expected["dead_letter"] if e.record["reason"] == "late"}
+    replay_late = {
+        (e.record["ticker"], e.record["event_time"])
+        for e in unbounded_run.expected["dead_letter"]
+        if e.record["reason"] == "late"
+    }
     assert replay_late == ticks
     assert all(d["component"] == "job" and d["partition"] is None for d in late)
 

@@ -20,6 +20,7 @@ from ``$STREAMFOLIO_FLINK_JARS`` (a folder, or jar paths separated by ``:``).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ __all__ = [
     "find_root",
     "job_jars",
     "kafka_source",
+    "sink_options",
     "watermark_strategy",
 ]
 
@@ -96,6 +98,16 @@ def fetch_jars(root: Path, *, quiet: bool = True) -> Path:
     lib = (root / LIB_DIR).resolve()
     if (lib / ".complete").is_file():
         return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    with (lib.parent / f".{lib.name}.lock").open("w") as lock:
+        # Two jobs started at once fetch once: the second waits, then finds the cache complete.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (lib / ".complete").is_file():
+            return lib
+        return _fetch(root, lib, quiet=quiet)
+
+
+def _fetch(root: Path, lib: Path, *, quiet: bool) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise ConnectorError(
@@ -222,6 +234,43 @@ def kafka_source(
 # ------------------------------------------------------------------------------------ sinks
 
 
+def sink_options(
+    settings: Settings,
+    role: Role,
+    *,
+    keyed: bool,
+    delivery: Literal["at-least-once", "exactly-once"],
+    transactional_id_prefix: str,
+) -> dict[str, str]:
+    """The Kafka table options of the sink writing topic ``role``.
+
+    >>> from streamfolio.config import example_config_path, load_config
+    >>> o = sink_options(load_config(example_config_path(), environ={}), "metrics", keyed=True,
+    ...                  delivery="exactly-once", transactional_id_prefix="sf")
+    >>> o["topic"], o["key.fields"], o["sink.transactional-id-prefix"]
+    ('portfMetrics', 'k', 'sf-metrics')
+    >>> o["properties.transaction.timeout.ms"]
+    '900000'
+    """
+    options = {
+        "topic": contract(settings, role).name,
+        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "properties.client.id": f"{settings.kafka.client_id}-job-{role}",
+        "value.format": "raw",
+        "sink.delivery-guarantee": delivery,
+    }
+    if keyed:
+        options.update(
+            {"key.format": "raw", "key.fields": "k", "value.fields-include": "EXCEPT_KEY"}
+        )
+    if delivery == "exactly-once":
+        # One prefix per sink: transactional ids must not collide between the sinks.
+        options["sink.transactional-id-prefix"] = f"{transactional_id_prefix}-{role}"
+        options["properties.transaction.timeout.ms"] = str(TRANSACTION_TIMEOUT_MS)
+    options.update({f"properties.{k}": v for k, v in _client_properties(settings).items()})
+    return options
+
+
 class KafkaTableSinks:
     """Writes streams of ``Row(k, v)`` (key and value bytes) or of value bytes to Kafka topics.
 
@@ -243,28 +292,6 @@ class KafkaTableSinks:
         self._prefix = transactional_id_prefix
         self._statements: StatementSet = t_env.create_statement_set()
 
-    def options(self, role: Role, *, keyed: bool) -> dict[str, str]:
-        """The Kafka table options for the sink of topic ``role`` (exposed for tests and docs)."""
-        options = {
-            "topic": contract(self._settings, role).name,
-            "properties.bootstrap.servers": self._settings.kafka.bootstrap_servers,
-            "properties.client.id": f"{self._settings.kafka.client_id}-job-{role}",
-            "value.format": "raw",
-            "sink.delivery-guarantee": self._delivery,
-        }
-        if keyed:
-            options.update(
-                {"key.format": "raw", "key.fields": "k", "value.fields-include": "EXCEPT_KEY"}
-            )
-        if self._delivery == "exactly-once":
-            # One prefix per sink: transactional ids must not collide between the sinks.
-            options["sink.transactional-id-prefix"] = f"{self._prefix}-{role}"
-            options["properties.transaction.timeout.ms"] = str(TRANSACTION_TIMEOUT_MS)
-        options.update(
-            {f"properties.{k}": v for k, v in _client_properties(self._settings).items()}
-        )
-        return options
-
     def add(self, stream: DataStream, role: Role, *, keyed: bool) -> None:
         """Write ``stream`` (``Row(k, v)`` if ``keyed``, else value bytes) to topic ``role``."""
         from pyflink.table import DataTypes, Schema, TableDescriptor
@@ -279,7 +306,14 @@ class KafkaTableSinks:
         else:
             schema = Schema.new_builder().column("v", DataTypes.BYTES()).build()
         descriptor = TableDescriptor.for_connector("kafka").schema(schema)
-        for key, value in self.options(role, keyed=keyed).items():
+        options = sink_options(
+            self._settings,
+            role,
+            keyed=keyed,
+            delivery=self._delivery,
+            transactional_id_prefix=self._prefix,
+        )
+        for key, value in options.items():
             descriptor = descriptor.option(key, value)
         table = self._t_env.from_data_stream(stream)
         if not keyed:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     from streamfolio.core.portfolio import PortfolioSpec
     from streamfolio.flink.runtime import JobOptions
+    from streamfolio.kafka.topics import Role
+    from streamfolio.replay import ControlKind
 
 __all__ = ["Routing", "build_pipeline", "main", "routing"]
 
@@ -96,7 +98,7 @@ def build_pipeline(
         "prices",
     ).uid("source-prices")
 
-    # 2. Decode and validate; unusable messages become dead letters.
+    # 2. Decode and validate; unusable messages become dead letters (sent on with the ticks).
     ticks = (
         prices.process(
             op.DecodeTicks(route.bar_sizes, topics["prices"].schema, topics["prices"].name)
@@ -105,7 +107,8 @@ def build_pipeline(
         .uid("decode-ticks")
     )
 
-    # 3. Per (ticker, bar size): bar closes and log returns, fanned out to the portfolios.
+    # 3. Per (ticker, bar size): bar closes and log returns, fanned out to the portfolios;
+    # late ticks become dead letters.
     bars = (
         ticks.key_by(op.tick_key, key_type=Types.STRING())
         .process(op.CloseBars(route.portfolios, topics["prices"].name))
@@ -116,7 +119,11 @@ def build_pipeline(
     # 4. Control messages: initial statistics and weights, keyed by portfolio id. They are read
     # from the start of their topics: they are the portfolios' configuration, not a feed.
     controls = []
-    for role, kind in (("initial_stats", "stats"), ("weights", "weights")):
+    inputs: tuple[tuple[Role, ControlKind], ...] = (
+        ("initial_stats", "stats"),
+        ("weights", "weights"),
+    )
+    for role, kind in inputs:
         source = env.from_source(
             kafka_source(settings, role, starting="earliest", bounded=options.bounded),
             watermarks,
@@ -147,10 +154,9 @@ def build_pipeline(
     metrics = portfolios.get_side_output(op.metrics_tag())
 
     # 6. Sinks: statistics and metrics keyed by portfolio id; every dead letter to one topic.
-    dead: DataStream = ticks.get_side_output(op.dead_letter_tag()).union(
-        bars.get_side_output(op.dead_letter_tag()),
-        *(c.get_side_output(op.dead_letter_tag()) for c in controls),
-        portfolios.get_side_output(op.dead_letter_tag()),
+    # (The per-tick functions pass theirs down to the portfolio operator: see DecodeTicks.)
+    dead: DataStream = portfolios.get_side_output(op.dead_letter_tag()).union(
+        *(c.get_side_output(op.dead_letter_tag()) for c in controls)
     )
     sinks = KafkaTableSinks(
         StreamTableEnvironment.create(env),

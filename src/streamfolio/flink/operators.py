@@ -14,8 +14,11 @@ Records between operators are Python tuples (pickled by Flink):
 * :class:`PortfolioProcess` (keyed by portfolio id) emits ``Row(k, v)``: key and Avro value of
   updated statistics (main output) and metrics (side output :func:`metrics_tag`).
 
-Every function routes what it cannot use to the side output :func:`dead_letter_tag`, as encoded
-``DeadLetter`` records.
+What cannot be used becomes an encoded ``DeadLetter``. The control and portfolio functions emit
+them to the side output :func:`dead_letter_tag`; the per-tick functions send them down their
+main output under the key :data:`DEAD_LETTER_KEY` instead, and :class:`PortfolioProcess` moves
+them to its side output (a side output makes a PyFlink function slower on every record it
+receives; see :class:`DecodeTicks`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from pyflink.common.typeinfo import TypeInformation
 
 __all__ = [
+    "DEAD_LETTER_KEY",
     "BarRow",
     "CloseBars",
     "ControlRow",
@@ -63,9 +67,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TickRow = tuple[str, str, int, int, float, bytes]
-"""``(key "TICKER|bar_ms", ticker, bar_ms, event_time_ms, price, original bytes)``."""
-BarRow = tuple[str, int, str, float, float | None]
-"""``(portfolio_id, bar index, ticker, close, log return or None for a first close)``."""
+"""``(key "TICKER|bar_ms", ticker, bar_ms, event_time_ms, price, original bytes)``, or a dead
+letter ``(DEAD_LETTER_KEY, "", 0, 0, 0.0, encoded DeadLetter)``."""
+DEAD_LETTER_KEY: Final = "!dead-letter"
+"""Key of the dead letters :class:`DecodeTicks` sends down its main output (no ticker has a
+``!``)."""
+BarRow = tuple[str, int, str, float, Any]
+"""``(portfolio_id, bar index, ticker, close, log return or None for a first close)``, or a dead
+letter ``(DEAD_LETTER_KEY, 0, "", 0.0, encoded DeadLetter)``."""
 ControlRow = tuple[str, ControlKind, dict[str, Any], bytes]
 """``(portfolio_id, "stats" | "weights", decoded record, original bytes)``."""
 
@@ -120,13 +129,19 @@ def dead_letter(reason: str, detail: str, source_topic: str, payload: bytes) -> 
 
 
 class _DeadLetterLog:
-    """Counts dead letters by reason and logs the first of each (a flood stays one line)."""
+    """Counts dead letters by reason and logs the first of each (a flood stays one line).
+
+    Calling it gives the dead letter as a side-output pair ``(dead_letter_tag(), bytes)``.
+    """
 
     def __init__(self, operator: str) -> None:
         self.operator = operator
         self.counts: Counter[str] = Counter()
 
     def __call__(self, reason: str, detail: str, source_topic: str, payload: bytes) -> Any:
+        return dead_letter_tag(), self.encode(reason, detail, source_topic, payload)
+
+    def encode(self, reason: str, detail: str, source_topic: str, payload: bytes) -> bytes:
         if self.counts[reason] == 0:
             log.warning(
                 "%s: dead-lettered (%s): %s; further ones are only counted",
@@ -135,7 +150,7 @@ class _DeadLetterLog:
                 detail,
             )
         self.counts[reason] += 1
-        return dead_letter_tag(), dead_letter(reason, detail, source_topic, payload)
+        return dead_letter(reason, detail, source_topic, payload)
 
 
 def tick_key(row: TickRow) -> str:
@@ -155,7 +170,11 @@ class DecodeTicks(ProcessFunction):  # type: ignore[misc]
 
     Dead letters: ``undecodable`` (not a record of the topic's schema), ``invalid`` (a record
     whose values break the contract: non-finite or non-positive price, bad time...),
-    ``unknown_ticker`` (in no configured portfolio).
+    ``unknown_ticker`` (in no configured portfolio). They travel in the main output, as rows
+    keyed :data:`DEAD_LETTER_KEY`, down to :class:`PortfolioProcess`, which puts them in its
+    side output: a Python function with a side output is markedly slower on every record it
+    receives (measured: +25 to +40 % job time for each per-tick function given one), so the
+    per-tick functions have none.
     """
 
     def __init__(
@@ -169,11 +188,15 @@ class DecodeTicks(ProcessFunction):  # type: ignore[misc]
         self._codec = codec_for(self.schema)
         self._dead = _DeadLetterLog("decode ticks")
 
-    def process_element(self, value: bytes, ctx: Any = None) -> Iterator[Any]:
+    def _dead_row(self, reason: str, detail: str, value: bytes) -> TickRow:
+        encoded = self._dead.encode(reason, detail, self.source_topic, value)
+        return (DEAD_LETTER_KEY, "", 0, 0, 0.0, encoded)
+
+    def process_element(self, value: bytes, ctx: Any = None) -> Iterator[TickRow]:
         try:
             record = self._codec.decode(value)
         except SchemaError as exc:
-            yield self._dead("undecodable", str(exc), self.source_topic, value)
+            yield self._dead_row("undecodable", str(exc), value)
             return
         try:
             if self.schema == "BourseData":
@@ -181,16 +204,12 @@ class DecodeTicks(ProcessFunction):  # type: ignore[misc]
             else:
                 tick = PriceTick.from_record(record)
         except DataError as exc:
-            yield self._dead("invalid", str(exc), self.source_topic, value)
+            yield self._dead_row("invalid", str(exc), value)
             return
         sizes = self.bar_sizes.get(tick.ticker)
         if sizes is None:
-            yield self._dead(
-                "unknown_ticker",
-                f"ticker {tick.ticker!r} is in no configured portfolio",
-                self.source_topic,
-                value,
-            )
+            detail = f"ticker {tick.ticker!r} is in no configured portfolio"
+            yield self._dead_row("unknown_ticker", detail, value)
             return
         for bar_ms in sizes:
             yield (
@@ -230,19 +249,21 @@ class CloseBars(KeyedProcessFunction):  # type: ignore[misc]
         )
         self._dead = _DeadLetterLog("close bars")
 
-    def process_element(self, value: TickRow, ctx: Any) -> Iterator[Any]:
-        _, ticker, bar_ms, event_time, price, payload = value
+    def process_element(self, value: TickRow, ctx: Any) -> Iterator[BarRow]:
+        key, ticker, bar_ms, event_time, price, payload = value
+        if key == DEAD_LETTER_KEY:  # from DecodeTicks: pass it on (see DecodeTicks)
+            yield (DEAD_LETTER_KEY, 0, "", 0.0, payload)
+            return
         k = bar_index(event_time, bar_ms)
         last_ms = bar_end_ms(k, bar_ms) - 1
         watermark = ctx.timer_service().current_watermark()
         if last_ms <= watermark:
-            yield self._dead(
-                "late",
+            detail = (
                 f"{ticker} at {event_time}: bar {k} of {bar_ms} ms ended at {last_ms + 1} and "
-                f"the watermark is {watermark}",
-                self.source_topic,
-                payload,
+                f"the watermark is {watermark}"
             )
+            encoded = self._dead.encode("late", detail, self.source_topic, payload)
+            yield (DEAD_LETTER_KEY, 0, "", 0.0, encoded)
             return
         bar = self._open_bars.get(k)
         if bar is None:
@@ -357,12 +378,17 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_tag = metrics_tag()
         self._dead = _DeadLetterLog("portfolio")
+        self._waiting_logged: set[str] = set()
 
     # -- inputs ---------------------------------------------------------------------------
 
     def process_element1(self, value: BarRow, ctx: Any) -> Iterator[Any]:
         portfolio_id, k, ticker, close, log_return = value
-        closes, returns = self._bars.get(k) or ({}, {})
+        if portfolio_id == DEAD_LETTER_KEY:  # from the per-tick functions (see DecodeTicks)
+            yield dead_letter_tag(), log_return
+            return
+        pending: tuple[dict[str, float], dict[str, float]] | None = self._bars.get(k)
+        closes, returns = pending if pending is not None else ({}, {})
         closes[ticker] = close
         if log_return is not None:
             returns[ticker] = log_return
@@ -370,7 +396,16 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         ctx.timer_service().register_event_time_timer(
             bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
         )
-        return iter(())
+        if portfolio_id not in self._waiting_logged:
+            controls = self._controls.value()
+            if controls is None or not controls["seeded"]:
+                # The usual cause of "the job runs but writes nothing": say it once.
+                log.warning(
+                    "portfolio %s: bars wait in state until its initial statistics arrive "
+                    "(publish them with `streamfolio init --publish`)",
+                    portfolio_id,
+                )
+                self._waiting_logged.add(portfolio_id)
 
     def process_element2(self, value: ControlRow, ctx: Any) -> Iterator[Any]:
         portfolio_id, kind, record, payload = value

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
 
 __all__ = [
+    "PYTHON_MODE_ENV",
     "RESTART_ATTEMPTS",
     "CheckpointNotFoundError",
     "JobOptions",
@@ -38,6 +39,10 @@ __all__ = [
 RESTART_ATTEMPTS = 3
 """Restarts after a failure before the job fails for good. Flink's default with checkpointing
 is to restart forever, which turns a deterministic bug into an endless loop."""
+PYTHON_MODE_ENV = "STREAMFOLIO_FLINK_PYTHON_MODE"
+"""``thread`` (default) or ``process``: how Flink runs the job's Python functions. Process mode
+(a separate Python worker per task, via Apache Beam) is slower but isolates the functions from
+the JVM; an escape hatch should thread mode misbehave (docs/flink.md, caveats)."""
 BUFFER_TIMEOUT_MS = 5
 """Network buffers are flushed at least this often: a bar's results do not wait for a full
 buffer (Flink's default is 100 ms)."""
@@ -154,10 +159,13 @@ def flink_configuration(
     ('thread', 'hashmap', 'fixed-delay')
     """
     flink = settings.flink
+    mode = os.environ.get(PYTHON_MODE_ENV, "thread")
+    if mode not in ("thread", "process"):
+        raise StreamfolioError(f"{PYTHON_MODE_ENV}={mode!r}: use thread or process")
     conf = {
         # Python functions run in the TaskManager's JVM via PEMJA: 2-3x the throughput of the
         # separate-process mode and sub-millisecond latency (research/streaming.md §4).
-        "python.execution-mode": "thread",
+        "python.execution-mode": mode,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "parallelism.default": str(options.parallelism),

@@ -854,9 +854,12 @@ class RebalancerService:
         self._begin()
         value = codec_for(target.schema).encode(record)
         key = target.key_of(dict(record))
+        # The job places weights among the bars by the record timestamp: stamp the event time.
+        stamp = record.get("timestamp")
+        extra: dict[str, Any] = {"timestamp": int(stamp)} if isinstance(stamp, int) else {}
         while True:
             try:
-                self._producer.produce(target.name, value=value, key=key)
+                self._producer.produce(target.name, value=value, key=key, **extra)
                 return
             except BufferError:
                 self._producer.poll(0.05)
