@@ -6,7 +6,7 @@ Works against any cluster; ``config`` carries extra librdkafka properties (SASL,
 >>> from streamfolio.config import example_config_path, load_config
 >>> specs = topic_specs(load_config(example_config_path(), environ={}))
 >>> [(s.name, s.partitions, dict(s.configs)) for s in specs][1:3]
-[('portfStats', 3, {'retention.ms': '-1'}), ('Weights', 3, {'retention.ms': '-1'})]
+[('portfStats', 3, {...'retention.ms': '-1'}), ('Weights', 3, {...'retention.ms': '-1'})]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 KEEP_FOREVER = {"retention.ms": "-1"}
+ANY_TIMESTAMP = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 """Topic configs for the topics that are a service's memory: the rebalancer rebuilds its latest
 weights per portfolio from ``weights`` and the job its starting statistics from ``initial_stats``,
 so these must outlive the default 7 days. Delete policy (not compact) keeps the full history."""
@@ -222,7 +223,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     Every role gets the same partition count, the dead-letter topic included, so that keyed
     records of one portfolio or ticker stay in one partition across topics. ``weights`` and
-    ``initial_stats`` keep their records forever (:data:`KEEP_FOREVER`).
+    ``initial_stats`` keep their records forever (:data:`KEEP_FOREVER`). Record timestamps are
+    event times, which a replay or a sped-up simulation puts far from the wall clock, so no
+    topic refuses a timestamp for being in the future (Kafka 4 refuses beyond one hour by
+    default, :data:`ANY_TIMESTAMP`).
     """
     topics = settings.topics
     # The rebalancer rebuilds its memory from the weights and events topics: keep them.
@@ -232,7 +236,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             name=name,
             partitions=settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
-            configs=dict(KEEP_FOREVER) if name in kept else {},
+            configs={**ANY_TIMESTAMP, **(KEEP_FOREVER if name in kept else {})},
         )
         for name in topics.model_dump().values()
     ]

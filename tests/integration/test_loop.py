@@ -1,0 +1,214 @@
+"""The loop closes: ticks → job → metrics → rebalancer → weights → job → metrics (issue 5).
+
+A real broker, the PyFlink job and the rebalancer as processes, and the simulator feeding a
+portfolio on daily bars (ten simulated trading days a second). Half-way the banks sell off; the
+portfolio's Sharpe ratio falls below its threshold; the rebalancer publishes new weights and a
+rebalance event; the job's next metrics are computed with those weights; and the policy does
+not thrash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.feeds.publish import TickPublisher
+from streamfolio.feeds.run import FeedOptions, _simulated
+from streamfolio.kafka.admin import ensure_topics, topic_specs
+from streamfolio.kafka.clients import DeadLetters, RecordConsumer, RecordProducer
+from streamfolio.kafka.topics import contract
+from streamfolio.state import initial_state, publish_state
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
+COOLDOWN_S = 10 * 86_400
+LOOP_TIMEOUT_S = 240.0
+
+
+def _settings(broker: Any, tmp: Path) -> tuple[Settings, Path]:
+    data = yaml.safe_load(broker.config_path.read_text())
+    token = uuid.uuid4().hex[:8]
+    data["topics"] = {role: f"loop-{role}-{token}" for role in data["topics"]}
+    data["flink"] = {
+        **data.get("flink", {}),
+        "checkpoint_dir": str(tmp / "checkpoints"),
+        "checkpoint_interval_ms": 2_000,
+        "idleness_ms": 1_000,
+    }
+    data["rebalancer"] = {"group_id": f"loop-rebalancer-{token}"}
+    data["defaults"] = {
+        **data.get("defaults", {}),
+        "bar_seconds": 86_400,
+        "estimator": {"kind": "ewm", "half_life_bars": 15},
+    }
+    data["portfolios"] = [
+        {
+            "id": "loop",
+            "tickers": TICKERS,
+            "weights": {t: 1 / len(TICKERS) for t in TICKERS},
+            "bounds": {"max": 0.4},
+            "policy": {
+                "sharpe_threshold": 0.5,
+                "band": 0.1,
+                "cooldown_seconds": COOLDOWN_S,
+                "min_improvement": 0.1,
+                "max_turnover": 0.6,
+                "min_observations": 5,
+            },
+        }
+    ]
+    settings = settings_from_mapping(data)
+    ensure_topics(broker.bootstrap, topic_specs(settings))
+    path = tmp / "loop.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return settings, path
+
+
+def _start(name: str, argv: list[str], tmp: Path) -> subprocess.Popen[bytes]:
+    with (tmp / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamfolio.cli", *argv],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def _feed(settings: Settings, stop: threading.Event) -> None:
+    """Ten trading days a second; the banks sell off after 60 days."""
+    options = FeedOptions(
+        source="sim",
+        rate=400.0,
+        speedup=864_000.0,
+        calibration="history",
+        drift=0.6,
+        regime_change_after_s=6.0,
+        crash=("ATW", "BCP", "BOA"),
+        crash_drift=-4.0,
+        start="2026-10-01T00:00:00Z",
+        seed=5,
+    )
+    producer = RecordProducer(settings.kafka)
+    publisher = TickPublisher(
+        producer,
+        contract(settings, "prices"),
+        DeadLetters(producer, contract(settings, "dead_letter"), "feed"),
+        known_tickers=set(TICKERS),
+        source="sim",
+    )
+    started = time.monotonic()
+    for sent, (ms, ticker, price) in enumerate(_simulated(settings, options)):
+        if stop.is_set():
+            break
+        delay = started + sent / options.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        publisher.publish(ms, ticker, price)
+    producer.flush(30)
+
+
+def test_a_regime_change_triggers_one_rebalance_and_the_job_uses_the_new_weights(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    settings, config = _settings(kafka_broker, tmp_path)
+    publish_state(settings, initial_state(settings))
+    job = _start(
+        "job", ["job", "run", "--config", str(config), "--starting-offsets", "earliest"], tmp_path
+    )
+    rebalancer = _start("rebalancer", ["rebalancer", "--config", str(config)], tmp_path)
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(settings, stop), daemon=True)
+    consumer = RecordConsumer(
+        settings.kafka,
+        [contract(settings, r) for r in ("metrics", "weights", "rebalance_events")],
+        group_id=f"loop-check-{uuid.uuid4().hex[:6]}",
+        from_beginning=True,
+        assign_all=True,
+    )
+    metrics: list[dict[str, Any]] = []
+    weights: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    try:
+        time.sleep(8)  # let the job start before prices flow (nothing is lost either way)
+        feeder.start()
+        deadline = time.monotonic() + LOOP_TIMEOUT_S
+        rebalanced: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            assert rebalancer.poll() is None, (tmp_path / "rebalancer.log").read_text()[-3000:]
+            item = consumer.poll(0.5)
+            if item is None or item.record is None:
+                continue
+            if item.topic == settings.topics.metrics:
+                metrics.append(item.record)
+            elif item.topic == settings.topics.weights:
+                weights.append(item.record)
+            else:
+                events.append(item.record)
+            rebalances = [e for e in events if e["decision"] == "rebalance"]
+            if rebalances and rebalanced is None:
+                rebalanced = rebalances[0]
+            if rebalanced is not None and any(
+                m["weights"] == rebalanced["new_weights"] for m in metrics
+            ):
+                break
+        assert rebalanced is not None, (
+            f"no rebalance; last metrics {metrics[-1:] if metrics else None}"
+        )
+        # New weights on the weights topic: long-only, within bounds, summing to 1.
+        new = next(w for w in weights if w["source"] == "rebalancer")
+        assert new["weights"] == rebalanced["new_weights"]
+        values = list(new["weights"].values())
+        assert set(new["weights"]) == set(TICKERS)
+        assert abs(sum(values) - 1.0) < 1e-9 and all(-1e-12 <= v <= 0.4 + 1e-9 for v in values)
+        assert (
+            rebalanced["sharpe_before"] < 0.5
+            and rebalanced["sharpe_after"] > rebalanced["sharpe_before"]
+        )
+        # The job recomputed the metrics with those weights.
+        assert any(m["weights"] == new["weights"] for m in metrics)
+        # Let the loop run on a little: no thrashing — rebalances at least a cool-down apart.
+        settle = time.monotonic() + 15
+        while time.monotonic() < settle:
+            item = consumer.poll(0.5)
+            if (
+                item is not None
+                and item.record is not None
+                and item.topic == settings.topics.rebalance_events
+            ):
+                events.append(item.record)
+        times = sorted(e["timestamp"] for e in events if e["decision"] == "rebalance")
+        assert all(b - a >= COOLDOWN_S * 1000 for a, b in itertools.pairwise(times)), times
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join(30)
+        consumer.close()
+        _stop(rebalancer)
+        _stop(job)
