@@ -138,3 +138,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"kafka_broker", "local_kafka_factory"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def flink_jars() -> Path:
+    """The Flink Kafka connector jar, fetched with Maven before any job's clock starts.
+
+    On a fresh machine the first fetch resolves Maven's own plugins too; doing it here keeps
+    that time out of the jobs' start-up timeouts.
+    """
+    from streamfolio.flink.connectors import ConnectorError, fetch_jars
+
+    try:
+        return fetch_jars(ROOT)
+    except ConnectorError as exc:
+        pytest.fail(f"cannot fetch the Flink connector jar: {exc}", pytrace=False)

@@ -52,7 +52,7 @@ from streamfolio.serde import codec_for
 if TYPE_CHECKING:
     from conftest import KafkaBroker  # tests/integration/conftest.py
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
 
 ROOT = Path(__file__).resolve().parents[2]
 START = 1_750_000_000_000  # a multiple of both bar sizes
@@ -81,7 +81,7 @@ PORTFOLIOS: list[dict[str, Any]] = [
 RESEED_AT = START + 150_000
 REWEIGHT_AT = START + 161_500
 LATE_BARS = range(40, 80, 3)  # bars of the 1 s clock whose ticks are sent again, late
-JOB_TIMEOUT = 150.0
+JOB_TIMEOUT = 300.0  # generous: a busy 2-core CI machine starts JVMs slowly
 
 
 # ----------------------------------------------------------------------------- the scenario

@@ -32,7 +32,7 @@ from streamfolio.kafka.clients import DeadLetters, RecordConsumer, RecordProduce
 from streamfolio.kafka.topics import contract
 from streamfolio.state import initial_state, publish_state
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
 ROOT = Path(__file__).resolve().parents[2]
 TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
 COOLDOWN_S = 10 * 86_400

@@ -1,0 +1,254 @@
+"""The streaming job end to end: throughput and latency, next to the Kafka-only baseline.
+
+Run: ``python bench/pipeline.py [--ticks 200000] [--latency-seconds 60]``. It starts its own
+single-node broker on free ports and, in one run, measures:
+
+1. **Kafka baseline**: producing the same Avro ticks from one process (acks=all), ticks/s.
+2. **Throughput**: the ticks are produced first, then the job runs with a bounded source (to
+   the end offsets) over two portfolios of the 11 CSE tickers on 1 s bars; ticks/s is counted
+   from the job's first updated-statistics record to its last, so JVM start-up is excluded.
+3. **Latency**: the job runs unbounded while the simulator publishes ticks in real time
+   (event time = wall time, 1 s bars, bound 200 ms); for every metrics record, the time from
+   the produce of the first tick after its bar's end (the tick whose watermark closes the bar)
+   to the metrics being readable; p50 and p99.
+
+The figures go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamfolio.config import (
+    KafkaSettings,
+    LocalKafkaSettings,
+    example_config_path,
+    settings_from_mapping,
+)
+from streamfolio.feeds.simulate import Calibration, TickSimulator
+from streamfolio.kafka.admin import ensure_topics, topic_specs
+from streamfolio.kafka.clients import producer_config
+from streamfolio.kafka.local import LocalKafka, repo_root
+from streamfolio.serde import codec_for
+
+TICKERS = ("AKT", "ATW", "BOA", "BCP", "MDP", "MUT", "IAM", "RIS", "TGC", "ADI", "IMO")
+
+
+def _free_ports(count: int) -> list[int]:
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def _config(bootstrap: str, tmp: Path, name: str, bound_ms: int) -> tuple[Any, Path]:
+    data = yaml.safe_load(example_config_path().read_text())
+    token = uuid.uuid4().hex[:6]
+    data["kafka"]["bootstrap_servers"] = bootstrap
+    data["topics"] = {role: f"bench-{role}-{token}" for role in data["topics"]}
+    data["flink"].update(
+        {
+            "max_out_of_orderness_ms": bound_ms,
+            "idleness_ms": 1000,
+            "checkpoint_interval_ms": 5000,
+            "checkpoint_dir": str(tmp / f"ckpt-{token}"),
+            "starting_offsets": "earliest",
+        }
+    )
+    data["defaults"]["bar_seconds"] = 1
+    data["portfolios"] = [
+        {"id": "all", "tickers": list(TICKERS), "weights": {t: 1 / 11 for t in TICKERS}},
+        {
+            "id": "banks",
+            "tickers": ["ATW", "BCP", "BOA"],
+            "weights": {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2},
+        },
+    ]
+    settings = settings_from_mapping(data)
+    ensure_topics(bootstrap, topic_specs(settings))
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return settings, path
+
+
+def _seed(settings: Any) -> None:
+    from streamfolio.state import initial_state, publish_state
+
+    publish_state(settings, initial_state(settings))
+
+
+def _simulator(rate: float, start_ms: int) -> TickSimulator:
+    import numpy as np
+
+    n = len(TICKERS)
+    calibration = Calibration(TICKERS, np.zeros(n), np.eye(n) * 1e-9, np.full(n, 100.0))
+    return TickSimulator(calibration, rate=rate, start_ms=start_ms, seed=3)
+
+
+def _produce_all(settings: Any, ticks: list[tuple[int, str, float]]) -> float:
+    codec = codec_for("PriceTick")
+    producer = Producer(producer_config(settings.kafka))
+    topic = settings.topics.prices
+    start = time.perf_counter()
+    for ms, ticker, price in ticks:
+        value = codec.encode({"ticker": ticker, "price": price, "event_time": ms})
+        while True:
+            try:
+                producer.produce(topic, value, ticker.encode(), timestamp=ms)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(120)
+    return len(ticks) / (time.perf_counter() - start)
+
+
+def _job(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamfolio.flink.job", "--config", str(config), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+def throughput(bootstrap: str, tmp: Path, count: int) -> tuple[float, float]:
+    settings, path = _config(bootstrap, tmp, "throughput", bound_ms=200)
+    _seed(settings)
+    ticks = _simulator(rate=2_000.0, start_ms=1_790_000_000_000).take(count)
+    baseline = _produce_all(settings, ticks)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
+    consumer.assign([TopicPartition(settings.topics.updated_stats, p, 0) for p in range(3)])
+    job = _job(path, tmp / "throughput-job.log", "--bounded")
+    first = last = None
+    while job.poll() is None:
+        for message in consumer.consume(1000, timeout=0.5):
+            if message.error() is None:
+                now = time.monotonic()
+                first = first or now
+                last = now
+    for message in consumer.consume(100_000, timeout=2.0):
+        if message.error() is None:
+            last = time.monotonic()
+    consumer.close()
+    if job.returncode != 0 or first is None or last is None or last <= first:
+        raise RuntimeError(f"job failed ({job.returncode}); see {tmp / 'throughput-job.log'}")
+    # Ticks of the first bars were consumed before the first record: count the span's share.
+    return baseline, count / (last - first)
+
+
+def latency(bootstrap: str, tmp: Path, seconds: float, rate: float) -> tuple[float, float, int]:
+    settings, path = _config(bootstrap, tmp, "latency", bound_ms=200)
+    _seed(settings)
+    job = _job(path, tmp / "latency-job.log")
+    time.sleep(12)  # the MiniCluster starts; ticks are produced from now, in real time
+    codec = codec_for("PriceTick")
+    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 0}))
+    closing: dict[int, float] = {}  # bar index -> wall time of the first tick after its end
+    stop = threading.Event()
+
+    def feed() -> None:
+        sim = _simulator(rate=rate, start_ms=int(time.time() * 1000))
+        for block in sim.blocks():
+            for ms, ticker, price in block:
+                if stop.is_set():
+                    return
+                delay = ms / 1000 - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.produce(
+                    settings.topics.prices,
+                    codec.encode({"ticker": ticker, "price": price, "event_time": ms}),
+                    ticker.encode(),
+                    timestamp=ms,
+                )
+                producer.poll(0)
+                bar = ms // 1000
+                # The watermark passes bar k's end once a tick 200 ms past it is read.
+                closing.setdefault(bar - 1 if ms % 1000 >= 201 else bar - 2, time.monotonic())
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
+    consumer.assign([TopicPartition(settings.topics.metrics, p, -1) for p in range(3)])
+    codec_m = codec_for("PortfolioMetrics")
+    samples: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for message in consumer.consume(100, timeout=0.2):
+            if message.error() is not None:
+                continue
+            record = codec_m.decode(message.value() or b"")
+            bar = record["statsTimestamp"] // 1000 - 1
+            if bar in closing:
+                samples.append(time.monotonic() - closing[bar])
+    stop.set()
+    consumer.close()
+    _stop(job)
+    samples.sort()
+    if not samples:
+        raise RuntimeError(f"no metrics read; see {tmp / 'latency-job.log'}")
+    p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+    return statistics.median(samples), p99, len(samples)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--ticks", type=int, default=200_000)
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--latency-rate", type=float, default=200.0, help="ticks/s in the latency run"
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="streamfolio-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        port, controller = _free_ports(2)
+        kafka = KafkaSettings(
+            bootstrap_servers=f"localhost:{port}",
+            local=LocalKafkaSettings(port=port, controller_port=controller, data_dir=tmp / "kafka"),
+        )
+        broker = LocalKafka(kafka, repo_root(), progress=lambda line: print(line, flush=True))
+        broker.up(timeout=120)
+        try:
+            baseline, job_rate = throughput(kafka.bootstrap_servers, tmp, args.ticks)
+            print(f"kafka baseline (produce, one process): {baseline:,.0f} ticks/s")
+            print(
+                f"job throughput (bounded, parallelism 1, 1 s bars): {job_rate:,.0f} ticks/s"
+                f"  = {job_rate / baseline:.1%} of the baseline"
+            )
+            p50, p99, n = latency(
+                kafka.bootstrap_servers, tmp, args.latency_seconds, args.latency_rate
+            )
+            print(
+                f"latency tick → metrics ({n} bars, {args.latency_rate:g} ticks/s, 1 s bars,"
+                f" bound 200 ms): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+            )
+        finally:
+            broker.down()
+
+
+if __name__ == "__main__":
+    main()
