@@ -140,7 +140,7 @@ def watch(settings: Settings, state: LiveState, consumer: RecordConsumer, second
                     f"{_when(record['timestamp'])} rebalanced: Sharpe {record['sharpe_before']:.2f}"
                     f" → {record['sharpe_after']:.2f}, turnover {record['turnover']:.2f}"
                 )
-            else:
+            elif record["decision"] == "hold":
                 view.last_event = f"{_when(record['timestamp'])} held: {record['reason']}"
         else:
             state.dead_letters += 1
@@ -183,6 +183,19 @@ def render(state: LiveState) -> Any:
             view.last_event,
         )
     return table
+
+
+def summary_lines(state: LiveState) -> list[str]:
+    """The live state as plain lines, for logs and terminals that are not interactive."""
+    elapsed = time.monotonic() - state.started
+    lines = [f"[{elapsed:,.0f} s] dead letters {state.dead_letters}"]
+    for pid, v in sorted(state.portfolios.items()):
+        lines.append(
+            f"  {pid}: {_when(v.as_of) if v.as_of else '-'} Sharpe {v.sharpe:.2f} "
+            f"(threshold {v.threshold:.2f}), return {v.expected_return:.1%}, risk {v.risk:.1%}, "
+            f"{v.bars} obs, {v.rebalances} rebalance(s); {v.last_event or 'no decision yet'}"
+        )
+    return lines
 
 
 def live_consumer(settings: Settings) -> RecordConsumer:
@@ -339,9 +352,11 @@ def _live(
                 if live is not None:
                     live.update(render(state))
                 elif time.monotonic() - last_print > 10:
-                    console.print(render(state))
+                    for line in summary_lines(state):
+                        console.print(line, highlight=False, soft_wrap=True)
                     last_print = time.monotonic()
-        console.print(render(state))
+        for line in summary_lines(state):
+            console.print(line, highlight=False, soft_wrap=True)
     finally:
         consumer.close()
     return 0
