@@ -28,7 +28,8 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,27 @@ def _free_ports(count: int) -> list[int]:
         for s in sockets:
             s.bind(("127.0.0.1", 0))
         return [int(s.getsockname()[1]) for s in sockets]
+
+
+@contextmanager
+def scratch_broker(prefix: str) -> Iterator[tuple[str, Path]]:
+    """A broker of the project's own tooling on free ports in a temporary folder.
+
+    Yields ``(bootstrap, folder)``; stops the broker and removes the folder afterwards.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
+        tmp = Path(tmp_name)
+        port, controller = _free_ports(2)
+        kafka = KafkaSettings(
+            bootstrap_servers=f"localhost:{port}",
+            local=LocalKafkaSettings(port=port, controller_port=controller, data_dir=tmp / "kafka"),
+        )
+        broker = LocalKafka(kafka, repo_root(), progress=lambda line: print(line, flush=True))
+        broker.up(timeout=120)
+        try:
+            yield kafka.bootstrap_servers, tmp
+        finally:
+            broker.down()
 
 
 def _config(bootstrap: str, tmp: Path, name: str, bound_ms: int) -> tuple[Any, Path]:
@@ -224,31 +246,18 @@ def main(argv: list[str] | None = None) -> None:
         "--latency-rate", type=float, default=200.0, help="ticks/s in the latency run"
     )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="streamfolio-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        port, controller = _free_ports(2)
-        kafka = KafkaSettings(
-            bootstrap_servers=f"localhost:{port}",
-            local=LocalKafkaSettings(port=port, controller_port=controller, data_dir=tmp / "kafka"),
+    with scratch_broker("streamfolio-bench-") as (bootstrap, tmp):
+        baseline, job_rate = throughput(bootstrap, tmp, args.ticks)
+        print(f"kafka baseline (produce, one process): {baseline:,.0f} ticks/s")
+        print(
+            f"job throughput (bounded, parallelism 1, 1 s bars): {job_rate:,.0f} ticks/s"
+            f"  = {job_rate / baseline:.1%} of the baseline"
         )
-        broker = LocalKafka(kafka, repo_root(), progress=lambda line: print(line, flush=True))
-        broker.up(timeout=120)
-        try:
-            baseline, job_rate = throughput(kafka.bootstrap_servers, tmp, args.ticks)
-            print(f"kafka baseline (produce, one process): {baseline:,.0f} ticks/s")
-            print(
-                f"job throughput (bounded, parallelism 1, 1 s bars): {job_rate:,.0f} ticks/s"
-                f"  = {job_rate / baseline:.1%} of the baseline"
-            )
-            p50, p99, n = latency(
-                kafka.bootstrap_servers, tmp, args.latency_seconds, args.latency_rate
-            )
-            print(
-                f"latency tick → metrics ({n} bars, {args.latency_rate:g} ticks/s, 1 s bars,"
-                f" bound 200 ms): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
-            )
-        finally:
-            broker.down()
+        p50, p99, n = latency(bootstrap, tmp, args.latency_seconds, args.latency_rate)
+        print(
+            f"latency tick → metrics ({n} bars, {args.latency_rate:g} ticks/s, 1 s bars,"
+            f" bound 200 ms): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,10 +25,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import _free_ports, _job, _stop
+from pipeline import _job, _stop, scratch_broker
 from streamfolio.config import (
-    KafkaSettings,
-    LocalKafkaSettings,
     example_config_path,
     settings_from_mapping,
 )
@@ -37,7 +34,6 @@ from streamfolio.feeds.run import calibration_for
 from streamfolio.feeds.simulate import TickSimulator, crash_regime
 from streamfolio.kafka.admin import ensure_topics, topic_specs
 from streamfolio.kafka.clients import producer_config
-from streamfolio.kafka.local import LocalKafka, repo_root
 from streamfolio.serde import codec_for
 from streamfolio.state import initial_state, publish_state
 
@@ -96,19 +92,8 @@ def _regimes(calibration: Any, seconds: float) -> dict[float, Any]:
 
 
 def run(seconds: float) -> list[float]:
-    with tempfile.TemporaryDirectory(prefix="streamfolio-react-") as name:
-        tmp = Path(name)
-        port, controller = _free_ports(2)
-        kafka = KafkaSettings(
-            bootstrap_servers=f"localhost:{port}",
-            local=LocalKafkaSettings(port=port, controller_port=controller, data_dir=tmp / "kafka"),
-        )
-        broker = LocalKafka(kafka, repo_root(), progress=lambda line: print(line, flush=True))
-        broker.up(timeout=120)
-        try:
-            return _measure(kafka.bootstrap_servers, tmp, seconds)
-        finally:
-            broker.down()
+    with scratch_broker("streamfolio-react-") as (bootstrap, tmp):
+        return _measure(bootstrap, tmp, seconds)
 
 
 def _measure(bootstrap: str, tmp: Path, seconds: float) -> list[float]:
