@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
 
 ROOT = Path(__file__).resolve().parents[2]
+# PyFlink's thread mode hangs at start-up about once in thirty runs (docs/flink.md, caveats);
+# a red run for that says nothing about the code, so the tests' jobs use process mode.
+FLINK_TEST_ENV = {**os.environ, "STREAMFOLIO_FLINK_PYTHON_MODE": "process"}
 START = 1_750_000_000_000  # a multiple of both bar sizes
 N_BARS = 200
 BOUND_MS = 1_000
@@ -474,6 +477,7 @@ class JobProcess:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=FLINK_TEST_ENV,
         )
 
     def check_alive(self) -> None:

@@ -34,6 +34,9 @@ from streamfolio.state import initial_state, publish_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
 ROOT = Path(__file__).resolve().parents[2]
+# PyFlink's thread mode hangs at start-up about once in thirty runs (docs/flink.md, caveats);
+# a red run for that says nothing about the code, so the tests' jobs use process mode.
+FLINK_TEST_ENV = {**os.environ, "STREAMFOLIO_FLINK_PYTHON_MODE": "process"}
 TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
 COOLDOWN_S = 10 * 86_400
 LOOP_TIMEOUT_S = 240.0
@@ -86,6 +89,7 @@ def _start(name: str, argv: list[str], tmp: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=FLINK_TEST_ENV,
         )
 
 
