@@ -1,0 +1,164 @@
+"""Scale run: 1,000 portfolios of 20 tickers each on 1 s bars, fed in real time.
+
+Run: ``python bench/scale.py [--portfolios 1000] [--tickers 100] [--rate 1000] [--seconds 60]``.
+It starts its own broker and the PyFlink job (parallelism 1), seeds every portfolio with
+synthetic initial statistics and equal weights, publishes ticks for a universe of ``--tickers``
+tickers in real time (event time = wall time), and reports whether the job keeps up: metrics
+records per second against what real time needs (one per portfolio per bar), and the lag of the
+newest metrics' bar behind the wall clock at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline import _job, _stop, scratch_broker
+from streamfolio.config import example_config_path, settings_from_mapping
+from streamfolio.feeds.simulate import Calibration, TickSimulator
+from streamfolio.kafka.admin import ensure_topics, topic_specs
+from streamfolio.kafka.clients import RecordProducer, producer_config
+from streamfolio.kafka.topics import contract
+from streamfolio.serde import codec_for
+
+
+def _settings(bootstrap: str, tmp: Path, portfolios: int, universe: list[str]) -> tuple[Any, Path]:
+    rng = np.random.default_rng(1)
+    data = yaml.safe_load(example_config_path().read_text())
+    token = uuid.uuid4().hex[:6]
+    data["kafka"]["bootstrap_servers"] = bootstrap
+    data["topics"] = {role: f"scale-{role}-{token}" for role in data["topics"]}
+    data["flink"].update(
+        {
+            "max_out_of_orderness_ms": 200,
+            "idleness_ms": 1000,
+            "checkpoint_interval_ms": 10_000,
+            "checkpoint_dir": str(tmp / "ckpt"),
+            "starting_offsets": "earliest",
+        }
+    )
+    data["defaults"]["bar_seconds"] = 1
+    data["portfolios"] = []
+    for i in range(portfolios):
+        tickers = sorted(rng.choice(universe, size=20, replace=False).tolist())
+        data["portfolios"].append(
+            {"id": f"p{i:04d}", "tickers": tickers, "weights": {t: 0.05 for t in tickers}}
+        )
+    settings = settings_from_mapping(data)
+    ensure_topics(bootstrap, topic_specs(settings))
+    path = tmp / "scale.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return settings, path
+
+
+def _seed(settings: Any) -> None:
+    producer = RecordProducer(settings.kafka)
+    stats, weights = contract(settings, "initial_stats"), contract(settings, "weights")
+    now = int(time.time() * 1000) - 60_000
+    for p in settings.portfolios:
+        ts = list(p.tickers)
+        record = {
+            "timestamp": now,
+            "portfolio_id": p.id,
+            "meanReturns": {t: 0.0 for t in ts},
+            "covarianceMatrix": {a: {b: (1e-8 if a == b else 0.0) for b in ts} for a in ts},
+            "count": 2,
+            "estimator": "welford",
+            "half_life_bars": None,
+            "tickers": ts,
+        }
+        producer.send(stats, record, timestamp_ms=now)
+        producer.send(
+            weights,
+            {
+                "timestamp": now,
+                "portfolio_id": p.id,
+                "weights": dict(p.weights),
+                "reason": "initial",
+                "source": "bench",
+            },
+            timestamp_ms=now,
+        )
+    producer.flush(60)
+
+
+def run(portfolios: int, tickers: int, rate: float, seconds: float) -> None:
+    universe = [f"T{i:03d}" for i in range(tickers)]
+    with scratch_broker("streamfolio-scale-") as (bootstrap, tmp):
+        settings, path = _settings(bootstrap, tmp, portfolios, universe)
+        _seed(settings)
+        job = _job(path, tmp / "job.log")
+        time.sleep(15)
+        n = len(universe)
+        sim = TickSimulator(
+            Calibration(tuple(universe), np.zeros(n), np.eye(n) * 1e-9, np.full(n, 100.0)),
+            rate,
+            int(time.time() * 1000),
+            seed=2,
+        )
+        stop = threading.Event()
+        producer = Producer(producer_config(settings.kafka))
+        codec = codec_for("PriceTick")
+
+        def feed() -> None:
+            for block in sim.blocks():
+                for ms, ticker, price in block:
+                    if stop.is_set():
+                        return
+                    delay = ms / 1000 - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                    producer.produce(
+                        settings.topics.prices,
+                        codec.encode({"ticker": ticker, "price": price, "event_time": ms}),
+                        ticker.encode(),
+                        timestamp=ms,
+                    )
+                    producer.poll(0)
+
+        threading.Thread(target=feed, daemon=True).start()
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
+        consumer.assign([TopicPartition(settings.topics.metrics, p, -1) for p in range(3)])
+        metrics_codec = codec_for("PortfolioMetrics")
+        count = 0
+        newest = 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is None:
+                    count += 1
+                    newest = max(newest, metrics_codec.decode(message.value() or b"")["timestamp"])
+        elapsed = time.monotonic() - started
+        lag = time.time() - newest / 1000 if newest else float("nan")
+        stop.set()
+        consumer.close()
+        _stop(job)
+        need = portfolios  # one metrics record per portfolio per 1 s bar in real time
+        print(f"{portfolios} portfolios x 20 of {tickers} tickers, 1 s bars, {rate:g} ticks/s:")
+        print(f"  metrics records/s {count / elapsed:,.0f} (real time needs about {need:,}/s)")
+        print(f"  newest metrics bar {lag:.1f} s behind the wall clock at the end")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--portfolios", type=int, default=1000)
+    parser.add_argument("--tickers", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    run(args.portfolios, args.tickers, args.rate, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
