@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -183,38 +183,58 @@ def throughput(bootstrap: str, tmp: Path, count: int) -> tuple[float, float]:
     return baseline, count / (last - first)
 
 
+def start_feed(
+    settings: Any,
+    ticks: Iterable[tuple[int, str, float]],
+    delay: Callable[[int, int], float],
+    on_sent: Callable[[int], None] | None = None,
+) -> threading.Event:
+    """Publish ``ticks`` from a background thread; returns the event that stops it.
+
+    ``delay(sent, event_ms)`` says how long to wait before the next tick (pacing);
+    ``on_sent(event_ms)`` is called after each produce (bookkeeping for latencies).
+    """
+    stop = threading.Event()
+    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 0}))
+    codec = codec_for("PriceTick")
+    topic = settings.topics.prices
+
+    def feed() -> None:
+        for sent, (ms, ticker, price) in enumerate(ticks):
+            if stop.is_set():
+                return
+            wait = delay(sent, ms)
+            if wait > 0:
+                time.sleep(wait)
+            value = codec.encode({"ticker": ticker, "price": price, "event_time": ms})
+            producer.produce(topic, value, ticker.encode(), timestamp=ms)
+            producer.poll(0)
+            if on_sent is not None:
+                on_sent(ms)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return stop
+
+
+def real_time(_: int, event_ms: int) -> float:
+    """Pacing for ticks whose event time is the wall clock."""
+    return event_ms / 1000 - time.time()
+
+
 def latency(bootstrap: str, tmp: Path, seconds: float, rate: float) -> tuple[float, float, int]:
     settings, path = _config(bootstrap, tmp, "latency", bound_ms=200)
     _seed(settings)
     job = _job(path, tmp / "latency-job.log")
     time.sleep(12)  # the MiniCluster starts; ticks are produced from now, in real time
-    codec = codec_for("PriceTick")
-    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 0}))
     closing: dict[int, float] = {}  # bar index -> wall time of the first tick after its end
-    stop = threading.Event()
 
-    def feed() -> None:
-        sim = _simulator(rate=rate, start_ms=int(time.time() * 1000))
-        for block in sim.blocks():
-            for ms, ticker, price in block:
-                if stop.is_set():
-                    return
-                delay = ms / 1000 - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.produce(
-                    settings.topics.prices,
-                    codec.encode({"ticker": ticker, "price": price, "event_time": ms}),
-                    ticker.encode(),
-                    timestamp=ms,
-                )
-                producer.poll(0)
-                bar = ms // 1000
-                # The watermark passes bar k's end once a tick 200 ms past it is read.
-                closing.setdefault(bar - 1 if ms % 1000 >= 201 else bar - 2, time.monotonic())
+    def closes(ms: int) -> None:
+        bar = ms // 1000
+        # The watermark passes bar k's end once a tick 200 ms past it is read.
+        closing.setdefault(bar - 1 if ms % 1000 >= 201 else bar - 2, time.monotonic())
 
-    thread = threading.Thread(target=feed, daemon=True)
-    thread.start()
+    sim = _simulator(rate=rate, start_ms=int(time.time() * 1000))
+    stop = start_feed(settings, (t for b in sim.blocks() for t in b), real_time, closes)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
     consumer.assign([TopicPartition(settings.topics.metrics, p, -1) for p in range(3)])
     codec_m = codec_for("PortfolioMetrics")

@@ -14,18 +14,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import _job, _stop, scratch_broker
+from pipeline import _job, _stop, scratch_broker, start_feed
 from streamfolio.config import (
     example_config_path,
     settings_from_mapping,
@@ -33,7 +32,6 @@ from streamfolio.config import (
 from streamfolio.feeds.run import calibration_for
 from streamfolio.feeds.simulate import TickSimulator, crash_regime
 from streamfolio.kafka.admin import ensure_topics, topic_specs
-from streamfolio.kafka.clients import producer_config
 from streamfolio.serde import codec_for
 from streamfolio.state import initial_state, publish_state
 
@@ -116,31 +114,16 @@ def _measure(bootstrap: str, tmp: Path, seconds: float) -> list[float]:
         calibration, RATE / SPEEDUP, start_ms, seed=9, regimes=_regimes(calibration, seconds)
     )
     closing: dict[int, float] = {}
-    stop = threading.Event()
-    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 0}))
-    codec = codec_for("PriceTick")
+    wall0 = time.monotonic()
 
-    def feed() -> None:
-        wall0 = time.monotonic()
-        for sent, (ms, ticker, price) in enumerate(t for block in sim.blocks() for t in block):
-            if stop.is_set():
-                return
-            delay = wall0 + sent / RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            producer.produce(
-                settings.topics.prices,
-                codec.encode({"ticker": ticker, "price": price, "event_time": ms}),
-                ticker.encode(),
-                timestamp=ms,
-            )
-            producer.poll(0)
-            # This tick's watermark closes every bar ending at or before ms - bound.
-            closed = (ms - BOUND_MS) // DAY_MS - 1
-            closing.setdefault(closed, time.monotonic())
+    def paced(sent: int, _: int) -> float:
+        return wall0 + sent / RATE - time.monotonic()
 
-    thread = threading.Thread(target=feed, daemon=True)
-    thread.start()
+    def closes(ms: int) -> None:
+        # This tick's watermark closes every bar ending at or before ms - bound.
+        closing.setdefault((ms - BOUND_MS) // DAY_MS - 1, time.monotonic())
+
+    stop = start_feed(settings, (t for b in sim.blocks() for t in b), paced, closes)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

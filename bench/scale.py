@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,15 +19,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import _job, _stop, scratch_broker
+from pipeline import _job, _stop, real_time, scratch_broker, start_feed
 from streamfolio.config import example_config_path, settings_from_mapping
 from streamfolio.feeds.simulate import Calibration, TickSimulator
 from streamfolio.kafka.admin import ensure_topics, topic_specs
-from streamfolio.kafka.clients import RecordProducer, producer_config
+from streamfolio.kafka.clients import RecordProducer
 from streamfolio.kafka.topics import contract
 from streamfolio.serde import codec_for
 
@@ -107,27 +106,7 @@ def run(portfolios: int, tickers: int, rate: float, seconds: float) -> None:
             int(time.time() * 1000),
             seed=2,
         )
-        stop = threading.Event()
-        producer = Producer(producer_config(settings.kafka))
-        codec = codec_for("PriceTick")
-
-        def feed() -> None:
-            for block in sim.blocks():
-                for ms, ticker, price in block:
-                    if stop.is_set():
-                        return
-                    delay = ms / 1000 - time.time()
-                    if delay > 0:
-                        time.sleep(delay)
-                    producer.produce(
-                        settings.topics.prices,
-                        codec.encode({"ticker": ticker, "price": price, "event_time": ms}),
-                        ticker.encode(),
-                        timestamp=ms,
-                    )
-                    producer.poll(0)
-
-        threading.Thread(target=feed, daemon=True).start()
+        stop = start_feed(settings, (t for b in sim.blocks() for t in b), real_time)
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
         consumer.assign([TopicPartition(settings.topics.metrics, p, -1) for p in range(3)])
         metrics_codec = codec_for("PortfolioMetrics")

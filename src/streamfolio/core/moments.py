@@ -37,6 +37,19 @@ def _symmetric(upper: FloatArray) -> FloatArray:
     return result
 
 
+def _prior_arrays(
+    mean: ArrayLike, covariance: ArrayLike, count: int
+) -> tuple[FloatArray, FloatArray]:
+    """A prior's mean and covariance as float arrays, checked against each other and ``count``."""
+    mu = np.asarray(mean, dtype=np.float64)
+    sigma = np.asarray(covariance, dtype=np.float64)
+    if sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
+    if count < 0:
+        raise ValueError(f"prior count must be >= 0, got {count}")
+    return mu, sigma
+
+
 def _as_vector(x: ArrayLike, n_assets: int) -> FloatArray:
     vector = np.asarray(x, dtype=np.float64)
     if vector.shape != (n_assets,):
@@ -106,13 +119,8 @@ class WelfordMoments:
     @classmethod
     def from_prior(cls, mean: ArrayLike, covariance: ArrayLike, count: int) -> WelfordMoments:
         """Start as if ``count`` observations with this mean and covariance had been seen."""
-        mu = np.asarray(mean, dtype=np.float64)
+        mu, sigma = _prior_arrays(mean, covariance, count)
         moments = cls(len(mu))
-        sigma = np.asarray(covariance, dtype=np.float64)
-        if sigma.shape != (len(mu), len(mu)):
-            raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
-        if count < 0:
-            raise ValueError(f"prior count must be >= 0, got {count}")
         moments._n = int(count)
         moments._mean[:] = mu
         if count > 1:
@@ -238,11 +246,8 @@ class EWMoments:
         cls, mean: ArrayLike, covariance: ArrayLike, count: int, half_life_bars: float
     ) -> EWMoments:
         """Start from a prior mean and covariance, counted as ``count`` observations."""
-        mu = np.asarray(mean, dtype=np.float64)
+        mu, sigma = _prior_arrays(mean, covariance, count)
         moments = cls(len(mu), half_life_bars)
-        sigma = np.asarray(covariance, dtype=np.float64)
-        if sigma.shape != (len(mu), len(mu)):
-            raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
         moments._n = int(count)
         moments._mean[:] = mu
         if count > 0:
