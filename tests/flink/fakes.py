@@ -1,23 +1,29 @@
-"""A minimal in-memory stand-in for Flink's keyed runtime, to drive the job's functions directly.
+"""A minimal in-memory stand-in for Flink's runtime, to drive the job's functions directly.
 
 It reproduces what the functions rely on: keyed value and map state scoped to the current key,
-event-time timers that fire in (time, registration) order once the watermark reaches them, and
-side outputs as ``(OutputTag, value)`` pairs. :class:`Pipeline` chains the job's functions the
-way ``build_pipeline`` does and advances the watermark as the Kafka source would for one
-partition: greatest timestamp seen − bound − 1.
+event-time timers that fire in (time, registration) order once the watermark reaches them,
+record timestamps, and side outputs as ``(OutputTag, value)`` pairs. :class:`Pipeline` chains
+the job's functions the way ``build_pipeline`` does and advances the watermark as the Kafka
+source would for one partition: greatest timestamp seen − bound − 1. The SQL windows between
+``DecodeTick`` and ``ChainCloses`` are stood in for by :class:`BarWindows` (the core's
+``BarCloses``, fired in time order once the watermark passes a bar's last millisecond); the
+real ones are checked against the replay by the integration tests.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pyflink.common import Row
 from pyflink.datastream import OutputTag
 
 from streamfolio.config import Settings
+from streamfolio.core.returns import BarCloses, bar_end_ms, bar_index
 from streamfolio.flink import operators as op
+from streamfolio.flink import prices
 from streamfolio.flink.job import routing
 from streamfolio.kafka.topics import contract
 
@@ -71,11 +77,15 @@ class _TimerService:
 
 
 class _Context:
-    def __init__(self, runtime: KeyedRuntime) -> None:
+    def __init__(self, runtime: KeyedRuntime, timestamp: int | None = None) -> None:
         self._runtime = runtime
+        self._timestamp = timestamp
 
     def timer_service(self) -> _TimerService:
         return _TimerService(self._runtime)
+
+    def timestamp(self) -> int | None:
+        return self._timestamp
 
     def get_current_key(self) -> Any:
         return self._runtime.current_key
@@ -106,10 +116,13 @@ class KeyedRuntime:
             self._registered.add((timestamp, self.current_key))
             heapq.heappush(self._timers, (timestamp, next(self._seq), self.current_key))
 
-    def process(self, key: Any, value: Any, *, input_index: int = 0) -> list[Any]:
+    def process(
+        self, key: Any, value: Any, *, input_index: int = 0, timestamp: int | None = None
+    ) -> list[Any]:
         self.current_key = key
         method = {0: "process_element", 1: "process_element1", 2: "process_element2"}
-        return list(getattr(self.function, method[input_index])(value, _Context(self)) or ())
+        context = _Context(self, timestamp)
+        return list(getattr(self.function, method[input_index])(value, context) or ())
 
     def advance(self, watermark: int) -> list[Any]:
         """Move the watermark forward and fire the timers it reaches, in time order."""
@@ -135,21 +148,46 @@ def split(outputs: Iterable[Any]) -> tuple[list[Any], dict[str, list[Any]]]:
     return main, side
 
 
+class BarWindows:
+    """Stands in for the SQL tumbling windows: each (ticker, bar)'s close, once final."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[int, int], BarCloses] = {}
+        """(bar ms, bar index) → the closes so far of a bar not final yet."""
+
+    def offer(self, ticker: str, event_time: int, price: float, bar_ms: int) -> None:
+        k = bar_index(event_time, bar_ms)
+        self.open.setdefault((bar_ms, k), BarCloses()).offer(ticker, event_time, price)
+
+    def fire(self, watermark: int) -> Iterator[tuple[int, Row]]:
+        """``(bar's last millisecond, Row(ticker, bar_ms, close, None))`` in time order."""
+        final = sorted(
+            (bar_end_ms(k, bar_ms) - 1, bar_ms, k)
+            for bar_ms, k in self.open
+            if bar_end_ms(k, bar_ms) - 1 <= watermark
+        )
+        for last_ms, bar_ms, k in final:
+            for ticker, close in self.open.pop((bar_ms, k)).closes.items():
+                yield last_ms, Row(ticker, bar_ms, close, None)
+
+
 class Pipeline:
     """The job's functions chained as in ``build_pipeline``, with one watermark for all inputs."""
 
     def __init__(self, settings: Settings) -> None:
         route = routing(settings)
         self.bound = settings.flink.max_out_of_orderness_ms
-        prices = contract(settings, "prices")
-        self.decode = op.DecodeTicks(route.bar_sizes, prices.schema, prices.name)
+        price_topic = contract(settings, "prices")
+        self.decode = prices.DecodeTick(route.bar_sizes, price_topic.schema, price_topic.name)
         self.decode.open(None)
+        self.windows = BarWindows()
         self.decoders = {}
         for role, kind in (("initial_stats", "stats"), ("weights", "weights")):
             c = contract(settings, role)
             self.decoders[kind] = op.DecodeControls(kind, c.schema, list(route.specs), c.name)
             self.decoders[kind].open(None)
-        self.bars = KeyedRuntime(op.CloseBars(route.portfolios, prices.name))
+        self.chains = KeyedRuntime(prices.ChainCloses(route.shards))
+        self.shards = KeyedRuntime(prices.GatherBars(route.members))
         self.portfolios = KeyedRuntime(
             op.PortfolioProcess(
                 route.specs,
@@ -157,6 +195,7 @@ class Pipeline:
             )
         )
         self.max_timestamp: int | None = None
+        self.offsets = itertools.count()
         self.stats: list[Any] = []
         self.metrics: list[Any] = []
         self.dead: list[bytes] = []
@@ -167,18 +206,22 @@ class Pipeline:
         self.metrics.extend(side.get("metrics", []))
         self.dead.extend(side.get("dead-letters", []))
 
-    def _to_portfolios(self, bar_rows: Iterable[Any]) -> None:
-        for row in bar_rows:
-            self._collect(self.portfolios.process(op.bar_row_key(row), row, input_index=1))
-
-    def tick(self, value: bytes, timestamp: int) -> None:
+    def tick(self, value: bytes, timestamp: int, key: bytes | None = None) -> None:
         """A prices-topic message with its Kafka timestamp."""
-        main, side = split(self.decode.process_element(value))
-        self.dead.extend(side.get("dead-letters", []))
-        for row in main:
-            bar_rows, bar_side = split(self.bars.process(op.tick_key(row), row))
-            self.dead.extend(bar_side.get("dead-letters", []))
-            self._to_portfolios(bar_rows)
+        watermark = self.portfolios.watermark
+        row = self.decode.judge(
+            key,
+            value,
+            timestamp,
+            None if watermark == MIN_WATERMARK else watermark,
+            0,
+            next(self.offsets),
+        )
+        ticker, price, bar_sizes, letter = row[0], row[1], row[2], row[3]
+        if letter is not None:
+            self.dead.append(letter)
+        for bar_ms in bar_sizes:
+            self.windows.offer(ticker, timestamp, price, bar_ms)
         if self.max_timestamp is None or timestamp > self.max_timestamp:
             self.max_timestamp = timestamp
         self.advance(self.max_timestamp - self.bound - 1)
@@ -190,9 +233,16 @@ class Pipeline:
             self._collect(self.portfolios.process(op.control_row_key(row), row, input_index=2))
 
     def advance(self, watermark: int) -> None:
-        bar_rows, side = split(self.bars.advance(watermark))
-        self.dead.extend(side.get("dead-letters", []))
-        self._to_portfolios(bar_rows)
+        for last_ms, row in self.windows.fire(watermark):
+            self.chains.watermark = max(self.chains.watermark, watermark)
+            sharded, side = split(
+                self.chains.process(prices.close_key(row), row, timestamp=last_ms)
+            )
+            self.dead.extend(side.get("dead-letters", []))
+            for item in sharded:
+                self.shards.process(prices.shard_key(item), item)
+        for bar in self.shards.advance(watermark):
+            self._collect(self.portfolios.process(op.bar_row_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))
 
     def finish(self) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes import KeyedRuntime, Pipeline, split
+from pyflink.common import Row
 
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
-from streamfolio.flink import operators as op
+from streamfolio.flink import prices as op_prices
 from streamfolio.messages import PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
@@ -227,11 +228,14 @@ def test_late_ticks_are_dead_lettered_per_bar_size_and_change_nothing() -> None:
     pipeline, events = run_both(steps, settings())
     assert_same_as_replay(pipeline, events)
     dead = [codec_for("DeadLetter").decode(d) for d in pipeline.dead]
-    # BBB is used at 1 s (p1) and 2 s (p2): late for both bar sizes.
-    assert [d["reason"] for d in dead] == ["late", "late"]
-    assert {d["payload"] for d in dead} == {encode_tick(stale)}
-    assert all(d["source_topic"] == settings().topics.prices for d in dead)
-    assert all(d["component"] == "job" and d["offset"] is None for d in dead)
+    # BBB is used at 1 s (p1) and 2 s (p2): late for both bar sizes, one dead letter.
+    assert [d["reason"] for d in dead] == ["late"]
+    assert "1000 ms bar ending" in dead[0]["detail"]
+    assert "2000 ms bar ending" in dead[0]["detail"]
+    assert dead[0]["payload"] == encode_tick(stale)
+    assert dead[0]["source_topic"] == settings().topics.prices
+    assert dead[0]["component"] == "job"
+    assert (dead[0]["partition"], dead[0]["offset"]) == (0, 200)  # where it was read
 
 
 def test_malformed_input_is_dead_lettered_with_reasons_and_changes_nothing() -> None:
@@ -250,6 +254,8 @@ def test_malformed_input_is_dead_lettered_with_reasons_and_changes_nothing() -> 
         ("raw", (tick.encode({"ticker": "AAA", "price": -2.0, "event_time": t0}), t0)),
         ("raw", (tick.encode({"ticker": "AAA", "price": math.inf, "event_time": t0}), t0)),
         ("raw", (tick.encode({"ticker": "ZZZ", "price": 1.0, "event_time": t0}), t0)),
+        # a producer that stamped the record with something else than the trade time
+        ("raw", (tick.encode({"ticker": "AAA", "price": 1.0, "event_time": t0 - 5}), t0)),
         ("weights", weights_record("p1", START, {"AAA": 0.9, "BBB": 0.9})),
         ("weights", weights_record("p1", START, {"AAA": 1.0})),
         ("weights", weights_record("nope", START, {"AAA": 1.0})),
@@ -262,7 +268,7 @@ def test_malformed_input_is_dead_lettered_with_reasons_and_changes_nothing() -> 
     assert_same_as_replay(clean, clean_events)
     assert reasons(pipeline) == Counter(
         undecodable=1,
-        invalid=3,
+        invalid=4,
         unknown_ticker=1,
         invalid_weights=2,
         unknown_portfolio=1,
@@ -270,6 +276,7 @@ def test_malformed_input_is_dead_lettered_with_reasons_and_changes_nothing() -> 
     )
     details = {codec_for("DeadLetter").decode(d)["detail"] for d in pipeline.dead}
     assert any("missing BBB" in d for d in details)
+    assert any("is not the tick's event time" in d for d in details)
     replay_reasons = Counter(e.record["reason"] for e in events if e.kind == "dead_letter")
     assert replay_reasons == Counter(invalid_weights=2, unknown_portfolio=1, invalid_stats=1)
 
@@ -279,19 +286,67 @@ def test_reference_bourse_quotes_are_read_when_configured() -> None:
     pipeline = Pipeline(s)
     quote = bourse_from_price_tick(PriceTick("AAA", 612.5, START + 1_234))
     pipeline.tick(codec_for("BourseData").encode(quote), START + 1_234)
-    key = "AAA|1000"
-    assert pipeline.bars.stores[("open_bars", key)][1_700_000_001].closes == {"AAA": 612.5}
+    assert pipeline.windows.open[(1_000, 1_700_000_001)].closes == {"AAA": 612.5}
     assert pipeline.dead == []
 
 
-def test_close_bars_keeps_the_tick_read_last_among_equal_times() -> None:
-    runtime = KeyedRuntime(op.CloseBars({("AAA", 1_000): ("p1",)}, "prices"))
-    for price in (1.0, 3.0, 2.0):
-        runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 500, price, b""))
-    runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 400, 9.0, b""))  # earlier: not it
-    rows, side = split(runtime.advance(999))
-    assert side == {}
-    assert rows == [("p1", 0, "AAA", 2.0, None)]
-    runtime.process("AAA|1000", ("AAA|1000", "AAA", 1_000, 1_700, 4.0, b""))
-    rows, _ = split(runtime.advance(1_999))
-    assert rows == [("p1", 1, "AAA", 4.0, math.log(4.0 / 2.0))]
+def test_a_refused_tick_is_dead_lettered_with_where_it_was_read() -> None:
+    decode = op_prices.DecodeTick({"AAA": (1_000,)}, "PriceTick", "prices")
+    decode.open()
+    row = decode.judge(b"AAA", b"\x00garbage", START, None, 2, 41)
+    assert (row[0], row[1], row[2]) == (None, None, [])
+    letter = codec_for("DeadLetter").decode(row[3])
+    assert (letter["reason"], letter["partition"], letter["offset"], letter["key"]) == (
+        "undecodable",
+        2,
+        41,
+        b"AAA",
+    )
+    good = encode_tick(Tick(START + 10, "AAA", 5.0))
+    row = decode.judge(b"AAA", good, START + 10, None, 2, 42)
+    assert (row[0], row[1], row[2], row[3]) == ("AAA", 5.0, [1_000], None)
+
+
+def test_closes_chain_into_returns_sent_to_each_shard_holding_the_ticker() -> None:
+    runtime = KeyedRuntime(op_prices.ChainCloses({("AAA", 1_000): ("1000|3", "1000|7")}))
+    first = runtime.process("AAA|1000", Row("AAA", 1_000, 2.0, None), timestamp=999)
+    assert first == [("1000|3", "AAA", 0, 2.0, None), ("1000|7", "AAA", 0, 2.0, None)]
+    # AAA did not trade in bar 1: bar 2's return is from bar 0's close.
+    second = runtime.process("AAA|1000", Row("AAA", 1_000, 4.0, None), timestamp=2_999)
+    assert second[0] == ("1000|3", "AAA", 2, 4.0, math.log(4.0 / 2.0))
+    rows, side = split(runtime.process("!dead-letter", Row(None, None, None, b"letter")))
+    assert rows == [] and side == {"dead-letters": [b"letter"]}
+
+
+def test_a_shard_sends_each_portfolio_one_record_per_bar() -> None:
+    members = {"1000|1": {"p1": ("AAA", "BBB"), "p2": ("BBB", "CCC"), "p3": ("DDD",)}}
+    runtime = KeyedRuntime(op_prices.GatherBars(members))
+    runtime.process("1000|1", ("1000|1", "AAA", 0, 10.0, None))
+    runtime.process("1000|1", ("1000|1", "BBB", 0, 20.0, 0.01))
+    runtime.process("1000|1", ("1000|1", "CCC", 1, 30.0, 0.02))  # the next bar
+    assert runtime.advance(998) == []
+    assert runtime.advance(999) == [
+        ("p1", 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01}),
+        ("p2", 0, {"BBB": 20.0}, {"BBB": 0.01}),
+    ]  # p3: none of its tickers traded, no record
+    assert runtime.advance(1_999) == [("p2", 1, {"CCC": 30.0}, {"CCC": 0.02})]
+
+
+def test_ticks_are_judged_in_batches_as_flink_hands_them() -> None:
+    import pandas as pd
+
+    decode = op_prices.DecodeTick({"AAA": (1_000, 2_000)}, "PriceTick", "prices")
+    decode.open()
+    ticks = [encode_tick(Tick(START + 10, "AAA", 5.0)), encode_tick(Tick(START + 20, "AAA", 6.0))]
+    frame = decode.eval(
+        pd.Series([b"AAA", None]),
+        pd.Series(ticks),
+        pd.Series([START + 10, START + 20]),
+        pd.Series([None, START + 999.0]),  # no watermark yet, then one closing the 1 s bar
+        pd.Series([0, 0]),
+        pd.Series([7, 8]),
+    )
+    assert list(frame.columns) == ["ticker", "price", "bar_sizes", "dead_letter"]
+    assert frame.iloc[0].tolist() == ["AAA", 5.0, [1_000, 2_000], None]
+    assert frame.iloc[1, :3].tolist() == ["AAA", 6.0, [2_000]]
+    assert codec_for("DeadLetter").decode(frame.iloc[1, 3])["reason"] == "late"

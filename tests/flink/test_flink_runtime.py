@@ -22,6 +22,7 @@ from streamfolio.flink.connectors import (
     sink_options,
 )
 from streamfolio.flink.job import parse_args, routing
+from streamfolio.flink.prices import shard_of
 from streamfolio.flink.runtime import (
     CheckpointNotFoundError,
     JobOptions,
@@ -49,8 +50,13 @@ def make_settings(**flink: object) -> Settings:
 def test_routing_sends_each_ticker_to_its_bar_sizes_and_portfolios() -> None:
     r = routing(make_settings())
     assert r.bar_sizes == {"X": (60_000,), "Y": (60_000, 300_000), "Z": (60_000,)}
-    assert r.portfolios[("Y", 60_000)] == ("a", "c")
-    assert r.portfolios[("Y", 300_000)] == ("b",)
+    # Each ticker goes to the shards of the portfolios holding it, at their bar size...
+    shard = {p: f"{r.specs[p].bar_ms}|{shard_of(p)}" for p in ("a", "b", "c")}
+    assert set(r.shards[("Y", 60_000)]) == {shard["a"], shard["c"]}
+    assert r.shards[("Y", 300_000)] == (shard["b"],)
+    # ...and each shard knows its portfolios' tickers.
+    assert r.members[shard["b"]] == {"b": ("Y",)}
+    assert r.members[shard["c"]]["c"] == ("Y", "Z")
     assert r.specs["b"].bar_ms == 300_000
 
 
@@ -208,8 +214,10 @@ def test_the_pipeline_builds_into_one_job_graph(tmp_path: Path) -> None:
         "prices",
         "initial_stats",
         "weights",
-        "decode ticks",
-        "close bars",
+        "decode_tick",
+        "WindowRank",
+        "chain closes",
+        "gather bars",
         "decode stats",
         "decode weights",
         "portfolio statistics",

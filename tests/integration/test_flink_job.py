@@ -671,7 +671,12 @@ def test_late_ticks_are_dead_lettered_and_change_nothing(unbounded_run: Run) -> 
         if e.record["reason"] == "late"
     }
     assert replay_late == ticks
-    assert all(d["component"] == "job" and d["partition"] is None for d in late)
+    assert all(d["component"] == "job" for d in late)
+    # Where each was read: its partition, offset and key (the ticker).
+    for letter in late:
+        tick = codec_for("PriceTick").decode(letter["payload"])
+        assert letter["partition"] is not None and letter["offset"] is not None
+        assert letter["key"] == tick["ticker"].encode()
 
 
 def test_malformed_messages_are_dead_lettered_with_reasons(unbounded_run: Run) -> None:

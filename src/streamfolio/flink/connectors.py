@@ -185,7 +185,7 @@ def watermark_strategy(flink: FlinkSettings) -> WatermarkStrategy:
     return strategy
 
 
-def _client_properties(settings: Settings) -> dict[str, str]:
+def client_properties(settings: Settings) -> dict[str, str]:
     # kafka.security holds client properties (SASL/TLS); the Java client takes the same names
     # for the common ones (security.protocol, sasl.mechanism, ssl.*).
     return {k: v.get_secret_value() for k, v in settings.kafka.security.items()}
@@ -224,7 +224,7 @@ def kafka_source(
         # once committed.
         .set_property("isolation.level", "read_committed")
     )
-    for key, value in _client_properties(settings).items():
+    for key, value in client_properties(settings).items():
         builder = builder.set_property(key, value)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -267,7 +267,7 @@ def sink_options(
         # One prefix per sink: transactional ids must not collide between the sinks.
         options["sink.transactional-id-prefix"] = f"{transactional_id_prefix}-{role}"
         options["properties.transaction.timeout.ms"] = str(TRANSACTION_TIMEOUT_MS)
-    options.update({f"properties.{k}": v for k, v in _client_properties(settings).items()})
+    options.update({f"properties.{k}": v for k, v in client_properties(settings).items()})
     return options
 
 

@@ -1,13 +1,15 @@
-"""The streaming job, wired top to bottom as the data flows (PyFlink DataStream API).
+"""The streaming job, wired top to bottom as the data flows (PyFlink, SQL + DataStream).
 
 ::
 
-    prices topic ──KafkaSource (record timestamp → per-partition watermarks)
-        → DecodeTicks          decode + validate; one row per (tick, bar size)     ─┐ dead
-        → key (ticker, bar)    CloseBars: bar closes, log returns; late ticks      ─┤ letters
-        → fan-out to the portfolios holding the ticker at that bar size             │
-    initial-stats topic ─┐                                                          │
-    weights topic ───────┴→ DecodeControls                                         ─┤
+    prices topic ──Kafka table (record timestamp → per-partition watermarks)     ─┐
+        → decode_tick         Python, per tick: validate; late ticks             ─┤ dead
+        → TUMBLE + Top-1      Flink SQL, per bar size: each (ticker, bar)'s close  │ letters
+        ── from here on, Python once per bar ──                                   │
+        → key (ticker, bar)   ChainCloses: log returns, to the portfolio shards  ─┤
+        → key (shard)         GatherBars: one bar row per portfolio               │
+    initial-stats topic ─┐                                                         │
+    weights topic ───────┴→ DecodeControls                                        ─┤
         → key (portfolio)    PortfolioProcess: statistics & metrics in keyed state ─┘
         → updated-stats topic, metrics topic (keyed by portfolio id); dead-letter topic
 
@@ -46,8 +48,10 @@ class Routing:
     specs: dict[str, PortfolioSpec]
     bar_sizes: dict[str, tuple[int, ...]]
     """Ticker → the bar sizes (ms) of the portfolios holding it."""
-    portfolios: dict[tuple[str, int], tuple[str, ...]]
-    """(ticker, bar ms) → ids of the portfolios holding the ticker at that bar size."""
+    shards: dict[tuple[str, int], tuple[str, ...]]
+    """(ticker, bar ms) → keys ``bar_ms|n`` of the shards with a portfolio holding it."""
+    members: dict[str, dict[str, tuple[str, ...]]]
+    """Shard key → its portfolios' ids → their tickers."""
 
 
 def routing(settings: Settings) -> Routing:
@@ -55,21 +59,29 @@ def routing(settings: Settings) -> Routing:
 
     >>> from streamfolio.config import example_config_path, load_config
     >>> r = routing(load_config(example_config_path(), environ={}))
-    >>> r.bar_sizes["ATW"], r.portfolios[("ATW", 300_000)]
-    ((60000, 300000), ('banks',))
+    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|22"]
+    ((60000, 300000), ('300000|22',), {'banks': ('ATW', 'BCP', 'BOA')})
     """
+    from streamfolio.flink.prices import shard_of
+
     specs = {p.id: portfolio_spec(p, settings.exchange) for p in settings.portfolios}
-    portfolios: dict[tuple[str, int], list[str]] = {}
+    shards: dict[tuple[str, int], list[str]] = {}
+    members: dict[str, dict[str, tuple[str, ...]]] = {}
     for spec in specs.values():
+        shard = f"{spec.bar_ms}|{shard_of(spec.portfolio_id)}"
+        members.setdefault(shard, {})[spec.portfolio_id] = tuple(spec.tickers)
         for ticker in spec.tickers:
-            portfolios.setdefault((ticker, spec.bar_ms), []).append(spec.portfolio_id)
+            keys = shards.setdefault((ticker, spec.bar_ms), [])
+            if shard not in keys:
+                keys.append(shard)
     bar_sizes: dict[str, list[int]] = {}
-    for ticker, bar_ms in portfolios:
+    for ticker, bar_ms in shards:
         bar_sizes.setdefault(ticker, []).append(bar_ms)
     return Routing(
         specs,
         {t: tuple(sorted(sizes)) for t, sizes in bar_sizes.items()},
-        {key: tuple(ids) for key, ids in portfolios.items()},
+        {key: tuple(keys) for key, keys in shards.items()},
+        members,
     )
 
 
@@ -81,39 +93,33 @@ def build_pipeline(
     from pyflink.table import StreamTableEnvironment
 
     from streamfolio.flink import operators as op
+    from streamfolio.flink import prices
+    from streamfolio.flink.closes import bar_closes
     from streamfolio.flink.connectors import KafkaTableSinks, kafka_source, watermark_strategy
     from streamfolio.flink.runtime import JobOptions
 
     options = options or JobOptions.from_settings(settings)
     route = routing(settings)
-    topics = {role: contract(settings, role) for role in ("prices", "initial_stats", "weights")}
-    watermarks = watermark_strategy(settings.flink)
+    topics = {role: contract(settings, role) for role in ("initial_stats", "weights")}
+    t_env = StreamTableEnvironment.create(env)
 
-    # 1. Prices: event time and watermarks come from the Kafka record timestamps, per partition.
-    prices = env.from_source(
-        kafka_source(
-            settings, "prices", starting=options.starting_offsets, bounded=options.bounded
-        ),
-        watermarks,
-        "prices",
-    ).uid("source-prices")
+    # 1-3. Prices, per tick in Flink SQL: Kafka table with per-partition watermarks → decode
+    # and validate (the one Python call per tick) → each (ticker, bar)'s close in windows.
+    closes = t_env.to_data_stream(bar_closes(t_env, settings, options, route))
 
-    # 2. Decode and validate; unusable messages become dead letters (sent on with the ticks).
-    ticks = (
-        prices.process(
-            op.DecodeTicks(route.bar_sizes, topics["prices"].schema, topics["prices"].name)
-        )
-        .name("decode ticks")
-        .uid("decode-ticks")
+    # From here on Python runs once per bar. Log returns per (ticker, bar size), sent to the
+    # shards of the portfolios holding the ticker; dead letters of the SQL stage leave here.
+    returns = (
+        closes.key_by(prices.close_key, key_type=Types.STRING())
+        .process(prices.ChainCloses(route.shards))
+        .name("chain closes")
+        .uid("chain-closes")
     )
-
-    # 3. Per (ticker, bar size): bar closes and log returns, fanned out to the portfolios;
-    # late ticks become dead letters.
     bars = (
-        ticks.key_by(op.tick_key, key_type=Types.STRING())
-        .process(op.CloseBars(route.portfolios, topics["prices"].name))
-        .name("close bars")
-        .uid("close-bars")
+        returns.key_by(prices.shard_key, key_type=Types.STRING())
+        .process(prices.GatherBars(route.members))
+        .name("gather bars")
+        .uid("gather-bars")
     )
 
     # 4. Control messages: initial statistics and weights, keyed by portfolio id. They are read
@@ -123,6 +129,7 @@ def build_pipeline(
         ("initial_stats", "stats"),
         ("weights", "weights"),
     )
+    watermarks = watermark_strategy(settings.flink)
     for role, kind in inputs:
         source = env.from_source(
             kafka_source(settings, role, starting="earliest", bounded=options.bounded),
@@ -154,12 +161,12 @@ def build_pipeline(
     metrics = portfolios.get_side_output(op.metrics_tag())
 
     # 6. Sinks: statistics and metrics keyed by portfolio id; every dead letter to one topic.
-    # (The per-tick functions pass theirs down to the portfolio operator: see DecodeTicks.)
     dead: DataStream = portfolios.get_side_output(op.dead_letter_tag()).union(
-        *(c.get_side_output(op.dead_letter_tag()) for c in controls)
+        returns.get_side_output(op.dead_letter_tag()),
+        *(c.get_side_output(op.dead_letter_tag()) for c in controls),
     )
     sinks = KafkaTableSinks(
-        StreamTableEnvironment.create(env),
+        t_env,
         settings,
         delivery=options.delivery,
         transactional_id_prefix=options.transactional_id_prefix,

@@ -1,24 +1,20 @@
-"""The job's Python functions: thin adapters between Flink and the analytics core.
+"""The job's Python functions for control messages and portfolios, and what they share.
 
 Each function decodes what Flink hands it, calls :mod:`streamfolio.core` (or the message and
 serde modules) and encodes what it emits; none of them computes a return, a moment or a metric
 itself. They are plain classes (picklable: only settings-derived values are captured; codecs are
-built in ``open``) so they can also be driven directly in unit tests with fake contexts.
+built in ``open``) so they can also be driven directly in unit tests with fake contexts. The
+price path (ticks → bars) is in :mod:`streamfolio.flink.prices`.
 
 Records between operators are Python tuples (pickled by Flink):
 
-* :class:`DecodeTicks` emits a :data:`TickRow` per (tick, bar size the ticker is used with);
-* :class:`CloseBars` (keyed by ``TICKER|bar_ms``) emits a :data:`BarRow` per (closed bar,
-  portfolio holding the ticker at that bar size);
 * :class:`DecodeControls` emits a :data:`ControlRow` per initial-statistics or weights message;
-* :class:`PortfolioProcess` (keyed by portfolio id) emits ``Row(k, v)``: key and Avro value of
-  updated statistics (main output) and metrics (side output :func:`metrics_tag`).
+* :class:`PortfolioProcess` (keyed by portfolio id) takes those and the
+  :data:`~streamfolio.flink.prices.PortfolioBar` of each bar, and emits ``Row(k, v)``: key and
+  Avro value of updated statistics (main output) and metrics (side output :func:`metrics_tag`).
 
-What cannot be used becomes an encoded ``DeadLetter``. The control and portfolio functions emit
-them to the side output :func:`dead_letter_tag`; the per-tick functions send them down their
-main output under the key :data:`DEAD_LETTER_KEY` instead, and :class:`PortfolioProcess` moves
-them to its side output (a side output makes a PyFlink function slower on every record it
-receives; see :class:`DecodeTicks`).
+What cannot be used becomes an encoded ``DeadLetter`` in the side output
+:func:`dead_letter_tag`.
 """
 
 from __future__ import annotations
@@ -30,51 +26,37 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
-from pyflink.datastream import (
-    KeyedCoProcessFunction,
-    KeyedProcessFunction,
-    OutputTag,
-    ProcessFunction,
-)
+from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
-from streamfolio.core.returns import BarCloses, BarReturns, ReturnChain, bar_end_ms, bar_index
-from streamfolio.errors import DataError, SchemaError
-from streamfolio.messages import PriceTick, price_tick_from_bourse
+from streamfolio.core.returns import BarReturns, bar_end_ms
+from streamfolio.errors import SchemaError
 from streamfolio.replay import CONTROL_RANK, ControlKind, control_problem
 from streamfolio.serde import codec_for
 
 if TYPE_CHECKING:
     from pyflink.common.typeinfo import TypeInformation
 
+    from streamfolio.flink.prices import PortfolioBar
+
 __all__ = [
     "DEAD_LETTER_KEY",
-    "BarRow",
-    "CloseBars",
     "ControlRow",
+    "DeadLetterLog",
     "DecodeControls",
-    "DecodeTicks",
     "PortfolioProcess",
-    "TickRow",
     "dead_letter",
     "dead_letter_tag",
     "keyed_bytes_type",
     "metrics_tag",
-    "tick_key",
 ]
 
 log = logging.getLogger(__name__)
 
-TickRow = tuple[str, str, int, int, float, bytes]
-"""``(key "TICKER|bar_ms", ticker, bar_ms, event_time_ms, price, original bytes)``, or a dead
-letter ``(DEAD_LETTER_KEY, "", 0, 0, 0.0, encoded DeadLetter)``."""
 DEAD_LETTER_KEY: Final = "!dead-letter"
-"""Key of the dead letters :class:`DecodeTicks` sends down its main output (no ticker has a
-``!``)."""
-BarRow = tuple[str, int, str, float, Any]
-"""``(portfolio_id, bar index, ticker, close, log return or None for a first close)``, or a dead
-letter ``(DEAD_LETTER_KEY, 0, "", 0.0, encoded DeadLetter)``."""
+"""Key under which rows carrying a dead letter travel through keyed streams (no ticker or
+portfolio id has a ``!``)."""
 ControlRow = tuple[str, ControlKind, dict[str, Any], bytes]
 """``(portfolio_id, "stats" | "weights", decoded record, original bytes)``."""
 
@@ -105,11 +87,19 @@ def metrics_tag() -> OutputTag:
     return OutputTag("metrics", keyed_bytes_type())
 
 
-def dead_letter(reason: str, detail: str, source_topic: str, payload: bytes) -> bytes:
-    """An encoded ``DeadLetter`` from the job.
+def dead_letter(
+    reason: str,
+    detail: str,
+    source_topic: str,
+    payload: bytes,
+    partition: int | None = None,
+    offset: int | None = None,
+    key: bytes | None = None,
+) -> bytes:
+    """An encoded ``DeadLetter`` from the job; the payload is the original value, unchanged.
 
-    The job cannot see the Kafka partition, offset or key of what it read (PyFlink sources are
-    value-only), so those stay null; the payload is the original value, unchanged.
+    Prices are read through a SQL table, which gives the partition, offset and key; the control
+    topics are read by value-only DataStream sources, so theirs stay null.
     """
     if len(detail) > _DETAIL_LIMIT:
         detail = detail[: _DETAIL_LIMIT - 3] + "..."
@@ -118,9 +108,9 @@ def dead_letter(reason: str, detail: str, source_topic: str, payload: bytes) -> 
             "reason": reason,
             "detail": detail,
             "source_topic": source_topic,
-            "partition": None,
-            "offset": None,
-            "key": None,
+            "partition": partition,
+            "offset": offset,
+            "key": None if key is None else bytes(key),
             "payload": bytes(payload),
             "timestamp": int(time.time() * 1000),
             "component": "job",
@@ -128,7 +118,7 @@ def dead_letter(reason: str, detail: str, source_topic: str, payload: bytes) -> 
     )
 
 
-class _DeadLetterLog:
+class DeadLetterLog:
     """Counts dead letters by reason and logs the first of each (a flood stays one line).
 
     Calling it gives the dead letter as a side-output pair ``(dead_letter_tag(), bytes)``.
@@ -141,7 +131,16 @@ class _DeadLetterLog:
     def __call__(self, reason: str, detail: str, source_topic: str, payload: bytes) -> Any:
         return dead_letter_tag(), self.encode(reason, detail, source_topic, payload)
 
-    def encode(self, reason: str, detail: str, source_topic: str, payload: bytes) -> bytes:
+    def encode(
+        self,
+        reason: str,
+        detail: str,
+        source_topic: str,
+        payload: bytes,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+    ) -> bytes:
         if self.counts[reason] == 0:
             log.warning(
                 "%s: dead-lettered (%s): %s; further ones are only counted",
@@ -150,142 +149,7 @@ class _DeadLetterLog:
                 detail,
             )
         self.counts[reason] += 1
-        return dead_letter(reason, detail, source_topic, payload)
-
-
-def tick_key(row: TickRow) -> str:
-    """Key of a :data:`TickRow`: ``TICKER|bar_ms`` (a string, so Flink hashes it by value)."""
-    return row[0]
-
-
-def _key(ticker: str, bar_ms: int) -> str:
-    return f"{ticker}|{bar_ms}"
-
-
-# ------------------------------------------------------------------------------ price ticks
-
-
-class DecodeTicks(ProcessFunction):  # type: ignore[misc]
-    """Raw prices-topic values → validated ticks, one per bar size the ticker is used with.
-
-    Dead letters: ``undecodable`` (not a record of the topic's schema), ``invalid`` (a record
-    whose values break the contract: non-finite or non-positive price, bad time...),
-    ``unknown_ticker`` (in no configured portfolio). They travel in the main output, as rows
-    keyed :data:`DEAD_LETTER_KEY`, down to :class:`PortfolioProcess`, which puts them in its
-    side output: a Python function with a side output is markedly slower on every record it
-    receives (measured: +25 to +40 % job time for each per-tick function given one), so the
-    per-tick functions have none.
-    """
-
-    def __init__(
-        self, bar_sizes: Mapping[str, Sequence[int]], schema: str, source_topic: str
-    ) -> None:
-        self.bar_sizes = {ticker: tuple(sizes) for ticker, sizes in bar_sizes.items()}
-        self.schema = schema
-        self.source_topic = source_topic
-
-    def open(self, runtime_context: Any = None) -> None:
-        self._codec = codec_for(self.schema)
-        self._dead = _DeadLetterLog("decode ticks")
-
-    def _dead_row(self, reason: str, detail: str, value: bytes) -> TickRow:
-        encoded = self._dead.encode(reason, detail, self.source_topic, value)
-        return (DEAD_LETTER_KEY, "", 0, 0, 0.0, encoded)
-
-    def process_element(self, value: bytes, ctx: Any = None) -> Iterator[TickRow]:
-        try:
-            record = self._codec.decode(value)
-        except SchemaError as exc:
-            yield self._dead_row("undecodable", str(exc), value)
-            return
-        try:
-            if self.schema == "BourseData":
-                tick = price_tick_from_bourse(record)
-            else:
-                tick = PriceTick.from_record(record)
-        except DataError as exc:
-            yield self._dead_row("invalid", str(exc), value)
-            return
-        sizes = self.bar_sizes.get(tick.ticker)
-        if sizes is None:
-            detail = f"ticker {tick.ticker!r} is in no configured portfolio"
-            yield self._dead_row("unknown_ticker", detail, value)
-            return
-        for bar_ms in sizes:
-            yield (
-                _key(tick.ticker, bar_ms),
-                tick.ticker,
-                bar_ms,
-                tick.event_time,
-                tick.price,
-                value,
-            )
-
-
-class CloseBars(KeyedProcessFunction):  # type: ignore[misc]
-    """Per (ticker, bar size): the close of each bar, then its log return (SEMANTICS §2–§3).
-
-    Open bars live in keyed state as :class:`~streamfolio.core.returns.BarCloses` (the close
-    rule: greatest event time, ties to the tick read last); an event-time timer at the bar's last
-    millisecond closes it, chains the close with :class:`~streamfolio.core.returns.ReturnChain`
-    and sends ``(portfolio, bar, ticker, close, return)`` to every portfolio holding the ticker
-    at that bar size. A tick whose bar the watermark has already closed is dead-lettered
-    ``late`` and changes nothing.
-
-    Timers fire in time order and what they emit precedes the watermark downstream, so every
-    ticker's result for bar k reaches the portfolio operator before its own timer for bar k.
-    """
-
-    def __init__(self, portfolios: Mapping[tuple[str, int], Sequence[str]], source_topic: str):
-        self.portfolios = {key: tuple(ids) for key, ids in portfolios.items()}
-        self.source_topic = source_topic
-
-    def open(self, runtime_context: Any) -> None:
-        self._open_bars = runtime_context.get_map_state(
-            MapStateDescriptor("open_bars", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
-        )
-        self._last_close = runtime_context.get_state(
-            ValueStateDescriptor("last_close", Types.DOUBLE())
-        )
-        self._dead = _DeadLetterLog("close bars")
-
-    def process_element(self, value: TickRow, ctx: Any) -> Iterator[BarRow]:
-        key, ticker, bar_ms, event_time, price, payload = value
-        if key == DEAD_LETTER_KEY:  # from DecodeTicks: pass it on (see DecodeTicks)
-            yield (DEAD_LETTER_KEY, 0, "", 0.0, payload)
-            return
-        k = bar_index(event_time, bar_ms)
-        last_ms = bar_end_ms(k, bar_ms) - 1
-        watermark = ctx.timer_service().current_watermark()
-        if last_ms <= watermark:
-            detail = (
-                f"{ticker} at {event_time}: bar {k} of {bar_ms} ms ended at {last_ms + 1} and "
-                f"the watermark is {watermark}"
-            )
-            encoded = self._dead.encode("late", detail, self.source_topic, payload)
-            yield (DEAD_LETTER_KEY, 0, "", 0.0, encoded)
-            return
-        bar = self._open_bars.get(k)
-        if bar is None:
-            bar = BarCloses()
-            ctx.timer_service().register_event_time_timer(last_ms)
-        bar.offer(ticker, event_time, price)
-        self._open_bars.put(k, bar)
-
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[BarRow]:
-        ticker, _, size = ctx.get_current_key().rpartition("|")
-        bar_ms = int(size)
-        k = bar_index(timestamp, bar_ms)  # the timer is the bar's last millisecond
-        bar = self._open_bars.get(k)
-        if bar is None:  # cannot happen: a timer is registered with its bar
-            return
-        self._open_bars.remove(k)
-        close = bar.closes[ticker]
-        chain = ReturnChain(self._last_close.value())
-        value = chain.update(close)
-        self._last_close.update(close)
-        for portfolio_id in self.portfolios.get((ticker, bar_ms), ()):
-            yield (portfolio_id, k, ticker, close, value)
+        return dead_letter(reason, detail, source_topic, payload, partition, offset, key)
 
 
 # ------------------------------------------------------------------------- control messages
@@ -308,7 +172,7 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: Any = None) -> None:
         self._codec = codec_for(self.schema)
-        self._dead = _DeadLetterLog(f"decode {self.kind}")
+        self._dead = DeadLetterLog(f"decode {self.kind}")
 
     def process_element(self, value: bytes, ctx: Any = None) -> Iterator[Any]:
         try:
@@ -328,8 +192,8 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
         yield (portfolio_id, self.kind, record, value)
 
 
-def bar_row_key(row: BarRow) -> str:
-    """Portfolio id of a :data:`BarRow`."""
+def bar_row_key(row: PortfolioBar) -> str:
+    """Portfolio id of a :data:`~streamfolio.flink.prices.PortfolioBar`."""
     return row[0]
 
 
@@ -344,7 +208,8 @@ def control_row_key(row: ControlRow) -> str:
 class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     """One portfolio's statistics and metrics, in keyed state (SEMANTICS §4–§6).
 
-    Input 1: :data:`BarRow` (per-ticker results of bar k); input 2: :data:`ControlRow`.
+    Input 1: :data:`~streamfolio.flink.prices.PortfolioBar` (all its tickers' results of bar
+    k); input 2: :data:`ControlRow`.
     State: the :class:`~streamfolio.core.portfolio.PortfolioMonitor` (``to_state()``), the bars
     not processed yet, and the control messages waiting for their time.
 
@@ -377,21 +242,13 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self._stats_codec = codec_for("PortfolioStats")
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_tag = metrics_tag()
-        self._dead = _DeadLetterLog("portfolio")
+        self._dead = DeadLetterLog("portfolio")
         self._waiting_logged: set[str] = set()
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def process_element1(self, value: BarRow, ctx: Any) -> Iterator[Any]:
-        portfolio_id, k, ticker, close, log_return = value
-        if portfolio_id == DEAD_LETTER_KEY:  # from the per-tick functions (see DecodeTicks)
-            yield dead_letter_tag(), log_return
-            return
-        pending: tuple[dict[str, float], dict[str, float]] | None = self._bars.get(k)
-        closes, returns = pending if pending is not None else ({}, {})
-        closes[ticker] = close
-        if log_return is not None:
-            returns[ticker] = log_return
+    def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
+        portfolio_id, k, closes, returns = value
         self._bars.put(k, (closes, returns))
         ctx.timer_service().register_event_time_timer(
             bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
