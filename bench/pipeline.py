@@ -210,14 +210,16 @@ def start_feed(
     ticks: Iterable[tuple[int, str, float]],
     delay: Callable[[int, int], float],
     on_sent: Callable[[int], None] | None = None,
+    linger_ms: int = 0,
 ) -> threading.Event:
     """Publish ``ticks`` from a background thread; returns the event that stops it.
 
     ``delay(sent, event_ms)`` says how long to wait before the next tick (pacing);
-    ``on_sent(event_ms)`` is called after each produce (bookkeeping for latencies).
+    ``on_sent(event_ms)`` is called after each produce (bookkeeping for latencies);
+    ``linger_ms`` 0 sends each tick at once (latency runs), more batches them.
     """
     stop = threading.Event()
-    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 0}))
+    producer = Producer(producer_config(settings.kafka, **{"linger.ms": linger_ms}))
     codec = codec_for("PriceTick")
     topic = settings.topics.prices
 

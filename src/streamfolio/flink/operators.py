@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ValueStateDescriptor
 
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
@@ -59,6 +59,10 @@ DEAD_LETTER_KEY: Final = "!dead-letter"
 portfolio id has a ``!``)."""
 ControlRow = tuple[str, ControlKind, dict[str, Any], bytes]
 """``(portfolio_id, "stats" | "weights", decoded record, original bytes)``."""
+PortfolioState = dict[str, Any]
+"""What :class:`PortfolioProcess` keeps per portfolio: ``seeded`` (bool), ``seq`` (control
+messages received), ``pending`` (control messages waiting for their time), ``bars`` (bar index
+→ (closes, returns) not processed yet), ``monitor`` (``PortfolioMonitor.to_state()`` or None)."""
 
 _DETAIL_LIMIT: Final = 1000
 
@@ -210,8 +214,11 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     Input 1: :data:`~streamfolio.flink.prices.PortfolioBar` (all its tickers' results of bar
     k); input 2: :data:`ControlRow`.
-    State: the :class:`~streamfolio.core.portfolio.PortfolioMonitor` (``to_state()``), the bars
-    not processed yet, and the control messages waiting for their time.
+    State: one value per portfolio (:data:`PortfolioState`) holding the
+    :class:`~streamfolio.core.portfolio.PortfolioMonitor` (``to_state()``), the bars not
+    processed yet, and the control messages waiting for their time. One value rather than three
+    because every access crosses from Python into the JVM: a bar costs one read and one write
+    on arrival and again when processed.
 
     The event-time timer at bar k's last millisecond processes bar k: ``BarReturns`` →
     ``monitor.on_bar`` → updated statistics → ``monitor.metrics()``. A control message takes
@@ -230,14 +237,8 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self.control_topics = dict(control_topics)
 
     def open(self, runtime_context: Any) -> None:
-        self._monitor = runtime_context.get_state(
-            ValueStateDescriptor("monitor", Types.PICKLED_BYTE_ARRAY())
-        )
-        self._controls = runtime_context.get_state(
-            ValueStateDescriptor("controls", Types.PICKLED_BYTE_ARRAY())
-        )
-        self._bars = runtime_context.get_map_state(
-            MapStateDescriptor("bars", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        self._state = runtime_context.get_state(
+            ValueStateDescriptor("portfolio", Types.PICKLED_BYTE_ARRAY())
         )
         self._stats_codec = codec_for("PortfolioStats")
         self._metrics_codec = codec_for("PortfolioMetrics")
@@ -247,22 +248,28 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     # -- inputs ---------------------------------------------------------------------------
 
+    def _load(self) -> PortfolioState:
+        state: PortfolioState | None = self._state.value()
+        if state is None:
+            return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
+        return state
+
     def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
         portfolio_id, k, closes, returns = value
-        self._bars.put(k, (closes, returns))
+        state = self._load()
+        state["bars"][k] = (closes, returns)
+        self._state.update(state)
         ctx.timer_service().register_event_time_timer(
             bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
         )
-        if portfolio_id not in self._waiting_logged:
-            controls = self._controls.value()
-            if controls is None or not controls["seeded"]:
-                # The usual cause of "the job runs but writes nothing": say it once.
-                log.warning(
-                    "portfolio %s: bars wait in state until its initial statistics arrive "
-                    "(publish them with `streamfolio init --publish`)",
-                    portfolio_id,
-                )
-                self._waiting_logged.add(portfolio_id)
+        if not state["seeded"] and portfolio_id not in self._waiting_logged:
+            # The usual cause of "the job runs but writes nothing": say it once.
+            log.warning(
+                "portfolio %s: bars wait in state until its initial statistics arrive "
+                "(publish them with `streamfolio init --publish`)",
+                portfolio_id,
+            )
+            self._waiting_logged.add(portfolio_id)
 
     def process_element2(self, value: ControlRow, ctx: Any) -> Iterator[Any]:
         portfolio_id, kind, record, payload = value
@@ -271,50 +278,53 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             reason, detail = problem
             yield self._dead(reason, detail, self.control_topics[kind], payload)
             return
-        controls = self._controls.value() or {"seeded": False, "seq": 0, "pending": []}
-        controls["seq"] += 1
+        state = self._load()
+        state["seq"] += 1
         timestamp = int(record["timestamp"])
-        controls["pending"].append((timestamp, CONTROL_RANK[kind], controls["seq"], kind, record))
-        controls["pending"].sort(key=lambda entry: entry[:3])
+        state["pending"].append((timestamp, CONTROL_RANK[kind], state["seq"], kind, record))
+        state["pending"].sort(key=lambda entry: entry[:3])
         if kind == "stats":
-            controls["seeded"] = True
-        self._controls.update(controls)
+            state["seeded"] = True
         watermark = ctx.timer_service().current_watermark()
         if timestamp > watermark:
             ctx.timer_service().register_event_time_timer(timestamp)
-        elif controls["seeded"]:
-            yield from self._advance(portfolio_id, watermark)
+        elif state["seeded"]:
+            yield from self._advance(portfolio_id, state, watermark)
+        self._state.update(state)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        yield from self._advance(ctx.get_current_key(), timestamp)
+        state = self._load()
+        yield from self._advance(ctx.get_current_key(), state, timestamp)
+        self._state.update(state)
 
     # -- processing -----------------------------------------------------------------------
 
-    def _advance(self, portfolio_id: str, up_to: int) -> Iterator[Any]:
+    def _advance(self, portfolio_id: str, state: PortfolioState, up_to: int) -> Iterator[Any]:
         """Process, in event-time order, the control messages stamped at or before ``up_to``
-        and the bars whose last millisecond is at or before it."""
-        controls = self._controls.value()
-        if controls is None or not controls["seeded"]:
+        and the bars whose last millisecond is at or before it (``state`` is updated)."""
+        if not state["seeded"]:
             return  # everything waits for the first initial statistics
         spec = self.specs[portfolio_id]
         due: list[tuple[int, int, int, int, Any]] = []
         waiting = []
-        for entry in controls["pending"]:
+        for entry in state["pending"]:
             timestamp, rank, seq, _, _ = entry
             if timestamp <= up_to:
                 due.append((timestamp, 0, rank, seq, entry))
             else:
                 waiting.append(entry)
-        for k in list(self._bars.keys()):
+        bars = state["bars"]
+        for k in list(bars):
             last_ms = bar_end_ms(k, spec.bar_ms) - 1
             if last_ms <= up_to:
                 due.append((last_ms, 1, 0, k, k))
         if not due:
             return
         due.sort(key=lambda item: item[:4])
-        state = self._monitor.value()
         monitor = (
-            PortfolioMonitor(spec) if state is None else PortfolioMonitor.from_state(spec, state)
+            PortfolioMonitor(spec)
+            if state["monitor"] is None
+            else PortfolioMonitor.from_state(spec, state["monitor"])
         )
         for _, what, _, _, item in due:
             if what == 0:
@@ -324,8 +334,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                 elif monitor.set_weights(record["weights"], record["timestamp"]) is not None:
                     continue  # cannot happen: checked on arrival against the same tickers
             else:
-                closes, returns = self._bars.get(item)
-                self._bars.remove(item)
+                closes, returns = bars.pop(item)
                 stats = monitor.on_bar(BarReturns(item, closes, returns))
                 if stats is None:
                     continue
@@ -337,6 +346,5 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                     self._metrics_tag,
                     Row(portfolio_id.encode(), self._metrics_codec.encode(metrics)),
                 )
-        self._monitor.update(monitor.to_state())
-        controls["pending"] = waiting
-        self._controls.update(controls)
+        state["monitor"] = monitor.to_state()
+        state["pending"] = waiting
