@@ -158,7 +158,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(30)
 
 
-def _bounded_run(bootstrap: str, tmp: Path, count: int, name: str) -> tuple[float, float, int]:
+def _bounded_run(
+    bootstrap: str, tmp: Path, count: int, name: str, parallelism: int
+) -> tuple[float, float, int]:
     """Produce ``count`` ticks, then run the job over them to the end offsets.
 
     Returns (produce rate, the job process's wall time, updated-statistics records written).
@@ -170,7 +172,7 @@ def _bounded_run(bootstrap: str, tmp: Path, count: int, name: str) -> tuple[floa
     produced = _produce_all(settings, ticks)
     log = tmp / f"{name}-job.log"
     start = time.monotonic()
-    job = _job(path, log, "--bounded")
+    job = _job(path, log, "--bounded", "--parallelism", str(parallelism))
     if job.wait() != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"job failed ({job.returncode}):\n{tail}")
@@ -190,7 +192,9 @@ def _bounded_run(bootstrap: str, tmp: Path, count: int, name: str) -> tuple[floa
     return produced, wall, written
 
 
-def throughput(bootstrap: str, tmp: Path, count: int) -> tuple[float, float, float]:
+def throughput(
+    bootstrap: str, tmp: Path, count: int, parallelism: int = 1
+) -> tuple[float, float, float]:
     """Kafka baseline, and the job's rate over ``count`` ticks with its start-up subtracted.
 
     The job runs twice, over ``count // 5`` and ``count`` ticks; the difference in wall time
@@ -198,8 +202,10 @@ def throughput(bootstrap: str, tmp: Path, count: int) -> tuple[float, float, flo
     (baseline ticks/s, job ticks/s, job ticks/s including start-up for the larger run).
     """
     small = count // 5
-    _, wall_small, written_small = _bounded_run(bootstrap, tmp, small, "throughput-small")
-    baseline, wall, written = _bounded_run(bootstrap, tmp, count, "throughput")
+    _, wall_small, written_small = _bounded_run(
+        bootstrap, tmp, small, "throughput-small", parallelism
+    )
+    baseline, wall, written = _bounded_run(bootstrap, tmp, count, "throughput", parallelism)
     if not 0 < written_small < written:
         raise RuntimeError(f"the job wrote {written_small} and {written} statistics records")
     return baseline, (count - small) / (wall - wall_small), count / wall
@@ -289,12 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--latency-rate", type=float, default=200.0, help="ticks/s in the latency run"
     )
+    parser.add_argument("--parallelism", type=int, default=1, help="of the throughput runs")
     args = parser.parse_args(argv)
     with scratch_broker("streamfolio-bench-") as (bootstrap, tmp):
-        baseline, job_rate, whole = throughput(bootstrap, tmp, args.ticks)
+        baseline, job_rate, whole = throughput(bootstrap, tmp, args.ticks, args.parallelism)
         print(f"kafka baseline (produce, one process): {baseline:,.0f} ticks/s")
         print(
-            f"job throughput (bounded, parallelism 1, 1 s bars): {job_rate:,.0f} ticks/s"
+            f"job throughput (bounded, parallelism {args.parallelism}, 1 s bars):"
+            f" {job_rate:,.0f} ticks/s"
             f"  = {job_rate / baseline:.1%} of the baseline"
             f"  ({whole:,.0f} ticks/s counting the job's start-up)"
         )
