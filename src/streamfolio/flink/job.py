@@ -59,8 +59,8 @@ def routing(settings: Settings) -> Routing:
 
     >>> from streamfolio.config import example_config_path, load_config
     >>> r = routing(load_config(example_config_path(), environ={}))
-    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|22"]
-    ((60000, 300000), ('300000|22',), {'banks': ('ATW', 'BCP', 'BOA')})
+    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|6"]
+    ((60000, 300000), ('300000|6',), {'banks': ('ATW', 'BCP', 'BOA')})
     """
     from streamfolio.flink.prices import shard_of
 

@@ -50,7 +50,7 @@ __all__ = [
     "shard_of",
 ]
 
-PORTFOLIO_SHARDS: Final = 32
+PORTFOLIO_SHARDS: Final = 8
 """How many slices the portfolios of one bar size are cut into. Fixed, not tied to the
 parallelism: the shards are state keys, so the count must not change between restarts."""
 
@@ -66,7 +66,7 @@ def shard_of(portfolio_id: str) -> int:
     """The shard of a portfolio: stable across processes and restarts (not ``hash()``).
 
     >>> shard_of("banks"), shard_of("banks") == shard_of("banks")
-    (22, True)
+    (6, True)
     """
     return zlib.crc32(portfolio_id.encode()) % PORTFOLIO_SHARDS
 
