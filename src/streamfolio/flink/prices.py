@@ -52,7 +52,10 @@ __all__ = [
 
 PORTFOLIO_SHARDS: Final = 8
 """How many slices the portfolios of one bar size are cut into. Fixed, not tied to the
-parallelism: the shards are state keys, so the count must not change between restarts."""
+parallelism: the shards are state keys, so the count must not change between restarts. It
+bounds the parallelism of the gathering step per bar size, and each bar costs tickers × shards
+records: 32 shards made those records the bottleneck of the 1,000-portfolio run
+(BENCHMARKS.md)."""
 
 ShardedClose = tuple[str, str, int, float, Any]
 """``(shard key "bar_ms|n", ticker, bar index, close, log return or None for a first close)``."""
