@@ -32,6 +32,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
 from streamfolio.errors import SchemaError
+from streamfolio.messages import DeadLetter
 from streamfolio.replay import CONTROL_RANK, ControlKind, control_problem
 from streamfolio.serde import codec_for
 
@@ -96,36 +97,36 @@ def dead_letter(
     detail: str,
     source_topic: str,
     payload: bytes,
+    *,
     partition: int | None = None,
     offset: int | None = None,
     key: bytes | None = None,
-) -> bytes:
-    """An encoded ``DeadLetter`` from the job; the payload is the original value, unchanged.
+) -> DeadLetter:
+    """A ``DeadLetter`` from the job; the payload is the original value, unchanged.
 
     Prices are read through a SQL table, which gives the partition, offset and key; the control
     topics are read by value-only DataStream sources, so theirs stay null.
     """
     if len(detail) > _DETAIL_LIMIT:
         detail = detail[: _DETAIL_LIMIT - 3] + "..."
-    return codec_for("DeadLetter").encode(
-        {
-            "reason": reason,
-            "detail": detail,
-            "source_topic": source_topic,
-            "partition": partition,
-            "offset": offset,
-            "key": None if key is None else bytes(key),
-            "payload": bytes(payload),
-            "timestamp": int(time.time() * 1000),
-            "component": "job",
-        }
+    return DeadLetter(
+        reason,
+        detail,
+        source_topic,
+        payload,
+        timestamp=int(time.time() * 1000),
+        component="job",
+        partition=partition,
+        offset=offset,
+        key=key,
     )
 
 
 class DeadLetterLog:
-    """Counts dead letters by reason and logs the first of each (a flood stays one line).
+    """Encodes dead letters, counting them by reason and logging the first of each (a flood
+    stays one line).
 
-    Calling it gives the dead letter as a side-output pair ``(dead_letter_tag(), bytes)``.
+    Calling it gives a letter as a side-output pair ``(dead_letter_tag(), bytes)``.
     """
 
     def __init__(self, operator: str) -> None:
@@ -133,27 +134,18 @@ class DeadLetterLog:
         self.counts: Counter[str] = Counter()
 
     def __call__(self, reason: str, detail: str, source_topic: str, payload: bytes) -> Any:
-        return dead_letter_tag(), self.encode(reason, detail, source_topic, payload)
+        return dead_letter_tag(), self.encode(dead_letter(reason, detail, source_topic, payload))
 
-    def encode(
-        self,
-        reason: str,
-        detail: str,
-        source_topic: str,
-        payload: bytes,
-        partition: int | None = None,
-        offset: int | None = None,
-        key: bytes | None = None,
-    ) -> bytes:
-        if self.counts[reason] == 0:
+    def encode(self, letter: DeadLetter) -> bytes:
+        if self.counts[letter.reason] == 0:
             log.warning(
                 "%s: dead-lettered (%s): %s; further ones are only counted",
                 self.operator,
-                reason,
-                detail,
+                letter.reason,
+                letter.detail,
             )
-        self.counts[reason] += 1
-        return dead_letter(reason, detail, source_topic, payload, partition, offset, key)
+        self.counts[letter.reason] += 1
+        return codec_for("DeadLetter").encode(letter.to_record())
 
 
 # ------------------------------------------------------------------------- control messages

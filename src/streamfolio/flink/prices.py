@@ -28,7 +28,12 @@ from pyflink.table.udf import ScalarFunction
 
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
 from streamfolio.errors import DataError, SchemaError
-from streamfolio.flink.operators import DEAD_LETTER_KEY, DeadLetterLog, dead_letter_tag
+from streamfolio.flink.operators import (
+    DEAD_LETTER_KEY,
+    DeadLetterLog,
+    dead_letter,
+    dead_letter_tag,
+)
 from streamfolio.messages import PriceTick, price_tick_from_bourse
 from streamfolio.serde import codec_for
 
@@ -160,32 +165,31 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         """Decode and judge one record: its key, value, Kafka timestamp, partition and offset,
         and the watermark when it was read (epoch ms; None before the first one)."""
 
-        def refuse(reason: str, detail: str) -> DecodedTick:
-            letter = self._dead.encode(
-                reason, detail, self.source_topic, value, partition, offset, key
-            )
-            return (None, None, [], letter)
-
+        where = (value, partition, offset, key)
         try:
             record = self._codec.decode(value)
         except SchemaError as exc:
-            return refuse("undecodable", str(exc))
+            return _refused(self._letter("undecodable", str(exc), *where))
         try:
             if self.schema == "BourseData":
                 tick = price_tick_from_bourse(record)
             else:
                 tick = PriceTick.from_record(record)
         except DataError as exc:
-            return refuse("invalid", str(exc))
+            return _refused(self._letter("invalid", str(exc), *where))
         if tick.event_time != record_ms:
-            return refuse(
-                "invalid",
-                f"{tick.ticker}: Kafka record timestamp {record_ms} is not the tick's event "
-                f"time {tick.event_time}; producers must stamp each record with its trade time",
+            return _refused(
+                self._letter(
+                    "invalid",
+                    f"{tick.ticker}: Kafka record timestamp {record_ms} is not the tick's event "
+                    f"time {tick.event_time}; producers must stamp each record with its trade time",
+                    *where,
+                )
             )
         sizes = self.bar_sizes.get(tick.ticker)
         if sizes is None:
-            return refuse("unknown_ticker", f"ticker {tick.ticker!r} is in no configured portfolio")
+            detail = f"ticker {tick.ticker!r} is in no configured portfolio"
+            return _refused(self._letter("unknown_ticker", detail, *where))
         if watermark is None:
             return (tick.ticker, tick.price, list(sizes), None)
         taken: list[tuple[int, int]] = []
@@ -193,25 +197,39 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         for bar_ms in sizes:
             last_ms = bar_end_ms(bar_index(tick.event_time, bar_ms), bar_ms) - 1
             (late if last_ms <= watermark else taken).append((bar_ms, last_ms + 1))
-        letter = None
+        late_letter = None
         if late:
             ends = ", ".join(f"{size} ms bar ending {end}" for size, end in late)
-            letter = self._dead.encode(
+            late_letter = self._letter(
                 "late",
                 f"{tick.ticker} at {tick.event_time}: the watermark {watermark} has passed "
                 f"its {ends}",
-                self.source_topic,
-                value,
-                partition,
-                offset,
-                key,
+                *where,
             )
         return (
             tick.ticker if taken else None,
             tick.price if taken else None,
             [size for size, _ in taken],
-            letter,
+            late_letter,
         )
+
+    def _letter(
+        self,
+        reason: str,
+        detail: str,
+        value: bytes,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+    ) -> bytes:
+        letter = dead_letter(
+            reason, detail, self.source_topic, value, partition=partition, offset=offset, key=key
+        )
+        return self._dead.encode(letter)
+
+
+def _refused(letter: bytes) -> DecodedTick:
+    return (None, None, [], letter)
 
 
 def close_key(row: Row) -> str:
