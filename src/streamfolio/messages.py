@@ -41,6 +41,7 @@ __all__ = [
     "EXCHANGE_TIMEZONE",
     "DeadLetter",
     "Estimator",
+    "Heartbeat",
     "PortfolioMetrics",
     "PortfolioStats",
     "PriceTick",
@@ -206,6 +207,45 @@ class PriceTick:
                 record.get("source", "unknown"),
                 record.get("sequence"),
             )
+        except KeyError as exc:
+            raise _missing(cls, exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A promise on one partition of the prices topic: no event time older than ``time`` follows.
+
+    It is not a tick and never makes a close; it only moves the partition's watermark while no
+    ticks do (SEMANTICS.md §4). On the wire it is not plain Avro but single-object encoding, so
+    it can share the topic with ticks: :func:`streamfolio.serde.encode_heartbeat`.
+
+    >>> Heartbeat(1750427972000, "sim").to_record()
+    {'time': 1750427972000, 'source': 'sim'}
+    >>> Heartbeat(-1)
+    Traceback (most recent call last):
+    ...
+    streamfolio.errors.SchemaError: Heartbeat.time is not an epoch-millisecond time in \
+1970..9999: -1
+    """
+
+    FIELDS: ClassVar[Mapping[str, str]] = {"time": "time", "source": "source"}
+
+    time: int
+    source: str = "unknown"
+
+    def __post_init__(self) -> None:
+        _check_timestamp("Heartbeat.time", self.time)
+        _check_text("Heartbeat.source", self.source)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record (schema ``Heartbeat``)."""
+        return {"time": self.time, "source": self.source}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
+        """Build from an Avro record; raises :class:`~streamfolio.errors.SchemaError`."""
+        try:
+            return cls(record["time"], record.get("source", "unknown"))
         except KeyError as exc:
             raise _missing(cls, exc) from None
 

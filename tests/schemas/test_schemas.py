@@ -32,6 +32,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_schema
 ALL = [
     "BourseData",
     "DeadLetter",
+    "Heartbeat",
     "PortfolioMetrics",
     "PortfolioStats",
     "PriceTick",
@@ -46,6 +47,7 @@ MESSAGE_CLASSES: dict[str, Any] = {
     "PortfolioMetrics": messages.PortfolioMetrics,
     "RebalanceEvent": messages.RebalanceEvent,
     "DeadLetter": messages.DeadLetter,
+    "Heartbeat": messages.Heartbeat,
 }
 
 
@@ -99,6 +101,7 @@ def sample_records() -> dict[str, dict[str, Any]]:
         "PortfolioMetrics": metrics.to_record(),
         "RebalanceEvent": event.to_record(),
         "DeadLetter": letter.to_record(),
+        "Heartbeat": messages.Heartbeat(1750427972000, "sim").to_record(),
     }
 
 
