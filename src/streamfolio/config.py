@@ -66,6 +66,7 @@ __all__ = [
     "BoundsSettings",
     "EstimatorSettings",
     "ExchangeSettings",
+    "FeedSettings",
     "FlinkSettings",
     "KafkaSettings",
     "LocalKafkaSettings",
@@ -273,6 +274,25 @@ class RebalancerSettings(_Model):
     """The rebalancer service."""
 
     group_id: Annotated[str, Field(min_length=1)] = "streamfolio-rebalancer"
+
+
+class FeedSettings(_Model):
+    """Price feeds (``streamfolio feed``): heartbeats on the prices topic (SEMANTICS.md §4).
+
+    A heartbeat says "nothing with an event time older than T follows on this partition"; a
+    feed sends one on every partition of the prices topic at least every ``heartbeat_ms`` of
+    wall-clock time, also while nothing trades, so that quiet partitions do not hold the
+    streaming job's watermark back.
+    """
+
+    heartbeat_ms: Annotated[int, Field(ge=0)] = 200
+    """Wall-clock interval between heartbeat rounds. 0 turns heartbeats off: the compatibility
+    mode of producers without heartbeats (the reference's), whose quiet partitions then need
+    ``flink.idleness_ms`` to let bars close."""
+    heartbeat_lag_ms: Annotated[int, Field(ge=0)] = 60_000
+    """``--source cse`` only: its heartbeats promise nothing older than the wall clock minus
+    this. The exchange reports trades with a delay; a trade published later than this after
+    it happened may arrive behind a heartbeat, and the job then judges it late."""
 
 
 # ------------------------------------------------------------------------------------ portfolios
@@ -578,6 +598,7 @@ class Settings(_Model):
     topics: TopicSettings = TopicSettings()
     flink: FlinkSettings = FlinkSettings()
     rebalancer: RebalancerSettings = RebalancerSettings()
+    feed: FeedSettings = FeedSettings()
     defaults: PortfolioDefaults = PortfolioDefaults()
     portfolios: tuple[PortfolioSettings, ...]
 
