@@ -1,26 +1,41 @@
 """The offline engine: ticks in event time → bars → statistics → metrics → policy → weights.
 
 This is the reference implementation of ``SEMANTICS.md`` that the streaming job must match
-bar for bar. It runs the analytics core over a finite tick sequence with the same event-time
-rules as Flink: a watermark ``max event time − max_out_of_orderness − 1``; bar ``k`` is final
-once the watermark reaches its last millisecond; a tick for a final bar is *late* and changes
-nothing. At the end of the input every open bar is closed (as Flink does at the end of a bounded
-source).
+bar for bar, and it defines the event-time rules exactly (``docs/semantics.md``, "Time and
+bars"):
+
+* Each record (tick or heartbeat) comes from a partition of the prices topic. A partition's
+  watermark is the greatest event time read from it so far minus ``max_out_of_orderness_ms``.
+* A tick of bar ``k`` (end ``e = (k+1)·B``) is *late* iff ``e <= `` its own partition's watermark
+  before it was read (Flink's form, watermark ``greatest − bound − 1`` and a bar final once it
+  reaches ``e − 1``, is the same condition). A late tick changes nothing and is dead-lettered,
+  for each bar size it is late for; it still counts for the others.
+* The job's watermark is the minimum over the partitions (−∞ until every partition has read
+  something); a bar is final, and its statistics emitted, once that reaches its end.
+* A record stamped beyond ``now + max_future_skew_ms`` is dead-lettered and moves nothing.
+* At the end of the input every open bar is closed (as Flink does at the end of a bounded
+  source).
+
+Since lateness depends only on each partition's own order, and equal event times are broken by
+(partition, offset), the output for each portfolio does not depend on how the partitions are
+interleaved.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from streamfolio.core.policy import Hold, PolicySettings, PolicyState, Rebalance, RebalancePolicy
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec, check_weights
-from streamfolio.core.returns import BarCloses, ReturnChain, bar_end_ms, bar_index, chain_bar
+from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index, chain_bar
 from streamfolio.errors import DataError
 
 EventKind = Literal["stats", "metrics", "weights", "rebalance", "hold", "dead_letter"]
@@ -30,6 +45,9 @@ ControlKind = Literal["stats", "weights"]
 CONTROL_RANK: Mapping[str, int] = {"stats": 0, "weights": 1}
 """Order of control messages with equal timestamps: a seed before weights, so the metrics emitted
 in between do not depend on which topic was read first."""
+
+DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+"""How far beyond the wall clock an event time may be before its record is refused (5 min)."""
 
 
 def control_problem(
@@ -62,11 +80,34 @@ def control_problem(
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """One price observation in event time."""
+    """One price observation in event time, and where it was read.
+
+    ``partition`` is the prices topic's partition (0 for a single-partition input such as a tick
+    file); ``offset``, when known, its offset there. Both only break ties and locate dead
+    letters; neither changes a price.
+    """
 
     event_time_ms: int
     ticker: str
     price: float
+    partition: int = 0
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A feed's promise on one partition: nothing older than ``event_time_ms`` follows.
+
+    It moves its partition's watermark like a tick and never makes a close.
+    """
+
+    event_time_ms: int
+    partition: int = 0
+    offset: int | None = None
+
+
+PriceRecord = Tick | Heartbeat
+"""What the prices topic carries, decoded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +129,85 @@ class ReplayPortfolio:
     policy: PolicySettings | None = None
 
 
+_Rank = tuple[int, int, int]
+"""A tick's place among equal event times: (event time, partition, offset or read position)."""
+
+
+class _Closes:
+    """The closes of one bar: per ticker the tick of greatest (event time, partition, offset).
+
+    Unlike :class:`~streamfolio.core.returns.BarCloses` (read order breaks ties) this ranks ticks
+    of equal event time from different partitions by partition, so the close does not depend on
+    how the partitions were interleaved.
+
+    >>> bar = _Closes()
+    >>> bar.offer("A", (1_000, 1, 5), 10.0)
+    >>> bar.offer("A", (1_000, 0, 9), 11.0)     # same time, lower partition: not the close
+    >>> bar.offer("A", (1_000, 1, 6), 12.0)     # same time and partition, later offset: the close
+    >>> bar.closes
+    {'A': 12.0}
+    """
+
+    __slots__ = ("_latest",)
+
+    def __init__(self) -> None:
+        self._latest: dict[str, tuple[_Rank, float]] = {}
+
+    def offer(self, ticker: str, rank: _Rank, price: float) -> None:
+        current = self._latest.get(ticker)
+        if current is None or rank >= current[0]:
+            self._latest[ticker] = (rank, price)
+
+    @property
+    def closes(self) -> dict[str, float]:
+        """Ticker → close, in ticker order (the order of arrival depends on the interleaving)."""
+        return {ticker: self._latest[ticker][1] for ticker in sorted(self._latest)}
+
+
 @dataclass(slots=True)
 class _BarClock:
-    """Open bars of one bar size, and the watermark that closes them."""
+    """Open bars of one bar size, and the return chains of its tickers."""
 
     bar_ms: int
-    open_bars: dict[int, BarCloses] = field(default_factory=dict)
+    open_bars: dict[int, _Closes] = field(default_factory=dict)
     chains: dict[str, ReturnChain] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Partition:
+    """What the engine knows of one partition of the prices topic."""
+
+    greatest: int | None = None  # greatest event time read (ticks and heartbeats), None: nothing
+    read: int = 0  # records read: the read position when the caller gives no offsets
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch by the system clock: the default ``now_ms`` of the engine."""
+    return time.time_ns() // 1_000_000
+
+
+def partition_ids(partitions: int | Collection[int]) -> tuple[int, ...]:
+    """The partition ids of a count (``range(n)``) or a collection of ids, sorted.
+
+    >>> partition_ids(3), partition_ids({2, 0})
+    ((0, 1, 2), (0, 2))
+    """
+    ids = (
+        tuple(range(partitions)) if isinstance(partitions, int) else tuple(sorted(set(partitions)))
+    )
+    if not ids:
+        raise ValueError("the prices topic has at least one partition")
+    if any(p < 0 for p in ids):
+        raise ValueError(f"partition ids are not negative: {list(ids)}")
+    return ids
+
+
 class ReplayEngine:
-    """Runs portfolios over ticks; yields :class:`ReplayEvent` in emission order.
+    """Runs portfolios over the prices topic's records; yields :class:`ReplayEvent` in order.
+
+    ``partitions`` names the prices topic's partitions (a count or the ids; default one,
+    partition 0): the job's watermark waits for every one of them. ``now_ms`` gives the wall
+    clock that ``max_future_skew_ms`` is measured from (None: no limit).
 
     Examples
     --------
@@ -109,6 +218,19 @@ class ReplayEngine:
     ...          [(0, "A", 10), (0, "B", 20), (1, "A", 11), (2, "B", 19), (3, "A", 10.5)]]
     >>> [e.kind for e in engine.run(ticks)]
     ['stats', 'stats', 'metrics', 'stats', 'metrics']
+
+    With two partitions nothing is final until both have been read from:
+
+    >>> engine = ReplayEngine([ReplayPortfolio(spec)], partitions=2, now_ms=lambda: 10_000)
+    >>> [e.kind for e in engine.run([Tick(0, "A", 10), Tick(0, "B", 20, partition=1),
+    ...                              Tick(1_000, "A", 11), Tick(2_000, "A", 12)], flush=False)]
+    []
+    >>> engine.watermark_ms, engine.partition_watermark_ms(0)
+    (0, 2000)
+    >>> [(e.kind, e.record["timestamp"]) for e in engine.on_heartbeat(2_500, partition=1)]
+    [('stats', 2000)]
+    >>> [e.record["reason"] for e in engine.on_heartbeat(400_000, partition=1)]
+    ['future']
     """
 
     def __init__(
@@ -116,18 +238,27 @@ class ReplayEngine:
         portfolios: Sequence[ReplayPortfolio],
         *,
         max_out_of_orderness_ms: int = 0,
+        partitions: int | Collection[int] = 1,
+        max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS,
+        now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
+        self.max_future_skew_ms = max_future_skew_ms
+        self.now_ms = now_ms
+        self.partitions = partition_ids(partitions)
         self.monitors: dict[str, PortfolioMonitor] = {}
         self.policies: dict[str, RebalancePolicy] = {}
         self.policy_states: dict[str, PolicyState] = {}
         self._clocks: dict[int, _BarClock] = {}
         self._by_bar: dict[int, list[str]] = {}
-        self._initial: list[ReplayEvent] = []
-        self._max_event_time: int | None = None
+        self._partitions = {p: _Partition() for p in self.partitions}
+        self._fired_to = -math.inf  # the job watermark the open bars were last checked at
         self._pending: dict[str, list[tuple[int, int, int, ControlKind, Mapping[str, Any]]]] = {}
         self._control_seq = 0
         self.late_ticks = 0
+        """(Tick, bar size) pairs dead-lettered as late."""
+        self.future_records = 0
+        """Ticks and heartbeats dead-lettered as stamped beyond the future skew."""
         for portfolio in portfolios:
             spec = portfolio.spec
             monitor = PortfolioMonitor(spec)
@@ -144,25 +275,76 @@ class ReplayEngine:
             self._clocks.setdefault(spec.bar_ms, _BarClock(spec.bar_ms))
             self._by_bar.setdefault(spec.bar_ms, []).append(spec.portfolio_id)
 
+    # -- watermarks ---------------------------------------------------------------------------
+
+    def partition_watermark_ms(self, partition: int) -> float:
+        """Greatest event time read from ``partition`` minus the bound; −∞ before any record.
+
+        A tick of a bar ending at or before it is late.
+        """
+        greatest = self._partition(partition).greatest
+        return -math.inf if greatest is None else greatest - self.max_out_of_orderness_ms
+
     @property
     def watermark_ms(self) -> float:
-        """Greatest event time seen minus the out-of-orderness bound (Flink's convention, − 1)."""
-        if self._max_event_time is None:
-            return -math.inf
-        return self._max_event_time - self.max_out_of_orderness_ms - 1
+        """The job's watermark: the least partition watermark. Bars ending at or before it are
+        final."""
+        return min(self.partition_watermark_ms(p) for p in self.partitions)
 
-    def run(self, ticks: Iterable[Tick], *, flush: bool = True) -> Iterator[ReplayEvent]:
-        """Feed every tick, then (with ``flush``) close the bars still open."""
-        for tick in ticks:
-            yield from self.on_tick(tick)
+    def _partition(self, partition: int) -> _Partition:
+        state = self._partitions.get(partition)
+        if state is None:
+            raise ValueError(
+                f"partition {partition} is not one of the prices topic's {list(self.partitions)}"
+            )
+        return state
+
+    # -- input --------------------------------------------------------------------------------
+
+    def run(self, records: Iterable[PriceRecord], *, flush: bool = True) -> Iterator[ReplayEvent]:
+        """Feed every tick and heartbeat, then (with ``flush``) close the bars still open."""
+        for record in records:
+            yield from self.on_record(record)
         if flush:
             yield from self.flush()
 
+    def on_record(self, record: PriceRecord) -> Iterator[ReplayEvent]:
+        """Feed a tick or a heartbeat."""
+        if isinstance(record, Heartbeat):
+            return self.on_heartbeat(record.event_time_ms, record.partition, offset=record.offset)
+        return self.on_tick(record)
+
     def on_tick(self, tick: Tick) -> Iterator[ReplayEvent]:
-        watermark = self.watermark_ms
+        """Read a tick from its partition: counted in its bar, for each bar size it is not late
+        for; dead-lettered (``late``) for each it is; or dead-lettered (``future``) once."""
+        part = self._partition(tick.partition)
+        position = part.read if tick.offset is None else tick.offset
+        part.read += 1
+        where = {"partition": tick.partition, "offset": tick.offset}
+        limit = self._future_limit()
+        if tick.event_time_ms > limit:
+            self.future_records += 1
+            yield ReplayEvent(
+                "dead_letter",
+                tick.ticker,
+                {
+                    "reason": "future",
+                    "ticker": tick.ticker,
+                    "event_time": tick.event_time_ms,
+                    "price": tick.price,
+                    "limit": limit,
+                    **where,
+                },
+            )
+            return
+        # Judged on this partition alone, before the tick moves it: other partitions' progress
+        # depends on how they were interleaved with this one, its own order does not.
+        watermark = self.partition_watermark_ms(tick.partition)
+        rank = (tick.event_time_ms, tick.partition, position)
         for clock in self._clocks.values():
+            k = bar_index(tick.event_time_ms, clock.bar_ms)
             # Each bar size has its own windows: too late for one may still count for another.
-            if self._is_final(clock, tick.event_time_ms, watermark):
+            if bar_end_ms(k, clock.bar_ms) <= watermark:
                 self.late_ticks += 1
                 yield ReplayEvent(
                     "dead_letter",
@@ -174,30 +356,63 @@ class ReplayEngine:
                         "price": tick.price,
                         "bar_ms": clock.bar_ms,
                         "watermark": watermark,
+                        **where,
                     },
                 )
                 continue
-            k = bar_index(tick.event_time_ms, clock.bar_ms)
-            clock.open_bars.setdefault(k, BarCloses()).offer(
-                tick.ticker, tick.event_time_ms, tick.price
+            clock.open_bars.setdefault(k, _Closes()).offer(tick.ticker, rank, tick.price)
+        if part.greatest is None or tick.event_time_ms > part.greatest:
+            part.greatest = tick.event_time_ms
+        yield from self._fire(self.watermark_ms)
+
+    def on_heartbeat(
+        self, time_ms: int, partition: int = 0, *, offset: int | None = None
+    ) -> Iterator[ReplayEvent]:
+        """Read a heartbeat: moves ``partition``'s watermark like a tick, makes no close. One
+        stamped beyond the future skew moves nothing and is dead-lettered (``future``)."""
+        part = self._partition(partition)
+        part.read += 1
+        limit = self._future_limit()
+        if time_ms > limit:
+            self.future_records += 1
+            yield ReplayEvent(
+                "dead_letter",
+                "",
+                {
+                    "reason": "future",
+                    "heartbeat": True,
+                    "event_time": time_ms,
+                    "limit": limit,
+                    "partition": partition,
+                    "offset": offset,
+                },
             )
-        if self._max_event_time is None or tick.event_time_ms > self._max_event_time:
-            self._max_event_time = tick.event_time_ms
+            return
+        if part.greatest is None or time_ms > part.greatest:
+            part.greatest = time_ms
         yield from self._fire(self.watermark_ms)
 
     def flush(self) -> Iterator[ReplayEvent]:
+        """End of input: close every open bar and apply every pending control message."""
         yield from self._fire(math.inf)
 
+    def _future_limit(self) -> float:
+        if self.max_future_skew_ms is None:
+            return math.inf
+        return self.now_ms() + self.max_future_skew_ms
+
     def control(self, kind: ControlKind, record: Mapping[str, Any]) -> Iterator[ReplayEvent]:
-        """Read a control message between ticks: initial statistics (``"stats"``, a seed that
-        replaces the statistics) or ``"weights"``, as the streaming job reads them from their
-        topics.
+        """Read a control message: initial statistics (``"stats"``, a seed that replaces the
+        statistics) or ``"weights"``, as the streaming job reads them from their topics.
 
         It takes effect in event time, at its ``timestamp`` T: after every bar that ends at or
-        before T, before the first bar that ends after T. One whose T the watermark has already
-        passed takes effect at once (it arrived too late to be placed among the bars). After it
-        takes effect the metrics are emitted if they changed. A message for an unknown portfolio,
-        or one that does not fit its portfolio, is a dead letter and changes nothing.
+        before T, before the first bar that ends after T, whenever it is passed, as long as no
+        bar ending after T is final yet. Otherwise (it arrived after such a bar was emitted) it
+        takes effect at once, before the bars not yet final: the one case where the output
+        depends on when a message is read. Equal timestamps: a seed before weights, then in the
+        order passed. After it takes effect the metrics are emitted if they changed. A message
+        for an unknown portfolio, or one that does not fit its portfolio, is a dead letter and
+        changes nothing. Control messages never move a watermark.
 
         Unlike the job, which buffers a portfolio's bars until its first initial statistics
         arrive, the replay starts from the state given at construction.
@@ -228,6 +443,8 @@ class ReplayEngine:
         self._control_seq += 1
         entry = (int(record["timestamp"]), CONTROL_RANK[kind], self._control_seq, kind, record)
         bisect.insort(self._pending.setdefault(portfolio_id, []), entry, key=lambda e: e[:3])
+        # T at or before the watermark: every bar ending at or before T is final (a tick for
+        # one now would be late), and no bar still open ends at or before T.
         yield from self._apply_controls(portfolio_id, self.watermark_ms)
 
     def _apply_controls(self, portfolio_id: str, up_to: float) -> Iterator[ReplayEvent]:
@@ -242,25 +459,29 @@ class ReplayEngine:
                 continue  # cannot happen: checked on arrival against the same tickers
             yield from self._after_change(portfolio_id, now_ms=timestamp)
 
-    @staticmethod
-    def _is_final(clock: _BarClock, event_time_ms: int, watermark: float) -> bool:
-        k = bar_index(event_time_ms, clock.bar_ms)
-        return bar_end_ms(k, clock.bar_ms) - 1 <= watermark
-
     def _fire(self, watermark: float) -> Iterator[ReplayEvent]:
+        """Emit the bars ending at or before ``watermark``, in bar order, then the control
+        messages stamped at or before it."""
+        if watermark <= self._fired_to:
+            # A bar opened since the last check ends after that watermark (else its tick was
+            # late), and controls at or before it were applied on arrival: nothing to do.
+            return
+        if watermark < math.inf:  # a flush is no watermark: later input still closes bars
+            self._fired_to = watermark
         for bar_ms, clock in self._clocks.items():
-            ready = sorted(k for k in clock.open_bars if bar_end_ms(k, bar_ms) - 1 <= watermark)
+            ready = sorted(k for k in clock.open_bars if bar_end_ms(k, bar_ms) <= watermark)
             for k in ready:
                 bar = chain_bar(clock.chains, k, clock.open_bars.pop(k).closes)
+                end = bar_end_ms(k, bar_ms)
                 for portfolio_id in self._by_bar[bar_ms]:
-                    # Control messages stamped before this bar's last millisecond come first.
-                    yield from self._apply_controls(portfolio_id, bar_end_ms(k, bar_ms) - 1)
+                    # Control messages stamped before this bar's end come first.
+                    yield from self._apply_controls(portfolio_id, end - 1)
                     monitor = self.monitors[portfolio_id]
                     stats = monitor.on_bar(bar)
                     if stats is None:
                         continue
                     yield ReplayEvent("stats", portfolio_id, stats)
-                    yield from self._after_change(portfolio_id, now_ms=bar_end_ms(k, bar_ms))
+                    yield from self._after_change(portfolio_id, now_ms=end)
         for portfolio_id in list(self._pending):
             yield from self._apply_controls(portfolio_id, watermark)
 
@@ -338,10 +559,71 @@ class ReplayEngine:
                 yield ReplayEvent("metrics", portfolio_id, metrics)
 
 
-def ticks_from_rows(rows: Iterable[tuple[int, str, float]]) -> Iterator[Tick]:
-    """Adapt ``(event_time_ms, ticker, price)`` rows to :class:`Tick`."""
-    for event_time_ms, ticker, price in rows:
-        yield Tick(int(event_time_ms), ticker, float(price))
+def ticks_from_rows(
+    rows: Iterable[tuple[int, str, float] | tuple[int, str, float, int]],
+) -> Iterator[Tick]:
+    """Adapt ``(event_time_ms, ticker, price[, partition])`` rows to :class:`Tick`.
+
+    >>> list(ticks_from_rows([(5, "A", 1.5), (6, "B", 2, 1)]))
+    [Tick(event_time_ms=5, ticker='A', price=1.5, partition=0, offset=None), \
+Tick(event_time_ms=6, ticker='B', price=2.0, partition=1, offset=None)]
+    """
+    for row in rows:
+        partition = int(row[3]) if len(row) > 3 else 0
+        yield Tick(int(row[0]), row[1], float(row[2]), partition)
+
+
+def replay_topic_records(
+    portfolios: Sequence[ReplayPortfolio],
+    prices: Mapping[int, Iterable[PriceRecord]],
+    controls: Iterable[tuple[ControlKind, Mapping[str, Any]]] = (),
+    *,
+    max_out_of_orderness_ms: int = 0,
+    max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS,
+    now_ms: Callable[[], int] = wall_clock_ms,
+) -> list[ReplayEvent]:
+    """The replay's events for the contents of the topics: what the job must produce from them.
+
+    ``prices`` maps every partition of the prices topic (an empty one too: it holds the
+    watermark back until the end) to its decoded records in offset order; a record's
+    ``partition`` is set to its key. ``controls`` (initial statistics and weights) are passed
+    first, so each takes effect at its timestamp (:meth:`ReplayEngine.control`); a job that reads
+    one only after a bar ending after its timestamp is final differs, by design. The partitions
+    are read merged by event time (any interleaving gives the same output per portfolio), and
+    the end of the records closes every open bar, as a bounded source does.
+
+    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=1_000)
+    >>> prices = {0: [Tick(0, "A", 10, offset=0), Tick(1_000, "A", 11, offset=1)],
+    ...           1: [Tick(0, "B", 20, offset=0), Heartbeat(900, offset=1),
+    ...               Tick(2_000, "B", 21, offset=2)]}
+    >>> weights = {"timestamp": 0, "portfolio_id": "p", "weights": {"A": 0.5, "B": 0.5}}
+    >>> events = replay_topic_records([ReplayPortfolio(spec)], prices, [("weights", weights)],
+    ...                               now_ms=lambda: 10_000)
+    >>> [(e.kind, e.record["timestamp"]) for e in events]
+    [('stats', 2000), ('stats', 3000), ('metrics', 3000)]
+    """
+    engine = ReplayEngine(
+        portfolios,
+        max_out_of_orderness_ms=max_out_of_orderness_ms,
+        partitions=list(prices),
+        max_future_skew_ms=max_future_skew_ms,
+        now_ms=now_ms,
+    )
+    events: list[ReplayEvent] = []
+    for kind, record in controls:
+        events.extend(engine.control(kind, record))
+
+    def located(partition: int, records: Iterable[PriceRecord]) -> Iterator[PriceRecord]:
+        for record in records:
+            yield record if record.partition == partition else replace(record, partition=partition)
+
+    # heapq.merge keeps each partition's own order whatever its event times.
+    merged = heapq.merge(
+        *(located(p, records) for p, records in prices.items()),
+        key=lambda r: (r.event_time_ms, r.partition),
+    )
+    events.extend(engine.run(merged))
+    return events
 
 
 EventSink = Callable[[ReplayEvent], None]
