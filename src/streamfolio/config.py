@@ -261,7 +261,15 @@ class FlinkSettings(_Model):
 
     parallelism: Annotated[int, Field(ge=1)] = 1
     max_out_of_orderness_ms: Annotated[int, Field(ge=0)] = 2000
-    idleness_ms: Annotated[int, Field(ge=0)] = 5000
+    max_future_skew_ms: Annotated[int, Field(ge=0)] = 300_000
+    """A message stamped further than this ahead of the wall clock is dead-lettered ``future``
+    and moves no watermark."""
+    idleness_ms: Annotated[int, Field(ge=0)] = 0
+    """0: watermarks come from the data alone (feeds send heartbeats). > 0: the compatibility
+    mode for producers without heartbeats: a prices partition silent this long stops holding
+    the watermark back (docs/flink.md lists what that costs)."""
+    control_idleness_ms: Annotated[int, Field(ge=1)] = 1000
+    """How long a silent control-topic partition holds the portfolio step back."""
     checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
     checkpoint_dir: Path = Path(".cache/flink/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,10 +23,13 @@ from pyflink.datastream import OutputTag
 
 from streamfolio.config import Settings
 from streamfolio.core.returns import BarCloses, bar_end_ms, bar_index
+from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink import operators as op
 from streamfolio.flink import prices
 from streamfolio.flink.job import routing
 from streamfolio.kafka.topics import contract
+from streamfolio.messages import PriceTick, price_tick_from_bourse
+from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
 
 MIN_WATERMARK = -(2**63)
 
@@ -178,7 +182,13 @@ class Pipeline:
         route = routing(settings)
         self.bound = settings.flink.max_out_of_orderness_ms
         price_topic = contract(settings, "prices")
-        self.decode = prices.DecodeTick(route.bar_sizes, price_topic.schema, price_topic.name)
+        self.decode = prices.DecodeTick(
+            route.bar_sizes,
+            price_topic.schema,
+            price_topic.name,
+            max_out_of_orderness_ms=self.bound,
+            max_future_skew_ms=settings.flink.max_future_skew_ms,
+        )
         self.decode.open(None)
         self.windows = BarWindows()
         self.decoders = {}
@@ -207,24 +217,31 @@ class Pipeline:
         self.dead.extend(side.get("dead-letters", []))
 
     def tick(self, value: bytes, timestamp: int, key: bytes | None = None) -> None:
-        """A prices-topic message with its Kafka timestamp."""
+        """A prices-topic message; ``timestamp`` is the event time it states, if any (what
+        ``sf_event_time`` gives the job; one partition)."""
         watermark = self.portfolios.watermark
+        now_ms = int(time.time() * 1000)
+        ahead = timestamp > now_ms + self.decode.max_future_skew_ms
+        event_ms = timestamp if _states_a_time(value, self.decode.schema) and not ahead else 0
+        if event_ms and (self.max_timestamp is None or event_ms > self.max_timestamp):
+            self.max_timestamp = event_ms
         row = self.decode.judge(
             key,
             value,
-            timestamp,
+            event_ms,
+            self.max_timestamp or 0,
             None if watermark == MIN_WATERMARK else watermark,
             0,
             next(self.offsets),
+            now_ms,
         )
         ticker, price, bar_sizes, letter = row[0], row[1], row[2], row[3]
         if letter is not None:
             self.dead.append(letter)
         for bar_ms in bar_sizes:
             self.windows.offer(ticker, timestamp, price, bar_ms)
-        if self.max_timestamp is None or timestamp > self.max_timestamp:
-            self.max_timestamp = timestamp
-        self.advance(self.max_timestamp - self.bound - 1)
+        if self.max_timestamp is not None:
+            self.advance(self.max_timestamp - self.bound - 1)
 
     def control(self, kind: str, value: bytes) -> None:
         main, side = split(self.decoders[kind].process_element(value))
@@ -248,3 +265,23 @@ class Pipeline:
     def finish(self) -> None:
         """End of a bounded input: the watermark jumps to the end of time."""
         self.advance(2**63 - 1)
+
+
+def _states_a_time(value: bytes, schema: str) -> bool:
+    """Whether ``sf_event_time`` would read an event time from ``value`` (a valid tick or
+    heartbeat; the future skew aside)."""
+    if is_heartbeat(value):
+        try:
+            decode_heartbeat(value)
+        except (SchemaError, DataError):
+            return False
+        return True
+    try:
+        record = codec_for(schema).decode(value)
+        if schema == "BourseData":
+            price_tick_from_bourse(record)
+        else:
+            PriceTick.from_record(record)
+    except (SchemaError, DataError):
+        return False
+    return True

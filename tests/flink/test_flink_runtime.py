@@ -138,7 +138,11 @@ def test_sinks_are_keyed_and_exactly_once_has_transactions_within_the_broker_lim
 def test_jars_come_from_the_environment_or_the_checkout(tmp_path: Path) -> None:
     jar = tmp_path / "flink-sql-connector-kafka-5.0.0-2.2.jar"
     jar.write_bytes(b"")
-    assert job_jars(environ={JARS_ENV: str(tmp_path)}) == [jar]
+    function = tmp_path / "streamfolio-event-time.jar"
+    function.write_bytes(b"")
+    assert job_jars(environ={JARS_ENV: str(tmp_path)}) == [jar, function]
+    with pytest.raises(ConnectorError, match="no streamfolio-event-time.jar"):
+        job_jars(environ={JARS_ENV: str(jar)})
     with pytest.raises(ConnectorError, match="no flink-sql-connector-kafka"):
         (tmp_path / "other.jar").write_bytes(b"")
         job_jars(environ={JARS_ENV: str(tmp_path / "other.jar")})
@@ -158,7 +162,8 @@ def test_job_arguments() -> None:
 def test_submit_prints_a_flink_run_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     jar = tmp_path / "flink-sql-connector-kafka-5.0.0-2.2.jar"
     jar.write_bytes(b"")
-    monkeypatch.setenv(JARS_ENV, str(jar))
+    (tmp_path / "streamfolio-event-time.jar").write_bytes(b"")
+    monkeypatch.setenv(JARS_ENV, str(tmp_path))
     monkeypatch.setenv("FLINK_HOME", "/opt/flink")
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({"portfolios": [{"id": "a", "tickers": ["X"]}]}))

@@ -2,10 +2,12 @@
 
 ::
 
-    prices topic → table sf_prices: key, value, partition, offset, record timestamp (event
-                   time); watermarks per partition: greatest timestamp − bound − 1
+    prices topic → table sf_prices: key, value, partition, offset; row time = sf_event_time
+                   (Java: the event time a valid tick or heartbeat states); watermarks per
+                   partition, in the source: greatest event time − bound − 1
+      → per partition:         greatest event time read so far (SQL OVER, in read order)
       → decode_tick(...)       DecodeTick (Python, in batches): validate; refused and late ticks
-                               → dead letters
+                               → dead letters; heartbeats end here
       → per bar size B:        TUMBLE(B) window, ROW_NUMBER() by (event time, offset) desc = 1:
                                the bar's close (SEMANTICS §2), emitted once the watermark passes
       → UNION ALL of every bar size's closes and the dead letters: one table, read once
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
     from streamfolio.flink.job import Routing
     from streamfolio.flink.runtime import JobOptions
 
-__all__ = ["bar_closes", "prices_table_sql", "sql_interval"]
+__all__ = ["EVENT_TIME_FUNCTION", "bar_closes", "prices_table_sql", "sql_interval"]
+
+EVENT_TIME_FUNCTION = "io.streamfolio.flink.EventTime"
+"""The Java class of ``sf_event_time`` (tools/flink/event-time)."""
 
 
 def sql_interval(ms: int) -> str:
@@ -61,6 +66,12 @@ def _quote(value: str) -> str:
 def prices_table_sql(settings: Settings, options: JobOptions) -> str:
     """The ``CREATE TABLE`` of the prices topic as the job reads it.
 
+    The row time is ``sf_event_time`` of the message bytes (the Java function of
+    ``tools/flink/event-time``): the event time a valid tick or heartbeat states, or the epoch
+    for anything else. Declared in the table, the watermark is computed inside the Kafka source
+    for each partition: greatest event time read from it − bound − 1 (Flink's convention; a bar
+    is final once it reaches the bar's last millisecond).
+
     >>> from streamfolio.config import example_config_path, load_config
     >>> from streamfolio.flink.runtime import JobOptions
     >>> s = load_config(example_config_path(), environ={})
@@ -70,7 +81,9 @@ def prices_table_sql(settings: Settings, options: JobOptions) -> str:
     >>> "'scan.bounded.mode' = 'latest-offset'" in ddl
     True
     """
-    bound = settings.flink.max_out_of_orderness_ms
+    from streamfolio.serde import heartbeat_fingerprint
+
+    flink = settings.flink
     table_options: dict[str, str] = {
         "connector": "kafka",
         "topic": contract(settings, "prices").name,
@@ -80,6 +93,9 @@ def prices_table_sql(settings: Settings, options: JobOptions) -> str:
         # Transactional producers (an exactly-once upstream) are read only once committed.
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": f"{options.starting_offsets}-offset",
+        # The partitions are fixed while the job runs: a partition added later would start
+        # behind the watermark and see its first ticks judged late. Restart the job to add some.
+        "scan.topic-partition-discovery.interval": "0 ms",
         "key.format": "raw",
         "key.fields": "k",
         "value.format": "raw",
@@ -90,15 +106,18 @@ def prices_table_sql(settings: Settings, options: JobOptions) -> str:
         table_options["scan.bounded.mode"] = "latest-offset"
     table_options.update({f"properties.{k}": v for k, v in client_properties(settings).items()})
     with_clause = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in table_options.items())
-    # Flink's bounded out-of-orderness convention (and the DataStream sources'): greatest
-    # timestamp − bound − 1 ms; SQL's `ts - INTERVAL` alone would be one millisecond ahead.
+    event_ms = (
+        f"sf_event_time(v, CAST({heartbeat_fingerprint()} AS BIGINT), "
+        f"{_quote(flink.price_format)}, CAST({flink.max_future_skew_ms} AS BIGINT))"
+    )
     return f"""CREATE TEMPORARY TABLE sf_prices (
   k BYTES,
   v BYTES,
-  event_time TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  WATERMARK FOR event_time AS event_time - {sql_interval(bound + 1)}
+  event_time AS TO_TIMESTAMP_LTZ({event_ms}, 3),
+  read_time AS PROCTIME(),
+  WATERMARK FOR event_time AS event_time - {sql_interval(flink.max_out_of_orderness_ms + 1)}
 ) WITH (
   {with_clause}
 )"""
@@ -133,37 +152,57 @@ def bar_closes(
     # and DecodeTick reads the naive timestamps it is given as UTC.
     config.set("table.local-time-zone", "UTC")
     if settings.flink.idleness_ms > 0 and not options.bounded:
-        # Not for a bounded run: it reads a backlog, and while the reader drains one partition
-        # the others would be declared idle and their ticks then found late. Every partition
-        # of a bounded run ends, and its end releases the watermark.
+        # The compatibility mode for producers without heartbeats (docs/flink.md). Not for a
+        # bounded run: the end of each partition releases the watermark.
         config.set("table.exec.source.idle-timeout", f"{settings.flink.idleness_ms} ms")
 
     prices = contract(settings, "prices")
+    t_env.create_java_temporary_system_function("sf_event_time", EVENT_TIME_FUNCTION)
     t_env.execute_sql(prices_table_sql(settings, options))
-    decode = DecodeTick(route.bar_sizes, prices.schema, prices.name)
+    # The greatest event time read so far from each partition, in the order it was read: a
+    # partition's records reach this step in offset order, one partition per key, and its
+    # state is checkpointed with the source offsets, so the value is the same at any
+    # parallelism, live or from a backlog, before or after a restore. Lateness is judged
+    # against it (SEMANTICS §4).
+    t_env.execute_sql(
+        """CREATE TEMPORARY VIEW sf_read AS
+  SELECT k, v, kafka_partition, kafka_offset, event_time,
+    MAX(event_time) OVER (PARTITION BY kafka_partition ORDER BY read_time
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS partition_max
+  FROM sf_prices"""
+    )
+    decode = DecodeTick(
+        route.bar_sizes,
+        prices.schema,
+        prices.name,
+        max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
+        max_future_skew_ms=settings.flink.max_future_skew_ms,
+    )
     t_env.create_temporary_function(
         "decode_tick", udf(decode, result_type=decoded_tick_type(), func_type="pandas")
     )
-    # Python gets the record time and the watermark as epoch ms, plain integers.
+    # Python gets times as epoch ms, plain integers.
     t_env.execute_sql(
         f"""CREATE TEMPORARY VIEW sf_ticks AS
   SELECT d.ticker AS ticker, d.price AS price, d.bar_sizes AS bar_sizes,
     d.dead_letter AS dead_letter, event_time, kafka_offset
-  FROM (SELECT decode_tick(k, v, {_epoch_ms("event_time")},
+  FROM (SELECT decode_tick(k, v, {_epoch_ms("event_time")}, {_epoch_ms("partition_max")},
                            {_epoch_ms("CURRENT_WATERMARK(event_time)")}, kafka_partition,
                            kafka_offset) AS d, event_time, kafka_offset
-        FROM sf_prices)"""
+        FROM sf_read)"""
     )
     queries = []
     for bar_ms in _bar_sizes(route.bar_sizes):
         t_env.execute_sql(
             f"""CREATE TEMPORARY VIEW sf_ticks_{bar_ms} AS
-  SELECT ticker, price, event_time, kafka_offset FROM sf_ticks
+  SELECT ticker, price, kafka_offset, event_time FROM sf_ticks
   WHERE ARRAY_CONTAINS(bar_sizes, CAST({bar_ms} AS BIGINT))"""
         )
         queries.append(_closes_query(bar_ms))
-    # The dead letters keep kafka_offset so that every branch reads the decoded ticks with the
-    # same projection: the planner then decodes each tick once for all branches.
+    # The dead letters read kafka_offset and event_time, in that order, as the windows' views
+    # do: every branch then reads the decoded ticks with the same projection, and the planner
+    # decodes each tick once for all of them (with another projection, or order, it decodes
+    # twice: check `explain()` after changing a query).
     queries.append(
         """SELECT CAST(NULL AS STRING), CAST(NULL AS BIGINT), CAST(NULL AS DOUBLE), dead_letter,
     kafka_offset, event_time

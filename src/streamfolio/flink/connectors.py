@@ -1,11 +1,10 @@
 """Kafka sources and sinks of the job, and the connector jars they need.
 
-Sources: one ``KafkaSource`` per input topic (prices, initial statistics, weights), values as raw
-bytes (``ByteArraySchema``) decoded in Python with fastavro: PyFlink only offers value-only
+Sources: the prices topic is a Kafka table (:mod:`streamfolio.flink.closes`); the control topics
+(initial statistics, weights) are one ``KafkaSource`` each, values as raw bytes
+(``ByteArraySchema``) decoded in Python with fastavro: PyFlink only offers value-only
 deserializers, and keeping the bytes lets a message that does not decode go to the dead-letter
-topic unchanged. Event time is the Kafka record timestamp, and watermarks are generated in Java
-per partition by the strategy of :func:`watermark_strategy` (no Python timestamp assigner, which
-would silently drop idleness and per-partition watermarks; research/streaming.md §2).
+topic unchanged. Their watermarks come from :func:`control_watermarks`.
 
 Sinks: Kafka tables (the SQL connector) with the ``raw`` format for key and value. PyFlink 2.2's
 DataStream ``KafkaSink`` cannot take the record key from a field of the element (its
@@ -14,13 +13,15 @@ as the key and ``v`` as the value, with the same delivery guarantees (``sink.del
 transactional id prefix, ``transaction.timeout.ms``).
 
 Jars: the connector's fat jar ``flink-sql-connector-kafka`` is fetched once with Maven from
-``tools/flink/pom.xml`` into ``.cache/flink/lib`` of the checkout (:func:`fetch_jars`), or taken
-from ``$STREAMFOLIO_FLINK_JARS`` (a folder, or jar paths separated by ``:``).
+``tools/flink/pom.xml``, and ``sf_event_time`` (the job's one Java function) built from
+``tools/flink/event-time``, into ``.cache/flink/lib`` of the checkout (:func:`fetch_jars`), or
+taken from ``$STREAMFOLIO_FLINK_JARS`` (a folder, or jar paths separated by ``:``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -44,16 +45,19 @@ __all__ = [
     "TRANSACTION_TIMEOUT_MS",
     "ConnectorError",
     "KafkaTableSinks",
+    "control_watermarks",
     "fetch_jars",
     "find_root",
     "job_jars",
     "kafka_source",
     "sink_options",
-    "watermark_strategy",
 ]
 
 POM = Path("tools/flink/pom.xml")
 """The Maven project naming the job's jars, relative to the checkout."""
+EVENT_TIME_POM = Path("tools/flink/event-time/pom.xml")
+"""The Maven project of ``sf_event_time``, the job's one Java function (docs/flink.md)."""
+EVENT_TIME_JAR = "streamfolio-event-time.jar"
 LIB_DIR = Path(".cache/flink/lib")
 """Where the fetched jars are cached, relative to the checkout (git-ignored)."""
 JARS_ENV = "STREAMFOLIO_FLINK_JARS"
@@ -90,24 +94,41 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def fetch_jars(root: Path, *, quiet: bool = True) -> Path:
-    """Fetch the jars named by ``tools/flink/pom.xml`` into ``.cache/flink/lib`` (once).
+    """Fetch the jars named by ``tools/flink/pom.xml`` and build ``sf_event_time`` into
+    ``.cache/flink/lib`` (again only when those Maven projects change).
 
     Maven writes into a scratch folder that is renamed when complete, so an interrupted fetch
     never leaves a half-filled cache behind.
     """
     lib = (root / LIB_DIR).resolve()
-    if (lib / ".complete").is_file():
+    stamp = _sources_stamp(root)
+    if _is_complete(lib, stamp):
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
     with (lib.parent / f".{lib.name}.lock").open("w") as lock:
         # Two jobs started at once fetch once: the second waits, then finds the cache complete.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (lib / ".complete").is_file():
+        if _is_complete(lib, stamp):
             return lib
-        return _fetch(root, lib, quiet=quiet)
+        return _fetch(root, lib, stamp, quiet=quiet)
 
 
-def _fetch(root: Path, lib: Path, *, quiet: bool) -> Path:
+def _sources_stamp(root: Path) -> str:
+    """A digest of the Maven projects: the cache is rebuilt when any of them changes."""
+    digest = hashlib.sha256()
+    sources = [root / POM, root / EVENT_TIME_POM]
+    sources += sorted((root / EVENT_TIME_POM.parent / "src" / "main").rglob("*.java"))
+    for path in sources:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _is_complete(lib: Path, stamp: str) -> bool:
+    marker = lib / ".complete"
+    return marker.is_file() and marker.read_text().strip() == stamp
+
+
+def _fetch(root: Path, lib: Path, stamp: str, *, quiet: bool) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise ConnectorError(
@@ -125,14 +146,17 @@ def _fetch(root: Path, lib: Path, *, quiet: bool) -> Path:
         # Absolute: a relative output directory resolves against the pom's folder.
         f"-DoutputDirectory={partial}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ConnectorError(
-            f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stdout[-2000:]}"
-            f"{done.stderr[-2000:]}"
-        )
-    (partial / ".complete").write_text("fetched by streamfolio.flink.connectors\n")
+    build = [mvn, *(["-q"] if quiet else []), "-f", str(root / EVENT_TIME_POM), "package"]
+    for step in (command, build):
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ConnectorError(
+                f"`{' '.join(step)}` failed ({done.returncode}):\n{done.stdout[-2000:]}"
+                f"{done.stderr[-2000:]}"
+            )
+    shutil.copy2(root / EVENT_TIME_POM.parent / "target" / EVENT_TIME_JAR, partial)
+    (partial / ".complete").write_text(stamp + "\n")
     shutil.rmtree(lib, ignore_errors=True)
     lib.parent.mkdir(parents=True, exist_ok=True)
     partial.rename(lib)
@@ -162,27 +186,32 @@ def job_jars(*, fetch: bool = True, environ: dict[str, str] | None = None) -> li
             f"{[str(j) for j in jars] or 'none'}; run `streamfolio job run` from the checkout "
             f"(it fetches it with Maven) or set {JARS_ENV}"
         )
+    if not any(j.name == EVENT_TIME_JAR for j in jars):
+        raise ConnectorError(
+            f"no {EVENT_TIME_JAR} among {[str(j) for j in jars]}; run `streamfolio job run` from "
+            f"the checkout (it builds it with Maven from {EVENT_TIME_POM}) or add it to {JARS_ENV}"
+        )
     return jars
 
 
 # ---------------------------------------------------------------------------------- sources
 
 
-def watermark_strategy(flink: FlinkSettings) -> WatermarkStrategy:
-    """Bounded out-of-orderness over the Kafka record timestamps, with idleness.
+def control_watermarks(flink: FlinkSettings) -> WatermarkStrategy:
+    """Watermarks of the control topics (initial statistics, weights), which order a control
+    message among the bars by its record timestamp.
 
-    Flink's bounded-out-of-orderness watermark is ``max timestamp − bound − 1``, the convention
-    of docs/semantics.md. Idleness lets a partition that receives nothing stop holding the
-    watermark back. No timestamp assigner: the record timestamp is the event time.
+    Bounded out-of-orderness over the record timestamps, and idleness after
+    ``flink.control_idleness_ms``: a control partition holds the portfolio step back only
+    until it has been read (at start and after a restore, so that every control message already
+    on the topic is applied in its place) and for that long after each message, never for
+    good. It never touches the prices watermark, which alone judges lateness (docs/flink.md).
     """
     from pyflink.common import Duration, WatermarkStrategy
 
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+    return WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(flink.max_out_of_orderness_ms)
-    )
-    if flink.idleness_ms > 0:
-        strategy = strategy.with_idleness(Duration.of_millis(flink.idleness_ms))
-    return strategy
+    ).with_idleness(Duration.of_millis(flink.control_idleness_ms))
 
 
 def client_properties(settings: Settings) -> dict[str, str]:

@@ -95,7 +95,7 @@ def build_pipeline(
     from streamfolio.flink import operators as op
     from streamfolio.flink import prices
     from streamfolio.flink.closes import bar_closes
-    from streamfolio.flink.connectors import KafkaTableSinks, kafka_source, watermark_strategy
+    from streamfolio.flink.connectors import KafkaTableSinks, control_watermarks, kafka_source
     from streamfolio.flink.runtime import JobOptions
 
     options = options or JobOptions.from_settings(settings)
@@ -129,7 +129,7 @@ def build_pipeline(
         ("initial_stats", "stats"),
         ("weights", "weights"),
     )
-    watermarks = watermark_strategy(settings.flink)
+    watermarks = control_watermarks(settings.flink)
     for role, kind in inputs:
         source = env.from_source(
             kafka_source(settings, role, starting="earliest", bounded=options.bounded),

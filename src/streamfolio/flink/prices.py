@@ -17,7 +17,9 @@ portfolios of 20 tickers that is 20× fewer records into the portfolio operator.
 
 from __future__ import annotations
 
+import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,7 +37,7 @@ from streamfolio.flink.operators import (
     dead_letter_tag,
 )
 from streamfolio.messages import PriceTick, price_tick_from_bourse
-from streamfolio.serde import codec_for
+from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +51,7 @@ __all__ = [
     "GatherBars",
     "PortfolioBar",
     "ShardedClose",
+    "TickCounts",
     "close_key",
     "decoded_tick_type",
     "shard_key",
@@ -103,35 +106,58 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
     mode on 2 cores; BENCHMARKS.md).
 
     ``bar_sizes`` are the bar sizes (ms) whose windows take the tick; ``dead_letter`` is an
-    encoded ``DeadLetter`` when (part of) the tick is refused, else None:
+    encoded ``DeadLetter`` when (part of) the tick is refused, else None. A heartbeat gives
+    ``(None, None, [], None)``: it has moved its partition's watermark and that is all it does.
 
-    * ``undecodable``: not a record of the topic's schema;
+    * ``undecodable``: not a record of the topic's schema (nor a heartbeat);
     * ``invalid``: a record whose values break the contract (non-finite or non-positive price,
-      bad time...), or whose Kafka timestamp is not its event time: the windows run on the
-      record timestamp, so producers must set it to the trade time (docs/flink.md);
+      bad time...);
+    * ``future``: stamped more than ``max_future_skew_ms`` ahead of the wall clock; it moved
+      no watermark;
     * ``unknown_ticker``: in no configured portfolio;
-    * ``late``: the watermark has already closed the tick's bar, for one or more of the bar
-      sizes (SEMANTICS §4); the tick still counts for the others.
+    * ``late``: its bar had already ended at or before its partition's watermark when it was
+      read (SEMANTICS §4), for one or more of the bar sizes; the tick still counts for the
+      others.
 
-    Times are epoch ms. The watermark is the one of the SQL operator that calls this function,
-    which is never behind the windows downstream: a tick taken here is never dropped there as
-    late.
+    Times are epoch ms: ``event_ms`` is the row time ``sf_event_time`` gave the record (0 when
+    it states none), ``partition_max`` the greatest row time read from its partition up to and
+    including it. ``watermark`` is the watermark of this operator, never behind the windows
+    downstream: a tick refused when its bar is final by that watermark too is never dropped
+    there silently. With heartbeats that cannot happen before the partition's own rule says
+    late; it guards the compatibility mode, whose idleness can move the watermark past a quiet
+    partition (docs/flink.md).
     """
 
-    def __init__(self, bar_sizes: Mapping[str, Sequence[int]], schema: str, source_topic: str):
+    def __init__(
+        self,
+        bar_sizes: Mapping[str, Sequence[int]],
+        schema: str,
+        source_topic: str,
+        *,
+        max_out_of_orderness_ms: int,
+        max_future_skew_ms: int,
+    ):
         self.bar_sizes = {ticker: tuple(sizes) for ticker, sizes in bar_sizes.items()}
         self.schema = schema
         self.source_topic = source_topic
+        self.max_out_of_orderness_ms = max_out_of_orderness_ms
+        self.max_future_skew_ms = max_future_skew_ms
 
     def open(self, function_context: Any = None) -> None:
         self._codec = codec_for(self.schema)
         self._dead = DeadLetterLog("decode ticks")
+        self.counts = TickCounts()
+        self._metrics = None
+        if function_context is not None:
+            group = function_context.get_metric_group().add_group("streamfolio")
+            self._metrics = {name: group.counter(name) for name in TickCounts.NAMES}
 
     def eval(
         self,
         key: pd.Series[Any],
         value: pd.Series[Any],
-        record_ms: pd.Series[Any],
+        event_ms: pd.Series[Any],
+        partition_max: pd.Series[Any],
         watermark: pd.Series[Any],
         partition: pd.Series[Any],
         offset: pd.Series[Any],
@@ -139,79 +165,120 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         """:meth:`judge` over a batch (null watermarks arrive as NaN)."""
         import pandas as pd
 
+        before = self.counts.snapshot()
+        now_ms = int(time.time() * 1000)
         rows = [
-            self.judge(k, v, int(t), None if w != w else int(w), int(p), int(o))
-            for k, v, t, w, p, o in zip(
+            self.judge(k, v, int(t), int(m), None if w != w else int(w), int(p), int(o), now_ms)
+            for k, v, t, m, w, p, o in zip(
                 key.tolist(),
                 value.tolist(),
-                record_ms.tolist(),
+                event_ms.tolist(),
+                partition_max.tolist(),
                 watermark.tolist(),
                 partition.tolist(),
                 offset.tolist(),
                 strict=True,
             )
         ]
+        if self._metrics is not None:
+            for name, count in self.counts.snapshot().items():
+                if count != before[name]:
+                    self._metrics[name].inc(count - before[name])
         return pd.DataFrame(rows, columns=["ticker", "price", "bar_sizes", "dead_letter"])
 
     def judge(
         self,
         key: bytes | None,
-        value: bytes,
-        record_ms: int,
+        value: bytes | None,
+        event_ms: int,
+        partition_max: int,
         watermark: int | None,
         partition: int,
         offset: int,
+        now_ms: int,
     ) -> DecodedTick:
-        """Decode and judge one record: its key, value, Kafka timestamp, partition and offset,
-        and the watermark when it was read (epoch ms; None before the first one)."""
+        """Decode and judge one record: its key and value, its row time, its partition's
+        greatest row time so far, the operator's watermark (None before the first one), its
+        partition and offset, and the wall clock (for the future skew only)."""
 
-        where = (value, partition, offset, key)
+        where = (value or b"", partition, offset, key)
+        if value is not None and is_heartbeat(value):
+            return self._heartbeat(value, event_ms, now_ms, where)
+        self.counts.ticks += 1
+        if value is None:
+            return self._refuse("undecodable", "a record with no value", where)
         try:
             record = self._codec.decode(value)
         except SchemaError as exc:
-            return _refused(self._letter("undecodable", str(exc), *where))
+            return self._refuse("undecodable", str(exc), where)
         try:
             if self.schema == "BourseData":
                 tick = price_tick_from_bourse(record)
             else:
                 tick = PriceTick.from_record(record)
         except DataError as exc:
-            return _refused(self._letter("invalid", str(exc), *where))
-        if tick.event_time != record_ms:
-            return _refused(
-                self._letter(
-                    "invalid",
-                    f"{tick.ticker}: Kafka record timestamp {record_ms} is not the tick's event "
-                    f"time {tick.event_time}; producers must stamp each record with its trade time",
-                    *where,
-                )
+            return self._refuse("invalid", str(exc), where)
+        if tick.event_time > now_ms + self.max_future_skew_ms:
+            detail = (
+                f"{tick.ticker} at {tick.event_time}: more than {self.max_future_skew_ms} ms "
+                f"ahead of the clock ({now_ms})"
             )
+            return self._refuse("future", detail, where)
+        if tick.event_time != event_ms:
+            return self._refuse("invalid", _disagreement(tick.event_time, event_ms), where)
         sizes = self.bar_sizes.get(tick.ticker)
         if sizes is None:
             detail = f"ticker {tick.ticker!r} is in no configured portfolio"
-            return _refused(self._letter("unknown_ticker", detail, *where))
-        if watermark is None:
-            return (tick.ticker, tick.price, list(sizes), None)
-        taken: list[tuple[int, int]] = []
+            return self._refuse("unknown_ticker", detail, where)
+        partition_watermark = partition_max - self.max_out_of_orderness_ms
+        taken: list[int] = []
         late: list[tuple[int, int]] = []
         for bar_ms in sizes:
-            last_ms = bar_end_ms(bar_index(tick.event_time, bar_ms), bar_ms) - 1
-            (late if last_ms <= watermark else taken).append((bar_ms, last_ms + 1))
+            end = bar_end_ms(bar_index(tick.event_time, bar_ms), bar_ms)
+            if end <= partition_watermark or (watermark is not None and end - 1 <= watermark):
+                late.append((bar_ms, end))
+            else:
+                taken.append(bar_ms)
+        self.counts.counted += bool(taken)
         late_letter = None
         if late:
             ends = ", ".join(f"{size} ms bar ending {end}" for size, end in late)
             late_letter = self._letter(
                 "late",
-                f"{tick.ticker} at {tick.event_time}: the watermark {watermark} has passed "
-                f"its {ends}",
+                f"{tick.ticker} at {tick.event_time}: partition {partition}'s watermark "
+                f"{partition_watermark} (greatest event time read {partition_max} − "
+                f"{self.max_out_of_orderness_ms} ms) has passed its {ends}",
                 *where,
             )
         return (
             tick.ticker if taken else None,
             tick.price if taken else None,
-            [size for size, _ in taken],
+            taken,
             late_letter,
         )
+
+    def _heartbeat(
+        self, value: bytes, event_ms: int, now_ms: int, where: tuple[bytes, int, int, bytes | None]
+    ) -> DecodedTick:
+        self.counts.heartbeats += 1
+        try:
+            heartbeat = decode_heartbeat(value)
+        except (SchemaError, DataError) as exc:
+            return self._refuse("undecodable", f"heartbeat: {exc}", where)
+        if heartbeat.time > now_ms + self.max_future_skew_ms:
+            detail = (
+                f"heartbeat at {heartbeat.time}: more than {self.max_future_skew_ms} ms ahead "
+                f"of the clock ({now_ms})"
+            )
+            return self._refuse("future", detail, where)
+        if heartbeat.time != event_ms:
+            return self._refuse("invalid", _disagreement(heartbeat.time, event_ms), where)
+        return (None, None, [], None)
+
+    def _refuse(
+        self, reason: str, detail: str, where: tuple[bytes, int, int, bytes | None]
+    ) -> DecodedTick:
+        return (None, None, [], self._letter(reason, detail, *where))
 
     def _letter(
         self,
@@ -222,14 +289,54 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         offset: int,
         key: bytes | None,
     ) -> bytes:
+        self.counts.dead_letters[reason] += 1
         letter = dead_letter(
             reason, detail, self.source_topic, value, partition=partition, offset=offset, key=key
         )
         return self._dead.encode(letter)
 
 
-def _refused(letter: bytes) -> DecodedTick:
-    return (None, None, [], letter)
+class TickCounts:
+    """What :class:`DecodeTick` has read and what became of it, also as Flink counters of the
+    same names (group ``streamfolio``).
+
+    Nothing is dropped silently: ``ticks_read == ticks_counted + ticks_dead_lettered``, where a
+    tick counts when at least one bar size takes it (it may be late for another: a ``late``
+    letter then names that bar size). ``dead_letters_<reason>`` count letters, heartbeats'
+    included.
+    """
+
+    REASONS: Final = ("undecodable", "invalid", "future", "unknown_ticker", "late")
+    NAMES: Final = (
+        "ticks_read",
+        "ticks_counted",
+        "ticks_dead_lettered",
+        "heartbeats_read",
+        *(f"dead_letters_{reason}" for reason in REASONS),
+    )
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.counted = 0
+        self.heartbeats = 0
+        self.dead_letters: Counter[str] = Counter()
+
+    def snapshot(self) -> dict[str, int]:
+        counts = {
+            "ticks_read": self.ticks,
+            "ticks_counted": self.counted,
+            "ticks_dead_lettered": self.ticks - self.counted,
+            "heartbeats_read": self.heartbeats,
+        }
+        counts.update({f"dead_letters_{r}": self.dead_letters[r] for r in self.REASONS})
+        return counts
+
+
+def _disagreement(decoded_ms: int, event_ms: int) -> str:
+    return (
+        f"the job's event-time reader (sf_event_time) read {event_ms} where the decoder reads "
+        f"{decoded_ms}; the record moved no watermark"
+    )
 
 
 def close_key(row: Row) -> str:
