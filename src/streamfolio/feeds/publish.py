@@ -5,6 +5,11 @@ each one (known ticker, positive finite price), encodes it in the project's ``Pr
 or the reference's ``BourseData`` schema, and produces it keyed by ticker with the Kafka record
 timestamp set to the tick's event time (the streaming job's watermarks come from it). What fails
 a check goes to the dead-letter topic with its reason; the feed keeps going.
+
+With :class:`~streamfolio.feeds.heartbeat.Heartbeats`, :meth:`TickPublisher.run` also keeps a
+heartbeat going on every partition of the prices topic, its time T raised after each tick to the
+source's ``horizon`` (a lower bound on the event times still to come), and sends a last round
+when the ticks end.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from streamfolio.errors import SchemaError
+from streamfolio.feeds.heartbeat import Heartbeats
 from streamfolio.kafka.clients import DeadLetters, RecordProducer
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.messages import PriceTick, bourse_from_price_tick
@@ -26,6 +32,8 @@ from streamfolio.serde import codec_for
 log = logging.getLogger(__name__)
 
 PriceFormat = Literal["tick", "bourse"]
+Horizon = Callable[[], int | None]
+"""A lower bound on the event time of every tick a source has not yielded yet (None: unknown)."""
 
 
 @dataclass(slots=True)
@@ -35,6 +43,10 @@ class FeedStats:
     published: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    heartbeats: int = 0
+    behind_heartbeat: int = 0
+    """Ticks published with an event time older than a heartbeat already sent (the CSE's late
+    reports): the job judges them, most likely late."""
 
     @property
     def rate(self) -> float:
@@ -47,6 +59,10 @@ class FeedStats:
         text = f"{self.published} ticks published ({self.rate:,.0f}/s)"
         if rejected:
             text += f", {rejected} dead-lettered ({reasons})"
+        if self.heartbeats:
+            text += f", {self.heartbeats} heartbeats"
+        if self.behind_heartbeat:
+            text += f", {self.behind_heartbeat} ticks older than a heartbeat sent before them"
         return text
 
 
@@ -62,6 +78,7 @@ class TickPublisher:
         known_tickers: Collection[str] | None = None,
         price_format: PriceFormat = "tick",
         source: str = "unknown",
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         self._producer = producer
         self._prices = prices
@@ -70,6 +87,7 @@ class TickPublisher:
         self._format: PriceFormat = price_format
         self._codec = codec_for("BourseData" if price_format == "bourse" else "PriceTick")
         self._source = source
+        self.heartbeats = heartbeats
         self.stats = FeedStats()
 
     def reject(self, reason: str, detail: str, payload: bytes) -> None:
@@ -114,7 +132,24 @@ class TickPublisher:
             self._prices.name, ticker.encode(), value, timestamp_ms=event_time_ms
         )
         self.stats.published += 1
+        if self.heartbeats is not None:
+            promised = self.heartbeats.promised
+            if promised is not None and event_time_ms < promised:
+                self._behind(event_time_ms, ticker, promised)
         return True
+
+    def _behind(self, event_time_ms: int, ticker: str, promised: int) -> None:
+        # Published all the same: the job decides whether its bar is still open; dropping it
+        # here would lose a tick silently.
+        if not self.stats.behind_heartbeat:
+            log.warning(
+                "%s tick at %d published after a heartbeat promised nothing older than %d "
+                "(the source reported it late); further ones are only counted",
+                ticker,
+                event_time_ms,
+                promised,
+            )
+        self.stats.behind_heartbeat += 1
 
     def run(
         self,
@@ -125,8 +160,40 @@ class TickPublisher:
         duration_s: float | None = None,
         progress: Callable[[str], None] | None = None,
         progress_every_s: float = 5.0,
+        horizon: Horizon | None = None,
     ) -> FeedStats:
-        """Publish ``ticks``, at most ``rate`` a second (None: as fast as possible)."""
+        """Publish ``ticks``, at most ``rate`` a second (None: as fast as possible).
+
+        With :attr:`heartbeats`, they run while this does, and ``horizon`` (called on this
+        thread before the first tick, after each one and at the end) moves their T; without a
+        ``horizon`` only their own clock does. Their last round goes out when this returns.
+        """
+        beats = self.heartbeats
+        step = _stepper(beats, horizon)
+        if step is not None:
+            step()
+        if beats is not None:
+            beats.start()
+        try:
+            self._run(ticks, rate, max_ticks, duration_s, progress, progress_every_s, step)
+        finally:
+            if beats is not None:
+                if step is not None:
+                    step()  # an exhausted finite source answers one past its last tick
+                beats.stop()
+                self.stats.heartbeats = beats.sent
+        return self.stats
+
+    def _run(
+        self,
+        ticks: Iterable[tuple[int, str, float]],
+        rate: float | None,
+        max_ticks: int | None,
+        duration_s: float | None,
+        progress: Callable[[str], None] | None,
+        progress_every_s: float,
+        step: Callable[[], None] | None,
+    ) -> None:
         start = time.monotonic()
         next_report = start + progress_every_s
         for sent, (event_time_ms, ticker, price) in enumerate(ticks):
@@ -140,10 +207,25 @@ class TickPublisher:
                 if due > now:
                     time.sleep(due - now)
             self.publish(event_time_ms, ticker, price)
+            if step is not None:
+                step()  # only now that the tick's produce call has returned may T pass it
             if progress is not None and now >= next_report:
+                if self.heartbeats is not None:
+                    self.stats.heartbeats = self.heartbeats.sent
                 progress(self.stats.line())
                 next_report = now + progress_every_s
-        return self.stats
+
+
+def _stepper(beats: Heartbeats | None, horizon: Horizon | None) -> Callable[[], None] | None:
+    """What moves the heartbeats' T from the source's horizon (None: nothing to move)."""
+    if beats is None or horizon is None:
+        return None
+    advance = beats.advance
+
+    def step() -> None:
+        advance(horizon())
+
+    return step
 
 
 def _raw(event_time_ms: int, ticker: str, price: float) -> bytes:

@@ -1,4 +1,10 @@
-"""``streamfolio feed``: pick a source, publish its ticks, stop cleanly."""
+"""``streamfolio feed``: pick a source, publish its ticks and heartbeats, stop cleanly.
+
+Each source says how far its heartbeats may go (SEMANTICS.md §4): the simulator and a replay
+know their next tick, so their heartbeats promise its event time (less the simulator's
+disorder), and a replay that ends promises one past its last tick; the CSE poller cannot know
+what the exchange will report, so it promises its wall clock minus ``feed.heartbeat_lag_ms``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,16 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from streamfolio.config import Settings
-from streamfolio.feeds.publish import FeedStats, PriceFormat, TickPublisher
+from streamfolio.feeds.heartbeat import Heartbeats
+from streamfolio.feeds.publish import FeedStats, Horizon, PriceFormat, TickPublisher
 from streamfolio.feeds.simulate import (
     Calibration,
     Disorder,
@@ -116,7 +125,35 @@ def _start_ms(start: str | None) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _simulated(settings: Settings, options: FeedOptions) -> Iterator[tuple[int, str, float]]:
+class SimulatedTicks:
+    """The simulator's ticks, and the least event time of those not yielded yet.
+
+    >>> import numpy as np
+    >>> from streamfolio.feeds.simulate import Calibration
+    >>> c = Calibration(("A", "B"), np.zeros(2), np.eye(2) * 1e-8, np.array([10.0, 20.0]))
+    >>> ticks = SimulatedTicks(TickSimulator(c, rate=4.0, start_ms=0))
+    >>> stream = iter(ticks)
+    >>> ticks.horizon(), next(stream)[0], ticks.horizon(), next(stream)[0], ticks.horizon()
+    (0, 0, 250, 250, 500)
+    """
+
+    def __init__(self, simulator: TickSimulator) -> None:
+        self._simulator = simulator
+        self._yielded = 0
+
+    def __iter__(self) -> Iterator[tuple[int, str, float]]:
+        for block in self._simulator.blocks():
+            for tick in block:
+                # Counted before the yield: once the tick is published, the horizon is past it.
+                self._yielded += 1
+                yield tick
+
+    def horizon(self) -> int:
+        """No tick still to come is older than this."""
+        return self._simulator.earliest_from(self._yielded)
+
+
+def _simulated(settings: Settings, options: FeedOptions) -> SimulatedTicks:
     calibration = calibration_for(settings, options.calibration, options.drift)
     regimes = None
     if options.regime_change_after_s is not None:
@@ -140,11 +177,56 @@ def _simulated(settings: Settings, options: FeedOptions) -> Iterator[tuple[int, 
         regimes=regimes,
         disorder=disorder,
     )
-    for block in simulator.blocks():
-        yield from block
+    return SimulatedTicks(simulator)
 
 
-def _replayed(options: FeedOptions) -> Iterator[tuple[int, str, float]]:
+class ReplayedTicks:
+    """A tick file's rows, paced by ``speed``, and the least event time of those not yielded.
+
+    Tick files may be out of order, so the horizon is the minimum over the rows still to come;
+    once every row is out it is one past the greatest event time, which lets the last bars
+    close.
+
+    >>> ticks = ReplayedTicks([(5, "A", 1.0), (3, "B", 2.0), (9, "A", 1.5)])
+    >>> stream = iter(ticks)
+    >>> ticks.horizon(), next(stream)[0], ticks.horizon(), next(stream)[0], ticks.horizon()
+    (3, 5, 3, 3, 9)
+    >>> list(stream), ticks.horizon()
+    ([(9, 'A', 1.5)], 10)
+    >>> ReplayedTicks([]).horizon() is None
+    True
+    """
+
+    def __init__(self, rows: Iterable[tuple[int, str, float]], *, speed: float = 0.0) -> None:
+        self._rows = list(rows)
+        self._speed = speed
+        self._next = 0
+        times = np.array([row[0] for row in self._rows], dtype=np.int64)
+        # least[i] = min(times[i:]); least[n] = max(times) + 1, the promise after the last row.
+        tail = [int(times.max()) + 1] if len(times) else []
+        self._least = np.minimum.accumulate(times[::-1])[::-1].tolist() + tail
+
+    def __iter__(self) -> Iterator[tuple[int, str, float]]:
+        # Keep the file's event-time spacing, compressed by speed (0: as fast as possible).
+        wall_start = time.monotonic()
+        first: int | None = None
+        for index, row in enumerate(self._rows):
+            if self._speed > 0:
+                first = row[0] if first is None else first
+                due = wall_start + (row[0] - first) / 1000.0 / self._speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            # Moved before the yield: once the row is published, the horizon is past it.
+            self._next = index + 1
+            yield row
+
+    def horizon(self) -> int | None:
+        """No row still to come is older than this (None for an empty file)."""
+        return self._least[self._next] if self._least else None
+
+
+def _replayed(options: FeedOptions) -> ReplayedTicks:
     from streamfolio.feeds.history import read_history
 
     if options.prices is None:
@@ -153,59 +235,92 @@ def _replayed(options: FeedOptions) -> Iterator[tuple[int, str, float]]:
     rows = zip(
         history.times_ms.tolist(), history.tickers.tolist(), history.prices.tolist(), strict=True
     )
-    if options.speed <= 0:
-        yield from rows
-        return
-    # Keep the file's event-time spacing, compressed by --speed.
-    wall_start = time.monotonic()
-    first: int | None = None
-    for event_ms, ticker, price in rows:
-        first = event_ms if first is None else first
-        due = wall_start + (event_ms - first) / 1000.0 / options.speed
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield event_ms, ticker, price
+    return ReplayedTicks(rows, speed=options.speed)
 
 
-def run_feed(settings: Settings, options: FeedOptions, progress: Progress) -> FeedStats:
-    """Run one feed until its source ends, ``--duration``/``--max-ticks``, or Ctrl-C."""
+def _wall_clock_floor(lag_ms: int) -> Callable[[], int]:
+    """The CSE poller's heartbeat time: now minus ``lag_ms`` (the thread keeps it rising)."""
+
+    def floor() -> int:
+        return int(time.time() * 1000) - lag_ms
+
+    return floor
+
+
+def run_feed(
+    settings: Settings,
+    options: FeedOptions,
+    progress: Progress,
+    *,
+    producer: RecordProducer | None = None,
+) -> FeedStats:
+    """Run one feed until its source ends, ``--duration``/``--max-ticks``, or Ctrl-C.
+
+    ``producer`` replaces the Kafka producer in tests.
+    Unless ``feed.heartbeat_ms`` is 0, heartbeats go out on every partition of the prices
+    topic all along, and a last round after the last tick.
+    """
     price_format: PriceFormat = (
         "bourse" if (options.price_format or settings.flink.price_format) == "bourse" else "tick"
     )
-    producer = RecordProducer(settings.kafka)
+    producer = producer or RecordProducer(settings.kafka)
+    prices = contract(settings, "prices")
     dead = DeadLetters(producer, contract(settings, "dead_letter"), component="feed")
+    heartbeats: Heartbeats | None = None
+    if settings.feed.heartbeat_ms > 0:
+        heartbeats = Heartbeats(
+            producer,
+            prices.name,
+            interval_ms=settings.feed.heartbeat_ms,
+            source=options.source,
+            clock_floor=(
+                _wall_clock_floor(settings.feed.heartbeat_lag_ms)
+                if options.source == "cse"
+                else None
+            ),
+        )
     publisher = TickPublisher(
         producer,
-        contract(settings, "prices"),
+        prices,
         dead,
         known_tickers=configured_tickers(settings),
         price_format=price_format,
         source=options.source,
+        heartbeats=heartbeats,
     )
     rate: float | None = None
+    horizon: Horizon | None = None
     if options.source == "sim":
-        ticks = _simulated(settings, options)
+        simulated = _simulated(settings, options)
+        source: Iterable[tuple[int, str, float]] = simulated
+        horizon = simulated.horizon
         rate = None if options.fast else options.rate
     elif options.source == "replay":
-        ticks = _replayed(options)
+        replayed = _replayed(options)
+        source, horizon = replayed, replayed.horizon
     elif options.source == "cse":
         from streamfolio.feeds.cse_feed import cse_ticks
 
-        ticks = cse_ticks(settings, options, publisher, progress)
+        source = cse_ticks(settings, options, publisher, progress)
     else:
         raise ValueError(f"unknown source {options.source!r}; use sim, replay or cse")
+    beats = (
+        f", heartbeats every {settings.feed.heartbeat_ms} ms"
+        if heartbeats is not None
+        else ", no heartbeats (feed.heartbeat_ms: 0)"
+    )
     progress(
         f"feed {options.source}: publishing to {settings.topics.prices} at "
-        f"{settings.kafka.bootstrap_servers} ({price_format} format); Ctrl-C to stop"
+        f"{settings.kafka.bootstrap_servers} ({price_format} format{beats}); Ctrl-C to stop"
     )
     try:
         publisher.run(
-            ticks,
+            source,
             rate=rate,
             max_ticks=options.max_ticks,
             duration_s=options.duration_s,
             progress=progress,
+            horizon=horizon,
         )
     except KeyboardInterrupt:
         progress("stopping: flushing accepted ticks (Ctrl-C again to abandon them)")

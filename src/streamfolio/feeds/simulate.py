@@ -202,6 +202,36 @@ class TickSimulator:
     def emitted(self) -> int:
         return self._emitted
 
+    def nominal_time(self, index: int) -> int:
+        """Event time of the ``index``-th tick (from 0) before any :class:`Disorder` shift.
+
+        The same arithmetic as :meth:`blocks`, so it agrees with the ticks to the millisecond.
+
+        >>> import numpy as np
+        >>> c = Calibration(("A",), np.zeros(1), np.eye(1) * 1e-8, np.array([10.0]))
+        >>> TickSimulator(c, rate=3.0, start_ms=1000).nominal_time(2)
+        1666
+        """
+        dt = 1.0 / self.rate
+        return self.start_ms + int(np.floor(np.int64(index) * dt * 1000.0))
+
+    def earliest_from(self, index: int) -> int:
+        """A lower bound on the event time of tick ``index`` and of every tick after it.
+
+        Nominal times never decrease; a :class:`Disorder` stamps a tick at most ``bound_ms``
+        (out of order) plus ``late_by_ms`` (late) earlier. A feed's heartbeats promise this.
+
+        >>> import numpy as np
+        >>> c = Calibration(("A",), np.zeros(1), np.eye(1) * 1e-8, np.array([10.0]))
+        >>> sim = TickSimulator(c, 4.0, 0, disorder=Disorder(0.1, 300, 0.01, 5000))
+        >>> sim.nominal_time(40), sim.earliest_from(40)
+        (10000, 4700)
+        """
+        d = self._disorder
+        slack = d.bound_ms if d.out_of_order > 0 else 0
+        slack += d.late_by_ms if d.late > 0 else 0
+        return self.nominal_time(index) - max(0, slack)
+
     def _means(self, seconds: FloatArray) -> FloatArray:
         """Per-second means for each step (columns), switching regime at its start time."""
         means = np.repeat(self.calibration.mean_per_second[:, None], len(seconds), axis=1)

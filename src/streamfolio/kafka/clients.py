@@ -75,12 +75,23 @@ class RecordProducer:
         )
 
     def send_raw(
-        self, topic: str, key: bytes | None, value: bytes, *, timestamp_ms: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Produce bytes as they are; waits for room when the local queue is full."""
+        """Produce bytes as they are; waits for room when the local queue is full.
+
+        ``partition`` None lets the partitioner choose from the key (heartbeats name theirs).
+        """
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
         if timestamp_ms is not None:
             kwargs["timestamp"] = int(timestamp_ms)
+        if partition is not None:
+            kwargs["partition"] = int(partition)
         while True:
             try:
                 self._producer.produce(topic, **kwargs)
@@ -88,6 +99,17 @@ class RecordProducer:
             except BufferError:
                 self._producer.poll(0.05)
         self._producer.poll(0)
+
+    def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        """How many partitions ``topic`` has, from the producer's metadata; 0 if it has none yet.
+
+        Raises :class:`~confluent_kafka.KafkaException` when the broker does not answer in time.
+        """
+        metadata = self._producer.list_topics(topic, timeout=timeout)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return 0
+        return len(found.partitions)
 
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
