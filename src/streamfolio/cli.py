@@ -364,7 +364,9 @@ def feed(
 
     Ticks are keyed by ticker, carry their event time as the Kafka timestamp, and go out with
     acks=all and idempotence. Bad ticks (unknown ticker, non-positive price, schema misfit) go to
-    the dead-letter topic with a reason. Ctrl-C stops cleanly after flushing what was accepted.
+    the dead-letter topic with a reason. Every feed.heartbeat_ms (config; 0: none) a heartbeat
+    goes to every partition: nothing older than its time follows there. Ctrl-C stops cleanly
+    after flushing what was accepted.
     """
     from streamfolio.feeds.run import FeedOptions, run_feed
 
@@ -460,7 +462,10 @@ def topic_tail(
         bool, typer.Option("--json", help="One JSON object per line (the only format).")
     ] = True,
 ) -> None:
-    """Decode each message with the topic's schema; print JSON lines with key, partition, offset."""
+    """Decode each message with the topic's schema; print JSON lines with key, partition, offset.
+
+    Heartbeats on the prices topic print as {"heartbeat": {"time": ..., "source": ...}}.
+    """
     from streamfolio.kafka.tools import tail
 
     try:
@@ -487,7 +492,11 @@ def topic_produce(
         bool, typer.Option("--json", help="Read JSON lines from stdin (the only format).")
     ] = True,
 ) -> None:
-    """Encode JSON lines from stdin with the topic's schema; produce them keyed as it expects."""
+    """Encode JSON lines from stdin with the topic's schema; produce them keyed as it expects.
+
+    On the prices topic, {"heartbeat": {"time": 1750000000000, "source": "manual"}} writes a
+    heartbeat on every partition, or on one with "partition": N.
+    """
     from streamfolio.kafka.tools import produce
 
     try:
