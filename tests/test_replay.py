@@ -16,7 +16,14 @@ import pytest
 from streamfolio.core.moments import WelfordMoments
 from streamfolio.core.policy import PolicySettings
 from streamfolio.core.portfolio import PortfolioSpec
-from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick, ticks_from_rows
+from streamfolio.replay import (
+    Heartbeat,
+    ReplayEngine,
+    ReplayEvent,
+    ReplayPortfolio,
+    Tick,
+    ticks_from_rows,
+)
 
 BAR_MS = 1_000
 Q = 252.0
@@ -419,3 +426,158 @@ def test_replays_with_a_policy_are_deterministic() -> None:
     first = run(portfolios(), ticks)
     assert of(first, "rebalance")
     assert first == run(portfolios(), ticks)
+
+
+# -- partitions, heartbeats, future skew (SEMANTICS §4) -----------------------------------------
+
+NOW = 10_000_000
+
+
+def partitioned(
+    portfolios: Sequence[ReplayPortfolio], partitions: int, bound_ms: int = 0
+) -> ReplayEngine:
+    return ReplayEngine(
+        portfolios, max_out_of_orderness_ms=bound_ms, partitions=partitions, now_ms=lambda: NOW
+    )
+
+
+def one_ticker() -> list[ReplayPortfolio]:
+    return [ReplayPortfolio(spec("p", ["A"]), initial_weights={"A": 1.0})]
+
+
+def test_lateness_is_judged_on_the_ticks_own_partition() -> None:
+    engine = partitioned(one_ticker(), partitions=2, bound_ms=500)
+    events = list(
+        engine.run(
+            [
+                Tick(0, "A", 1.0, partition=0),
+                Tick(5_000, "A", 2.0, partition=0),  # partition 0's watermark: 4500
+                Tick(100, "A", 3.0, partition=1),  # bar 0: late on partition 0, not on its own
+                Tick(4_600, "A", 4.0, partition=0),  # bar 4 ends at 5000 > 4500: counted
+                Tick(3_999, "A", 5.0, partition=0),  # bar 3 ends at 4000 <= 4500: late
+            ]
+        )
+    )
+    dead = of(events, "dead_letter")
+    assert [
+        (e.record["event_time"], e.record["partition"], e.record["watermark"]) for e in dead
+    ] == [(3_999, 0, 4_500)]
+    assert engine.late_ticks == 1
+    # Bar 0's close is partition 1's tick (greater event time), so bar 4 chains from 3.0.
+    stats = of(events, "stats")
+    assert [s.record["timestamp"] for s in stats] == [5_000, 6_000]
+    assert stats[0].record["meanReturns"]["A"] == pytest.approx(math.log(4.0 / 3.0), rel=1e-15)
+
+
+def test_a_partition_that_has_read_nothing_holds_every_bar_until_the_end() -> None:
+    engine = partitioned(one_ticker(), partitions=3)
+    ticks = [Tick(k * BAR_MS, "A", 10.0 + k, partition=k % 2) for k in range(10)]
+    assert list(engine.run(ticks, flush=False)) == []
+    assert engine.watermark_ms == -math.inf
+    assert engine.partition_watermark_ms(0) == 8 * BAR_MS
+    flushed = list(engine.flush())
+    assert [e.record["timestamp"] for e in of(flushed, "stats")] == [
+        (k + 1) * BAR_MS for k in range(1, 10)
+    ]
+
+
+def test_heartbeats_move_their_partition_and_make_no_close() -> None:
+    engine = partitioned(one_ticker(), partitions=2)
+    ticks = [Tick(0, "A", 10.0), Tick(BAR_MS, "A", 11.0), Tick(2 * BAR_MS, "A", 12.0)]
+    assert list(engine.run(ticks, flush=False)) == []  # partition 1 is silent
+    events = list(engine.on_heartbeat(2 * BAR_MS, partition=1))
+    assert [e.record["timestamp"] for e in of(events, "stats")] == [2 * BAR_MS]
+    assert engine.watermark_ms == 2 * BAR_MS
+    # Heartbeats far ahead close bar 2, and make no close in the bar they fall in.
+    events = list(engine.on_heartbeat(50 * BAR_MS, partition=1))
+    assert events == []  # partition 0 holds the watermark at 2000
+    events = list(engine.on_heartbeat(50 * BAR_MS, partition=0))
+    assert [e.record["timestamp"] for e in of(events, "stats")] == [3 * BAR_MS]
+    assert list(engine.flush()) == []
+    # And heartbeats make the partition's later ticks late like ticks would.
+    late = list(engine.on_tick(Tick(40 * BAR_MS, "A", 1.0, partition=1)))
+    assert [e.record["reason"] for e in late] == ["late"]
+
+
+def test_records_beyond_the_future_skew_are_dead_lettered_and_move_nothing() -> None:
+    engine = ReplayEngine(
+        one_ticker(), max_future_skew_ms=1_000, now_ms=lambda: 5 * BAR_MS, partitions=1
+    )
+    events = list(
+        engine.run(
+            [
+                Tick(0, "A", 10.0),
+                Tick(6 * BAR_MS + 1, "A", 99.0, offset=7),  # beyond now + skew: refused
+                Heartbeat(6 * BAR_MS + 1, offset=8),  # likewise
+                Tick(BAR_MS, "A", 12.0),  # not late: the refused records moved nothing
+                Tick(2 * BAR_MS, "A", 13.0),
+                Tick(6 * BAR_MS, "A", 11.0),  # at the limit: accepted
+            ]
+        )
+    )
+    dead = of(events, "dead_letter")
+    assert [(e.key, e.record["reason"], e.record["offset"]) for e in dead] == [
+        ("A", "future", 7),
+        ("", "future", 8),
+    ]
+    assert engine.future_records == 2
+    assert [e.record["timestamp"] for e in of(events, "stats")] == [2_000, 3_000, 7_000]
+
+
+def test_equal_event_times_across_partitions_the_higher_partition_then_offset_is_the_close() -> (
+    None
+):
+    def close_of(ticks: list[Tick]) -> float:
+        engine = partitioned([ReplayPortfolio(spec("p", ["A"]))], partitions=3)
+        events = list(engine.run([Tick(0, "A", 1.0, partition=2), *ticks]))
+        (stats,) = of(events, "stats")
+        return math.exp(stats.record["meanReturns"]["A"])
+
+    same_time = [
+        Tick(1_500, "A", 2.0, partition=2, offset=9),
+        Tick(1_500, "A", 3.0, partition=2, offset=4),  # read later, lower offset
+        Tick(1_500, "A", 4.0, partition=0, offset=50),
+        Tick(1_400, "A", 5.0, partition=1, offset=60),
+    ]
+    for order in (same_time, same_time[::-1], same_time[1:] + same_time[:1]):
+        assert close_of(order) == pytest.approx(2.0, rel=1e-15)
+    # Without offsets, the one read last from its partition.
+    no_offsets = [Tick(1_500, "A", 2.0, partition=1), Tick(1_500, "A", 3.0, partition=1)]
+    assert close_of(no_offsets) == pytest.approx(3.0, rel=1e-15)
+
+
+def test_a_tick_from_a_partition_the_engine_was_not_told_of_is_refused() -> None:
+    engine = ReplayEngine(one_ticker(), partitions=[0, 2])
+    with pytest.raises(ValueError, match="partition 1 is not one of"):
+        list(engine.on_tick(Tick(0, "A", 1.0, partition=1)))
+    with pytest.raises(ValueError, match="at least one partition"):
+        ReplayEngine(one_ticker(), partitions=0)
+
+
+def test_a_control_takes_effect_at_its_timestamp_until_the_next_bar_is_final() -> None:
+    ticks = [Tick(k * BAR_MS + 10, "A", 10.0 * (1.01 + 0.02 * (k % 3)) ** k) for k in range(8)]
+    weights = {"timestamp": 3_500, "portfolio_id": "p", "weights": {"A": 0.5, "B": 0.5}}
+    b_ticks = [Tick(k * BAR_MS + 20, "B", 20.0 * (1.02 - 0.01 * (k % 2)) ** k) for k in range(8)]
+    records = sorted(ticks + b_ticks, key=lambda t: t.event_time_ms)
+
+    def with_control_at(position: int) -> list[ReplayEvent]:
+        engine = ReplayEngine([ReplayPortfolio(spec("p", ["A", "B"]))])
+        events: list[ReplayEvent] = []
+        for i, tick in enumerate(records):
+            if i == position:
+                events.extend(engine.control("weights", weights))
+            events.extend(engine.on_tick(tick))
+        return events + list(engine.flush())
+
+    first = with_control_at(0)
+    metrics = of(first, "metrics")
+    assert metrics[0].record["timestamp"] == 3_500  # after the bar ending 3000, before 4000's
+    assert of(first, "stats")[1].record["timestamp"] == 3_000
+    # The bar ending 4000 is final once a tick at 4000 or later is read: until then, same output.
+    deadline = next(i for i, t in enumerate(records) if t.event_time_ms >= 4_000)
+    for position in range(deadline + 1):
+        assert with_control_at(position) == first
+    # Later it takes effect on arrival, after that bar: the one timing-dependent case.
+    late = with_control_at(deadline + 1)
+    assert late != first
+    assert of(late, "metrics")[0].record["statsTimestamp"] == 4_000
