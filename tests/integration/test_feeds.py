@@ -22,7 +22,8 @@ from streamfolio.feeds.run import FeedOptions, run_feed
 from streamfolio.kafka.admin import ensure_topics, topic_specs
 from streamfolio.kafka.clients import RecordConsumer
 from streamfolio.kafka.topics import contract
-from streamfolio.messages import price_tick_from_bourse
+from streamfolio.messages import Heartbeat, price_tick_from_bourse
+from streamfolio.serde import decode_heartbeat, is_heartbeat
 
 KafkaBroker = Any  # tests/integration/conftest.py: the session broker fixture
 
@@ -57,9 +58,29 @@ def sandbox(kafka_broker: KafkaBroker, tmp_path: Path) -> Sandbox:
     return _sandbox(kafka_broker, tmp_path)
 
 
-def _read_all(settings: Settings, role: str, expected: int, timeout: float = 30.0) -> list[Any]:
+def _read_all(
+    settings: Settings,
+    role: str,
+    expected: int,
+    timeout: float = 30.0,
+    *,
+    heartbeats: list[tuple[int, int, Heartbeat]] | None = None,
+    in_order: list[Any] | None = None,
+) -> list[Any]:
+    """The records of a topic; heartbeats on the prices topic go to ``heartbeats`` as
+    (partition, offset, heartbeat) instead, and ``in_order`` gets both as read."""
     c = contract(settings, role)  # type: ignore[arg-type]
     items = []
+
+    def keep(item: Any) -> None:
+        if in_order is not None:
+            in_order.append(item)
+        if role == "prices" and is_heartbeat(item.value):
+            if heartbeats is not None:
+                heartbeats.append((item.partition, item.offset, decode_heartbeat(item.value)))
+        else:
+            items.append(item)
+
     with RecordConsumer(
         settings.kafka, [c], group_id=f"t-{uuid.uuid4().hex}", from_beginning=True, assign_all=True
     ) as consumer:
@@ -67,10 +88,10 @@ def _read_all(settings: Settings, role: str, expected: int, timeout: float = 30.
         while len(items) < expected and time.monotonic() < deadline:
             item = consumer.poll(0.5)
             if item is not None:
-                items.append(item)
+                keep(item)
         # A little longer, to catch anything beyond what was expected.
         for item in consumer.records(timeout=1.0):
-            items.append(item)
+            keep(item)
     return items
 
 
@@ -93,8 +114,24 @@ def test_sim_feed_publishes_keyed_ticks_with_event_time_timestamps(sandbox: Sand
     )
     stats = run_feed(sandbox.settings, options, progress=lambda _: None)
     assert stats.published == 500 and not stats.rejected
-    items = _read_all(sandbox.settings, "prices", 500)
+    beats: list[tuple[int, int, Heartbeat]] = []
+    in_order: list[Any] = []
+    items = _read_all(sandbox.settings, "prices", 500, heartbeats=beats, in_order=in_order)
     assert len(items) == 500
+    # Heartbeats on every partition (at least the last round), never promising too much: on
+    # each partition no tick read after a heartbeat is older than it.
+    partitions = sandbox.settings.kafka.partitions
+    assert {p for p, _, _ in beats} == set(range(partitions))
+    assert stats.heartbeats >= partitions and not stats.behind_heartbeat
+    promised: dict[int, int] = {}
+    for item in sorted(in_order, key=lambda i: (i.partition, i.offset)):
+        if is_heartbeat(item.value):
+            beat = decode_heartbeat(item.value)
+            assert item.key is None and item.timestamp_ms == beat.time
+            assert beat.time >= promised.get(item.partition, 0)
+            promised[item.partition] = beat.time
+        else:
+            assert item.record["event_time"] >= promised.get(item.partition, 0)
     tickers = {t for p in sandbox.settings.portfolios for t in p.tickers}
     partitions_of: dict[str, set[int]] = {}
     for item in items:
@@ -211,6 +248,39 @@ def test_topic_produce_then_tail_round_trips_json(sandbox: Sandbox) -> None:
     assert [g["_key"] for g in got] == ["portf1", "banks"]
     assert {"_partition", "_offset"} <= set(got[0])
     assert got[0]["weights"] == {"ATW": 0.5, "IAM": 0.5}
+
+
+def test_topic_produce_and_tail_heartbeats(sandbox: Sandbox) -> None:
+    produced = _cli(
+        "topic",
+        "produce",
+        "prices",
+        "--json",
+        config=sandbox.config_path,
+        stdin='{"heartbeat": {"time": 1750000000000, "source": "manual"}}\n'
+        '{"heartbeat": {"time": 1750000000001}, "partition": 1}\n',
+    )
+    assert produced.returncode == 0, produced.stderr
+    partitions = sandbox.settings.kafka.partitions
+    tailed = _cli(
+        "topic",
+        "tail",
+        "prices",
+        "--from-beginning",
+        "--max",
+        str(partitions + 1),
+        "--timeout",
+        "20",
+        config=sandbox.config_path,
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    got = [json.loads(x) for x in tailed.stdout.splitlines()]
+    assert all("_error" not in g and g["_key"] is None for g in got)
+    assert sorted((g["_partition"], g["heartbeat"]["time"]) for g in got) == sorted(
+        [(p, 1750000000000) for p in range(partitions)] + [(1, 1750000000001)]
+    )
+    assert {g["heartbeat"]["source"] for g in got} == {"manual", "unknown"}
+    assert all(g["_timestamp"] == g["heartbeat"]["time"] for g in got)
 
 
 def test_topic_produce_rejects_a_line_that_does_not_fit_the_schema(sandbox: Sandbox) -> None:
