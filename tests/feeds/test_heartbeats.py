@@ -390,3 +390,11 @@ def test_publisher_without_heartbeats_is_unchanged() -> None:
 def test_heartbeat_rejects_bad_times_as_schema_errors() -> None:
     with pytest.raises(SchemaError):
         Heartbeat(2**63)
+
+
+def test_example_config_documents_the_feed_defaults() -> None:
+    example = load_config(EXAMPLES / "cse.yaml", environ={})
+    assert example.feed == Settings.model_fields["feed"].default
+    assert (example.feed.heartbeat_ms, example.feed.heartbeat_lag_ms) == (200, 60_000)
+    text = (EXAMPLES / "cse.yaml").read_text()
+    assert "heartbeat_ms: 200" in text and "compatibility mode" in text
