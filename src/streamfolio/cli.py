@@ -17,7 +17,10 @@ from streamfolio.cli_support import say as _progress
 from streamfolio.errors import StreamfolioError
 
 if TYPE_CHECKING:
-    from streamfolio.replay import ReplayEvent
+    from collections.abc import Iterator
+
+    from streamfolio.config import Settings
+    from streamfolio.replay import ReplayEvent, Tick
 
 app = typer.Typer(
     name="streamfolio",
@@ -93,7 +96,11 @@ def init(
 @app.command()
 def replay(
     prices: Annotated[
-        Path, typer.Option(help="Ticks, CSV `time,ticker,price[,volume]`, ISO-8601 times.")
+        Path,
+        typer.Option(
+            help="Ticks, CSV `time,ticker,price[,volume][,partition]`, ISO-8601 times; "
+            "`partition`: the prices topic's partition each was read from (default 0)."
+        ),
     ],
     config: ConfigOption = None,
     state: Annotated[
@@ -115,9 +122,14 @@ def replay(
         raise _fail(ValueError(f"--format must be jsonl or csv, not {output_format!r}"))
     try:
         settings = load_settings(config)
-        events = run_replay(
-            settings, prices=prices, state_path=state, rebalance=rebalance, progress=_progress
-        )
+        known = {t for p in settings.portfolios for t in p.tickers}
+        partitioned = _partitioned_ticks(prices, known)
+        if partitioned is None:
+            events = run_replay(
+                settings, prices=prices, state_path=state, rebalance=rebalance, progress=_progress
+            )
+        else:
+            events = _replay_partitions(settings, partitioned, state, rebalance)
         stream: TextIO = sys.stdout if out is None else out.open("w", newline="")
         try:
             counts = _write_events(events, stream, output_format)
@@ -128,6 +140,95 @@ def replay(
         raise _fail(error) from None
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no events"
     typer.echo(f"replay done: {summary}", err=True)
+
+
+def _partitioned_ticks(path: Path, known: set[str]) -> list[Tick] | None:
+    """The ticks of a tick file with a ``partition`` column, in file order; None without one.
+
+    The other columns are read by :func:`~streamfolio.feeds.history.read_history` (same times,
+    checks and messages) from a copy without the ``partition`` column.
+    """
+    import tempfile
+
+    from streamfolio.errors import DataError
+    from streamfolio.feeds.history import read_history
+    from streamfolio.replay import Tick
+
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as error:
+        raise DataError(f"cannot read the tick file: {error}", str(path)) from None
+    with handle, tempfile.TemporaryDirectory() as tmp:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        names = [h.strip() for h in header or []]
+        if "partition" not in names:
+            return None
+        column = names.index("partition")
+        partitions: list[int] = []
+        copy = Path(tmp) / path.name
+        with copy.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(names[:column] + names[column + 1 :])
+            for row in reader:
+                # Blank rows stay, so that read_history's line numbers are this file's.
+                if row and len(row) != len(names):
+                    where = f"{path}:{reader.line_num}"
+                    raise DataError(f"expected {len(names)} fields, got {len(row)}", where)
+                if row:
+                    text = row[column].strip()
+                    if not text.isdigit():
+                        where = f"{path}:{reader.line_num}"
+                        raise DataError(f"bad partition {text!r}: not a number >= 0", where)
+                    partitions.append(int(text))
+                writer.writerow(row[:column] + row[column + 1 :])
+        try:
+            history = read_history(copy, known_tickers=known, ticks=True)
+        except DataError as error:
+            here = None if error.where is None else error.where.replace(str(copy), str(path))
+            raise DataError(error.reason, here) from None
+    return [
+        Tick(int(t), str(s), float(p), partition)
+        for t, s, p, partition in zip(
+            history.times_ms, history.tickers, history.prices, partitions, strict=True
+        )
+    ]
+
+
+def _replay_partitions(
+    settings: Settings, ticks: list[Tick], state: Path | None, rebalance: bool
+) -> Iterator[ReplayEvent]:
+    """``run_replay`` for ticks read from several partitions: the engine waits for each."""
+    from streamfolio.errors import DataError
+    from streamfolio.portfolios import policy_settings, portfolio_spec
+    from streamfolio.replay import ReplayEngine, ReplayPortfolio
+    from streamfolio.state import initial_state, load_state
+
+    data = load_state(state) if state else initial_state(settings, progress=_progress)
+    by_id = {p["portfolio_id"]: p for p in data["portfolios"]}
+    portfolios = []
+    for portfolio in settings.portfolios:
+        entry = by_id.get(portfolio.id)
+        if entry is None:
+            raise DataError(
+                f"initial state has no portfolio {portfolio.id!r}; run `streamfolio init` again"
+            )
+        portfolios.append(
+            ReplayPortfolio(
+                spec=portfolio_spec(portfolio, settings.exchange),
+                initial_stats=entry["stats"],
+                initial_weights=entry["weights"]["weights"],
+                policy=policy_settings(portfolio, settings.exchange) if rebalance else None,
+            )
+        )
+    engine = ReplayEngine(
+        portfolios,
+        max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
+        max_future_skew_ms=settings.flink.max_future_skew_ms,
+        # The file's partitions are all there is: a partition it does not name holds nothing.
+        partitions={tick.partition for tick in ticks} or {0},
+    )
+    yield from engine.run(ticks)
 
 
 _CSV_COLUMNS = (

@@ -176,8 +176,13 @@ def letters_by_partition(events: Sequence[ReplayEvent]) -> dict[int, list[tuple[
     return out
 
 
-def control_letters(events: Sequence[ReplayEvent]) -> list[ReplayEvent]:
-    return [e for e in events if e.kind == "dead_letter" and "partition" not in e.record]
+def control_letters(events: Sequence[ReplayEvent]) -> list[tuple[str, str, str]]:
+    """Dead letters of control messages: emitted on arrival, so compared as a set."""
+    return sorted(
+        (e.key, e.record["reason"], e.record["detail"])
+        for e in events
+        if e.kind == "dead_letter" and "partition" not in e.record
+    )
 
 
 def watermarks(
