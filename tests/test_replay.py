@@ -581,3 +581,20 @@ def test_a_control_takes_effect_at_its_timestamp_until_the_next_bar_is_final() -
     late = with_control_at(deadline + 1)
     assert late != first
     assert of(late, "metrics")[0].record["statsTimestamp"] == 4_000
+
+
+def test_a_pending_control_takes_effect_as_soon_as_the_watermark_passes_it() -> None:
+    prior = {
+        "timestamp": 0,
+        "portfolio_id": "p",
+        "meanReturns": {"A": 0.001},
+        "covarianceMatrix": {"A": {"A": 1e-4}},
+        "count": 10,
+    }
+    engine = partitioned([ReplayPortfolio(spec("p", ["A"]), initial_stats=prior)], partitions=2)
+    weights = {"timestamp": 1_500, "portfolio_id": "p", "weights": {"A": 1.0}}
+    assert list(engine.control("weights", weights)) == []
+    assert list(engine.on_heartbeat(1_600, partition=0)) == []  # partition 1 holds it
+    # No bar is open: the heartbeat alone moves the job's watermark past 1500.
+    events = list(engine.on_heartbeat(1_500, partition=1))
+    assert [(e.kind, e.record["timestamp"]) for e in events] == [("metrics", 1_500)]

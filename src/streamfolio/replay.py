@@ -252,7 +252,8 @@ class ReplayEngine:
         self._clocks: dict[int, _BarClock] = {}
         self._by_bar: dict[int, list[str]] = {}
         self._partitions = {p: _Partition() for p in self.partitions}
-        self._fired_to = -math.inf  # the job watermark the open bars were last checked at
+        self._watermark = -math.inf  # the job watermark, kept as partitions move
+        self._next_due = math.inf  # no open bar ends, and no pending control is stamped, before
         self._pending: dict[str, list[tuple[int, int, int, ControlKind, Mapping[str, Any]]]] = {}
         self._control_seq = 0
         self.late_ticks = 0
@@ -289,7 +290,19 @@ class ReplayEngine:
     def watermark_ms(self) -> float:
         """The job's watermark: the least partition watermark. Bars ending at or before it are
         final."""
-        return min(self.partition_watermark_ms(p) for p in self.partitions)
+        return self._watermark
+
+    def _advance(self, part: _Partition, event_time_ms: int) -> Iterator[ReplayEvent]:
+        """Move ``part``'s greatest event time, then emit what the job's watermark made final."""
+        if part.greatest is not None and event_time_ms <= part.greatest:
+            return
+        held = part.greatest is None or part.greatest - self.max_out_of_orderness_ms == (
+            self._watermark
+        )
+        part.greatest = event_time_ms
+        if held:  # this partition may have been the one holding the job's watermark back
+            self._watermark = min(self.partition_watermark_ms(p) for p in self.partitions)
+            yield from self._fire(self._watermark)
 
     def _partition(self, partition: int) -> _Partition:
         state = self._partitions.get(partition)
@@ -320,7 +333,6 @@ class ReplayEngine:
         part = self._partition(tick.partition)
         position = part.read if tick.offset is None else tick.offset
         part.read += 1
-        where = {"partition": tick.partition, "offset": tick.offset}
         limit = self._future_limit()
         if tick.event_time_ms > limit:
             self.future_records += 1
@@ -333,13 +345,16 @@ class ReplayEngine:
                     "event_time": tick.event_time_ms,
                     "price": tick.price,
                     "limit": limit,
-                    **where,
+                    "partition": tick.partition,
+                    "offset": tick.offset,
                 },
             )
             return
         # Judged on this partition alone, before the tick moves it: other partitions' progress
         # depends on how they were interleaved with this one, its own order does not.
-        watermark = self.partition_watermark_ms(tick.partition)
+        watermark = (
+            -math.inf if part.greatest is None else part.greatest - self.max_out_of_orderness_ms
+        )
         rank = (tick.event_time_ms, tick.partition, position)
         for clock in self._clocks.values():
             k = bar_index(tick.event_time_ms, clock.bar_ms)
@@ -356,14 +371,17 @@ class ReplayEngine:
                         "price": tick.price,
                         "bar_ms": clock.bar_ms,
                         "watermark": watermark,
-                        **where,
+                        "partition": tick.partition,
+                        "offset": tick.offset,
                     },
                 )
                 continue
-            clock.open_bars.setdefault(k, _Closes()).offer(tick.ticker, rank, tick.price)
-        if part.greatest is None or tick.event_time_ms > part.greatest:
-            part.greatest = tick.event_time_ms
-        yield from self._fire(self.watermark_ms)
+            bar = clock.open_bars.get(k)
+            if bar is None:
+                bar = clock.open_bars[k] = _Closes()
+                self._next_due = min(self._next_due, bar_end_ms(k, clock.bar_ms))
+            bar.offer(tick.ticker, rank, tick.price)
+        yield from self._advance(part, tick.event_time_ms)
 
     def on_heartbeat(
         self, time_ms: int, partition: int = 0, *, offset: int | None = None
@@ -388,9 +406,7 @@ class ReplayEngine:
                 },
             )
             return
-        if part.greatest is None or time_ms > part.greatest:
-            part.greatest = time_ms
-        yield from self._fire(self.watermark_ms)
+        yield from self._advance(part, time_ms)
 
     def flush(self) -> Iterator[ReplayEvent]:
         """End of input: close every open bar and apply every pending control message."""
@@ -443,6 +459,7 @@ class ReplayEngine:
         self._control_seq += 1
         entry = (int(record["timestamp"]), CONTROL_RANK[kind], self._control_seq, kind, record)
         bisect.insort(self._pending.setdefault(portfolio_id, []), entry, key=lambda e: e[:3])
+        self._next_due = min(self._next_due, entry[0])
         # T at or before the watermark: every bar ending at or before T is final (a tick for
         # one now would be late), and no bar still open ends at or before T.
         yield from self._apply_controls(portfolio_id, self.watermark_ms)
@@ -462,12 +479,8 @@ class ReplayEngine:
     def _fire(self, watermark: float) -> Iterator[ReplayEvent]:
         """Emit the bars ending at or before ``watermark``, in bar order, then the control
         messages stamped at or before it."""
-        if watermark <= self._fired_to:
-            # A bar opened since the last check ends after that watermark (else its tick was
-            # late), and controls at or before it were applied on arrival: nothing to do.
-            return
-        if watermark < math.inf:  # a flush is no watermark: later input still closes bars
-            self._fired_to = watermark
+        if watermark < self._next_due:
+            return  # no open bar ends, and no pending control is stamped, at or before it
         for bar_ms, clock in self._clocks.items():
             ready = sorted(k for k in clock.open_bars if bar_end_ms(k, bar_ms) <= watermark)
             for k in ready:
@@ -484,6 +497,13 @@ class ReplayEngine:
                     yield from self._after_change(portfolio_id, now_ms=end)
         for portfolio_id in list(self._pending):
             yield from self._apply_controls(portfolio_id, watermark)
+        self._next_due = min(
+            (
+                *(bar_end_ms(k, c.bar_ms) for c in self._clocks.values() for k in c.open_bars),
+                *(pending[0][0] for pending in self._pending.values() if pending),
+            ),
+            default=math.inf,
+        )
 
     def _after_change(self, portfolio_id: str, now_ms: int) -> Iterator[ReplayEvent]:
         monitor = self.monitors[portfolio_id]

@@ -87,7 +87,10 @@ def partition_records(draw: st.DrawFn, partition: int) -> list[PriceRecord]:
             continue
         if kind == "future":
             when = FUTURE_MS + draw(st.integers(0, 5)) * 250
-            records.append(Tick(when, draw(st.sampled_from(TICKERS)), 1e6, partition, offset))
+            if draw(st.booleans()):
+                records.append(Heartbeat(when, partition, offset))
+            else:
+                records.append(Tick(when, draw(st.sampled_from(TICKERS)), 1e6, partition, offset))
             continue
         # Mostly within a 1.5 s bound, sometimes far behind it (late for some bar sizes).
         lag = draw(st.sampled_from([0, 0, 0, 250, 500, 1_000, 1_500, 2_250, 4_000]))
@@ -331,16 +334,36 @@ def test_the_output_is_what_the_rules_say_and_the_end_closes_every_bar(
     topic: tuple[dict[int, list[PriceRecord]], int], rnd: random.Random
 ) -> None:
     prices, bound = topic
+    letters, counted = model_letters_and_ticks(
+        prices, bound, sorted({s.bar_ms for s in WELFORD_SPECS})
+    )
+    model_ends = {
+        spec.portfolio_id: model_vectors(counted[spec.bar_ms], spec)[0] for spec in WELFORD_SPECS
+    }
     e = engine(list(prices), bound, WELFORD_SPECS)
     mixed = interleave(prices, rnd)
-    unflushed = list(e.run(mixed, flush=False))
+    greatest: dict[int, int] = {}
+    unflushed: list[ReplayEvent] = []
+    for record in mixed:
+        unflushed.extend(e.on_record(record))
+        if record.event_time_ms <= NOW_MS + SKEW_MS:
+            greatest[record.partition] = max(
+                greatest.get(record.partition, 0), record.event_time_ms
+            )
+        # The job's watermark, and every bar ending at or before it emitted, after each record.
+        watermark = min(greatest.values()) - bound if len(greatest) == len(prices) else -math.inf
+        assert e.watermark_ms == watermark
+        for spec in WELFORD_SPECS:
+            emitted = [
+                ev.record["timestamp"]
+                for ev in unflushed
+                if ev.kind == "stats" and ev.key == spec.portfolio_id
+            ]
+            assert emitted == [end for end in model_ends[spec.portfolio_id] if end <= watermark]
     events = unflushed + list(e.flush())
     assert list(e.flush()) == []
     assert events == list(engine(list(prices), bound, WELFORD_SPECS).run(mixed))
 
-    letters, counted = model_letters_and_ticks(
-        prices, bound, sorted({s.bar_ms for s in WELFORD_SPECS})
-    )
     got = {
         p: [(r["reason"], r["event_time"], r.get("bar_ms")) for _, r in records]
         for p, records in letters_by_partition(events).items()
