@@ -253,7 +253,9 @@ class ReplayEngine:
         self._by_bar: dict[int, list[str]] = {}
         self._partitions = {p: _Partition() for p in self.partitions}
         self._watermark = -math.inf  # the job watermark, kept as partitions move
-        self._next_due = math.inf  # no open bar ends, and no pending control is stamped, before
+        # A lower bound of the open bars' ends and the pending controls' stamps: below it a
+        # watermark has nothing to emit.
+        self._next_due = math.inf
         self._pending: dict[str, list[tuple[int, int, int, ControlKind, Mapping[str, Any]]]] = {}
         self._control_seq = 0
         self.late_ticks = 0
@@ -296,11 +298,9 @@ class ReplayEngine:
         """Move ``part``'s greatest event time, then emit what the job's watermark made final."""
         if part.greatest is not None and event_time_ms <= part.greatest:
             return
-        held = part.greatest is None or part.greatest - self.max_out_of_orderness_ms == (
-            self._watermark
-        )
+        was = -math.inf if part.greatest is None else part.greatest - self.max_out_of_orderness_ms
         part.greatest = event_time_ms
-        if held:  # this partition may have been the one holding the job's watermark back
+        if was == self._watermark:  # this partition may have been holding the job's back
             self._watermark = min(self.partition_watermark_ms(p) for p in self.partitions)
             yield from self._fire(self._watermark)
 
