@@ -229,6 +229,8 @@ class DemoOptions:
 SIM_ARGS = (
     # One trading day every two seconds, calibrated on the real CSE history; after 90 s (about
     # 45 simulated days) the three banks sell off, which pushes portf1 below its threshold.
+    # The simulated clock starts where the history ends (sim_start_ms), so it soon runs ahead
+    # of the wall clock: demo.yaml's flink.max_future_skew_ms accepts that.
     "--rate",
     "22",
     "--speedup",
@@ -244,6 +246,28 @@ SIM_ARGS = (
     "--crash-drift",
     "-3",
 )
+
+
+def sim_start_ms(state: dict[str, Any]) -> int:
+    """Where the simulated market starts: the end of the history the initial state comes from.
+
+    The initial statistics and weights are stamped with the history's last close and take
+    effect at that event time, so the simulator's first bar comes after them; and its prices
+    start from those closes. Starting there, rather than at the wall clock, keeps the first
+    minutes of the demo in the past.
+
+    >>> sim_start_ms({"portfolios": [{"stats": {"timestamp": 5}, "weights": {"timestamp": 7}}]})
+    7
+    """
+    return max(
+        int(entry[part]["timestamp"])
+        for entry in state["portfolios"]
+        for part in ("stats", "weights")
+    )
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
 
 
 def _reset_topics(settings: Settings, progress: Progress) -> None:
@@ -292,7 +316,9 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     try:
         supervisor.start("job", python_command("job", "run", "--config", config))
         if options.source == "sim":
-            feed_args = ["--source", "sim", "--seed", str(options.seed), *SIM_ARGS]
+            start = _iso(sim_start_ms(state))
+            feed_args = ["--source", "sim", "--seed", str(options.seed), "--start", start]
+            feed_args += SIM_ARGS
         elif options.source == "replay":
             if options.prices is None:
                 raise ValueError("--source replay needs --prices FILE")
