@@ -268,8 +268,10 @@ class FlinkSettings(_Model):
     """0: watermarks come from the data alone (feeds send heartbeats). > 0: the compatibility
     mode for producers without heartbeats: a prices partition silent this long stops holding
     the watermark back (docs/flink.md lists what that costs)."""
-    control_idleness_ms: Annotated[int, Field(ge=1)] = 1000
-    """How long a silent control-topic partition holds the portfolio step back."""
+    control_idleness_ms: Annotated[int, Field(ge=1)] = 5000
+    """At start and after a restore, how long a control-topic reader with nothing to read holds
+    the portfolio step back (so that the control messages already published are applied in
+    their place among the bars); after its first message it never holds it again."""
     checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
     checkpoint_dir: Path = Path(".cache/flink/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"

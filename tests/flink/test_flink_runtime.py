@@ -141,7 +141,7 @@ def test_jars_come_from_the_environment_or_the_checkout(tmp_path: Path) -> None:
     function = tmp_path / "streamfolio-event-time.jar"
     function.write_bytes(b"")
     assert job_jars(environ={JARS_ENV: str(tmp_path)}) == [jar, function]
-    with pytest.raises(ConnectorError, match="no streamfolio-event-time.jar"):
+    with pytest.raises(ConnectorError, match=r"no streamfolio-event-time\.jar"):
         job_jars(environ={JARS_ENV: str(jar)})
     with pytest.raises(ConnectorError, match="no flink-sql-connector-kafka"):
         (tmp_path / "other.jar").write_bytes(b"")

@@ -8,7 +8,8 @@
       → per partition:         greatest event time read so far (SQL OVER, in read order)
       → decode_tick(...)       DecodeTick (Python, in batches): validate; refused and late ticks
                                → dead letters; heartbeats end here
-      → per bar size B:        TUMBLE(B) window, ROW_NUMBER() by (event time, offset) desc = 1:
+      → per bar size B:        TUMBLE(B) window, ROW_NUMBER() by (event time, partition, offset)
+                               desc = 1:
                                the bar's close (SEMANTICS §2), emitted once the watermark passes
       → UNION ALL of every bar size's closes and the dead letters: one table, read once
 
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from streamfolio.config import Settings
-from streamfolio.flink.connectors import client_properties
+from streamfolio.flink.connectors import client_properties, source_parallelism
 from streamfolio.kafka.topics import contract
 
 if TYPE_CHECKING:
@@ -125,11 +126,12 @@ def prices_table_sql(settings: Settings, options: JobOptions) -> str:
 
 def _closes_query(bar_ms: int) -> str:
     return f"""SELECT ticker, CAST({bar_ms} AS BIGINT) AS bar_ms, price AS close_price,
-    CAST(NULL AS BYTES) AS dead_letter, kafka_offset, window_time AS bar_time
+    CAST(NULL AS BYTES) AS dead_letter, kafka_partition, kafka_offset, window_time AS bar_time
   FROM (
-    SELECT ticker, price, kafka_offset, window_start, window_end, window_time,
+    SELECT ticker, price, kafka_partition, kafka_offset, window_start, window_end, window_time,
       ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ticker
-                         ORDER BY event_time DESC, kafka_offset DESC) AS rn
+                         ORDER BY event_time DESC, kafka_partition DESC,
+                                  kafka_offset DESC) AS rn
     FROM TABLE(TUMBLE(TABLE sf_ticks_{bar_ms}, DESCRIPTOR(event_time), {sql_interval(bar_ms)})))
   WHERE rn = 1"""
 
@@ -139,7 +141,8 @@ def bar_closes(
 ) -> Table:
     """The table of bar closes and dead letters, from the prices topic.
 
-    Rows ``(ticker, bar_ms, close_price, dead_letter, kafka_offset, bar_time)``: a close
+    Rows ``(ticker, bar_ms, close_price, dead_letter, kafka_partition, kafka_offset,
+    bar_time)``: a close
     (dead_letter null) with ``bar_time`` the bar's last millisecond as its row time, or a dead
     letter (ticker null).
     """
@@ -151,6 +154,9 @@ def bar_closes(
     # Windows align to the epoch in UTC whatever the machine's zone (a day bar is a UTC day),
     # and DecodeTick reads the naive timestamps it is given as UTC.
     config.set("table.local-time-zone", "UTC")
+    # The SQL part runs at most one task per prices partition (see source_parallelism).
+    sql_parallelism = source_parallelism(settings, "prices", options.parallelism)
+    config.set("table.exec.resource.default-parallelism", str(sql_parallelism))
     if settings.flink.idleness_ms > 0 and not options.bounded:
         # The compatibility mode for producers without heartbeats (docs/flink.md). Not for a
         # bounded run: the end of each partition releases the watermark.
@@ -185,27 +191,27 @@ def bar_closes(
     t_env.execute_sql(
         f"""CREATE TEMPORARY VIEW sf_ticks AS
   SELECT d.ticker AS ticker, d.price AS price, d.bar_sizes AS bar_sizes,
-    d.dead_letter AS dead_letter, event_time, kafka_offset
+    d.dead_letter AS dead_letter, event_time, kafka_partition, kafka_offset
   FROM (SELECT decode_tick(k, v, {_epoch_ms("event_time")}, {_epoch_ms("partition_max")},
                            {_epoch_ms("CURRENT_WATERMARK(event_time)")}, kafka_partition,
-                           kafka_offset) AS d, event_time, kafka_offset
+                           kafka_offset) AS d, event_time, kafka_partition, kafka_offset
         FROM sf_read)"""
     )
     queries = []
     for bar_ms in _bar_sizes(route.bar_sizes):
         t_env.execute_sql(
             f"""CREATE TEMPORARY VIEW sf_ticks_{bar_ms} AS
-  SELECT ticker, price, kafka_offset, event_time FROM sf_ticks
+  SELECT ticker, price, kafka_partition, kafka_offset, event_time FROM sf_ticks
   WHERE ARRAY_CONTAINS(bar_sizes, CAST({bar_ms} AS BIGINT))"""
         )
         queries.append(_closes_query(bar_ms))
-    # The dead letters read kafka_offset and event_time, in that order, as the windows' views
-    # do: every branch then reads the decoded ticks with the same projection, and the planner
-    # decodes each tick once for all of them (with another projection, or order, it decodes
-    # twice: check `explain()` after changing a query).
+    # The dead letters read kafka_partition, kafka_offset and event_time, in that order, as the
+    # windows' views do: every branch then reads the decoded ticks with the same projection,
+    # and the planner decodes each tick once for all of them (with another projection, or
+    # order, it decodes twice: check `explain()` after changing a query).
     queries.append(
         """SELECT CAST(NULL AS STRING), CAST(NULL AS BIGINT), CAST(NULL AS DOUBLE), dead_letter,
-    kafka_offset, event_time
+    kafka_partition, kafka_offset, event_time
   FROM sf_ticks WHERE dead_letter IS NOT NULL"""
     )
     return t_env.sql_query("\nUNION ALL\n".join(queries))

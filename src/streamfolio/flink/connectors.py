@@ -51,6 +51,7 @@ __all__ = [
     "job_jars",
     "kafka_source",
     "sink_options",
+    "source_parallelism",
 ]
 
 POM = Path("tools/flink/pom.xml")
@@ -68,6 +69,9 @@ TRANSACTION_TIMEOUT_MS = 900_000
 with default settings."""
 
 StartingOffsets = Literal["earliest", "latest"]
+CONTROLS_READ = 2**62
+"""The timestamp of a decoded control message: its watermark then no longer holds anything back
+(its effect is placed by its ``timestamp`` field, never by this)."""
 
 
 class ConnectorError(StreamfolioError):
@@ -198,20 +202,47 @@ def job_jars(*, fetch: bool = True, environ: dict[str, str] | None = None) -> li
 
 
 def control_watermarks(flink: FlinkSettings) -> WatermarkStrategy:
-    """Watermarks of the control topics (initial statistics, weights), which order a control
-    message among the bars by its record timestamp.
+    """Watermarks of the decoded control messages (initial statistics, weights), per task.
 
-    Bounded out-of-orderness over the record timestamps, and idleness after
-    ``flink.control_idleness_ms``: a control partition holds the portfolio step back only
-    until it has been read (at start and after a restore, so that every control message already
-    on the topic is applied in its place) and for that long after each message, never for
-    good. It never touches the prices watermark, which alone judges lateness (docs/flink.md).
+    The control topics must never hold the portfolio step back (SEMANTICS §4), but at start and
+    after a restore the messages already on them must be read before any bar is processed, so
+    that each takes effect in its place among the bars (at its ``timestamp``). So a reading
+    task holds the watermark at its start until it has read a message or has been idle for
+    ``flink.control_idleness_ms`` (no partition, or nothing to read), and from its first message
+    on never holds it again: every message gets the same, greatest, timestamp. Per task, after
+    decoding, not per partition in the source: a task the source gave no partition (after a
+    restore, say) would otherwise hold it for good.
     """
     from pyflink.common import Duration, WatermarkStrategy
 
-    return WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(flink.max_out_of_orderness_ms)
-    ).with_idleness(Duration.of_millis(flink.control_idleness_ms))
+    from streamfolio.flink.operators import ControlsRead
+
+    return (
+        WatermarkStrategy.for_monotonous_timestamps()
+        .with_idleness(Duration.of_millis(flink.control_idleness_ms))
+        # Last: PyFlink's with_idleness returns a strategy without the Python assigner.
+        .with_timestamp_assigner(ControlsRead(CONTROLS_READ))
+    )
+
+
+def source_parallelism(settings: Settings, role: Role, parallelism: int) -> int:
+    """How many tasks read the topic of ``role``: ``parallelism``, but no more than its
+    partitions (asked of the broker; the configured count if it does not answer).
+
+    Without idleness, a reader given no partition holds the watermark at its start for ever
+    (nothing tells it that it has no data), so extra readers would stall the job. Each reader's
+    own steps run at its parallelism too, chained to it: a redistribution between a reader and
+    the step that follows would mix the order of its partitions, which lateness, ties and
+    control messages depend on.
+    """
+    from streamfolio.kafka.admin import partition_count
+
+    found = partition_count(
+        settings.kafka.bootstrap_servers,
+        contract(settings, role).name,
+        config=client_properties(settings),
+    )
+    return min(parallelism, found if found is not None else settings.kafka.partitions)
 
 
 def client_properties(settings: Settings) -> dict[str, str]:

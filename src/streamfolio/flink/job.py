@@ -89,13 +89,18 @@ def build_pipeline(
     env: StreamExecutionEnvironment, settings: Settings, options: JobOptions | None = None
 ) -> None:
     """Add the job's sources, operators and sinks to ``env`` (run it with ``env.execute()``)."""
-    from pyflink.common import Types
+    from pyflink.common import Types, WatermarkStrategy
     from pyflink.table import StreamTableEnvironment
 
     from streamfolio.flink import operators as op
     from streamfolio.flink import prices
     from streamfolio.flink.closes import bar_closes
-    from streamfolio.flink.connectors import KafkaTableSinks, control_watermarks, kafka_source
+    from streamfolio.flink.connectors import (
+        KafkaTableSinks,
+        control_watermarks,
+        kafka_source,
+        source_parallelism,
+    )
     from streamfolio.flink.runtime import JobOptions
 
     options = options or JobOptions.from_settings(settings)
@@ -129,19 +134,32 @@ def build_pipeline(
         ("initial_stats", "stats"),
         ("weights", "weights"),
     )
-    watermarks = control_watermarks(settings.flink)
+    refused: list[DataStream] = []
     for role, kind in inputs:
-        source = env.from_source(
-            kafka_source(settings, role, starting="earliest", bounded=options.bounded),
-            watermarks,
-            role,
-        ).uid(f"source-{role}")
-        controls.append(
+        readers = source_parallelism(settings, role, options.parallelism)
+        source = (
+            env.from_source(
+                kafka_source(settings, role, starting="earliest", bounded=options.bounded),
+                WatermarkStrategy.no_watermarks(),
+                role,
+            )
+            .set_parallelism(readers)
+            .uid(f"source-{role}")
+        )
+        decoded = (
             source.process(
                 op.DecodeControls(kind, topics[role].schema, list(route.specs), topics[role].name)
             )
+            .set_parallelism(readers)
             .name(f"decode {kind}")
             .uid(f"decode-{kind}")
+        )
+        refused.append(decoded.get_side_output(op.dead_letter_tag()))
+        controls.append(
+            decoded.assign_timestamps_and_watermarks(control_watermarks(settings.flink))
+            .set_parallelism(readers)
+            .name(f"{kind} read")
+            .uid(f"{kind}-read")
         )
 
     # 5. Per portfolio: statistics and metrics in keyed state, bar by bar in event time.
@@ -163,7 +181,7 @@ def build_pipeline(
     # 6. Sinks: statistics and metrics keyed by portfolio id; every dead letter to one topic.
     dead: DataStream = portfolios.get_side_output(op.dead_letter_tag()).union(
         returns.get_side_output(op.dead_letter_tag()),
-        *(c.get_side_output(op.dead_letter_tag()) for c in controls),
+        *refused,
     )
     sinks = KafkaTableSinks(
         t_env,

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTER_KEY",
     "ControlRow",
+    "ControlsRead",
     "DeadLetterLog",
     "DecodeControls",
     "PortfolioProcess",
@@ -186,6 +188,17 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
             )
             return
         yield (portfolio_id, self.kind, record, value)
+
+
+class ControlsRead(TimestampAssigner):  # type: ignore[misc]
+    """Stamps every decoded control message with one timestamp (see
+    :func:`~streamfolio.flink.connectors.control_watermarks`)."""
+
+    def __init__(self, timestamp: int) -> None:
+        self.timestamp = timestamp
+
+    def extract_timestamp(self, value: object, record_timestamp: int) -> int:
+        return self.timestamp
 
 
 def bar_row_key(row: PortfolioBar) -> str:

@@ -39,6 +39,9 @@ __all__ = [
 RESTART_ATTEMPTS = 3
 """Restarts after a failure before the job fails for good. Flink's default with checkpointing
 is to restart forever, which turns a deterministic bug into an endless loop."""
+REST_PORT_ENV = "STREAMFOLIO_FLINK_REST_PORT"
+"""A port for the local MiniCluster's REST API and web UI (watermarks, metrics, back pressure
+of a running ``job run``); unset: a free port Flink picks."""
 PYTHON_MODE_ENV = "STREAMFOLIO_FLINK_PYTHON_MODE"
 """``thread`` (default) or ``process``: how Flink runs the job's Python functions. Process mode
 (a separate Python worker per task, via Apache Beam) is slower but isolates the functions from
@@ -196,6 +199,8 @@ def flink_configuration(
     }
     if flink.state_backend == "rocksdb":
         conf["execution.checkpointing.incremental"] = "true"
+    if os.environ.get(REST_PORT_ENV):
+        conf["rest.port"] = conf["rest.bind-port"] = os.environ[REST_PORT_ENV]
     if jars:
         conf["pipeline.jars"] = ";".join(j.resolve().as_uri() for j in jars)
     if options.from_checkpoint:

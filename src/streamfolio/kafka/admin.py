@@ -268,6 +268,25 @@ def admin_client(
     return AdminClient(conf)
 
 
+def partition_count(
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = 10.0,
+    config: Mapping[str, str] | None = None,
+) -> int | None:
+    """How many partitions ``topic`` has, or None if the broker does not answer or the topic
+    does not exist."""
+    try:
+        metadata = admin_client(bootstrap, config, quiet=True).list_topics(topic, timeout=timeout)
+    except KafkaException:
+        return None
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return None
+    return len(found.partitions)
+
+
 def ping(bootstrap: str, *, timeout: float = 1.0, config: Mapping[str, str] | None = None) -> bool:
     """True if a broker at ``bootstrap`` answers a metadata request within ``timeout`` seconds."""
     try:
