@@ -236,6 +236,24 @@ class JobProcess:
         except (OSError, ValueError, KeyError) as exc:
             return f"(no watermarks: {exc})"
 
+    def metric_totals(self, names: Sequence[str]) -> Counter[str]:
+        """The running job's metrics whose names end with one of ``names``, summed over every
+        task (a metric of several operators, e.g. ``numLateRecordsDropped``, is summed too)."""
+        base = f"http://127.0.0.1:{self.rest_port}"
+        totals: Counter[str] = Counter()
+        for job in _get_json(f"{base}/jobs")["jobs"]:
+            if job["status"] != "RUNNING":
+                continue
+            for vertex in _get_json(f"{base}/jobs/{job['id']}")["vertices"]:
+                url = f"{base}/jobs/{job['id']}/vertices/{vertex['id']}/subtasks/metrics"
+                ids = [m["id"] for m in _get_json(url)]
+                wanted = {i: n for i in ids for n in names if i.endswith(n)}
+                if wanted:
+                    query = ",".join(wanted)
+                    for metric in _get_json(f"{url}?get={query}&agg=sum"):
+                        totals[wanted[metric["id"]]] += int(float(metric["sum"]))
+        return totals
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(line for line in text if "WARN" not in line)[-6000:] or "(empty)"

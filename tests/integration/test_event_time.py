@@ -385,11 +385,38 @@ def run_case(broker: KafkaBroker, tmp: Path, case: Case) -> None:
                 time.sleep(PAUSE_S)
         outputs.wait_for(complete(outputs, expected), job, f"every bar of {case}")
         outputs.poll(2.0)  # anything extra would show up now
+        if not case.restart:  # a restart starts the counters again
+            assert_every_tick_accounted_for(job, schedule)
     finally:
         job.kill()
         outputs.close()
     assert_matches_replay(outputs, expected)
     assert_dead_letters(outputs, schedule, expected, settings)
+
+
+COUNTERS = (
+    "streamfolio.ticks_read",
+    "streamfolio.ticks_counted",
+    "streamfolio.ticks_dead_lettered",
+    "streamfolio.heartbeats_read",
+    "numLateRecordsDropped",
+)
+
+
+def assert_every_tick_accounted_for(job: JobProcess, schedule: Schedule) -> None:
+    """The job's own counters: every tick read is counted or dead-lettered, the SQL windows drop
+    nothing, and it read what was produced."""
+    ticks = sum(1 for records in schedule.prices.values() for r in records if isinstance(r, Tick))
+    beats = sum(
+        1 for records in schedule.prices.values() for r in records if isinstance(r, Heartbeat)
+    )
+    produced = ticks + schedule.job_only["undecodable"] + schedule.job_only["invalid"]
+    totals = job.metric_totals(COUNTERS)
+    read = totals["streamfolio.ticks_read"]
+    assert read == produced, totals
+    assert read == totals["streamfolio.ticks_counted"] + totals["streamfolio.ticks_dead_lettered"]
+    assert totals["streamfolio.heartbeats_read"] == beats, totals
+    assert totals["numLateRecordsDropped"] == 0, totals
 
 
 def _checkpointed_since(folder: Path, since: float) -> bool:

@@ -206,30 +206,30 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
             return self._heartbeat(value, event_ms, now_ms, where)
         self.counts.ticks += 1
         if value is None:
-            return self._refuse("undecodable", "a record with no value", where)
+            return self._refuse_tick("undecodable", "a record with no value", where)
         try:
             record = self._codec.decode(value)
         except SchemaError as exc:
-            return self._refuse("undecodable", str(exc), where)
+            return self._refuse_tick("undecodable", str(exc), where)
         try:
             if self.schema == "BourseData":
                 tick = price_tick_from_bourse(record)
             else:
                 tick = PriceTick.from_record(record)
         except DataError as exc:
-            return self._refuse("invalid", str(exc), where)
+            return self._refuse_tick("invalid", str(exc), where)
         if tick.event_time > now_ms + self.max_future_skew_ms:
             detail = (
                 f"{tick.ticker} at {tick.event_time}: more than {self.max_future_skew_ms} ms "
                 f"ahead of the clock ({now_ms})"
             )
-            return self._refuse("future", detail, where)
+            return self._refuse_tick("future", detail, where)
         if tick.event_time != event_ms:
-            return self._refuse("invalid", _disagreement(tick.event_time, event_ms), where)
+            return self._refuse_tick("invalid", _disagreement(tick.event_time, event_ms), where)
         sizes = self.bar_sizes.get(tick.ticker)
         if sizes is None:
             detail = f"ticker {tick.ticker!r} is in no configured portfolio"
-            return self._refuse("unknown_ticker", detail, where)
+            return self._refuse_tick("unknown_ticker", detail, where)
         partition_watermark = partition_max - self.max_out_of_orderness_ms
         taken: list[int] = []
         late: list[tuple[int, int]] = []
@@ -239,7 +239,10 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
                 late.append((bar_ms, end))
             else:
                 taken.append(bar_ms)
-        self.counts.counted += bool(taken)
+        if taken:
+            self.counts.counted += 1
+        else:
+            self.counts.dead_lettered += 1
         late_letter = None
         if late:
             ends = ", ".join(f"{size} ms bar ending {end}" for size, end in late)
@@ -280,6 +283,12 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
     ) -> DecodedTick:
         return (None, None, [], self._letter(reason, detail, *where))
 
+    def _refuse_tick(
+        self, reason: str, detail: str, where: tuple[bytes, int, int, bytes | None]
+    ) -> DecodedTick:
+        self.counts.dead_lettered += 1
+        return self._refuse(reason, detail, where)
+
     def _letter(
         self,
         reason: str,
@@ -300,10 +309,11 @@ class TickCounts:
     """What :class:`DecodeTick` has read and what became of it, also as Flink counters of the
     same names (group ``streamfolio``).
 
-    Nothing is dropped silently: ``ticks_read == ticks_counted + ticks_dead_lettered``, where a
-    tick counts when at least one bar size takes it (it may be late for another: a ``late``
-    letter then names that bar size). ``dead_letters_<reason>`` count letters, heartbeats'
-    included.
+    Nothing is dropped silently: every tick read either counts (at least one of its bar sizes
+    takes it; it may be late for another, and a ``late`` letter then names that bar size) or is
+    dead-lettered, so ``ticks_read == ticks_counted + ticks_dead_lettered``; the windows after
+    this step drop nothing (Flink's ``numLateRecordsDropped`` stays 0; docs/flink.md).
+    ``dead_letters_<reason>`` count letters, heartbeats' included.
     """
 
     REASONS: Final = ("undecodable", "invalid", "future", "unknown_ticker", "late")
@@ -318,6 +328,7 @@ class TickCounts:
     def __init__(self) -> None:
         self.ticks = 0
         self.counted = 0
+        self.dead_lettered = 0
         self.heartbeats = 0
         self.dead_letters: Counter[str] = Counter()
 
@@ -325,7 +336,7 @@ class TickCounts:
         counts = {
             "ticks_read": self.ticks,
             "ticks_counted": self.counted,
-            "ticks_dead_lettered": self.ticks - self.counted,
+            "ticks_dead_lettered": self.dead_lettered,
             "heartbeats_read": self.heartbeats,
         }
         counts.update({f"dead_letters_{r}": self.dead_letters[r] for r in self.REASONS})
