@@ -265,9 +265,11 @@ class FlinkSettings(_Model):
     """A message stamped further than this ahead of the wall clock is dead-lettered ``future``
     and moves no watermark."""
     idleness_ms: Annotated[int, Field(ge=0)] = 0
-    """0: watermarks come from the data alone (feeds send heartbeats). > 0: the compatibility
-    mode for producers without heartbeats: a prices partition silent this long stops holding
-    the watermark back (docs/flink.md lists what that costs)."""
+    """Ignored (the job logs a warning when it is set): watermarks come from the data alone,
+    and a quiet partition is moved by heartbeats. Processing-time idleness let Flink's windows
+    drop ticks nobody had judged late; producers without heartbeats run next to
+    ``streamfolio feed --source heartbeats`` instead (docs/flink.md). Kept so that existing
+    configurations load."""
     control_idleness_ms: Annotated[int, Field(ge=1)] = 5000
     """At start and after a restore, how long a control-topic reader with nothing to read holds
     the portfolio step back (so that the control messages already published are applied in
@@ -298,7 +300,7 @@ class FeedSettings(_Model):
     heartbeat_ms: Annotated[int, Field(ge=0)] = 200
     """Wall-clock interval between heartbeat rounds. 0 turns heartbeats off: the compatibility
     mode of producers without heartbeats (the reference's), whose quiet partitions then need
-    ``flink.idleness_ms`` to let bars close."""
+    ``streamfolio feed --source heartbeats`` to let bars close."""
     heartbeat_lag_ms: Annotated[int, Field(ge=0)] = 60_000
     """``--source cse`` only: its heartbeats promise nothing older than the wall clock minus
     this. The exchange reports trades with a delay; a trade published later than this after

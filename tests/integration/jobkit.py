@@ -231,8 +231,13 @@ class JobProcess:
                 for vertex in detail["vertices"]:
                     marks = _get_json(f"{base}/jobs/{job['id']}/vertices/{vertex['id']}/watermarks")
                     values = [m["value"] for m in marks]
-                    lines.append(f"{vertex['name'][:60]}: {values}")
-            return "\n".join(lines)
+                    counts = vertex.get("metrics", {})
+                    flow = f"in {counts.get('read-records')}, out {counts.get('write-records')}"
+                    lines.append(f"{vertex['name'][:60]}: {values}; {flow}")
+            counters = self.metric_totals(
+                ["numLateRecordsDropped", "streamfolio.ticks_read", "streamfolio.ticks_counted"]
+            )
+            return "\n".join([*lines, f"counters: {dict(counters)}"])
         except (OSError, ValueError, KeyError) as exc:
             return f"(no watermarks: {exc})"
 

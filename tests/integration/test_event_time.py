@@ -43,6 +43,7 @@ from streamfolio.config import Settings
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.feeds.simulate import Regime, simulate_ticks
 from streamfolio.flink.job import routing
+from streamfolio.messages import PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_spec
 from streamfolio.replay import (
     ControlKind,
@@ -481,3 +482,70 @@ def test_the_job_equals_the_replay_whatever_the_timing(
     kafka_broker: KafkaBroker, tmp_path: Path, case: Case
 ) -> None:
     run_case(kafka_broker, tmp_path, case)
+
+
+def test_reference_bourse_records_in_the_compatibility_mode(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """Records shaped exactly as the reference's producer writes them: schemaless BourseData,
+    key the ticker, Kafka timestamp the send time (not the trade time), no heartbeats of its
+    own. The event time comes from ``field_last_traded_time``; heartbeats come from another
+    producer, as ``streamfolio feed --source heartbeats`` sends them next to such a producer
+    (the compatibility mode, docs/flink.md). The results equal the replay."""
+    case = Case(seed=5, parallelism=2)
+    held = portfolios(1)
+    settings, config = run_settings(
+        kafka_broker,
+        tmp_path,
+        f"bourse{time.monotonic_ns() % 10**6}",
+        held,
+        parallelism=2,
+        max_out_of_orderness_ms=BOUND_MS,
+        price_format="bourse",
+    )
+    rng = np.random.default_rng(case.seed)
+    partition_of = {t: i % settings.kafka.partitions for i, t in enumerate(TICKERS)}
+    prices: dict[int, list[PriceRecord]] = {p: [] for p in range(settings.kafka.partitions)}
+    messages = []
+    for tick in _arrival_order(_ticks(case, rng, 40), rng):
+        partition = partition_of[tick.ticker]
+        records = prices[partition]
+        records.append(
+            Tick(tick.event_time_ms, tick.ticker, tick.price, partition, offset=len(records))
+        )
+        quote = bourse_from_price_tick(PriceTick(tick.ticker, tick.price, tick.event_time_ms))
+        value = codec_for("BourseData").encode(quote)
+        send_time = int(time.time() * 1000)
+        messages.append(Message("prices", value, tick.ticker.encode(), send_time, partition))
+    closing = max(t.event_time_ms for records in prices.values() for t in records) + 5_000
+    for p, records in prices.items():
+        records.append(Heartbeat(closing, p, offset=len(records)))
+    messages += heartbeats(settings, closing)
+    controls: list[tuple[ControlKind, dict[str, Any]]] = []
+    for p in held:
+        controls.append(("stats", _stats(p, START, 1.0)))
+        controls.append(
+            ("weights", {"timestamp": START, "portfolio_id": p["id"], "weights": p["weights"]})
+        )
+    expected: dict[str, list[ReplayEvent]] = {}
+    for event in replay_topic_records(
+        [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
+        prices,
+        controls,
+        max_out_of_orderness_ms=BOUND_MS,
+    ):
+        expected.setdefault(event.kind, []).append(event)
+    assert len(expected["stats"]) > 30
+
+    produce(settings, [_control(kind, record) for kind, record in controls])
+    produce(settings, messages)
+    outputs = Outputs(settings)
+    job = JobProcess(config, tmp_path / "job.log")
+    try:
+        outputs.wait_for(complete(outputs, expected), job, "every bar")
+        outputs.poll(2.0)
+    finally:
+        job.kill()
+        outputs.close()
+    assert_matches_replay(outputs, expected)
+    assert outputs.dead == []

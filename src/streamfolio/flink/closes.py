@@ -22,6 +22,7 @@ it can).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from streamfolio.flink.runtime import JobOptions
 
 __all__ = ["EVENT_TIME_FUNCTION", "bar_closes", "prices_table_sql", "sql_interval"]
+
+log = logging.getLogger(__name__)
 
 EVENT_TIME_FUNCTION = "io.streamfolio.flink.EventTime"
 """The Java class of ``sf_event_time`` (tools/flink/event-time)."""
@@ -157,10 +160,14 @@ def bar_closes(
     # The SQL part runs at most one task per prices partition (see source_parallelism).
     sql_parallelism = source_parallelism(settings, "prices", options.parallelism)
     config.set("table.exec.resource.default-parallelism", str(sql_parallelism))
-    if settings.flink.idleness_ms > 0 and not options.bounded:
-        # The compatibility mode for producers without heartbeats (docs/flink.md). Not for a
-        # bounded run: the end of each partition releases the watermark.
-        config.set("table.exec.source.idle-timeout", f"{settings.flink.idleness_ms} ms")
+    if settings.flink.idleness_ms > 0:
+        # Measured: with idleness, a source task idle at start let the others drive the
+        # windows' watermark past its ticks, and the windows dropped every one of them.
+        log.warning(
+            "flink.idleness_ms=%d is ignored: watermarks come from the data alone; run "
+            "`streamfolio feed --source heartbeats` next to a producer without heartbeats",
+            settings.flink.idleness_ms,
+        )
 
     prices = contract(settings, "prices")
     t_env.create_java_temporary_system_function("sf_event_time", EVENT_TIME_FUNCTION)
