@@ -2,14 +2,15 @@
 
 ::
 
-    prices topic ──Kafka table (record timestamp → per-partition watermarks)     ─┐
-        → decode_tick         Python, per tick: validate; late ticks             ─┤ dead
+    prices topic ──Kafka table (event time from the bytes → per-partition watermarks) ─┐
+        → per partition       greatest event time read so far (SQL OVER)              │
+        → decode_tick         Python, per tick: validate; late per partition     ─┤ dead
         → TUMBLE + Top-1      Flink SQL, per bar size: each (ticker, bar)'s close  │ letters
         ── from here on, Python once per bar ──                                   │
         → key (ticker, bar)   ChainCloses: log returns, to the portfolio shards  ─┤
         → key (shard)         GatherBars: one bar row per portfolio               │
     initial-stats topic ─┐                                                         │
-    weights topic ───────┴→ DecodeControls                                        ─┤
+    weights topic ───────┴→ DecodeControls → read (holds bars only until first read) ─┤
         → key (portfolio)    PortfolioProcess: statistics & metrics in keyed state ─┘
         → updated-stats topic, metrics topic (keyed by portfolio id); dead-letter topic
 
