@@ -392,7 +392,11 @@ def _offline_demo(config: Path, bars: int, seed: int) -> None:
 @app.command()
 def feed(
     source: Annotated[
-        str, typer.Option(help="sim (simulator), replay (a tick CSV) or cse (the exchange).")
+        str,
+        typer.Option(
+            help="sim (simulator), replay (a tick CSV), cse (the exchange), or heartbeats "
+            "(no ticks: heartbeats only, next to a producer that sends none)."
+        ),
     ] = "sim",
     config: ConfigOption = None,
     rate: Annotated[
@@ -460,6 +464,16 @@ def feed(
     all_hours: Annotated[
         bool, typer.Option(help="cse: poll outside the exchange's sessions too.")
     ] = False,
+    lag_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--lag-ms",
+            min=0,
+            help="heartbeats, cse: heartbeats promise nothing older than the wall clock minus "
+            "this (default: feed.heartbeat_lag_ms).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Publish price ticks to the prices topic: simulated, replayed from a CSV, or from the CSE.
 
@@ -468,6 +482,15 @@ def feed(
     the dead-letter topic with a reason. Every feed.heartbeat_ms (config; 0: none) a heartbeat
     goes to every partition: nothing older than its time follows there. Ctrl-C stops cleanly
     after flushing what was accepted.
+
+    --source heartbeats is the compatibility mode of a producer that sends no heartbeats (the
+    reference's BourseData producer): run it next to that producer. It publishes no ticks, only
+    a heartbeat on every partition every feed.heartbeat_ms, with T = the wall clock minus
+    feed.heartbeat_lag_ms (--lag-ms), never decreasing. Its limits: a tick that reaches the
+    topic more than the lag + flink.max_out_of_orderness_ms after its trade time is
+    dead-lettered late (when its bar has ended by then); bars close the lag + that bound after
+    their end in real time; it assumes the producer's event times follow the wall clock (live
+    quotes), so it cannot replay history: use --source replay for that.
     """
     from streamfolio.feeds.run import FeedOptions, run_feed
 
@@ -492,6 +515,7 @@ def feed(
         speed=speed,
         interval_s=interval,
         all_hours=all_hours,
+        lag_ms=lag_ms,
     )
     try:
         settings = load_settings(config)

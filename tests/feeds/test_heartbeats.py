@@ -21,8 +21,8 @@ import pytest
 
 from streamfolio.config import Settings, load_config, settings_from_mapping
 from streamfolio.errors import SchemaError
-from streamfolio.feeds import run as run_module
-from streamfolio.feeds.heartbeat import Heartbeats
+from streamfolio.feeds.heartbeat import Heartbeats, wall_clock_floor
+from streamfolio.feeds.heartbeat_feed import HeartbeatFeed, HeartbeatFeedStats
 from streamfolio.feeds.publish import TickPublisher
 from streamfolio.feeds.run import FeedOptions, ReplayedTicks, SimulatedTicks, run_feed
 from streamfolio.feeds.simulate import Calibration, Disorder, TickSimulator
@@ -370,7 +370,7 @@ def test_cse_feed_heartbeats_from_the_clock_while_the_market_is_closed(
 
 
 def test_wall_clock_floor_is_now_minus_the_lag() -> None:
-    floor = run_module._wall_clock_floor(60_000)
+    floor = wall_clock_floor(60_000)
     before = int(time.time() * 1000)
     value = floor()
     assert before - 60_000 <= value <= int(time.time() * 1000) - 60_000
@@ -398,3 +398,149 @@ def test_example_config_documents_the_feed_defaults() -> None:
     assert (example.feed.heartbeat_ms, example.feed.heartbeat_lag_ms) == (200, 60_000)
     text = (EXAMPLES / "cse.yaml").read_text()
     assert "heartbeat_ms: 200" in text and "compatibility mode" in text
+
+
+# --- --source heartbeats: heartbeats only, next to a producer without them --------------------
+
+
+NOW_S = 1_790_845_200.0  # 2026-10-01T09:00:00Z
+
+
+def beats_by_partition(producer: FakeProducer, topic: str) -> dict[int, list[Heartbeat]]:
+    found: dict[int, list[Heartbeat]] = {}
+    for m in producer.on(topic):
+        assert is_heartbeat(m.value), "no ticks, only heartbeats"
+        beat = decode_heartbeat(m.value)
+        assert m.key is None and m.timestamp_ms == beat.time
+        found.setdefault(m.partition, []).append(beat)
+    return found
+
+
+def run_in_thread(
+    feed: HeartbeatFeed, producer: FakeProducer, progress: Any = None, **kwargs: Any
+) -> tuple[threading.Thread, list[HeartbeatFeedStats]]:
+    out: list[HeartbeatFeedStats] = []
+
+    def target() -> None:
+        out.append(feed.run(producer, progress or (lambda _: None), **kwargs))
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, out
+
+
+def test_heartbeats_source_beats_every_partition_at_the_clock_minus_the_lag() -> None:
+    settings = settings_with(heartbeat_ms=10, heartbeat_lag_ms=60_000)
+    producer = FakeProducer(partitions=4)
+    feed = HeartbeatFeed(settings, clock=lambda: NOW_S)
+    stats = feed.run(producer, lambda _: None, duration_s=0.2)
+    beats = beats_by_partition(producer, settings.topics.prices)
+    assert set(beats) == {0, 1, 2, 3}
+    rounds = {len(b) for b in beats.values()}
+    assert rounds == {stats.rounds} and stats.rounds >= 5, "every interval, on every partition"
+    expected = Heartbeat(int(NOW_S * 1000) - 60_000, "heartbeats")
+    assert all(b == expected for bs in beats.values() for b in bs)
+    assert (stats.published, stats.heartbeats, stats.partitions) == (0, 4 * stats.rounds, 4)
+    assert stats.promised == expected.time
+    assert stats.line().startswith(f"{stats.rounds} heartbeat rounds sent (")
+    assert "2026-10-01T08:59:00.000Z (wall clock - 60000 ms)" in stats.line()
+
+
+def test_heartbeats_source_t_never_decreases_when_the_clock_steps_back() -> None:
+    settings = settings_with(heartbeat_ms=5, heartbeat_lag_ms=1_000)
+    # One clock reading per round: rising, stepped back (NTP), rising again, then still.
+    readings = [NOW_S, NOW_S + 1, NOW_S + 0.5, NOW_S - 30, NOW_S + 1.2, NOW_S + 2]
+    clock = iter(readings)
+    feed = HeartbeatFeed(settings, clock=lambda: next(clock, readings[-1]))
+    producer = FakeProducer(partitions=2)
+    feed.run(producer, lambda _: None, duration_s=0.3)
+    floors = np.maximum.accumulate([int(r * 1000) - 1_000 for r in readings]).tolist()
+    for beats in beats_by_partition(producer, settings.topics.prices).values():
+        times = [b.time for b in beats]
+        assert len(times) > len(readings)
+        assert times == floors + [floors[-1]] * (len(times) - len(floors))
+
+
+def test_heartbeats_source_stops_on_request_with_a_last_round() -> None:
+    settings = settings_with(heartbeat_ms=10)
+    producer = FakeProducer(partitions=3)
+    ticking = [NOW_S]
+    feed = HeartbeatFeed(settings, lag_ms=0, clock=lambda: ticking[0])
+    thread, out = run_in_thread(feed, producer)
+    time.sleep(0.1)
+    assert thread.is_alive(), "runs until asked to stop"
+    ticking[0] = NOW_S + 10  # the last round carries the clock at the stop
+    feed.stop()
+    thread.join(2.0)
+    assert not thread.is_alive()
+    stats = out[0]
+    beats = beats_by_partition(producer, settings.topics.prices)
+    assert all(len(b) == stats.rounds for b in beats.values()) and stats.rounds >= 3
+    assert all(b[-1].time == int((NOW_S + 10) * 1000) for b in beats.values())
+    sent = len(producer.sent)
+    time.sleep(0.05)
+    assert len(producer.sent) == sent, "nothing after the stop"
+
+
+def test_heartbeats_source_reports_progress_and_stops_cleanly_on_ctrl_c() -> None:
+    settings = settings_with(heartbeat_ms=10)
+    producer = FakeProducer(partitions=2)
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if "rounds sent" in line and len(lines) >= 3:
+            raise KeyboardInterrupt  # Ctrl-C while the feed waits
+
+    feed = HeartbeatFeed(settings, lag_ms=5_000, clock=lambda: NOW_S, progress_every_s=0.05)
+    stats = feed.run(producer, progress)
+    assert "feed heartbeats: no ticks" in lines[0] and "T = wall clock - 5000 ms" in lines[0]
+    assert "heartbeat rounds sent" in lines[1]
+    assert lines[-1].startswith("stopping: a last round of heartbeats")
+    beats = beats_by_partition(producer, settings.topics.prices)
+    assert all(len(b) == stats.rounds for b in beats.values())
+
+
+def test_heartbeats_source_through_run_feed_with_the_lag_option() -> None:
+    settings = settings_with(heartbeat_ms=10, heartbeat_lag_ms=60_000)
+    producer = FakeProducer(partitions=3)
+    lines: list[str] = []
+    before = int(time.time() * 1000) - 7_000
+    stats = run_feed(
+        settings,
+        FeedOptions(source="heartbeats", duration_s=0.1, lag_ms=7_000),
+        progress=lines.append,
+        producer=cast(RecordProducer, producer),
+    )
+    after = int(time.time() * 1000) - 7_000
+    assert isinstance(stats, HeartbeatFeedStats) and stats.rounds >= 3
+    assert "heartbeat rounds sent" in stats.line()
+    assert lines[0].startswith("feed heartbeats:")
+    for beats in beats_by_partition(producer, settings.topics.prices).values():
+        times = [b.time for b in beats]
+        assert times == sorted(times) and before <= times[0] and times[-1] <= after
+        assert {b.source for b in beats} == {"heartbeats"}
+
+
+def test_heartbeats_source_needs_an_interval_and_takes_no_tick_limit() -> None:
+    with pytest.raises(ValueError, match=r"needs feed\.heartbeat_ms > 0"):
+        HeartbeatFeed(settings_with(heartbeat_ms=0))
+    producer = cast(RecordProducer, FakeProducer())
+    with pytest.raises(ValueError, match="publishes no ticks"):
+        run_feed(
+            settings_with(),
+            FeedOptions(source="heartbeats", max_ticks=10),
+            progress=lambda _: None,
+            producer=producer,
+        )
+
+
+def test_heartbeats_source_waits_for_a_topic_without_partitions() -> None:
+    settings = settings_with(heartbeat_ms=10)
+    producer = FakeProducer(partitions=0)
+    lines: list[str] = []
+    stats = HeartbeatFeed(settings, clock=lambda: NOW_S).run(
+        producer, lines.append, duration_s=0.05
+    )
+    assert stats.rounds == 0 and producer.sent == []
+    assert any("no partitions" in line for line in lines)

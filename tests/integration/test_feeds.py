@@ -393,3 +393,79 @@ def test_cse_feed_publishes_the_live_board_from_recorded_responses(sandbox: Sand
     items = _read_all(settings, "prices", stats.published)
     assert len(items) == stats.published, "an unchanged second poll publishes nothing new"
     assert all(i.record["source"] == "cse" and i.record["price"] > 0 for i in items)
+
+
+def test_heartbeats_feed_beats_every_prices_partition_until_ctrl_c(sandbox: Sandbox) -> None:
+    """`feed --source heartbeats` next to a producer without heartbeats: heartbeats only, on
+    every partition, T = the wall clock minus --lag-ms, never decreasing; Ctrl-C stops it after
+    a last round and it says how many rounds it sent."""
+    lag = 30_000
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    before = int(time.time() * 1000) - lag
+    feed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamfolio.cli",
+            "feed",
+            "--source",
+            "heartbeats",
+            "--lag-ms",
+            str(lag),
+            "--config",
+            str(sandbox.config_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert feed.stdout is not None
+        started: list[str] = []
+        while not started or "feed heartbeats: no ticks" not in started[-1]:
+            line = feed.stdout.readline()
+            assert line, f"the feed ended before it started: {started}"
+            started.append(line)
+        time.sleep(2.0)
+        feed.send_signal(signal.SIGINT)
+        rest, _ = feed.communicate(timeout=60)
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+            feed.wait(30)
+    after = int(time.time() * 1000) - lag
+    output = "".join(started) + rest
+    assert feed.returncode == 0, output
+    assert "stopping: a last round of heartbeats" in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("feed stopped: ") and "heartbeat rounds sent" in last, output
+    rounds = int(last.removeprefix("feed stopped: ").split()[0])
+    partitions = sandbox.settings.kafka.partitions
+    assert rounds >= 5, output  # every feed.heartbeat_ms (200) for 2 s, and a last round
+
+    c = contract(sandbox.settings, "prices")
+    beats: dict[int, list[tuple[int, Heartbeat, int | None]]] = {}
+    with RecordConsumer(
+        sandbox.settings.kafka,
+        [c],
+        group_id=f"t-{uuid.uuid4().hex}",
+        from_beginning=True,
+        assign_all=True,
+    ) as consumer:
+        deadline = time.monotonic() + 30
+        while sum(map(len, beats.values())) < rounds * partitions and time.monotonic() < deadline:
+            item = consumer.poll(0.5)
+            if item is None:
+                continue
+            assert is_heartbeat(item.value), "no ticks, only heartbeats"
+            assert item.key is None
+            beat = decode_heartbeat(item.value)
+            beats.setdefault(item.partition, []).append((item.offset, beat, item.timestamp_ms))
+    assert set(beats) == set(range(partitions)), "a heartbeat on every partition"
+    for found in beats.values():
+        assert len(found) == rounds
+        times = [beat.time for _, beat, _ in sorted(found, key=lambda f: f[0])]
+        assert times == sorted(times), "T never decreases"
+        assert before <= times[0] and times[-1] <= after, "T = the wall clock minus the lag"
+        assert all(beat.source == "heartbeats" and ts == beat.time for _, beat, ts in found)

@@ -13,14 +13,17 @@ opens, waiting on a slow HTTP request, pacing a replay). Its T comes from two pl
   lower bound on the event time of every tick it may still produce (the simulator's next tick
   minus its disorder, a replay's smallest remaining event time, one past the last at its end);
 * **a clock**, for a live source that cannot know its future (``clock_floor``, called on the
-  heartbeat thread: the CSE poller's wall clock minus ``feed.heartbeat_lag_ms``).
+  heartbeat thread: :func:`wall_clock_floor`, the wall clock minus ``feed.heartbeat_lag_ms``,
+  for the CSE poller and for ``--source heartbeats``).
 
 T is the greater of the two and of the last T sent, so it never decreases. Heartbeats and ticks
 go through one producer: a heartbeat produced after a tick stays after it on its partition
 (idempotence keeps the order through retries), and as :meth:`~Heartbeats.advance` is only
 called once a tick's produce call has returned, no heartbeat overtakes a tick it must follow.
 
-``feed.heartbeat_ms: 0`` turns them off: the compatibility mode of producers without heartbeats.
+``feed.heartbeat_ms: 0`` turns them off. A producer without heartbeats of its own (the
+reference's BourseData producer) runs next to ``streamfolio feed --source heartbeats``
+(:mod:`streamfolio.feeds.heartbeat_feed`), which sends only heartbeats, from the clock.
 """
 
 from __future__ import annotations
@@ -35,11 +38,27 @@ from streamfolio.errors import SchemaError
 from streamfolio.messages import Heartbeat
 from streamfolio.serde import encode_heartbeat
 
-__all__ = ["HeartbeatSink", "Heartbeats"]
+__all__ = ["HeartbeatSink", "Heartbeats", "wall_clock_floor"]
 
 log = logging.getLogger(__name__)
 
 _REFRESH_PARTITIONS_S: Final = 30.0
+
+
+def wall_clock_floor(lag_ms: int, clock: Callable[[], float] = time.time) -> Callable[[], int]:
+    """A ``clock_floor`` for a live source: ``clock()`` (seconds) in milliseconds minus ``lag_ms``.
+
+    A clock stepped back (NTP) gives a lower value; :class:`Heartbeats` then keeps its last T.
+
+    >>> floor = wall_clock_floor(60_000, clock=lambda: 1_750_000_000.5)
+    >>> floor()
+    1749999940500
+    """
+
+    def floor() -> int:
+        return int(clock() * 1000) - lag_ms
+
+    return floor
 
 
 class HeartbeatSink(Protocol):

@@ -3,7 +3,9 @@
 Each source says how far its heartbeats may go (SEMANTICS.md §4): the simulator and a replay
 know their next tick, so their heartbeats promise its event time (less the simulator's
 disorder), and a replay that ends promises one past its last tick; the CSE poller cannot know
-what the exchange will report, so it promises its wall clock minus ``feed.heartbeat_lag_ms``.
+what the exchange will report, so it promises its wall clock minus ``feed.heartbeat_lag_ms``
+(``--lag-ms``). ``--source heartbeats`` publishes no ticks, only those clock heartbeats, for a
+prices topic another producer writes (:mod:`streamfolio.feeds.heartbeat_feed`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from streamfolio.config import Settings
-from streamfolio.feeds.heartbeat import Heartbeats
+from streamfolio.feeds.heartbeat import Heartbeats, wall_clock_floor
 from streamfolio.feeds.publish import FeedStats, Horizon, PriceFormat, TickPublisher
 from streamfolio.feeds.simulate import (
     Calibration,
@@ -59,6 +61,8 @@ class FeedOptions:
     speed: float = 0.0
     interval_s: float = 2.0
     all_hours: bool = False
+    lag_ms: int | None = None
+    """cse, heartbeats: T = wall clock minus this (None: ``feed.heartbeat_lag_ms``)."""
 
 
 def configured_tickers(settings: Settings) -> list[str]:
@@ -238,15 +242,6 @@ def _replayed(options: FeedOptions) -> ReplayedTicks:
     return ReplayedTicks(rows, speed=options.speed)
 
 
-def _wall_clock_floor(lag_ms: int) -> Callable[[], int]:
-    """The CSE poller's heartbeat time: now minus ``lag_ms`` (the thread keeps it rising)."""
-
-    def floor() -> int:
-        return int(time.time() * 1000) - lag_ms
-
-    return floor
-
-
 def run_feed(
     settings: Settings,
     options: FeedOptions,
@@ -258,8 +253,24 @@ def run_feed(
 
     ``producer`` replaces the Kafka producer in tests.
     Unless ``feed.heartbeat_ms`` is 0, heartbeats go out on every partition of the prices
-    topic all along, and a last round after the last tick.
+    topic all along, and a last round after the last tick. ``--source heartbeats`` sends
+    nothing else, until ``--duration`` or Ctrl-C
+    (:class:`~streamfolio.feeds.heartbeat_feed.HeartbeatFeed`).
     """
+    lag_ms = settings.feed.heartbeat_lag_ms if options.lag_ms is None else options.lag_ms
+    if options.source == "heartbeats":
+        from streamfolio.feeds.heartbeat_feed import HeartbeatFeed
+
+        if options.max_ticks is not None:
+            raise ValueError(
+                "--source heartbeats publishes no ticks: stop it with --duration or Ctrl-C, "
+                "not --max-ticks"
+            )
+        feed = HeartbeatFeed(settings, lag_ms=lag_ms)
+        producer = producer or RecordProducer(settings.kafka)
+        stats = feed.run(producer, progress, duration_s=options.duration_s)
+        _flush(producer, progress, "heartbeat(s)")
+        return stats
     price_format: PriceFormat = (
         "bourse" if (options.price_format or settings.flink.price_format) == "bourse" else "tick"
     )
@@ -273,11 +284,7 @@ def run_feed(
             prices.name,
             interval_ms=settings.feed.heartbeat_ms,
             source=options.source,
-            clock_floor=(
-                _wall_clock_floor(settings.feed.heartbeat_lag_ms)
-                if options.source == "cse"
-                else None
-            ),
+            clock_floor=(wall_clock_floor(lag_ms) if options.source == "cse" else None),
         )
     publisher = TickPublisher(
         producer,
@@ -303,7 +310,7 @@ def run_feed(
 
         source = cse_ticks(settings, options, publisher, progress)
     else:
-        raise ValueError(f"unknown source {options.source!r}; use sim, replay or cse")
+        raise ValueError(f"unknown source {options.source!r}; use sim, replay, cse or heartbeats")
     beats = (
         f", heartbeats every {settings.feed.heartbeat_ms} ms"
         if heartbeats is not None
@@ -328,8 +335,8 @@ def run_feed(
     return publisher.stats
 
 
-def _flush(producer: RecordProducer, progress: Progress) -> None:
-    """Wait for every accepted tick to be acknowledged, however long the broker is away."""
+def _flush(producer: RecordProducer, progress: Progress, what: str = "tick(s)") -> None:
+    """Wait for every accepted message to be acknowledged, however long the broker is away."""
     waited = 0.0
     while True:
         remaining = producer.flush(5.0)
@@ -337,5 +344,5 @@ def _flush(producer: RecordProducer, progress: Progress) -> None:
             return
         waited += 5.0
         progress(
-            f"waiting for the broker: {remaining} tick(s) not yet acknowledged ({waited:.0f} s)"
+            f"waiting for the broker: {remaining} {what} not yet acknowledged ({waited:.0f} s)"
         )
