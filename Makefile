@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OPENBLAS_NUM_THREADS ?= 1
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench setup clean kafka-up kafka-down
+.PHONY: demo test lint typecheck unit test-event-time bench setup clean kafka-up kafka-down
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ test: setup lint typecheck
 
 unit: setup
 	$(BIN)/python -m pytest -m "not integration"
+
+# The optional long run of the event-time test: SEEDS more random schedules (parallelism, bar
+# size, lagging partition, malformed input, kill -9 and resume), on top of the fixed ones.
+SEEDS ?= 10
+test-event-time: setup
+	STREAMFOLIO_EVENT_TIME_SEEDS=$(SEEDS) $(BIN)/python -m pytest tests/integration/test_event_time.py
 
 bench: setup
 	$(BIN)/python bench/analytics.py
