@@ -302,8 +302,8 @@ class FeedSettings(_Model):
     mode of producers without heartbeats (the reference's), whose quiet partitions then need
     ``streamfolio feed --source heartbeats`` to let bars close."""
     heartbeat_lag_ms: Annotated[int, Field(ge=0)] = 60_000
-    """``--source cse`` only: its heartbeats promise nothing older than the wall clock minus
-    this. The exchange reports trades with a delay; a trade published later than this after
+    """``--source cse`` and ``--source heartbeats``: their heartbeats promise nothing older than
+    the wall clock minus this. The exchange reports trades with a delay; a trade published later than this after
     it happened may arrive behind a heartbeat, and the job then judges it late."""
 
 

@@ -397,7 +397,7 @@ def test_example_config_documents_the_feed_defaults() -> None:
     assert example.feed == Settings.model_fields["feed"].default
     assert (example.feed.heartbeat_ms, example.feed.heartbeat_lag_ms) == (200, 60_000)
     text = (EXAMPLES / "cse.yaml").read_text()
-    assert "heartbeat_ms: 200" in text and "compatibility mode" in text
+    assert "heartbeat_ms: 200" in text and "feed --source heartbeats" in text
 
 
 # --- --source heartbeats: heartbeats only, next to a producer without them --------------------
