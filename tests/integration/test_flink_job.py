@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -448,6 +449,10 @@ def _first_difference(outputs: Outputs, expected: dict[str, list[ReplayEvent]]) 
             lines.append(f"{kind} {key}: {len(ours)} from the job, {len(theirs)} replayed")
             lines.append(f"  job    [{i - 2}:]: {ours[max(0, i - 2) : i + 4]}")
             lines.append(f"  replay [{i - 2}:]: {theirs[max(0, i - 2) : i + 4]}")
+            if kind == "metrics":  # where the weights changed: a control applied late shows
+                for who, records in (("job", ours), ("replay", theirs)):
+                    changes = [b[0] for a, b in pairwise(records) if a[2] != b[2]]
+                    lines.append(f"  weights changed ({who}) at {changes}")
     return "\n".join(lines) or "(same timestamps)"
 
 
