@@ -271,9 +271,9 @@ class FlinkSettings(_Model):
     ``streamfolio feed --source heartbeats`` instead (docs/flink.md). Kept so that existing
     configurations load."""
     control_idleness_ms: Annotated[int, Field(ge=1)] = 5000
-    """At start and after a restore, how long a control-topic reader with nothing to read holds
-    the portfolio step back (so that the control messages already published are applied in
-    their place among the bars); after its first message it never holds it again."""
+    """How long a control-topic reader with nothing (more) to read holds the portfolio step
+    back: at start, after a restore and after each control message, so that control messages
+    take effect in their place among the bars whatever the order the topics are read in."""
     checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
     checkpoint_dir: Path = Path(".cache/flink/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
@@ -303,8 +303,9 @@ class FeedSettings(_Model):
     ``streamfolio feed --source heartbeats`` to let bars close."""
     heartbeat_lag_ms: Annotated[int, Field(ge=0)] = 60_000
     """``--source cse`` and ``--source heartbeats``: their heartbeats promise nothing older than
-    the wall clock minus this. The exchange reports trades with a delay; a trade published later than this after
-    it happened may arrive behind a heartbeat, and the job then judges it late."""
+    the wall clock minus this. The exchange reports trades with a delay; a trade published
+    later than this after it happened may arrive behind a heartbeat, and the job then judges
+    it late."""
 
 
 # ------------------------------------------------------------------------------------ portfolios

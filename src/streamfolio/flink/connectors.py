@@ -69,9 +69,6 @@ TRANSACTION_TIMEOUT_MS = 900_000
 with default settings."""
 
 StartingOffsets = Literal["earliest", "latest"]
-CONTROLS_READ = 2**62
-"""The timestamp of a decoded control message: its watermark then no longer holds anything back
-(its effect is placed by its ``timestamp`` field, never by this)."""
 
 
 class ConnectorError(StreamfolioError):
@@ -204,24 +201,26 @@ def job_jars(*, fetch: bool = True, environ: dict[str, str] | None = None) -> li
 def control_watermarks(flink: FlinkSettings) -> WatermarkStrategy:
     """Watermarks of the decoded control messages (initial statistics, weights), per task.
 
-    The control topics must never hold the portfolio step back (SEMANTICS §4), but at start and
-    after a restore the messages already on them must be read before any bar is processed, so
-    that each takes effect in its place among the bars (at its ``timestamp``). So a reading
-    task holds the watermark at its start until it has read a message or has been idle for
-    ``flink.control_idleness_ms`` (no partition, or nothing to read), and from its first message
-    on never holds it again: every message gets the same, greatest, timestamp. Per task, after
-    decoding, not per partition in the source: a task the source gave no partition (after a
-    restore, say) would otherwise hold it for good.
+    They order the control messages among the bars, never the prices watermark (SEMANTICS §4):
+    the portfolio step processes a bar only once every control task has passed the bar's end
+    with the ``timestamp`` of what it has read, or has been idle for
+    ``flink.control_idleness_ms``. So at start, after a restore, and when a backlog of control
+    messages is read, each takes effect in its place among the bars, whatever the order in
+    which the job happens to read the topics; a control task that has nothing to read stops
+    holding anything back after that time. Generated after decoding, in the task, from records
+    that have passed it (a watermark never overtakes a message still being decoded), and per
+    task rather than per partition: a reader the source gave no partition (after a restore,
+    say) would otherwise hold the watermark for good.
     """
     from pyflink.common import Duration, WatermarkStrategy
 
-    from streamfolio.flink.operators import ControlsRead
+    from streamfolio.flink.operators import ControlTime
 
     return (
         WatermarkStrategy.for_monotonous_timestamps()
         .with_idleness(Duration.of_millis(flink.control_idleness_ms))
         # Last: PyFlink's with_idleness returns a strategy without the Python assigner.
-        .with_timestamp_assigner(ControlsRead(CONTROLS_READ))
+        .with_timestamp_assigner(ControlTime())
     )
 
 

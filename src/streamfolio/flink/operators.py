@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTER_KEY",
     "ControlRow",
-    "ControlsRead",
+    "ControlTime",
     "DeadLetterLog",
     "DecodeControls",
     "PortfolioProcess",
@@ -190,15 +190,12 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
         yield (portfolio_id, self.kind, record, value)
 
 
-class ControlsRead(TimestampAssigner):  # type: ignore[misc]
-    """Stamps every decoded control message with one timestamp (see
+class ControlTime(TimestampAssigner):  # type: ignore[misc]
+    """A decoded control message's time: its ``timestamp`` (see
     :func:`~streamfolio.flink.connectors.control_watermarks`)."""
 
-    def __init__(self, timestamp: int) -> None:
-        self.timestamp = timestamp
-
-    def extract_timestamp(self, value: object, record_timestamp: int) -> int:
-        return self.timestamp
+    def extract_timestamp(self, value: ControlRow, record_timestamp: int) -> int:
+        return int(value[2]["timestamp"])
 
 
 def bar_row_key(row: PortfolioBar) -> str:
