@@ -344,3 +344,25 @@ def free_port() -> int:
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
+
+
+def assert_every_tick_accounted_for(job: JobProcess, produced: int) -> Counter[str]:
+    """The running job's own counters: it read the ``produced`` non-heartbeat prices messages,
+    each counted or dead-lettered, and the SQL windows dropped none. Waits out Flink's metric
+    fetcher, whose figures may be 10 s old (``metrics.fetcher.update-interval``)."""
+    names = [
+        "streamfolio.ticks_read",
+        "streamfolio.ticks_counted",
+        "streamfolio.ticks_dead_lettered",
+        "numLateRecordsDropped",
+    ]
+    deadline = time.monotonic() + 30.0
+    totals = job.metric_totals(names)
+    while totals["streamfolio.ticks_read"] < produced and time.monotonic() < deadline:
+        time.sleep(1.0)
+        totals = job.metric_totals(names)
+    read = totals["streamfolio.ticks_read"]
+    assert read == produced, totals
+    assert read == totals["streamfolio.ticks_counted"] + totals["streamfolio.ticks_dead_lettered"]
+    assert totals["numLateRecordsDropped"] == 0, totals
+    return totals

@@ -46,6 +46,7 @@ from jobkit import (
     JobProcess,
     Message,
     Outputs,
+    assert_every_tick_accounted_for,
     assert_matches_replay,
     complete,
     heartbeats,
@@ -67,7 +68,7 @@ from streamfolio.replay import (
     Tick,
     replay_topic_records,
 )
-from streamfolio.serde import codec_for
+from streamfolio.serde import codec_for, is_heartbeat
 
 if TYPE_CHECKING:
     from conftest import KafkaBroker  # tests/integration/conftest.py
@@ -391,6 +392,13 @@ def unbounded_run(
         produce(settings, scenario.closing)
         outputs.wait_for(complete(outputs, expected), job, "every bar")
         outputs.poll(2.0)  # anything extra would show up now
+        prices = [
+            m
+            for part in (scenario.opening, scenario.rest, scenario.closing)
+            for m in part
+            if m.role == "prices" and not is_heartbeat(m.value)
+        ]
+        assert_every_tick_accounted_for(job, len(prices))
     finally:
         job.kill()  # before the other runs start: 2 cores
         outputs.close()
