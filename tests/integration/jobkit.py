@@ -13,18 +13,20 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.kafka.admin import KEEP_FOREVER, ensure_topics, topic_specs
 from streamfolio.messages import Heartbeat
-from streamfolio.replay import ReplayEvent
+from streamfolio.replay import ReplayEvent, Tick
 from streamfolio.serde import codec_for, encode_heartbeat
 
 if TYPE_CHECKING:
@@ -366,3 +368,22 @@ def assert_every_tick_accounted_for(job: JobProcess, produced: int) -> Counter[s
     assert read == totals["streamfolio.ticks_counted"] + totals["streamfolio.ticks_dead_lettered"]
     assert totals["numLateRecordsDropped"] == 0, totals
     return totals
+
+
+def initial_stats(portfolio: Mapping[str, Any], timestamp: int, scale: float) -> dict[str, Any]:
+    """A test portfolio's initial statistics (a prior of 50 observations), as a record."""
+    n = len(portfolio["tickers"])
+    mean = np.linspace(-2e-4, 3e-4, n) * scale
+    cov = (np.full((n, n), 2e-5) + np.diag(np.linspace(1e-4, 3e-4, n))) * scale
+    estimator = portfolio.get("estimator", {"kind": "welford"})
+    moments = moments_from_prior(
+        mean, cov, 50, kind=estimator["kind"], half_life_bars=estimator.get("half_life_bars")
+    )
+    record = stats_record(moments, portfolio["id"], portfolio["tickers"], timestamp)
+    return record | {"kind": "initial"}
+
+
+def arrival_order(ticks: Sequence[Tick], rng: np.random.Generator, bound_ms: int) -> list[Tick]:
+    """Out of order within the bound: each tick arrives at its time + U[0, bound)."""
+    arrival = np.array([t.event_time_ms for t in ticks]) + rng.uniform(0, bound_ms, len(ticks))
+    return [ticks[i] for i in np.argsort(arrival, kind="stable")]

@@ -32,15 +32,16 @@ from jobkit import (
     JobProcess,
     Message,
     Outputs,
+    arrival_order,
     assert_matches_replay,
     complete,
     heartbeats,
+    initial_stats,
     produce,
     run_settings,
 )
 
 from streamfolio.config import Settings
-from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.feeds.simulate import Regime, simulate_ticks
 from streamfolio.flink.job import routing
 from streamfolio.messages import PriceTick, bourse_from_price_tick
@@ -219,24 +220,6 @@ def _ticks(case: Case, rng: np.random.Generator, n_bars: int) -> list[Tick]:
     return ticks
 
 
-def _arrival_order(ticks: list[Tick], rng: np.random.Generator) -> list[Tick]:
-    """Out of order within the bound: each tick arrives at its time + U[0, bound)."""
-    arrival = np.array([t.event_time_ms for t in ticks]) + rng.uniform(0, BOUND_MS, len(ticks))
-    return [ticks[i] for i in np.argsort(arrival, kind="stable")]
-
-
-def _stats(portfolio: dict[str, Any], timestamp: int, scale: float) -> dict[str, Any]:
-    n = len(portfolio["tickers"])
-    mean = np.linspace(-2e-4, 3e-4, n) * scale
-    cov = (np.full((n, n), 2e-5) + np.diag(np.linspace(1e-4, 3e-4, n))) * scale
-    estimator = portfolio.get("estimator", {"kind": "welford"})
-    moments = moments_from_prior(
-        mean, cov, 50, kind=estimator["kind"], half_life_bars=estimator.get("half_life_bars")
-    )
-    record = stats_record(moments, portfolio["id"], portfolio["tickers"], timestamp)
-    return record | {"kind": "initial"}
-
-
 def _control(kind: ControlKind, record: dict[str, Any]) -> Message:
     schema, role = (
         ("PortfolioStats", "initial_stats") if kind == "stats" else ("Weights", "weights")
@@ -259,15 +242,15 @@ def build_schedule(case: Case, settings: Settings) -> Schedule:
     records: list[tuple[ControlKind, dict[str, Any]]] = []
     controls: list[Message] = []
     for p in held:
-        initial.append(_control("stats", _stats(p, START, 1.0)))
-        records.append(("stats", _stats(p, START, 1.0)))
+        initial.append(_control("stats", initial_stats(p, START, 1.0)))
+        records.append(("stats", initial_stats(p, START, 1.0)))
         weights = {"timestamp": START, "portfolio_id": p["id"], "weights": p["weights"]}
         initial.append(_control("weights", weights))
         records.append(("weights", weights))
     # In the pause after the first burst, stamped between the bursts.
     reseed_at = bounds[1]
     for kind, record, refused in (
-        ("stats", _stats(held[0], reseed_at, 1.5), None),
+        ("stats", initial_stats(held[0], reseed_at, 1.5), None),
         (
             "weights",
             {"timestamp": reseed_at, "portfolio_id": "p2", "weights": {"BBB": 0.9, "CCC": 0.9}},
@@ -300,8 +283,8 @@ def build_schedule(case: Case, settings: Settings) -> Schedule:
             lags = case.lagging and partition == lagging_partition
             return burst.lagging if lags else burst.messages
 
-        ordered = _arrival_order(
-            [t for t in ticks if bounds[i] <= t.event_time_ms < bounds[i + 1]], rng
+        ordered = arrival_order(
+            [t for t in ticks if bounds[i] <= t.event_time_ms < bounds[i + 1]], rng, BOUND_MS
         )
         if i == 1:  # ticks far behind their partition's watermark: late, whatever the timing
             for k in rng.choice(np.arange(2, cuts[1] - 3), size=4, replace=False):
@@ -512,7 +495,7 @@ def test_reference_bourse_records_in_the_compatibility_mode(
     partition_of = {t: i % settings.kafka.partitions for i, t in enumerate(TICKERS)}
     prices: dict[int, list[PriceRecord]] = {p: [] for p in range(settings.kafka.partitions)}
     messages = []
-    for tick in _arrival_order(_ticks(case, rng, 40), rng):
+    for tick in arrival_order(_ticks(case, rng, 40), rng, BOUND_MS):
         partition = partition_of[tick.ticker]
         records = prices[partition]
         records.append(
@@ -528,7 +511,7 @@ def test_reference_bourse_records_in_the_compatibility_mode(
     messages += heartbeats(settings, closing)
     controls: list[tuple[ControlKind, dict[str, Any]]] = []
     for p in held:
-        controls.append(("stats", _stats(p, START, 1.0)))
+        controls.append(("stats", initial_stats(p, START, 1.0)))
         controls.append(
             ("weights", {"timestamp": START, "portfolio_id": p["id"], "weights": p["weights"]})
         )

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -46,16 +46,17 @@ from jobkit import (
     JobProcess,
     Message,
     Outputs,
+    arrival_order,
     assert_every_tick_accounted_for,
     assert_matches_replay,
     complete,
     heartbeats,
+    initial_stats,
     produce,
     run_settings,
 )
 
 from streamfolio.config import Settings
-from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.feeds.simulate import Regime, simulate_ticks
 from streamfolio.flink.job import routing
 from streamfolio.portfolios import portfolio_spec
@@ -217,18 +218,6 @@ class Scenario:
         return Message(role, codec_for(schema).encode(record), key, int(record["timestamp"]))
 
 
-def _stats(portfolio: dict[str, Any], timestamp: int, scale: float) -> dict[str, Any]:
-    n = len(portfolio["tickers"])
-    mean = np.linspace(-2e-4, 3e-4, n) * scale
-    cov = (np.full((n, n), 2e-5) + np.diag(np.linspace(1e-4, 3e-4, n))) * scale
-    estimator = portfolio.get("estimator", {"kind": "welford"})
-    moments = moments_from_prior(
-        mean, cov, 50, kind=estimator["kind"], half_life_bars=estimator.get("half_life_bars")
-    )
-    record = stats_record(moments, portfolio["id"], portfolio["tickers"], timestamp)
-    return record | {"kind": "initial"}
-
-
 def _ticks(seed: int) -> list[Tick]:
     n = len(TICKERS)
     cov = np.full((n, n), 3e-5) + np.diag([1e-4, 2e-4, 1.5e-4, 3e-4])
@@ -252,12 +241,6 @@ def _ticks(seed: int) -> list[Tick]:
     return ticks
 
 
-def _shuffled(ticks: Sequence[Tick], rng: np.random.Generator) -> list[Tick]:
-    """Out of order within the bound: each tick arrives at its time + U[0, bound)."""
-    arrival = np.array([t.event_time_ms for t in ticks]) + rng.uniform(0, BOUND_MS, len(ticks))
-    return [ticks[i] for i in np.argsort(arrival, kind="stable")]
-
-
 def build_scenario(
     settings: Settings,
     seed: int = 7,
@@ -271,11 +254,11 @@ def build_scenario(
     assert settings.kafka.partitions == PARTITIONS
     rng = np.random.default_rng(seed)
     ticks = _ticks(seed)
-    first = _shuffled([t for t in ticks if t.event_time_ms < HALF], rng)
-    second = _shuffled([t for t in ticks if t.event_time_ms >= HALF], rng)
+    first = arrival_order([t for t in ticks if t.event_time_ms < HALF], rng, BOUND_MS)
+    second = arrival_order([t for t in ticks if t.event_time_ms >= HALF], rng, BOUND_MS)
     s = Scenario(settings.kafka.partitions)
     for portfolio in PORTFOLIOS:
-        s.opening.append(s.control("stats", _stats(portfolio, START, 1.0)))
+        s.opening.append(s.control("stats", initial_stats(portfolio, START, 1.0)))
         weights = {"timestamp": START, "portfolio_id": portfolio["id"]}
         s.opening.append(s.control("weights", weights | {"weights": portfolio["weights"]}))
     if malformed:
@@ -302,7 +285,7 @@ def build_scenario(
 
     mix(s.opening, first)
     s.opening.extend(s.heartbeats(settings, HALF))
-    s.controls.append(s.control("stats", _stats(PORTFOLIOS[0], RESEED_AT, 1.5)))
+    s.controls.append(s.control("stats", initial_stats(PORTFOLIOS[0], RESEED_AT, 1.5)))
     reweight = {"timestamp": REWEIGHT_AT, "portfolio_id": "p2", "weights": NEW_WEIGHTS}
     s.controls.append(s.control("weights", reweight))
     if late:
