@@ -233,7 +233,7 @@ def _bounded_run(
     settings, path = _config(bootstrap, tmp, name, bound_ms=200)
     _seed(settings)
     # After the initial statistics (stamped with the history's last day), as live ticks are,
-    # and ending now: none is stamped ahead of the wall clock (flink.max_future_skew_ms).
+    # and ending now: none is stamped ahead of the wall clock (validation.max_future_skew_ms).
     rate = 2_000.0
     start_ms = int(time.time() * 1000) - int(count / rate * 1000) - 1000
     ticks = _simulator(rate=rate, start_ms=start_ms).take(count)

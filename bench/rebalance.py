@@ -10,7 +10,7 @@ readable − produce time of the first tick stamped after bar k's end plus the o
 bound (the earliest bar k can close). Prints p50 and p99.
 
 The simulated clock runs 864,000 times the wall clock, so it starts years in the past (a tick
-ahead of the wall clock is refused, ``flink.max_future_skew_ms``), with the initial state
+ahead of the wall clock is refused, ``validation.max_future_skew_ms``), with the initial state
 stamped at its start so that it precedes the first bar.
 """
 

@@ -224,7 +224,7 @@ def _replay_partitions(
     engine = ReplayEngine(
         portfolios,
         max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
-        max_future_skew_ms=settings.flink.max_future_skew_ms,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
         # The file's partitions are all there is: a partition it does not name holds nothing.
         partitions={tick.partition for tick in ticks} or {0},
     )

@@ -32,6 +32,7 @@ import math
 import os
 import re
 import typing
+import warnings
 from collections.abc import Hashable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,7 @@ __all__ = [
     "RebalancerSettings",
     "Settings",
     "TopicSettings",
+    "ValidationSettings",
     "ViewSettings",
     "example_config_path",
     "load_config",
@@ -261,9 +263,6 @@ class FlinkSettings(_Model):
 
     parallelism: Annotated[int, Field(ge=1)] = 1
     max_out_of_orderness_ms: Annotated[int, Field(ge=0)] = 2000
-    max_future_skew_ms: Annotated[int, Field(ge=0)] = 300_000
-    """A message stamped further than this ahead of the wall clock is dead-lettered ``future``
-    and moves no watermark."""
     idleness_ms: Annotated[int, Field(ge=0)] = 0
     """Ignored (the job logs a warning when it is set): watermarks come from the data alone,
     and a quiet partition is moved by heartbeats. Processing-time idleness let Flink's windows
@@ -280,6 +279,27 @@ class FlinkSettings(_Model):
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     starting_offsets: Literal["latest", "earliest"] = "latest"
     price_format: Literal["tick", "bourse"] = "tick"
+
+
+class ValidationSettings(_Model):
+    """What every component accepts from a topic, beyond the schema (docs/trust.md).
+
+    A record that breaks a rule changes no state, and goes to the dead-letter topic with a
+    machine-readable reason (the dashboard, which only reads, ignores and counts it).
+    """
+
+    max_future_skew_ms: Annotated[int, Field(ge=0)] = 300_000
+    """A record stamped further than this ahead of the reading component's wall clock is
+    refused (``future``), on every topic; a price or heartbeat then moves no watermark. History
+    is in the past, so replays of it pass; a simulation that runs faster than real time needs a
+    larger value (``examples/demo.yaml``)."""
+    max_stats_count: Annotated[int, Field(ge=1)] = 10_000_000
+    """Initial statistics claiming more bars than this are refused (``invalid_stats``): a huge
+    count would pin a portfolio's mean and Sharpe ratio whatever the market does. Ten million
+    one-second bars is about eleven years of CSE sessions."""
+    covariance_tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-9
+    """A covariance matrix is accepted as positive semi-definite when its smallest eigenvalue
+    is at least ``-covariance_tolerance`` times its largest variance (round-off, not data)."""
 
 
 class RebalancerSettings(_Model):
@@ -610,10 +630,35 @@ class Settings(_Model):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     flink: FlinkSettings = FlinkSettings()
+    validation: ValidationSettings = ValidationSettings()
     rebalancer: RebalancerSettings = RebalancerSettings()
     feed: FeedSettings = FeedSettings()
     defaults: PortfolioDefaults = PortfolioDefaults()
     portfolios: tuple[PortfolioSettings, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        # flink.max_future_skew_ms became validation.max_future_skew_ms (every topic, every
+        # component); old files keep loading.
+        flink = data.get("flink") if isinstance(data, Mapping) else None
+        if not isinstance(flink, Mapping) or "max_future_skew_ms" not in flink:
+            return data
+        validation = _plain(data.get("validation")) or {}
+        if isinstance(validation, Mapping) and "max_future_skew_ms" in validation:
+            raise _problem(
+                "max_future_skew_ms is set both here and under validation",
+                "keep only validation.max_future_skew_ms",
+                "flink.max_future_skew_ms",
+            )
+        warnings.warn(
+            "config key flink.max_future_skew_ms is now validation.max_future_skew_ms",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        flink = {k: v for k, v in _plain(flink).items() if k != "max_future_skew_ms"}
+        moved = {**validation, "max_future_skew_ms": data["flink"]["max_future_skew_ms"]}
+        return {**data, "flink": flink, "validation": moved}
 
     @model_validator(mode="before")
     @classmethod

@@ -230,7 +230,7 @@ SIM_ARGS = (
     # One trading day every two seconds, calibrated on the real CSE history; after 90 s (about
     # 45 simulated days) the three banks sell off, which pushes portf1 below its threshold.
     # The simulated clock starts where the history ends (sim_start_ms), so it soon runs ahead
-    # of the wall clock: demo.yaml's flink.max_future_skew_ms accepts that.
+    # of the wall clock: demo.yaml's validation.max_future_skew_ms accepts that.
     "--rate",
     "22",
     "--speedup",

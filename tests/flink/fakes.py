@@ -187,7 +187,7 @@ class Pipeline:
             price_topic.schema,
             price_topic.name,
             max_out_of_orderness_ms=self.bound,
-            max_future_skew_ms=settings.flink.max_future_skew_ms,
+            max_future_skew_ms=settings.validation.max_future_skew_ms,
         )
         self.decode.open(None)
         self.windows = BarWindows()

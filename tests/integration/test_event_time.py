@@ -317,7 +317,7 @@ def expected_events(settings: Settings, schedule: Schedule) -> dict[str, list[Re
         schedule.prices,
         schedule.control_records,
         max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
-        max_future_skew_ms=settings.flink.max_future_skew_ms,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
     )
     by_kind: dict[str, list[ReplayEvent]] = {}
     for event in events:

@@ -310,7 +310,7 @@ def replay(settings: Settings, scenario: Scenario) -> dict[str, list[ReplayEvent
         scenario.prices,
         scenario.control_records,
         max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
-        max_future_skew_ms=settings.flink.max_future_skew_ms,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
     )
     by_kind: dict[str, list[ReplayEvent]] = {}
     for event in events:

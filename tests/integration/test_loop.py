@@ -8,7 +8,7 @@ publishes new weights and a rebalance event; the job's next metrics are computed
 weights; and the policy does not thrash.
 
 The simulated clock runs 864,000 times the wall clock, so it starts years in the past: ticks
-stamped ahead of the wall clock would be refused (``flink.max_future_skew_ms``). The initial
+stamped ahead of the wall clock would be refused (``validation.max_future_skew_ms``). The initial
 state is stamped at that start, so that it precedes the first bar as it would live.
 """
 

@@ -112,7 +112,7 @@ def prices_table_sql(settings: Settings, options: JobOptions) -> str:
     with_clause = ",\n  ".join(f"{_quote(k)} = {_quote(v)}" for k, v in table_options.items())
     event_ms = (
         f"sf_event_time(v, CAST({heartbeat_fingerprint()} AS BIGINT), "
-        f"{_quote(flink.price_format)}, CAST({flink.max_future_skew_ms} AS BIGINT))"
+        f"{_quote(flink.price_format)}, CAST({settings.validation.max_future_skew_ms} AS BIGINT))"
     )
     return f"""CREATE TEMPORARY TABLE sf_prices (
   k BYTES,
@@ -189,7 +189,7 @@ def bar_closes(
         prices.schema,
         prices.name,
         max_out_of_orderness_ms=settings.flink.max_out_of_orderness_ms,
-        max_future_skew_ms=settings.flink.max_future_skew_ms,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
     )
     t_env.create_temporary_function(
         "decode_tick", udf(decode, result_type=decoded_tick_type(), func_type="pandas")
