@@ -29,6 +29,10 @@ minutes; the board's clock is not, and no delay is subtracted (nothing documents
 Errors: HTTP 4xx, TLS failures, timeouts after the last retry and unreadable payloads raise
 :class:`CseSourceError` (a :class:`~streamfolio.errors.SourceError`) naming the URL and the
 problem. A single bad row is not an error: it comes back as a :class:`Reject` to dead-letter.
+The answers are not trusted: the parsers raise nothing but :class:`CseSourceError` for any body
+(wrong JSON types, numbers out of range, nesting deeper than :data:`MAX_JSON_DEPTH`), a body is
+read up to :data:`MAX_BODY_BYTES` only, and a redirect is followed only to HTTPS on the
+configured host (at most :data:`MAX_REDIRECTS` of them).
 
 >>> board = parse_live_board_gen1({"data": {"values": [{"ticker": "ATW",
 ...     "field_cours_courant": "612,50", "field_last_traded_time": "2025-06-20T14:59:32"}]}})
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -81,6 +85,9 @@ __all__ = [
     "BASE_URL",
     "INDEX_PERIODS",
     "INTERMEDIATE_CA_NAME",
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_REDIRECTS",
     "Api",
     "BoardSnapshot",
     "CseClient",
@@ -125,6 +132,18 @@ GEN1_BOARD_PARAMS: Final[Mapping[str, str]] = {"marche": "59", "class[0]": "25"}
 INDEX_PERIODS: Final = ("1m", "3m", "6m", "1y", "3y")
 """The ``period`` values the Gen 2 index history accepts (about 3 years at most)."""
 
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""Largest answer read, in bytes (8 MiB): the biggest real ones (the live page, a 1000-row history
+page) are a few hundred KiB, so more is not an answer to read but a fault or an attack on memory.
+A larger body is a ``payload`` :class:`CseSourceError`; reading stops at the cap."""
+
+MAX_REDIRECTS: Final = 5
+"""Redirects followed per request (to HTTPS on the configured host only; others are refused)."""
+
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects accepted in a JSON answer (the real ones nest 5 deep):
+deeper JSON would exhaust the parser's or the row code's recursion, so it is a ``payload`` error."""
+
 _USER_AGENT: Final = "Mozilla/5.0 (compatible; streamfolio/0.1; market-data client)"
 _JSON_ACCEPT: Final = "application/json, text/plain, */*"
 _HTML_ACCEPT: Final = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
@@ -147,16 +166,21 @@ _MAX_PAGES: Final = 20
 # About 3 years of history exist; 12 windows of 360 days stop a runaway loop with room to spare.
 _MAX_WINDOWS: Final = 12
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# 9999-12-30T23:59:59.999Z, as in streamfolio.messages: any zone's local date of it still exists.
+_MAX_EPOCH_MS: Final = 253_402_214_399_999
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _ONE_MS: Final = dt.timedelta(milliseconds=1)
 _NUMBER_RE: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _SPACES: Final = str.maketrans("", "", " \u00a0\u202f\t")
 _NO_VALUE: Final = frozenset({"", "-", "--", "null", "none", "n/a", "na", "nan"})
 _DMY_RE: Final = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
 _ISO_DATE_RE: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_SETTINGS_RE: Final = re.compile(
-    r"<script\b[^>]*\bdata-drupal-selector\s*=\s*[\"']drupal-settings-json[\"'][^>]*>"
-    r"(.*?)</script>",
-    re.S | re.I,
+# The settings script is found tag by tag (_settings_script), not by one regular expression over
+# the page, which backtracks quadratically on a hostile page full of unclosed <script tags.
+_SCRIPT_OPEN_RE: Final = re.compile(r"<script\b", re.I)
+_SCRIPT_CLOSE_RE: Final = re.compile(r"</script>", re.I)
+_SETTINGS_ATTR_RE: Final = re.compile(
+    r"\bdata-drupal-selector\s*=\s*[\"']drupal-settings-json[\"']", re.I
 )
 _NETWORK_ERRNOS: Final = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
@@ -357,23 +381,57 @@ class HttpResponse:
 
 Transport: TypeAlias = Callable[[HttpRequest], HttpResponse]
 """Performs one request. It raises on network failure (timeouts, refused connections, TLS), and
-returns any HTTP status; :class:`CseClient` decides what a status means."""
+returns any HTTP status without following redirects; :class:`CseClient` decides what a status
+means and which redirect to follow. It may raise :class:`CseSourceError` itself (a body over
+:data:`MAX_BODY_BYTES`)."""
 
 
 class HttpxTransport:
-    """A :data:`Transport` over an ``httpx.Client`` (which the caller owns and closes)."""
+    """A :data:`Transport` over an ``httpx.Client`` (which the caller owns and closes).
 
-    def __init__(self, client: httpx.Client) -> None:
+    It never lets httpx follow a redirect, whatever the client's setting (:class:`CseClient`
+    checks where a redirect goes), and streams the body, stopping at ``max_body_bytes``: an
+    endless or huge answer costs that much memory at most, not all of it.
+    """
+
+    def __init__(self, client: httpx.Client, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.client = client
+        self.max_body_bytes = max_body_bytes
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.client.get(
+        url = request.full_url
+        too_big = CseSourceError(
+            url, f"answer larger than {self.max_body_bytes} bytes", kind="payload"
+        )
+        with self.client.stream(
+            "GET",
             request.url,
             params=dict(request.params),
             headers=dict(request.headers),
             timeout=request.timeout_s,
-        )
-        return HttpResponse(response.status_code, response.content, dict(response.headers))
+            follow_redirects=False,
+        ) as response:
+            declared = response.headers.get("Content-Length", "").strip()
+            # Said so up front: read none of it (a length of 19+ digits is over any cap).
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and (len(declared) > 18 or int(declared) > self.max_body_bytes)
+            ):
+                raise too_big
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise too_big
+                    chunks.append(chunk)
+            except httpx.DecodingError as exc:  # a Content-Encoding the body does not follow
+                raise CseSourceError(
+                    url, f"the body does not decode ({exc})", kind="payload"
+                ) from exc
+            return HttpResponse(response.status_code, b"".join(chunks), dict(response.headers))
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +609,10 @@ def _number(value: object) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of 309 digits or more: JSON allows it
+            return None
     elif isinstance(value, str):
         text = value.translate(_SPACES)
         if text.lower() in _NO_VALUE:
@@ -574,6 +635,25 @@ def _positive(value: object) -> float | None:
     return number if number is not None and number > 0 else None
 
 
+def _count(value: object) -> float | None:
+    """A cumulative count (shares, MAD, trades): finite and >= 0, else None.
+
+    A negative count is nonsense, and it would let a tick's volume (a difference of two counts)
+    overflow to infinity.
+    """
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _price(value: object) -> float:
+    """:func:`~streamfolio.messages.parse_price`, with an integer too large for a float (which
+    JSON allows) a :class:`~streamfolio.errors.DataError` too, not an ``OverflowError``."""
+    try:
+        return parse_price(value)  # type: ignore[arg-type]  # parse_price checks the type
+    except OverflowError:
+        raise DataError("price is a number too large to be a price") from None
+
+
 def _text(value: object) -> str:
     if isinstance(value, str):
         return value.strip()
@@ -594,11 +674,15 @@ def _local_date(epoch_ms: int, zone: ZoneInfo) -> dt.date:
 
 
 def _epoch_ms(value: object) -> int | None:
-    """Epoch milliseconds from a number of seconds or milliseconds (both are seen)."""
+    """Epoch milliseconds from a number of seconds or milliseconds (both are seen), or None.
+
+    None also for a time outside 1970..9999, which no date can hold (``1e20`` would overflow).
+    """
     number = _number(value)
     if number is None or number < 0:
         return None
-    return int(number if number > 1e11 else number * 1000)
+    millis = int(number if number > 1e11 else number * 1000)
+    return millis if millis <= _MAX_EPOCH_MS else None
 
 
 def _session_date(row: Mapping[str, Any], zone: ZoneInfo) -> dt.date:
@@ -615,10 +699,18 @@ def _session_date(row: Mapping[str, Any], zone: ZoneInfo) -> dt.date:
         if m := _ISO_DATE_RE.match(text):
             return dt.date(int(m[1]), int(m[2]), int(m[3]))
         raise ValueError(f"seance {seance!r} is neither DD/MM/YYYY nor YYYY-MM-DD")
-    stamp = _epoch_ms(row.get("timestamp"))
+    raw = row.get("timestamp")
+    stamp = _epoch_ms(raw)
     if stamp is None:
-        raise ValueError("row has neither a seance date nor a timestamp")
+        if raw is None:
+            raise ValueError("row has neither a seance date nor a timestamp")
+        raise ValueError(f"timestamp {_short(raw)} is not an epoch time in 1970..9999")
     return _local_date(stamp, zone)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``value`` as JSON for a message, cut to ``limit`` characters (the answer is untrusted)."""
+    return _row_bytes(value)[:limit].decode("utf-8", "replace")
 
 
 def _require_fields(
@@ -628,12 +720,13 @@ def _require_fields(
 
     Each entry of ``names`` lists acceptable spellings of one field.
     """
-    if not rows:
+    objects = _objects(rows, where, url)
+    if not objects:
         return
     for spellings in names:
-        if not any(any(name in row for name in spellings) for row in rows):
+        if not any(any(name in row for name in spellings) for row in objects):
             shown = " or ".join(repr(n) for n in spellings)
-            keys = ", ".join(sorted(rows[0])[:40])
+            keys = ", ".join(sorted(str(key) for key in objects[0])[:40])
             raise CseSourceError(
                 url,
                 f"field {shown} is missing from all {len(rows)} rows of {where}: the API's "
@@ -642,22 +735,89 @@ def _require_fields(
             )
 
 
+def _objects(rows: Sequence[object], where: str, url: str) -> list[Mapping[str, Any]]:
+    """The rows that are JSON objects; a ``payload`` error if there are rows but none is one.
+
+    One stray row is rejected on its own later; a list of nothing but numbers or strings is not
+    the board (a garbled or hostile answer), so it fails as a whole, and can be retried.
+    """
+    objects = [row for row in rows if isinstance(row, Mapping)]
+    if rows and not objects:
+        raise CseSourceError(
+            url,
+            f"none of the {len(rows)} rows of {where} is an object (the first is "
+            f"{_short(rows[0])})",
+            kind="payload",
+        )
+    return objects
+
+
 def _decode_json(body: str | bytes | Any, url: str) -> Any:
+    """Decode a JSON answer; anything unreadable or nested too deep is a ``payload`` error."""
     if not isinstance(body, str | bytes):
+        _check_depth(body, url)
         return body
+    _check_size(body, url)
     try:
-        return json.loads(body)
-    except ValueError as exc:
+        data = json.loads(body)
+    except RecursionError:
+        raise CseSourceError(
+            url, f"response is JSON nested too deep (over {MAX_JSON_DEPTH} levels)", kind="payload"
+        ) from None
+    except ValueError as exc:  # UnicodeDecodeError (not UTF-8) is a ValueError too
         start = body[:80] if isinstance(body, str) else body[:80].decode("utf-8", "replace")
         raise CseSourceError(
             url, f"response is not JSON ({exc}); it starts with {start.strip()!r}", kind="payload"
         ) from None
+    _check_depth(data, url)
+    return data
 
 
-def _expect_rows(value: object, where: str, url: str) -> list[Mapping[str, Any]]:
+def _check_size(body: str | bytes, url: str) -> None:
+    """A body over :data:`MAX_BODY_BYTES` is a ``payload`` error, however it reached a parser."""
+    if len(body) > MAX_BODY_BYTES:
+        raise CseSourceError(url, f"answer larger than {MAX_BODY_BYTES} bytes", kind="payload")
+
+
+def _check_depth(data: object, url: str) -> None:
+    """Raise a ``payload`` error if ``data`` nests deeper than :data:`MAX_JSON_DEPTH`.
+
+    Iterative, so that the check itself cannot overflow the stack; what follows it (the row
+    code, ``json.dumps`` of a rejected row) may then recurse safely.
+    """
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise CseSourceError(
+                url,
+                f"response is JSON nested too deep (over {MAX_JSON_DEPTH} levels)",
+                kind="payload",
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _expect_object(value: object, what: str, url: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object; another JSON type is a ``payload`` error (garbled)."""
+    if not isinstance(value, Mapping):
+        raise CseSourceError(
+            url, f"expected a JSON object ({what}), got {type(value).__name__}", kind="payload"
+        )
+    return value
+
+
+def _expect_rows(value: object, where: str, url: str) -> list[Any]:
+    """The list at ``where``; any other JSON type there is a ``payload`` error (the answer is
+    garbled, not a renamed field: a retry may get a good one)."""
     if not isinstance(value, list):
         raise CseSourceError(
-            url, f"expected a list at {where}, got {type(value).__name__}", kind="layout"
+            url, f"expected a list at {where}, got {type(value).__name__}", kind="payload"
         )
     return value
 
@@ -691,7 +851,8 @@ def parse_live_board_gen2(
     """
     settings = _gen2_settings(body, url)
     live = settings.get("live_market") if "live_market" in settings else settings
-    if not isinstance(live, Mapping) or "actions" not in live:
+    live = _expect_object(live, "live_market", url)
+    if "actions" not in live:
         raise CseSourceError(
             url,
             "no live_market.actions in the page's drupal settings: the page's layout changed "
@@ -707,15 +868,18 @@ def parse_live_board_gen2(
     _require_fields(rows, [("symbol",), ("dernierCours",)], "live_market.actions", url)
     board_time = _gen2_board_time(session, calendar.zone)
     if board_time is None:
+        # No timestamp at all is the layout changing; one out of range is a garbled answer.
         raise CseSourceError(
             url,
-            "live_market.session has no usable timestamp, and the rows carry no trade time: "
-            f"cannot date the quotes (session: {json.dumps(session, default=str)[:200]})",
-            kind="layout",
+            "live_market.session has no usable timestamp (none, or not an epoch time in "
+            "1970..9999), and the rows carry no trade time: cannot date the quotes "
+            f"(session: {_short(session, 200)})",
+            kind="layout" if session.get("timestamp") is None else "payload",
         )
     session_date = _local_date(board_time, calendar.zone)
     quotes: list[CseQuote] = []
     rejects: list[Reject] = []
+    listed: set[str] = set()
     for row in rows:
         if not isinstance(row, Mapping):
             rejects.append(Reject("bad_row", "row is not an object", None, _row_bytes(row), url))
@@ -724,18 +888,22 @@ def parse_live_board_gen2(
         if not ticker:
             rejects.append(Reject("missing_field", "no symbol", None, _row_bytes(row), url))
             continue
+        if ticker in listed:
+            rejects.append(_duplicate(ticker, row, url))
+            continue
+        listed.add(ticker)
         if row.get("dernierCours") is None:
             rejects.append(
                 Reject("missing_field", "no dernierCours (price)", ticker, _row_bytes(row), url)
             )
             continue
         try:
-            price = parse_price(row["dernierCours"])
+            price = _price(row["dernierCours"])
         except DataError as exc:
             rejects.append(Reject("bad_price", exc.reason, ticker, _row_bytes(row), url))
             continue
-        trades = _number(row.get("nbTransactions"))
-        shares = _number(row.get("quantite"))
+        trades = _count(row.get("nbTransactions"))
+        shares = _count(row.get("quantite"))
         opening = _positive(row.get("ouverture"))
         statut = _text(row.get("statut")).upper()
         if statut in _UNTRADED_STATUS:
@@ -756,7 +924,7 @@ def parse_live_board_gen2(
                 api="gen2",
                 traded=traded,
                 cum_shares=shares,
-                cum_value=_number(row.get("volume")),
+                cum_value=_count(row.get("volume")),
                 cum_trades=trades,
                 open=opening,
                 high=_positive(row.get("plusHaut")),
@@ -770,23 +938,42 @@ def parse_live_board_gen2(
 
 
 def _gen2_settings(body: str | bytes, url: str) -> Mapping[str, Any]:
+    _check_size(body, url)
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     stripped = text.lstrip()
     if stripped.startswith("{"):  # the settings JSON on its own (a JSON endpoint, a fixture)
         data = _decode_json(stripped, url)
     else:
-        match = _SETTINGS_RE.search(text)
-        if match is None:
+        script = _settings_script(text)
+        if script is None:
             raise CseSourceError(
                 url,
                 'no <script data-drupal-selector="drupal-settings-json"> in the page (is it '
                 f"the live board? it starts with {stripped[:80]!r})",
                 kind="payload",
             )
-        data = _decode_json(match.group(1), url)
+        data = _decode_json(script, url)
     if not isinstance(data, Mapping):
         raise CseSourceError(url, "the drupal settings are not a JSON object", kind="payload")
     return data
+
+
+def _settings_script(page: str) -> str | None:
+    """The text of the page's ``drupal-settings-json`` script, or None; linear in the page.
+
+    Tags do not nest, so each ``<script`` tag is read up to its ``>`` once: a page of unclosed
+    tags costs one pass, where a single regular expression would backtrack quadratically.
+    """
+    position = 0
+    while (opening := _SCRIPT_OPEN_RE.search(page, position)) is not None:
+        end = page.find(">", opening.end())
+        if end < 0:
+            return None
+        if _SETTINGS_ATTR_RE.search(page, opening.end(), end):
+            closing = _SCRIPT_CLOSE_RE.search(page, end + 1)
+            return None if closing is None else page[end + 1 : closing.start()]
+        position = end + 1
+    return None
 
 
 def _gen2_board_time(session: Mapping[str, Any], zone: ZoneInfo) -> int | None:
@@ -803,7 +990,7 @@ def _gen2_board_time(session: Mapping[str, Any], zone: ZoneInfo) -> int | None:
                 local = dt.datetime(
                     day.year, day.month, day.day, int(hour), int(minute), int(second), tzinfo=zone
                 )
-            except ValueError:
+            except (ValueError, OverflowError):  # h=25, or h=1e30 (too big for a C int)
                 return stamp
             return (local - _EPOCH) // _ONE_MS
     return stamp
@@ -811,6 +998,13 @@ def _gen2_board_time(session: Mapping[str, Any], zone: ZoneInfo) -> int | None:
 
 # --------------------------------------------------------------------------------------------
 # Live board, Gen 1
+
+
+def _duplicate(ticker: str, row: Mapping[str, Any], url: str) -> Reject:
+    """A later row of a ticker already on the board: which of two prices is the trade is
+    unknowable, so only the first row counts (whatever became of it) and the others are rejects."""
+    detail = f"duplicate row: {ticker} is listed earlier on the board"
+    return Reject("bad_row", detail, ticker, _row_bytes(row), url)
 
 
 def _bourse_text(value: object) -> str:
@@ -842,15 +1036,14 @@ def parse_live_board_gen1(
     ``field_cours_courant``, event time ``field_last_traded_time`` (local time unless it has an
     offset). Rows without ``ticker``, price or time, or with a bad price or time, are rejects.
     """
-    data = _decode_json(payload, url)
-    values = data.get("data") if isinstance(data, Mapping) else None
+    data = _expect_object(_decode_json(payload, url), '{"data": {"values": [...]}}', url)
+    values = data.get("data")
     if isinstance(values, Mapping):
         values = values.get("values")
     if values is None:
         raise CseSourceError(
             url,
-            'expected {"data": {"values": [...]}} (the Gen 1 board), got '
-            f"{json.dumps(data, default=str)[:120]}",
+            f'expected {{"data": {{"values": [...]}}}} (the Gen 1 board), got {_short(data, 120)}',
             kind="layout",
         )
     rows = _expect_rows(values, "data.values", url)
@@ -863,11 +1056,17 @@ def parse_live_board_gen1(
     quotes: list[CseQuote] = []
     rejects: list[Reject] = []
     zone = ZoneInfo(CSE.timezone)
+    listed: set[str] = set()
     for row in rows:
         if not isinstance(row, Mapping):
             rejects.append(Reject("bad_row", "row is not an object", None, _row_bytes(row), url))
             continue
         ticker = _text(row.get("ticker"))
+        if ticker in listed:
+            rejects.append(_duplicate(ticker, row, url))
+            continue
+        if ticker:
+            listed.add(ticker)
         missing = ["ticker"] if not ticker else []
         missing += [
             name
@@ -888,7 +1087,7 @@ def parse_live_board_gen1(
         record = {name: _bourse_text(row.get(name)) for name in BOURSE_FIELDS}
         record["ticker"] = ticker
         try:
-            price = parse_price(row["field_cours_courant"])
+            price = _price(row["field_cours_courant"])
         except DataError as exc:
             rejects.append(Reject("bad_price", exc.reason, ticker, _row_bytes(row), url))
             continue
@@ -900,7 +1099,7 @@ def parse_live_board_gen1(
         except DataError as exc:
             rejects.append(Reject("bad_time", exc.reason, ticker, _row_bytes(row), url))
             continue
-        trades = _number(row.get("field_total_trades"))
+        trades = _count(row.get("field_total_trades"))
         quotes.append(
             CseQuote(
                 ticker=ticker,
@@ -910,8 +1109,8 @@ def parse_live_board_gen1(
                 api="gen1",
                 traded=trades is None or trades > 0,
                 last_trade_time=event_time,
-                cum_shares=_number(row.get("field_cumul_titres_echanges")),
-                cum_value=_number(row.get("field_cumul_volume_echange")),
+                cum_shares=_count(row.get("field_cumul_titres_echanges")),
+                cum_value=_count(row.get("field_cumul_volume_echange")),
                 cum_trades=trades,
                 open=_positive(row.get("field_opening_price")),
                 high=_positive(row.get("field_high_price")),
@@ -952,12 +1151,12 @@ def parse_stock_history(
     >>> bar.ticker, bar.session.isoformat(), bar.close, bar.volume, bar.trades, bar.traded
     ('ATW', '2026-10-08', 670.0, 49319.0, 113, True)
     """
-    data = _decode_json(payload, url)
-    if not isinstance(data, Mapping) or "items" not in data:
+    data = _expect_object(_decode_json(payload, url), '{"totalCount": n, "items": [...]}', url)
+    if "items" not in data:
         raise CseSourceError(
             url,
             'expected {"totalCount": n, "items": [...]} (stock-historical), got '
-            f"{json.dumps(data, default=str)[:120]}",
+            f"{_short(data, 120)}",
             kind="layout",
         )
     rows = _expect_rows(data["items"], "items", url)
@@ -967,7 +1166,7 @@ def parse_stock_history(
     skipped: list[str] = []
     for row in rows:
         if not isinstance(row, Mapping):
-            skipped.append(f"not an object: {row!r}"[:200])
+            skipped.append(f"not an object: {_short(row, 180)}")
             continue
         symbol = _text(row.get("symbol")) or (ticker or "")
         try:
@@ -975,10 +1174,12 @@ def parse_stock_history(
             raw_close = row.get("dernierCours")
             if raw_close is None:
                 raise ValueError("no close (dernierCours is null)")
-            close = parse_price(raw_close)
+            close = _price(raw_close)
         except (ValueError, DataError) as exc:
             reason = exc.reason if isinstance(exc, DataError) else str(exc)
-            skipped.append(f"{symbol or '?'} {row.get('seance', '')}: {reason}")
+            seance = row.get("seance", "")
+            shown = seance[:40] if isinstance(seance, str) else _short(seance, 40)
+            skipped.append(f"{symbol or '?'} {shown}: {reason}")
             continue
         if ticker and symbol and symbol.upper() != ticker.upper():
             skipped.append(f"{symbol} {session}: not the requested ticker {ticker}")
@@ -1088,16 +1289,17 @@ def parse_index_history(
     ('2026-09-30', 18601.42, 18500.0)
     """
     data = _decode_json(payload, url)
+    if not isinstance(data, list):
+        data = _expect_object(data, '{"items": [...]}', url)
     items = data.get("items") if isinstance(data, Mapping) else data
     if items is None:
         raise CseSourceError(
             url,
-            'expected {"items": [...]} (indices/historical), got '
-            f"{json.dumps(data, default=str)[:120]}",
+            f'expected {{"items": [...]}} (indices/historical), got {_short(data, 120)}',
             kind="layout",
         )
-    rows = _expect_rows(items, "items", url)
-    values = [_index_values(row, code) for row in rows if isinstance(row, Mapping)]
+    rows = _objects(_expect_rows(items, "items", url), "items", url)
+    values = [_index_values(row, code) for row in rows]
     if rows and not any("valeur" in v for v in values):
         raise CseSourceError(
             url,
@@ -1107,7 +1309,7 @@ def parse_index_history(
             kind="layout",
         )
     bars: dict[dt.date, IndexBar] = {}
-    for row, value in zip((r for r in rows if isinstance(r, Mapping)), values, strict=True):
+    for row, value in zip(rows, values, strict=True):
         try:
             session = _session_date(row, calendar.zone)
         except ValueError as exc:
@@ -1233,7 +1435,8 @@ class CseClient:
         self._headers = dict(headers or {})
         self._owned: httpx.Client | None = None
         if transport is None:
-            self._owned = httpx.Client(verify=ssl_context(extra_ca), follow_redirects=True)
+            # Redirects are followed by get(), which checks where they go, never by httpx.
+            self._owned = httpx.Client(verify=ssl_context(extra_ca), follow_redirects=False)
             self._transport: Transport = HttpxTransport(self._owned)
         elif isinstance(transport, httpx.Client):
             self._transport = HttpxTransport(transport)
@@ -1262,7 +1465,14 @@ class CseClient:
         accept: str = _JSON_ACCEPT,
         gen1: bool = False,
     ) -> HttpResponse:
-        """GET ``base_url + path`` with retries; a 2xx response or :class:`CseSourceError`."""
+        """GET ``base_url + path`` with retries; a 2xx response or :class:`CseSourceError`.
+
+        Redirects are followed only to HTTPS on the host of ``base_url`` (the same scheme if
+        that is plain HTTP), at most :data:`MAX_REDIRECTS` times: a redirect elsewhere could
+        downgrade the connection or hand the feed's data source to another server, so it is a
+        permanent ``http`` error naming the ``Location``. A body over :data:`MAX_BODY_BYTES` is
+        a ``payload`` error, not retried here (the poller's next poll is the retry).
+        """
         headers = {**(_GEN1_HEADERS if gen1 else _GEN2_HEADERS), "Accept": accept}
         headers.update(self._headers)
         request = HttpRequest(self.base_url + path, dict(params or {}), headers, self.timeout_s)
@@ -1272,7 +1482,9 @@ class CseClient:
         for attempt in range(attempts):
             retry_after: float | None = None
             try:
-                response = self._transport(request)
+                response = self._send(request, url)
+            except CseSourceError:
+                raise  # a refused redirect or an oversized body: retrying at once will not help
             except Exception as exc:
                 kind = _classify(exc)
                 if kind is None:
@@ -1312,6 +1524,60 @@ class CseClient:
             status=error.status,
         )
         raise final from error.__cause__
+
+    def _send(self, request: HttpRequest, url: str) -> HttpResponse:
+        """One request through the transport, following the redirects :meth:`get` allows."""
+        response = self._transport(request)
+        for _ in range(MAX_REDIRECTS + 1):
+            if len(response.body) > MAX_BODY_BYTES:  # a transport that read it all anyway
+                raise CseSourceError(
+                    url, f"answer larger than {MAX_BODY_BYTES} bytes", kind="payload"
+                )
+            location = response.header("Location")
+            if response.status not in _REDIRECT_STATUSES or location is None:
+                return response
+            target = self._redirect_target(request.full_url, location, response.status, url)
+            logger.info(
+                "GET %s: HTTP %d, following the redirect to %s", url, response.status, target
+            )
+            request = HttpRequest(target, {}, request.headers, request.timeout_s)
+            response = self._transport(request)
+        raise CseSourceError(
+            url,
+            f"HTTP {response.status}: more than {MAX_REDIRECTS} redirects (the last to "
+            f"{response.header('Location')!r})",
+            kind="http",
+            status=response.status,
+        )
+
+    def _redirect_target(self, current: str, location: str, status: int, url: str) -> str:
+        """The absolute URL a redirect leads to, if it stays on HTTPS and the configured host."""
+        base = urlsplit(self.base_url)
+        problem = None
+        try:
+            target = urljoin(current, location.strip())
+            parts = urlsplit(target)
+            schemes = {"https", base.scheme}  # plain HTTP only if base_url is (a test server)
+            if parts.scheme not in schemes:
+                problem = f"it leaves HTTPS for {parts.scheme or 'no scheme'}"
+            elif (parts.hostname or "").lower() != (base.hostname or "").lower() or (
+                _port(parts.scheme, parts.port) != _port(base.scheme, base.port)
+            ):
+                problem = f"it leads to another host than the configured {base.netloc}"
+        except ValueError as exc:  # an unparsable Location (a bad port, a broken IPv6 address)
+            target, problem = location, f"it is not a valid URL ({exc})"
+        if problem is None:
+            return target
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "redirect"
+        raise CseSourceError(
+            url,
+            f"HTTP {status} {phrase} to {location[:300]!r} refused: {problem}",
+            kind="http",
+            status=status,
+        )
 
     def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET and decode JSON; a body that is not JSON is a ``payload`` error."""
@@ -1414,12 +1680,16 @@ class CseClient:
         )
 
 
+def _port(scheme: str, port: int | None) -> int | None:
+    return port if port is not None else {"https": 443, "http": 80}.get(scheme)
+
+
 def _status_problem(response: HttpResponse) -> str:
     try:
         phrase = http.HTTPStatus(response.status).phrase
     except ValueError:
         phrase = "unknown status"
-    snippet = " ".join(response.text()[:200].split())
+    snippet = " ".join(response.body[:800].decode("utf-8", "replace")[:200].split())
     return f"HTTP {response.status} {phrase}" + (f" ({snippet})" if snippet else "")
 
 
