@@ -21,7 +21,7 @@ from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEven
 from streamfolio.store import schema
 from streamfolio.store.schema import SCHEMA_VERSION, StoreError, open_store, safe_url
 from streamfolio.store.service import StoreOptions, StoreService
-from streamfolio.store.writer import Batch, Provenance, StoreWriter, _upsert
+from streamfolio.store.writer import Batch, Provenance, StoreWriter, WriteResult, _upsert
 
 T0 = 1_790_845_200_000  # 2026-10-01T09:00:00Z
 MINUTE = 60_000
@@ -302,6 +302,26 @@ class FakeConsumer:
         self.closed = True
 
 
+class FakeProducer:
+    """Keeps what the service dead-letters; logs each flush that had letters to deliver."""
+
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.failed = 0
+        self._unflushed = 0
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+        self._unflushed += 1
+
+    def flush(self, timeout: float = 30.0) -> int:
+        if self._unflushed:
+            self.journal.append(f"dead letters {self._unflushed}")
+            self._unflushed = 0
+        return 0
+
+
 class JournalWriter(StoreWriter):
     """A real writer that logs each successful transaction, and can fail the first ones."""
 
@@ -310,14 +330,14 @@ class JournalWriter(StoreWriter):
         self.journal = journal
         self.failures = failures
 
-    def write(self, messages: Any) -> dict[str, int]:
+    def write_batch(self, batch: Batch) -> WriteResult:
         if self.failures:
             self.failures -= 1
             self.journal.append("failed")
             raise OperationalError("INSERT", {}, Exception("database is locked"))
-        written = super().write(messages)
-        self.journal.append(f"write {sum(written.values())}")
-        return written
+        result = super().write_batch(batch)
+        self.journal.append(f"write {sum(result.written.values())}")
+        return result
 
 
 def _consumed(topic: str, offset: int, record: dict[str, Any] | None, error: str = "") -> Any:
@@ -330,11 +350,16 @@ def _service(
     writer: StoreWriter,
     *,
     until_drained: bool = True,
+    producer: FakeProducer | None = None,
     **options: Any,
 ) -> StoreService:
     defaults: dict[str, Any] = {"duration_s": 5.0, "batch_seconds": 0.05}
     service = StoreService(
-        settings, StoreOptions(**(defaults | options)), writer=writer, consumer=consumer
+        settings,
+        StoreOptions(**(defaults | options)),
+        writer=writer,
+        consumer=consumer,
+        producer=producer,
     )
     if until_drained:
         consumer.drained = service.stop
@@ -371,7 +396,7 @@ def test_offsets_are_committed_only_after_the_rows_are_stored(
     assert "metrics 7" in stats_.line() and "rebalance_events 1" in stats_.line()
 
 
-def test_bad_messages_are_skipped_counted_and_still_committed(
+def test_bad_messages_are_skipped_counted_dead_lettered_and_still_committed(
     settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = settings.topics.metrics
@@ -384,14 +409,20 @@ def test_bad_messages_are_skipped_counted_and_still_committed(
     ]
     journal: list[str] = []
     consumer = FakeConsumer(records, journal)
+    producer = FakeProducer(journal)
     with caplog.at_level("WARNING"):
-        result = _service(settings, consumer, JournalWriter(engine, journal)).run()
+        result = _service(
+            settings, consumer, JournalWriter(engine, journal), producer=producer
+        ).run()
     assert dict(result.skipped) == {"undecodable": 2, "invalid": 1}
-    assert journal == ["write 1", "commit"], "skipped messages are acknowledged with the batch"
+    assert journal == ["write 1", "dead letters 3", "commit"], (
+        "skipped messages are dead-lettered, then acknowledged with the batch"
+    )
+    assert [topic for topic, _, _ in producer.sent] == [settings.topics.dead_letter] * 3
     warnings = [r.getMessage() for r in caplog.records if "skipped a message" in r.getMessage()]
     assert len(warnings) == 2, "one log line per reason"
     assert any(f"{topic}[0]@2" in w and "not finite" in w for w in warnings)
-    assert "skipped 1 invalid, 2 undecodable" in result.line()
+    assert "skipped 1 invalid, 2 undecodable; dead-lettered 3" in result.line()
 
 
 def test_a_batch_of_only_bad_messages_is_committed_without_a_transaction(
@@ -399,8 +430,9 @@ def test_a_batch_of_only_bad_messages_is_committed_without_a_transaction(
 ) -> None:
     journal: list[str] = []
     consumer = FakeConsumer([_consumed(settings.topics.weights, 0, None, "bad")], journal)
-    result = _service(settings, consumer, JournalWriter(engine, journal)).run()
-    assert journal == ["commit"] and result.transactions == 0
+    producer = FakeProducer(journal)
+    result = _service(settings, consumer, JournalWriter(engine, journal), producer=producer).run()
+    assert journal == ["dead letters 1", "commit"] and result.transactions == 0
 
 
 def test_a_database_outage_holds_the_commit_until_the_write_succeeds(

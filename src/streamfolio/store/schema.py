@@ -22,6 +22,11 @@ Times are stored twice: ``timestamp_ms`` (epoch milliseconds UTC, the key, exact
 ``event_time`` (a SQL timestamp of the same instant, for people and dashboards writing SQL).
 Maps (weights, means, covariances) are JSON (``JSONB`` on PostgreSQL).
 
+The column sizes are limits: a message with a longer text (a portfolio id over 64 characters),
+a ticker over :data:`TICKER_LENGTH` characters, or a NUL character in any text is refused before
+the database sees it (:func:`streamfolio.store.writer.refusal_of`), on SQLite too, which would
+keep it.
+
 >>> engine = open_store("sqlite://")  # in memory
 >>> sorted(table_names())
 ['metrics', 'rebalance_events', 'statistics', 'weights']
@@ -48,6 +53,7 @@ __all__ = [
     "DEFAULT_DATABASE",
     "SCHEMA_VERSION",
     "SUPPORTED_DIALECTS",
+    "TICKER_LENGTH",
     "StoreError",
     "metadata",
     "metrics",
@@ -76,6 +82,8 @@ metadata = sa.MetaData()
 # JSON on SQLite (text, queryable with json_extract), JSONB on PostgreSQL (indexable).
 _JSON: Final = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _PORTFOLIO_ID: Final = 64  # config.py accepts up to 64 characters
+TICKER_LENGTH: Final = 32
+"""Longest ticker the store keeps in its JSON maps and lists (config.py accepts up to 12)."""
 
 
 def _time_columns() -> list[sa.Column[Any]]:

@@ -9,8 +9,22 @@ one database transaction, and only after that transaction commits are the Kafka 
 committed. A crash in between re-reads the batch, and the upserts make the second write a no-op:
 at-least-once delivery into idempotent writes, so each message is stored effectively once.
 
-A message that does not decode, or decodes to something invalid (a NaN, a negative risk), is
-skipped and counted by reason, with one log line per reason; dead-lettering is the producers' job.
+No message stops the store. One that is not stored is counted by reason (one log line per
+reason), sent to the dead-letter topic (``topics.dead_letter``: a ``DeadLetter`` with component
+``store``, the source topic, partition, offset, key and the original bytes) and acknowledged
+with its batch:
+
+* ``undecodable``: it does not decode with its topic's schema;
+* ``invalid``: it decodes to something invalid (a NaN, a negative risk);
+* ``store_refused``: the database cannot hold it: a text longer than its column or with a NUL
+  character (refused before the database sees it), or any value the database refuses, found by
+  writing the batch again record by record
+  (:meth:`~streamfolio.store.writer.StoreWriter.write_batch`); the batch's other records are
+  stored.
+
+Dead letters go through a producer of their own, made at the first one; it is flushed before the
+offsets are committed, so a dead letter is never lost: if it cannot be delivered, the offsets
+stay uncommitted and the messages are read again.
 
 A new consumer group starts at the oldest message the topics still hold (a history store wants
 all of it); ``from_beginning`` also rewinds a group that has committed offsets, to rebuild a
@@ -31,10 +45,17 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from sqlalchemy.exc import OperationalError
 
 from streamfolio.config import KafkaSettings, Settings
-from streamfolio.errors import DataError
-from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer
+from streamfolio.errors import DataError, StreamfolioError
+from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer, RecordProducer
 from streamfolio.kafka.topics import Role, TopicContract, contract
-from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
+from streamfolio.messages import (
+    DeadLetter,
+    PortfolioMetrics,
+    PortfolioStats,
+    RebalanceEvent,
+    Weights,
+)
+from streamfolio.serde import codec_for
 from streamfolio.store.schema import (
     DEFAULT_DATABASE,
     StoreError,
@@ -42,11 +63,13 @@ from streamfolio.store.schema import (
     safe_url,
     table_names,
 )
-from streamfolio.store.writer import Batch, Provenance, StoredMessage, StoreWriter
+from streamfolio.store.writer import Batch, Provenance, Refused, StoredMessage, StoreWriter
 
 __all__ = [
+    "COMPONENT",
     "DEFAULT_GROUP",
     "STORED_ROLES",
+    "DeadLetterProducer",
     "StoreConsumer",
     "StoreOptions",
     "StoreService",
@@ -59,6 +82,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 DEFAULT_GROUP: Final = "streamfolio-store"
+COMPONENT: Final = "store"
+"""The ``component`` of the store's dead letters."""
 STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", "rebalance_events")
 """The topics the store reads, by role."""
 
@@ -71,6 +96,8 @@ _DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any]], StoredMessage]]] = {
 _POLL_S: Final = 0.2
 _RETRY_FIRST_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
+_DELIVERY_WAIT_S: Final = 10.0
+_DETAIL_CHARS: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +130,9 @@ class StoreStats:
     written: Counter[str] = field(default_factory=Counter)
     """Rows upserted per table (a replayed message counts again)."""
     skipped: Counter[str] = field(default_factory=Counter)
-    """Messages not stored, by reason: ``undecodable`` or ``invalid``."""
+    """Messages not stored, by reason: ``undecodable``, ``invalid`` or ``store_refused``."""
+    dead_lettered: int = 0
+    """Dead letters sent (each skipped message once; a replayed one again)."""
     transactions: int = 0
     lag: int | None = None
     """Messages behind the end of the topics at the last status, None if unknown."""
@@ -116,6 +145,7 @@ class StoreStats:
         text = f"{self.consumed} read, rows written: {rows}"
         if self.skipped:
             text += "; skipped " + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+            text += f"; dead-lettered {self.dead_lettered}"
         text += f"; lag {'?' if self.lag is None else self.lag}"
         return text + f"; {self.consumed / elapsed:.0f} msg/s over {elapsed:.0f} s"
 
@@ -130,6 +160,20 @@ class StoreConsumer(Protocol):
     def lag(self) -> int | None: ...
 
     def close(self) -> None: ...
+
+
+class DeadLetterProducer(Protocol):
+    """What the service needs of a producer for its dead letters (a fake one in unit tests);
+    :class:`~streamfolio.kafka.clients.RecordProducer` is one."""
+
+    @property
+    def failed(self) -> int:
+        """Deliveries that failed so far."""
+        ...
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+    def flush(self, timeout: float = 30.0) -> int: ...
 
 
 class _KafkaStoreConsumer(RecordConsumer):
@@ -208,6 +252,7 @@ class StoreService:
         progress: Progress = lambda _: None,
         writer: StoreWriter | None = None,
         consumer: StoreConsumer | None = None,
+        producer: DeadLetterProducer | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -221,6 +266,11 @@ class StoreService:
         self._kafka_errors: Counter[str] = Counter()
         self._batch = Batch()
         self._pending = 0  # messages read (stored or skipped) since the last offset commit
+        self._read: dict[tuple[str, int | None, int | None], ConsumedRecord] = {}  # the batch's
+        self._producer = producer
+        self._dead_letter_topic = settings.topics.dead_letter
+        self._undelivered = 0  # dead letters sent since the last flush
+        self._failed_seen = 0  # the producer's failed deliveries already reported
 
     def run(self) -> StoreStats:
         """Consume until stopped; returns the final counts. Every batch read is written and
@@ -302,28 +352,81 @@ class StoreService:
     def _take(self, item: ConsumedRecord) -> None:
         self.stats.consumed += 1
         self._pending += 1
-        where = f"{item.topic}[{item.partition}]@{item.offset}"
         if item.record is None:
-            self._skip("undecodable", f"{where}: {item.error}")
+            self._skip(item, "undecodable", str(item.error))
             return
         try:
             message = message_of(self._role_of[item.topic], item.record)
         except DataError as exc:
-            self._skip("invalid", f"{where}: {exc}")
+            self._skip(item, "invalid", str(exc))
             return
+        self._read[(item.topic, item.partition, item.offset)] = item
         self._batch.add(message, Provenance(item.topic, item.partition, item.offset))
 
-    def _skip(self, reason: str, detail: str) -> None:
+    def _skip(self, item: ConsumedRecord, reason: str, detail: str) -> None:
+        """Count a message not stored, log the first of each reason, and dead-letter it."""
+        detail = _one_line(detail)
         if self.stats.skipped[reason] == 0:
-            log.warning("skipped a message (%s): %s; further ones are only counted", reason, detail)
+            where = f"{item.topic}[{item.partition}]@{item.offset}"
+            log.warning(
+                "skipped a message (%s): %s: %s; dead-lettered to %s, further ones are only "
+                "counted",
+                reason,
+                where,
+                detail,
+                self._dead_letter_topic,
+            )
         self.stats.skipped[reason] += 1
+        self._dead_letter(item, reason, detail)
+
+    def _dead_letter(self, item: ConsumedRecord, reason: str, detail: str) -> None:
+        letter = DeadLetter(
+            reason,
+            detail,
+            item.topic,
+            item.value,
+            timestamp=int(time.time() * 1000),
+            component=COMPONENT,
+            partition=item.partition if item.partition >= 0 else None,
+            offset=item.offset if item.offset >= 0 else None,
+            key=item.key,
+        )
+        codec = codec_for("DeadLetter")
+        try:
+            value = codec.encode(letter.to_record())
+        except (StreamfolioError, ValueError):
+            # A detail Avro cannot carry (a lone surrogate, say): escape it, keep the letter.
+            safe = detail.encode("ascii", "backslashreplace").decode("ascii")
+            value = codec.encode(letter.to_record() | {"detail": safe})
+        if self._producer is None:
+            self._producer = RecordProducer(self.settings.kafka)
+        self._producer.send_raw(self._dead_letter_topic, None, value)
+        self._undelivered += 1
+        self.stats.dead_lettered += 1
+
+    def _refused(self, refused: Refused) -> None:
+        source = refused.provenance
+        item = self._read.get((source.topic, source.partition, source.offset))
+        if item is None:  # not read here (cannot happen in the service): keep what is known
+            item = ConsumedRecord(
+                source.topic,
+                -1 if source.partition is None else source.partition,
+                -1 if source.offset is None else source.offset,
+                None,
+                0,
+                b"",
+                None,
+            )
+        self._skip(item, "store_refused", f"{refused.table}: {refused.reason}")
 
     def _flush(self, consumer: StoreConsumer, writer: StoreWriter) -> None:
-        """Write the batch, then commit the offsets of everything read (skipped messages too)."""
+        """Write the batch, deliver its dead letters, then commit the offsets of everything read
+        (skipped messages too)."""
         if not self._pending:
             return
         if self._batch:
             self._write(writer)
+        self._deliver()
         try:
             consumer.commit()
         except KafkaException as exc:
@@ -332,11 +435,49 @@ class StoreService:
             log.warning("offset commit failed (%s); the batch will be re-read and re-written", exc)
         self._pending = 0
 
+    def _deliver(self) -> None:
+        """Wait until every dead letter sent is delivered: only then may offsets be committed.
+
+        Raises :class:`StoreError` (offsets left uncommitted, so the messages are read and
+        dead-lettered again at the next start) when a delivery failed, or when the dead-letter
+        topic is still unreachable once the service is told to stop.
+        """
+        if not self._undelivered or self._producer is None:
+            return
+        producer = self._producer
+        warned = False
+        while True:
+            remaining = producer.flush(_DELIVERY_WAIT_S)
+            if remaining == 0:
+                break
+            if self.stop.is_set():
+                raise StoreError(
+                    f"{remaining} dead letter(s) not delivered to {self._dead_letter_topic}: "
+                    f"the offsets of {self._pending} message(s) read were not committed; they "
+                    "are read again at the next start"
+                )
+            if not warned:
+                log.warning(
+                    "%d dead letter(s) not delivered to %s yet; holding the offset commit",
+                    remaining,
+                    self._dead_letter_topic,
+                )
+                warned = True
+        failed = producer.failed - self._failed_seen
+        self._failed_seen = producer.failed
+        if failed:
+            raise StoreError(
+                f"{failed} dead letter(s) could not be delivered to {self._dead_letter_topic} "
+                f"(see the log): the offsets of {self._pending} message(s) read were not "
+                "committed; they are read again at the next start"
+            )
+        self._undelivered = 0
+
     def _write(self, writer: StoreWriter) -> None:
         delay = _RETRY_FIRST_S
         while True:
             try:
-                written = writer.write(self._batch)
+                result = writer.write_batch(self._batch)
                 break
             except OperationalError as exc:
                 # The database is away (a restart, a full disk, a lock held too long): keep the
@@ -350,9 +491,19 @@ class StoreService:
                 log.warning("database write failed (%s); retrying in %.1f s", reason, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-        self.stats.written.update(written)
-        self.stats.transactions += 1
+        self.stats.written.update(result.written)
+        self.stats.transactions += result.transactions
+        for refused in result.refused:
+            self._refused(refused)
         self._batch.clear()
+        self._read.clear()
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one short line, for logs and dead letters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else "(no detail)"
+    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 1] + "…"
 
 
 def run_store(

@@ -10,6 +10,18 @@ On a key conflict the incoming message replaces the stored row (``ON CONFLICT �
 last message read wins. Within one partition that is the newest message, so a replay ends in the
 same state as the first pass.
 
+What the database cannot hold is refused record by record, never batch by batch:
+
+* before the database sees it, :meth:`Batch.add` refuses a message with a text longer than its
+  column (a portfolio id over 64 characters), a ticker longer than
+  :data:`~streamfolio.store.schema.TICKER_LENGTH`, or a NUL character anywhere (PostgreSQL
+  refuses NUL in text; SQLite would keep it and enforce no length);
+* :meth:`StoreWriter.write_batch` writes the rest in one transaction and, if the database refuses
+  it with a data error (a value out of range, a constraint), writes it again record by record,
+  each in its own transaction: every record the database accepts is kept, the others are
+  returned as :class:`Refused`, with the database's reason in one short line. Connection and
+  other operational errors are not data errors: they propagate, and nothing is refused.
+
 >>> from streamfolio.messages import Weights
 >>> from streamfolio.store.schema import open_store
 >>> writer = StoreWriter(open_store("sqlite://"))
@@ -20,17 +32,23 @@ same state as the first pass.
 {'weights': 1}
 >>> writer.row_counts()["weights"]
 1
+>>> result = writer.write_batch(Batch([w, Weights("p" * 65, 0, {"ATW": 1.0})]))
+>>> result.written, [r.reason for r in result.refused]
+({'weights': 1}, ['portfolio_id is 65 characters, longer than the 64 the store keeps'])
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.expression import Executable
@@ -42,16 +60,24 @@ from streamfolio.store.schema import StoreError
 __all__ = [
     "Batch",
     "Provenance",
+    "Refused",
     "StoreWriter",
     "StoredMessage",
+    "WriteResult",
+    "is_data_error",
+    "refusal_of",
     "row_of",
     "table_of",
 ]
+
+log = logging.getLogger(__name__)
 
 StoredMessage: TypeAlias = PortfolioMetrics | PortfolioStats | Weights | RebalanceEvent
 """The messages the history database keeps."""
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_REASON_CHARS: Final = 200
+_URL: Final = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +87,25 @@ class Provenance:
     topic: str = ""
     partition: int | None = None
     offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message the store did not keep: its table, where it was read, and why (one line)."""
+
+    table: str
+    provenance: Provenance
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What :meth:`StoreWriter.write_batch` did: rows written per table, and what it refused."""
+
+    written: dict[str, int]
+    refused: list[Refused]
+    transactions: int = 0
+    """Database transactions committed (0 when nothing reached the database)."""
 
 
 def _instant(timestamp_ms: int) -> dt.datetime:
@@ -149,17 +194,105 @@ def _key_columns(table: sa.Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.primary_key.columns)
 
 
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a JSON value: keys (tickers), list items (tickers), string values."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
+def refusal_of(table: sa.Table, row: Mapping[str, Any]) -> str | None:
+    """Why the store refuses ``row`` of ``table`` without asking the database, or None.
+
+    Refused: a text longer than its column, a ticker (a string inside a JSON column) longer than
+    :data:`~streamfolio.store.schema.TICKER_LENGTH`, and a NUL character in any text. The reason
+    names the column, never the value (it may be huge, or hostile).
+
+    >>> refusal_of(schema.weights, {"portfolio_id": "p\\x00", "weights": {}})
+    'portfolio_id contains a NUL character'
+    >>> refusal_of(schema.weights, {"portfolio_id": "p", "weights": {"T" * 40: 1.0}})
+    'weights has a ticker of 40 characters, longer than the 32 the store keeps'
+    """
+    for column in table.columns:
+        value = row.get(column.name)
+        if value is None:
+            continue
+        if isinstance(column.type, sa.JSON):
+            for text in _texts(value):
+                if "\x00" in text:
+                    return f"{column.name} contains a NUL character"
+                if len(text) > schema.TICKER_LENGTH:
+                    return (
+                        f"{column.name} has a ticker of {len(text)} characters, longer than the "
+                        f"{schema.TICKER_LENGTH} the store keeps"
+                    )
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return f"{column.name} contains a NUL character"
+            length = getattr(column.type, "length", None)
+            if length is not None and len(value) > length:
+                return (
+                    f"{column.name} is {len(value)} characters, longer than the {length} "
+                    "the store keeps"
+                )
+    return None
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether the database refused a *value* (so another record may well be accepted), as
+    opposed to failing as a whole (a lost connection, a full disk, a lock, a bug in a statement).
+
+    Data errors: SQLAlchemy's ``DataError`` and ``IntegrityError`` (SQLite and PostgreSQL alike),
+    a ``StatementError`` raised while preparing a value (not by the database), and the
+    ``OverflowError`` SQLite's driver raises for an integer beyond 64 bits.
+    """
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return False
+        return isinstance(error, sa_exc.DataError | sa_exc.IntegrityError)
+    return isinstance(error, sa_exc.StatementError | OverflowError)
+
+
+def reason_of(error: BaseException) -> str:
+    """The database's reason for refusing, in one short line: no SQL, parameters or URLs."""
+    cause = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    text = _URL.sub("<url>", lines[0]) if lines else type(cause).__name__
+    if len(text) > _REASON_CHARS:
+        text = text[: _REASON_CHARS - 1] + "…"
+    return text
+
+
+def _provenance_of(row: Mapping[str, Any]) -> Provenance:
+    return Provenance(
+        row.get("kafka_topic") or "", row.get("kafka_partition"), row.get("kafka_offset")
+    )
+
+
 class Batch:
     """Rows waiting for one transaction; for each key only the last message added is kept.
 
     Keeping one row per key is required, not just thrifty: PostgreSQL rejects an
     ``INSERT … ON CONFLICT DO UPDATE`` that touches the same row twice.
+
+    A message :func:`refusal_of` refuses is not queued (nor does it replace a queued message with
+    its key): it goes to :attr:`refused`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, messages: Iterable[StoredMessage] = ()) -> None:
         self._rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
         self.messages = 0
-        """Messages added since the batch was made or cleared (duplicates included)."""
+        """Messages added since the batch was made or cleared (duplicates and refused included)."""
+        self.refused: list[Refused] = []
+        """Messages refused before reaching the database, in the order they were added."""
+        for message in messages:
+            self.add(message)
 
     def add(
         self,
@@ -172,11 +305,15 @@ class Batch:
         table = table_of(message)
         when = int(time.time() * 1000) if stored_at_ms is None else stored_at_ms
         row = row_of(message, provenance, stored_at_ms=when)
+        self.messages += 1
+        problem = refusal_of(table, row)
+        if problem is not None:
+            self.refused.append(Refused(table.name, provenance or Provenance(), problem))
+            return
         key = tuple(row[c] for c in _key_columns(table))
         rows = self._rows.setdefault(table.name, {})
         rows.pop(key, None)  # re-insert, so rows stay in the order of their last message
         rows[key] = row
-        self.messages += 1
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         """Table name -> rows to upsert, tables in :func:`~schema.table_names` order."""
@@ -188,6 +325,7 @@ class Batch:
 
     def clear(self) -> None:
         self._rows.clear()
+        self.refused.clear()
         self.messages = 0
 
     def __len__(self) -> int:
@@ -211,7 +349,11 @@ def _upsert(dialect: str, table: sa.Table) -> Executable:
 
 
 class StoreWriter:
-    """Writes batches of messages to the history database, one transaction per batch."""
+    """Writes batches of messages to the history database, one transaction per batch.
+
+    :meth:`write` is all or nothing; :meth:`write_batch` (the store service's) keeps what the
+    database accepts and returns the rest.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -226,15 +368,61 @@ class StoreWriter:
         """Upsert every message in one transaction; returns rows written per table.
 
         Either all of it is stored or, if the database fails, none of it (the exception
-        propagates and the caller must not acknowledge the messages).
+        propagates and the caller must not acknowledge the messages). A message
+        :func:`refusal_of` refuses raises :class:`StoreError` before the database is touched.
         """
-        batch = messages if isinstance(messages, Batch) else _batch_of(messages)
+        batch = messages if isinstance(messages, Batch) else Batch(messages)
+        if batch.refused:
+            first = batch.refused[0]
+            raise StoreError(
+                f"{len(batch.refused)} message(s) refused, nothing written; first, in "
+                f"{first.table}: {first.reason}"
+            )
         rows = batch.rows()
         if not rows:
             return {}
         with self.engine.begin() as connection:
             self._execute(connection, rows)
         return {name: len(table_rows) for name, table_rows in rows.items()}
+
+    def write_batch(self, batch: Batch) -> WriteResult:
+        """Upsert the batch, keeping every record the database accepts; returns what was written
+        and what was refused (``batch.refused`` first, then what the database refused).
+
+        The batch is one transaction. If the database refuses it with a data error
+        (:func:`is_data_error`), each record is written again in a transaction of its own, and
+        the ones it still refuses are returned with the database's reason. Any other error
+        propagates; rows written before it stay written (writing them again changes nothing).
+        """
+        refused = list(batch.refused)
+        rows = batch.rows()
+        if not rows:
+            return WriteResult({}, refused)
+        try:
+            with self.engine.begin() as connection:
+                self._execute(connection, rows)
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            log.info("batch refused (%s); writing it record by record", reason_of(error))
+        else:
+            counts = {name: len(table_rows) for name, table_rows in rows.items()}
+            return WriteResult(counts, refused, transactions=1)
+        written: dict[str, int] = {}
+        transactions = 0
+        for name, table_rows in rows.items():
+            for row in table_rows:
+                try:
+                    with self.engine.begin() as connection:
+                        self._execute(connection, {name: [row]})
+                except Exception as error:
+                    if not is_data_error(error):
+                        raise
+                    refused.append(Refused(name, _provenance_of(row), reason_of(error)))
+                else:
+                    written[name] = written.get(name, 0) + 1
+                    transactions += 1
+        return WriteResult(written, refused, transactions)
 
     def _execute(self, connection: Connection, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         for name, table_rows in rows.items():
@@ -251,10 +439,3 @@ class StoreWriter:
                 )
                 for name in schema.table_names()
             }
-
-
-def _batch_of(messages: Iterable[StoredMessage]) -> Batch:
-    batch = Batch()
-    for message in messages:
-        batch.add(message)
-    return batch
