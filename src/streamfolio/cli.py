@@ -333,7 +333,9 @@ def demo(
 
     The default configuration is the packaged examples/demo.yaml: the example CSE portfolios on
     daily bars, one simulated trading day every two seconds; after about 90 s the banks sell off
-    and portf1 rebalances. Ctrl-C or --duration stops everything and leaves nothing running.
+    and portf1 rebalances. Ctrl-C, SIGTERM, SIGHUP (closing the terminal) or --duration stops
+    everything and leaves nothing running; a requested stop exits with code 0. The topics are
+    emptied first, on the local broker only: pointed at another cluster the demo refuses.
     """
     from streamfolio.config import example_config_path
 

@@ -1,9 +1,15 @@
 """``streamfolio demo``: the whole loop on this machine, and a live view of it.
 
-Starts (and on Ctrl-C or ``--duration`` stops, leaving nothing running) the local Kafka broker,
-publishes the example portfolios' initial state, then runs the streaming job, the simulator feed,
-the rebalancer, the history store and the dashboard as child processes, and shows a live table
-per portfolio: Sharpe against its threshold, expected return, risk, last rebalance.
+Starts (and on Ctrl-C, SIGTERM, SIGHUP or ``--duration`` stops, leaving nothing running) the local
+Kafka broker, publishes the example portfolios' initial state, then runs the streaming job, the
+simulator feed, the rebalancer, the history store and the dashboard as child processes, and shows
+a live table per portfolio: Sharpe against its threshold, expected return, risk, last rebalance.
+
+A requested stop (Ctrl-C, ``kill``'s SIGTERM, closing the terminal's SIGHUP) stops the children
+newest first, then the broker if the demo started it, and exits with code 0. The demo empties the
+topics it uses before it starts, but only on the local broker it started (or found running) from
+the checkout's ``kafka.local.data_dir``: pointed at any other cluster it refuses (see
+:func:`check_local_cluster`).
 """
 
 from __future__ import annotations
@@ -15,18 +21,132 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamfolio.config import Settings
+from streamfolio.errors import ConfigError
 from streamfolio.kafka.clients import RecordConsumer
 from streamfolio.kafka.topics import contract
 
+if TYPE_CHECKING:
+    from streamfolio.kafka.local import LocalKafka
+
 Progress = Callable[[str], None]
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
+"""Besides Ctrl-C's SIGINT, the signals that stop the demo as Ctrl-C does."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal (SIGTERM, SIGHUP), as SIGINT raises
+    :class:`KeyboardInterrupt`: whatever the demo is doing unwinds to its ordered shutdown."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def stop_signals(signals: Sequence[signal.Signals] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, ``signals`` raise :class:`StopRequested`; the previous handlers are
+    restored afterwards. Outside the main thread (where Python runs no handlers) it does nothing.
+
+    >>> before = signal.getsignal(signal.SIGTERM)
+    >>> with stop_signals():
+    ...     signal.getsignal(signal.SIGTERM) is not before
+    True
+    >>> signal.getsignal(signal.SIGTERM) is before
+    True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, _frame: object) -> None:
+        raise StopRequested(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _shielded(signals: Sequence[signal.Signals] = (signal.SIGINT, *STOP_SIGNALS)) -> Iterator[None]:
+    # While stopping, a second Ctrl-C, a SIGTERM after a SIGHUP (what a closing terminal may
+    # send) or an impatient `kill` must not cut the shutdown short and leave children running.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def tolerant(progress: Progress) -> Progress:
+    """``progress`` that never raises ``OSError``: after SIGHUP the terminal is gone and writing
+    to it fails (EIO), which must not stop the shutdown half-way."""
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed stream
+            progress(line)
+
+    return say
+
+
+def supervise(body: Callable[[], int], shutdown: Callable[[], None], progress: Progress) -> int:
+    """Run ``body`` until it returns or a stop is requested, then ``shutdown``, always.
+
+    Ctrl-C (SIGINT), SIGTERM and SIGHUP all stop it the same way: ``body`` unwinds, ``shutdown``
+    runs with those signals ignored (a second one cannot cut it short), and the result is 0.
+    Otherwise the result is ``body``'s; its exceptions propagate after ``shutdown``.
+    """
+    code = 0
+    with stop_signals():
+        try:
+            code = body()
+        except KeyboardInterrupt as stop:
+            progress(f"{_stop_name(stop)}: stopping")
+        except OSError as error:
+            # Closing the terminal: its SIGHUP unwinds the live view, whose last write to the
+            # vanished terminal fails (EIO) and replaces the StopRequested.
+            requested = _requested_stop(error)
+            if requested is None:
+                raise
+            progress(f"{_stop_name(requested)}: stopping")
+        finally:
+            with _shielded():
+                shutdown()
+                progress("demo stopped; nothing left running")
+    return code
+
+
+def _stop_name(stop: KeyboardInterrupt) -> str:
+    return stop.name if isinstance(stop, StopRequested) else "Ctrl-C"
+
+
+def _requested_stop(error: BaseException) -> StopRequested | None:
+    cause: BaseException | None = error.__context__
+    while cause is not None:
+        if isinstance(cause, StopRequested):
+            return cause
+        cause = cause.__context__
+    return None
 
 
 @dataclass
@@ -270,8 +390,106 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
 
 
+def local_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id of the KRaft storage in ``data_dir`` (``kraft/meta.properties``, else the
+    ``cluster.id`` file the storage is formatted with), or None if it holds none.
+
+    >>> local_cluster_id(Path("/nonexistent")) is None
+    True
+    """
+    with contextlib.suppress(OSError):
+        for line in (
+            (data_dir / "kraft" / "meta.properties").read_text(encoding="utf-8").splitlines()
+        ):
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id" and value.strip():
+                return value.strip()
+    with contextlib.suppress(OSError):
+        return (data_dir / "cluster.id").read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def cluster_id(settings: Settings, timeout: float = 10.0) -> str | None:
+    """The id the cluster at ``kafka.bootstrap_servers`` reports (``describe_cluster``)."""
+    from streamfolio.kafka.admin import admin_client
+
+    admin = admin_client(
+        settings.kafka.bootstrap_servers, settings.kafka.client_config(), quiet=True
+    )
+    described = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 5)
+    found = getattr(described, "cluster_id", None)
+    return str(found) if found else None
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"})
+
+
+def _is_local_address(bootstrap: str, port: int) -> bool:
+    """True if every server of ``bootstrap`` is this machine's ``port``.
+
+    >>> _is_local_address("localhost:9092, 127.0.0.1:9092", 9092)
+    True
+    >>> _is_local_address("localhost:9092,kafka.example.com:9092", 9092)
+    False
+    """
+    for server in bootstrap.split(","):
+        host, _, found = server.strip().rpartition(":")
+        if host.lower() not in _LOOPBACK or found != str(port):
+            return False
+    return True
+
+
+def check_local_cluster(
+    settings: Settings,
+    broker: LocalKafka,
+    describe: Callable[[Settings], str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (:class:`~streamfolio.errors.ConfigError`) unless ``kafka.bootstrap_servers`` is
+    the local broker ``broker`` (the one the demo started or found running from its data dir).
+
+    The cluster id the servers report (``describe``, default :func:`cluster_id`) must be the
+    one formatted into the data dir, which holds whatever the servers are called (``localhost``
+    or ``127.0.0.1``); when the data dir has none yet, the servers must be ``broker``'s own port
+    on this machine.
+    """
+    bootstrap = settings.kafka.bootstrap_servers
+    expected = local_cluster_id(broker.data_dir)
+    reason = ""
+    if expected is None:
+        if not _is_local_address(bootstrap, broker.local.port):
+            reason = f"it is not the local broker's address {broker.bootstrap}"
+    else:
+        try:
+            found = (describe or cluster_id)(settings)
+        except Exception as error:  # any failure: not confirmed
+            found = None
+            reason = f"its cluster id could not be read ({type(error).__name__})"
+        if found != expected and not reason:
+            reason = (
+                f"it is cluster {found or '(unknown)'}, not the local broker's cluster "
+                f"{expected} (from {broker.data_dir})"
+            )
+    if not reason:
+        return
+    env = os.environ if environ is None else environ
+    variable = next((n for n in env if n.upper() == "STREAMFOLIO_KAFKA__BOOTSTRAP_SERVERS"), None)
+    origin = f" (set by environment variable {variable})" if variable else ""
+    raise ConfigError(
+        "kafka.bootstrap_servers",
+        f"{bootstrap!r}{origin}: {reason}; the demo only resets topics on the local broker it "
+        "started, and deletes nothing elsewhere",
+        f"point kafka.bootstrap_servers at the local broker ({broker.bootstrap})"
+        + (f", e.g. unset {variable}" if variable else "")
+        + ", or pass --keep-topics to run on that cluster without deleting its topics",
+    )
+
+
 def _reset_topics(settings: Settings, progress: Progress) -> None:
-    """Delete and re-create the configured topics, so a demo never sees an earlier run."""
+    """Delete and re-create the configured topics, so a demo never sees an earlier run.
+
+    Only after :func:`check_local_cluster`: this deletes whatever the topics hold.
+    """
     from streamfolio.kafka.admin import admin_client, ensure_topics, topic_specs
 
     specs = topic_specs(settings)
@@ -292,7 +510,8 @@ def _reset_topics(settings: Settings, progress: Progress) -> None:
 
 
 def run_demo(options: DemoOptions, progress: Progress) -> int:
-    """Run the loop until ``duration_s`` or Ctrl-C; returns a process exit code."""
+    """Run the loop until ``duration_s``, Ctrl-C, SIGTERM or SIGHUP; returns a process exit code
+    (0 for a requested stop, as for a run to ``duration_s``)."""
     from rich.console import Console
     from rich.live import Live
 
@@ -301,38 +520,26 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     from streamfolio.kafka.local import LocalKafka, repo_root
     from streamfolio.state import initial_state, publish_state
 
+    progress = tolerant(progress)
     settings = load_config(options.config_path)
     config = str(options.config_path)
     broker = LocalKafka(settings.kafka, repo_root(), progress=progress)
-    started_broker = not broker.is_running()
-    broker.up(topic_specs(settings), timeout=120)
-    if not options.keep_topics:
-        _reset_topics(settings, progress)
-    state = initial_state(settings, progress=progress)
-    publish_state(settings, state, progress=progress)
-
     supervisor = Supervisor(options.log_dir, progress)
-    code = 0
-    try:
+    started_broker = False
+
+    def body() -> int:
+        nonlocal started_broker
+        started_broker = not broker.is_running()
+        broker.up(topic_specs(settings), timeout=120)
+        if not options.keep_topics:
+            check_local_cluster(settings, broker)
+            _reset_topics(settings, progress)
+        state = initial_state(settings, progress=progress)
+        publish_state(settings, state, progress=progress)
         supervisor.start("job", python_command("job", "run", "--config", config))
-        if options.source == "sim":
-            start = _iso(sim_start_ms(state))
-            feed_args = ["--source", "sim", "--seed", str(options.seed), "--start", start]
-            feed_args += SIM_ARGS
-        elif options.source == "replay":
-            if options.prices is None:
-                raise ValueError("--source replay needs --prices FILE")
-            feed_args = [
-                "--source",
-                "replay",
-                "--prices",
-                str(options.prices),
-                "--speed",
-                str(options.speed),
-            ]
-        else:
-            feed_args = ["--source", "cse"]
-        supervisor.start("feed", python_command("feed", *feed_args, "--config", config))
+        supervisor.start(
+            "feed", python_command("feed", *_feed_args(options, state), "--config", config)
+        )
         supervisor.start("rebalancer", python_command("rebalancer", "--config", config))
         supervisor.start("store", python_command("store", "--config", config))
         supervisor.start(
@@ -340,15 +547,32 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
         )
         progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
-        code = _live(settings, supervisor, options, Console(stderr=True), Live)
-    except KeyboardInterrupt:
-        progress("Ctrl-C: stopping")
-    finally:
+        return _live(settings, supervisor, options, Console(stderr=True), Live)
+
+    def shutdown() -> None:
         supervisor.stop_all()
         if started_broker:
             broker.down()
-        progress("demo stopped; nothing left running")
-    return code
+
+    return supervise(body, shutdown, progress)
+
+
+def _feed_args(options: DemoOptions, state: dict[str, Any]) -> list[str]:
+    if options.source == "sim":
+        start = _iso(sim_start_ms(state))
+        return ["--source", "sim", "--seed", str(options.seed), "--start", start, *SIM_ARGS]
+    if options.source == "replay":
+        if options.prices is None:
+            raise ValueError("--source replay needs --prices FILE")
+        return [
+            "--source",
+            "replay",
+            "--prices",
+            str(options.prices),
+            "--speed",
+            str(options.speed),
+        ]
+    return ["--source", "cse"]
 
 
 def _live(
