@@ -4,7 +4,9 @@
   topics into SQLite, commits its offsets, and replays (new group, rewound group) add no rows;
   ``streamfolio store`` stops cleanly on Ctrl-C; the report is written from what was stored;
 * a throwaway PostgreSQL cluster, when PostgreSQL is installed: the same writes, replays,
-  queries and report on PostgreSQL.
+  queries and report on PostgreSQL; and no poison pill stops the store (issue #11): records
+  PostgreSQL cannot hold (a NUL character, an over-long portfolio id) are dead-lettered
+  ``store_refused`` while the store keeps running and stores the rest.
 """
 
 from __future__ import annotations
@@ -31,14 +33,21 @@ import yaml
 
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.kafka.admin import ensure_topics, topic_specs
-from streamfolio.kafka.clients import RecordProducer
+from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer, RecordProducer
 from streamfolio.kafka.topics import contract
-from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
+from streamfolio.messages import (
+    DeadLetter,
+    PortfolioMetrics,
+    PortfolioStats,
+    RebalanceEvent,
+    Weights,
+)
+from streamfolio.serde import codec_for
 from streamfolio.store import queries, schema
 from streamfolio.store.report import write_report
 from streamfolio.store.schema import open_store
 from streamfolio.store.service import StoreOptions, StoreService, StoreStats
-from streamfolio.store.writer import StoredMessage, StoreWriter
+from streamfolio.store.writer import Batch, Provenance, StoredMessage, StoreWriter
 
 KafkaBroker = Any  # tests/integration/conftest.py: the session broker fixture
 
@@ -148,6 +157,7 @@ def test_store_keeps_history_commits_offsets_and_replays_add_no_rows(
     first = _run(settings, StoreOptions(database=url, group_id=group), expect=sent)
     assert first.consumed == sent
     assert dict(first.skipped) == {"undecodable": 1, "invalid": 1}
+    assert first.dead_lettered == 2
     assert queries.row_counts(url) == EXPECTED_ROWS
     assert queries.portfolio_ids(url) == ["banks", "portf1"]
     engine = queries.engine_of(url)
@@ -319,3 +329,135 @@ def test_postgresql_upserts_replays_queries_and_report(postgres_url: str, tmp_pa
         assert out.read_text().count('src="data:image/png;base64,') == 3
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------- no poison pill stops the store
+
+NUL_ID = "ban\x00ks"
+LONG_ID = "p" * 65
+
+
+def _read_all(settings: Settings, role: Any, *, idle_s: float = 5.0) -> list[ConsumedRecord]:
+    """Every record of the topic with ``role``, from its oldest (no group offsets used)."""
+    with RecordConsumer(
+        settings.kafka,
+        [contract(settings, role)],
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        from_beginning=True,
+        assign_all=True,
+    ) as reader:
+        return list(reader.records(timeout=idle_s))
+
+
+def test_postgresql_refuses_record_by_record_and_keeps_the_rest(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store's own checks switched off, PostgreSQL's refusals (NUL in text and in JSONB,
+    a too-long varchar, a bigint overflow) are found by the per-record fallback."""
+    monkeypatch.setattr("streamfolio.store.writer.refusal_of", lambda *_: None)
+    engine = open_store(postgres_url)
+    try:
+        good = _history()[:6]  # banks metrics 0..5
+        hostile = [
+            PortfolioMetrics(NUL_ID, 0.2, 0.1, 0.5, T0, count=1, weights={"ATW": 1.0}),
+            PortfolioMetrics(LONG_ID, 0.2, 0.1, 0.5, T0, count=1, weights={"ATW": 1.0}),
+            PortfolioMetrics("x", 0.2, 0.1, 0.5, T0, count=1, weights={"AT\x00W": 1.0}),
+            PortfolioMetrics("y", 0.2, 0.1, 0.5, T0, count=2**64, weights={"ATW": 1.0}),
+        ]
+        batch = Batch()
+        for offset, message in enumerate([*good[:3], *hostile, *good[3:]]):
+            batch.add(message, Provenance("metrics", 0, offset))
+        result = StoreWriter(engine).write_batch(batch)
+        assert result.written == {"metrics": 6}
+        assert [r.provenance.offset for r in result.refused] == [3, 4, 5, 6]
+        reasons = [r.reason for r in result.refused]
+        assert "NUL" in reasons[0] and "character varying(64)" in reasons[1], reasons
+        assert all("\n" not in r and "INSERT" not in r and "postgres@" not in r for r in reasons)
+        assert queries.portfolio_ids(engine) == ["banks"]
+    finally:
+        engine.dispose()
+
+
+def test_store_dead_letters_what_postgresql_cannot_hold_and_keeps_running(
+    kafka_broker: KafkaBroker, postgres_url: str, tmp_path: Path
+) -> None:
+    settings, _ = _sandbox(kafka_broker, tmp_path)
+    metrics = contract(settings, "metrics")
+    producer = RecordProducer(settings.kafka)
+
+    def send(messages: list[PortfolioMetrics]) -> None:
+        for message in messages:
+            producer.send(metrics, message.to_record())
+        assert producer.flush(30) == 0
+
+    first = [m for m in _history() if isinstance(m, PortfolioMetrics)][:10]  # banks 0..9
+    hostile = [
+        PortfolioMetrics(NUL_ID, 0.2, 0.1, 0.5, T0, count=1, weights={"ATW": 1.0}),
+        PortfolioMetrics(LONG_ID, 0.2, 0.1, 0.5, T0, count=1, weights={"ATW": 1.0}),
+    ]
+    send([*first[:5], *hostile, *first[5:]])
+
+    service = StoreService(
+        settings,
+        StoreOptions(database=postgres_url, group_id=f"store-{uuid.uuid4().hex[:8]}"),
+    )
+    result: list[StoreStats] = []
+    thread = threading.Thread(target=lambda: result.append(service.run()), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while service.stats.dead_lettered < 2 and thread.is_alive():
+            assert time.monotonic() < deadline, f"no dead letters: {service.stats.line()}"
+            time.sleep(0.2)
+        # Still running: what comes after the poison pills is stored too.
+        later = [
+            PortfolioMetrics("portf1", 0.2, 0.1, 0.5, T0 + i * MINUTE, count=i, weights={"A": 1.0})
+            for i in range(5)
+        ]
+        send(later)
+        while service.stats.consumed < 17 and thread.is_alive():
+            assert time.monotonic() < deadline, f"stalled: {service.stats.line()}"
+            time.sleep(0.2)
+        assert thread.is_alive(), "the store stopped on a poison pill"
+    finally:
+        service.stop.set()
+        thread.join(30)
+    assert result, "the service stopped with an error (see the log)"
+    stats = result[0]
+    assert dict(stats.skipped) == {"store_refused": 2}
+    assert "skipped 2 store_refused; dead-lettered 2" in stats.line()
+    engine = open_store(postgres_url, create=False)
+    try:
+        assert queries.row_counts(engine)["metrics"] == 15
+        assert queries.portfolio_ids(engine) == ["banks", "portf1"]
+    finally:
+        engine.dispose()
+
+    # The dead-letter topic holds the two, with where they were read and their original bytes.
+    sources = {
+        r.record["portfolioId"]: r
+        for r in _read_all(settings, "metrics")
+        if r.record is not None and r.record["portfolioId"] in (NUL_ID, LONG_ID)
+    }
+    codec = codec_for("DeadLetter")
+    letters = [
+        DeadLetter.from_record(codec.decode(r.value)) for r in _read_all(settings, "dead_letter")
+    ]
+    assert len(letters) == 2, letters
+    by_source = {(d.partition, d.offset): d for d in letters}
+    for pid, problem in ((NUL_ID, "NUL"), (LONG_ID, "longer than the 64")):
+        source = sources[pid]
+        letter = by_source[(source.partition, source.offset)]
+        assert letter.reason == "store_refused" and letter.component == "store"
+        assert letter.source_topic == settings.topics.metrics
+        assert letter.payload == source.value and letter.key == source.key
+        assert letter.detail.startswith("metrics: ") and "\n" not in letter.detail
+        assert problem in letter.detail
+
+    # The offsets were committed past them: the same group has nothing left to read.
+    again = _run(
+        settings,
+        StoreOptions(database=postgres_url, group_id=service.options.group_id, duration_s=4.0),
+        expect=1,
+    )
+    assert again.consumed == 0
