@@ -28,6 +28,11 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 T0 = 1_790_000_000_000
+BASE_URL = "http://localhost:8050"  # the TestClient's own "testserver" is not an allowed host
+
+
+def clock() -> float:
+    return T0 / 1000 + 5.0  # the state judges event times against this wall clock
 
 
 def metrics(pid: str, t: int, sharpe: float) -> dict[str, Any]:
@@ -57,14 +62,14 @@ def state() -> DashboardState:
         PortfolioInfo("banks", ("ATW", "BCP"), "desk", 0.3, 0.05),
         PortfolioInfo("telecom", ("IAM",)),
     ]
-    state = DashboardState(infos)
+    state = DashboardState(infos, clock=clock)
     state.apply("metrics", metrics("banks", T0, 0.4))
     return state
 
 
 @pytest.fixture
 def client(state: DashboardState) -> Iterator[TestClient]:
-    with TestClient(create_app(state)) as c:
+    with TestClient(create_app(state), base_url=BASE_URL) as c:
         yield c
 
 
@@ -133,7 +138,7 @@ def test_health_endpoint(client: TestClient) -> None:
 def test_the_app_starts_and_stops_its_consumer(state: DashboardState) -> None:
     consumer = FakeConsumer()
     closing = threading.Event()
-    with TestClient(create_app(state, consumer=consumer, closing=closing)) as c:
+    with TestClient(create_app(state, consumer=consumer, closing=closing), base_url=BASE_URL) as c:
         assert c.get("/api/health").status_code == 200
         assert consumer.calls == ["start"]
     assert consumer.calls == ["start", "stop"] and closing.is_set()
@@ -162,7 +167,7 @@ def test_stream_pushes_the_selected_portfolio_from_its_cursor_and_health(
         threading.Timer(0.5, closing.set).start()  # ends the stream, as a shutdown does
 
     threading.Timer(0.1, produce).start()
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE_URL) as c:
         response = c.get(f"/api/stream?portfolio=banks&since={cursor}")
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.startswith("retry: ")
@@ -188,7 +193,7 @@ def test_stream_resumes_from_last_event_id_and_resets_a_foreign_cursor(
     assert full["event"] == "portfolio" and full["data"]["reset"]
     closing = threading.Event()
     closing.set()
-    with TestClient(create_app(state, closing=closing)) as c:
+    with TestClient(create_app(state, closing=closing), base_url=BASE_URL) as c:
         response = c.get(
             "/api/stream?portfolio=banks", headers={"Last-Event-ID": f"{state.token}-0"}
         )

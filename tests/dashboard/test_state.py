@@ -148,14 +148,24 @@ def test_sharpe_status_edges() -> None:
     assert sharpe_status(0.2, None, None) == "above"
 
 
-def test_portfolios_seen_only_in_the_topics_are_added_with_the_records_threshold(
+def test_portfolios_not_configured_are_ignored_and_counted(state: DashboardState) -> None:
+    assert not state.apply("metrics", metrics("zz", T0, 0.1, sharpeThreshold=0.3))
+    assert not state.apply(
+        "weights", {"timestamp": T0, "portfolio_id": "zz", "weights": {"A": 1.0}}
+    )
+    assert [s["id"] for s in state.summaries()] == ["p1", "p2"]  # configured, in their order
+    assert state.snapshot("zz") is None
+    report = state.health_report()
+    assert report["ignored"] == {"unknown_portfolio": 2} and report["portfolios"] == 2
+    assert report["read"] == {"metrics": 1, "weights": 1} and report["invalid"] == {}
+
+
+def test_the_records_threshold_stands_in_for_a_portfolio_configured_without_one(
     state: DashboardState,
 ) -> None:
-    state.apply("metrics", metrics("zz", T0, 0.1, sharpeThreshold=0.3))
-    ids = [s["id"] for s in state.summaries()]
-    assert ids == ["p1", "p2", "zz"]  # configured first, in their order
-    zz = state.summaries("zz")[0]
-    assert zz["threshold"] == 0.3 and zz["band"] is None and zz["status"] == "below"
+    state.apply("metrics", metrics("p2", T0, 0.1, sharpeThreshold=0.3))
+    p2 = state.summaries("p2")[0]
+    assert p2["threshold"] == 0.3 and p2["band"] is None and p2["status"] == "below"
 
 
 def test_from_settings_takes_thresholds_and_bands_from_each_portfolios_policy() -> None:
@@ -233,7 +243,7 @@ def test_a_client_following_deltas_matches_the_bounded_snapshot(state: Dashboard
     for _ in range(40):
         for _ in range(int(rng.integers(0, 9))):
             t += 1000
-            state.apply("metrics", metrics("p1", t, float(rng.normal())))
+            assert state.apply("metrics", metrics("p1", t, float(rng.normal())), now=t / 1000)
         delta = state.delta("p1", client["seq"])
         if delta is None:
             continue
@@ -244,14 +254,30 @@ def test_a_client_following_deltas_matches_the_bounded_snapshot(state: Dashboard
     assert client["metrics"] == state.snapshot("p1")["metrics"]  # type: ignore[index]
 
 
-def test_a_rewind_in_event_time_resets_the_client(state: DashboardState) -> None:
+def test_a_rewind_in_event_time_neither_wipes_nor_rewrites_history(
+    state: DashboardState,
+) -> None:
+    # The job reprocessed from t=1000 (or a producer misstamped): what is shown stays, and the
+    # histories only grow at their end, so a client's deltas never need a reset.
     for i in range(4):
         state.apply("metrics", metrics("p1", T0 + i * 1000, 0.1))
+        state.apply(
+            "weights", {"timestamp": T0 + i * 1000, "portfolio_id": "p1", "weights": {"A": 0.5}}
+        )
+    state.apply("weights", {"timestamp": T0 + 3000, "portfolio_id": "p1", "weights": {"A": 1.0}})
+    before = state.snapshot("p1")
     cursor = state.seq
-    state.apply("metrics", metrics("p1", T0 + 1000, 0.9))  # the job reprocessed from t=1000
+    assert not state.apply("metrics", metrics("p1", T0 + 1000, 0.9))
+    assert not state.apply("metrics", metrics("p1", T0 + 3000, 0.9))  # not newer: ignored too
+    assert not state.apply(
+        "weights", {"timestamp": T0 + 2999, "portfolio_id": "p1", "weights": {"B": 1.0}}
+    )
+    assert state.delta("p1", cursor) is None and state.seq == cursor
+    assert state.snapshot("p1") == before
+    assert state.health_report()["ignored"] == {"out_of_order": 3}
+    assert state.apply("metrics", metrics("p1", T0 + 4000, 0.2))  # the next one appends
     delta = state.delta("p1", cursor)
-    assert delta is not None and delta["reset"]
-    assert delta["metrics"]["t"] == [T0, T0 + 1000] and delta["metrics"]["sharpe"][-1] == 0.9
+    assert delta is not None and not delta["reset"] and delta["metrics"]["t"] == [T0 + 4000]
 
 
 def test_a_cursor_from_the_future_gets_a_reset(state: DashboardState) -> None:
@@ -301,7 +327,7 @@ def test_health_counts_dead_letters_by_reason_and_keeps_the_latest() -> None:
 
 def test_health_lag_is_wall_clock_minus_the_newest_metrics_event_time() -> None:
     clock = Clock()
-    state = DashboardState([], clock=clock)
+    state = DashboardState([PortfolioInfo("p"), PortfolioInfo("q")], clock=clock)
     assert state.health_report()["lag_ms"] is None
     state.apply("metrics", metrics("p", T0 - 5000, 0.1))
     state.apply("metrics", metrics("q", T0 - 9000, 0.1))  # older: does not move it back

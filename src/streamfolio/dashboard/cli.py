@@ -80,6 +80,25 @@ def dashboard_command(
     history: Annotated[
         int, typer.Option(min=10, help="Metrics points kept (and charted) per portfolio.")
     ] = 2000,
+    window_days: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Show records stamped at most this many days before now (or before the "
+            "newest shown); older ones are ignored and counted as stale.",
+        ),
+    ] = 30.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            envvar="STREAMFOLIO_DASHBOARD_ALLOWED_HOSTS",
+            help="Also answer requests for this host name or address (any port); repeatable, "
+            "'*' for any. Always allowed: localhost, 127.0.0.1, [::1] and --host. Also "
+            "$STREAMFOLIO_DASHBOARD_ALLOWED_HOSTS (separated by spaces).",
+            show_default=False,
+        ),
+    ] = None,
     duration: Annotated[
         float | None, typer.Option(min=0, help="Stop after this many seconds.")
     ] = None,
@@ -89,9 +108,11 @@ def dashboard_command(
     Per portfolio: Sharpe ratio against its threshold band, expected return and risk, weights,
     the correlation matrix of the latest statistics, rebalance decisions, and pipeline health.
     It reads the topics with one consumer outside any consumer group and commits nothing.
+    Only the configured portfolios are shown, and only requests for an allowed host name are
+    answered (docs/dashboard.md).
     """
     try:
-        from streamfolio.dashboard.app import create_app, serve
+        from streamfolio.dashboard.app import allowed_hosts, create_app, serve
         from streamfolio.dashboard.consumer import ConsumerOptions, DashboardConsumer
         from streamfolio.dashboard.state import DashboardState, Limits
     except ImportError as exc:
@@ -105,6 +126,7 @@ def dashboard_command(
         settings = load_config(config or example_config_path())
         options = ConsumerOptions(from_beginning=from_beginning, lookback_minutes=lookback)
         limits = Limits(metrics=history)
+        hosts = allowed_hosts(host, allowed_host or ())
     except (ConfigError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -113,10 +135,12 @@ def dashboard_command(
     except OSError as exc:
         typer.secho(f"error: cannot listen on {host}:{port}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
-    state = DashboardState.from_settings(settings, limits=limits)
+    state = DashboardState.from_settings(
+        settings, limits=limits, history_ms=int(window_days * 86_400_000)
+    )
     consumer = DashboardConsumer(settings, state, options)
     closing = threading.Event()
-    app = create_app(state, consumer=consumer, closing=closing)
+    app = create_app(state, consumer=consumer, closing=closing, hosts=hosts)
     typer.echo(f"streamfolio dashboard: {url_for(sock)}  (Ctrl-C to stop)", err=False)
     try:
         serve(app, sock, closing=closing, duration_s=duration)

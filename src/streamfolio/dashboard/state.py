@@ -11,8 +11,21 @@ Every change gets a sequence number from one counter. A browser keeps the number
 change it has seen and asks for what is newer (:meth:`~DashboardState.delta`): that keeps the push
 channel small however many portfolios there are, and coalesces bursts. Histories are bounded
 (:class:`Limits`); a client trims its copy to the same bounds, so dropping old points never needs
-a resend. Only a rewind (a record older than the newest one shown, e.g. after the job reprocessed
-its input) makes the next delta a full ``reset``.
+a resend.
+
+Nothing read from a topic is trusted (docs/dashboard.md, "What it ignores"):
+
+* only the configured portfolios have a view; a record of any other id is ignored and counted
+  (``unknown_portfolio``), so the memory used does not depend on what the topics carry;
+* a record stamped before the history window (:class:`TimeWindow`, relative to the wall clock or
+  to the newest record shown for its portfolio) is ignored as ``stale``, one stamped further than
+  the allowed skew ahead of the wall clock as ``future``;
+* a metrics or weights record older than the newest one shown for its portfolio (a metrics
+  record: not newer) is ignored as ``out_of_order``: histories only ever grow at their end, so a
+  record never wipes or rewrites what is shown, and every delta is an append;
+* a record with more than :data:`MAX_TICKERS` tickers is ignored as ``too_large``; texts are cut
+  to :data:`MAX_TEXT` characters; dead-letter reasons beyond :data:`MAX_REASONS` distinct ones
+  are counted as ``other``.
 
 >>> state = DashboardState.from_settings(load_config(example_config_path(), environ={}))
 >>> state.apply("metrics", {"portfolioId": "banks", "risk": 0.2, "expectedReturn": 0.1,
@@ -20,6 +33,11 @@ its input) makes the next delta a full ``reset``.
 True
 >>> [(s["id"], s["sharpe"], s["status"]) for s in state.summaries()]
 [('portf1', None, 'none'), ('banks', 0.4, 'above')]
+>>> state.apply("metrics", {"portfolioId": "nope", "risk": 0.2, "expectedReturn": 0.1,
+...                         "sharpRatio": 0.4, "timestamp": 1_000}, now=2.0)
+False
+>>> state.health_report(now=2.0)["ignored"]
+{'unknown_portfolio': 1}
 """
 
 from __future__ import annotations
@@ -47,13 +65,21 @@ from streamfolio.messages import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_FUTURE_SKEW_MS",
+    "DEFAULT_WINDOW_MS",
+    "IGNORED_REASONS",
+    "MAX_REASONS",
+    "MAX_TEXT",
+    "MAX_TICKERS",
     "ROLES",
     "DashboardState",
     "Health",
     "Limits",
     "PortfolioInfo",
     "Role",
+    "TimeWindow",
     "correlation",
+    "max_future_skew_ms",
     "sharpe_status",
 ]
 
@@ -72,6 +98,29 @@ ROLES: Final[tuple[Role, ...]] = (
 
 Json: TypeAlias = dict[str, Any]
 
+DEFAULT_WINDOW_MS: Final = 30 * 86_400_000
+"""How far back in event time records are shown by default: 30 days."""
+DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
+"""How far ahead of the wall clock a record may be stamped by default (the job's own bound)."""
+MAX_TICKERS: Final = 512
+"""Most tickers a weights, statistics or rebalance record may carry to be shown."""
+MAX_TEXT: Final = 200
+"""Texts from the topics (reasons, details, sources) are cut to this many characters."""
+MAX_REASONS: Final = 64
+"""Distinct dead-letter reasons counted one by one; any further one is counted as ``other``."""
+_MAX_RATE_KEYS: Final = 16
+_MAX_RATE_SAMPLES: Final = 1024
+
+Ignored: TypeAlias = Literal["unknown_portfolio", "stale", "future", "out_of_order", "too_large"]
+IGNORED_REASONS: Final[tuple[Ignored, ...]] = (
+    "unknown_portfolio",
+    "stale",
+    "future",
+    "out_of_order",
+    "too_large",
+)
+"""Why a record that validates is not shown (counted per reason in the health report)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -85,6 +134,41 @@ class Limits:
         for name in ("metrics", "weights", "events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Which event times are shown: ``history_ms`` back, ``max_future_skew_ms`` ahead.
+
+    A record is ``stale`` if it is stamped before ``now - history_ms`` (``now``: the dashboard's
+    wall clock) or before ``newest - history_ms`` (``newest``: the newest record of its kind
+    shown for its portfolio), ``future`` if stamped after ``now + max_future_skew_ms``.
+
+    >>> w = TimeWindow(history_ms=1000, max_future_skew_ms=10)
+    >>> [w.judge(t, now_ms=5000, newest=None) for t in (3999, 4000, 5010, 5011)]
+    ['stale', None, None, 'future']
+    >>> w.judge(4500, now_ms=5000, newest=5600)
+    'stale'
+    """
+
+    history_ms: int = DEFAULT_WINDOW_MS
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+
+    def __post_init__(self) -> None:
+        if self.history_ms < 1:
+            raise ValueError(f"TimeWindow.history_ms must be >= 1, got {self.history_ms}")
+        if self.max_future_skew_ms < 0:
+            raise ValueError(
+                f"TimeWindow.max_future_skew_ms must be >= 0, got {self.max_future_skew_ms}"
+            )
+
+    def judge(self, t: int, *, now_ms: int, newest: int | None) -> Ignored | None:
+        """``future``, ``stale`` or None (inside the window)."""
+        if t > now_ms + self.max_future_skew_ms:
+            return "future"
+        if t < now_ms - self.history_ms or (newest is not None and t < newest - self.history_ms):
+            return "stale"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +202,8 @@ class _Weights(NamedTuple):
 class _Event(NamedTuple):
     seq: int
     t: int
-    event: RebalanceEvent
+    event_id: str
+    json: Json  # what is sent, built once: the record's weight maps are not kept
 
 
 def correlation(cov: npt.NDArray[np.float64]) -> list[list[float | None]]:
@@ -174,48 +259,68 @@ class _View:
         self.stats_seq = 0
         self.record_threshold: float | None = None  # sharpeThreshold carried by the metrics
         self.last_seq = 0  # newest change of any kind
-        self.reset_seq = 0  # newest change a delta cannot express
         self._corr: tuple[int, Json | None] = (-1, None)
 
     @property
     def threshold(self) -> float | None:
         return self.info.threshold if self.info.threshold is not None else self.record_threshold
 
-    def add_metrics(self, m: PortfolioMetrics, seq: int) -> None:
+    def newest(self, message: Any) -> int | None:
+        """Event time of the newest record shown of ``message``'s kind (None: none yet)."""
+        if isinstance(message, PortfolioMetrics):
+            return self.metrics[-1].t if self.metrics else None
+        if isinstance(message, Weights):
+            return self.weights[-1].t if self.weights else None
+        if isinstance(message, RebalanceEvent):
+            return max((e.t for e in self.events), default=None)
+        if isinstance(message, PortfolioStats):
+            return self.stats.timestamp if self.stats is not None else None
+        return None
+
+    def add_metrics(self, m: PortfolioMetrics, seq: int) -> Ignored | None:
+        # Histories only grow at their end: a replayed or misstamped record never wipes them.
         if self.metrics and m.timestamp <= self.metrics[-1].t:
-            self._rewind(self.metrics, m.timestamp, seq)
+            return "out_of_order"
         if m.sharpe_threshold is not None:
             self.record_threshold = m.sharpe_threshold
         self.metrics.append(
             _Metric(seq, m.timestamp, m.sharpe_ratio, m.expected_return, m.risk, m.count)
         )
         self.last_seq = seq
+        return None
 
-    def add_weights(self, w: Weights, seq: int) -> None:
+    def add_weights(self, w: Weights, seq: int) -> Ignored | None:
         if self.weights and w.timestamp < self.weights[-1].t:
-            self._rewind(self.weights, w.timestamp, seq)
-        self.weights.append(_Weights(seq, w.timestamp, dict(w.weights), w.reason, w.source))
+            return "out_of_order"
+        if len(w.weights) > MAX_TICKERS:
+            return "too_large"
+        self.weights.append(
+            _Weights(seq, w.timestamp, dict(w.weights), _text(w.reason), _text(w.source))
+        )
         self.last_seq = seq
+        return None
 
-    def add_event(self, e: RebalanceEvent, seq: int) -> None:
+    def add_event(self, e: RebalanceEvent, seq: int) -> Ignored | None:
+        if max(len(e.old_weights), len(e.new_weights)) > MAX_TICKERS:
+            return "too_large"
         # Replays of the rebalancer publish the same deterministic ids again: show each once.
-        if e.event_id and any(old.event.event_id == e.event_id for old in self.events):
-            return
-        self.events.append(_Event(seq, e.timestamp, e))
+        event_id = _text(e.event_id)
+        if event_id and any(old.event_id == event_id for old in self.events):
+            return None
+        self.events.append(_Event(seq, e.timestamp, event_id, _event_json(e)))
         self.last_seq = seq
+        return None
 
-    def add_stats(self, s: PortfolioStats, seq: int) -> None:
+    def add_stats(self, s: PortfolioStats, seq: int) -> Ignored | None:
+        if len(s.tickers) > MAX_TICKERS:
+            return "too_large"
         # Initial statistics (the prior) only stand in until the job's first update.
         if self.stats is not None and s.kind == "initial" and self.stats.kind == "updated":
-            return
+            return None
         if self.stats is not None and s.timestamp < self.stats.timestamp and s.kind == "updated":
-            return
+            return None
         self.stats, self.stats_seq, self.last_seq = s, seq, seq
-
-    def _rewind(self, series: deque[Any], t: int, seq: int) -> None:
-        while series and series[-1].t >= t:
-            series.pop()
-        self.reset_seq = seq
+        return None
 
     def correlation(self) -> Json | None:
         if self._corr[0] != self.stats_seq:
@@ -267,23 +372,27 @@ class _View:
                 for w in self.weights
                 if w.seq > since
             ],
-            "events": [_event_json(e.event) for e in self.events if e.seq > since],
+            "events": [e.json for e in self.events if e.seq > since],
             "correlation": self.correlation() if self.stats_seq > since else None,
         }
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _event_json(e: RebalanceEvent) -> Json:
     return {
         "t": e.timestamp,
-        "decision": e.decision,
-        "reason": e.reason,
+        "decision": _text(e.decision),
+        "reason": _text(e.reason),
         "sharpe_before": _finite(e.sharpe_before),
         "sharpe_after": _finite(e.sharpe_after),
         "expected_return_after": _finite(e.expected_return_after),
         "risk_after": _finite(e.risk_after),
         "turnover": _finite(e.turnover),
-        "optimizer_status": e.optimizer_status,
-        "event_id": e.event_id,
+        "optimizer_status": _text(e.optimizer_status),
+        "event_id": _text(e.event_id),
     }
 
 
@@ -303,7 +412,9 @@ class Health:
     * the newest event time in the metrics, and the lag of the wall clock behind it (roughly the
       pipeline's watermark lag: metrics are emitted as the job's event time advances);
     * records read, invalid (decoded but failing validation) and undecodable, per topic role;
-    * dead letters by reason, and the last few of them;
+    * records that validate but are not shown, per reason (:data:`IGNORED_REASONS`);
+    * dead letters by reason (at most :data:`MAX_REASONS` of them, then ``other``), and the last
+      few of them;
     * message rates per topic role from the topics' end offsets (so the prices topic is measured
       without being read), and the dashboard's own read rate, over a sliding window.
     """
@@ -318,6 +429,7 @@ class Health:
         self.read: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.undecodable: Counter[str] = Counter()
+        self.ignored: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.recent_dead_letters: deque[Json] = deque(maxlen=recent)
         self.last_event_time: int | None = None
@@ -339,14 +451,17 @@ class Health:
             self.last_event_time = timestamp_ms
 
     def dead_letter(self, d: DeadLetter) -> None:
-        self.dead_letters[d.reason] += 1
+        reason = _text(d.reason, 64)
+        if reason not in self.dead_letters and len(self.dead_letters) >= MAX_REASONS:
+            reason = "other"
+        self.dead_letters[reason] += 1
         self.recent_dead_letters.append(
             {
                 "t": d.timestamp,
-                "reason": d.reason,
-                "detail": d.detail[:200],
-                "source_topic": d.source_topic,
-                "component": d.component,
+                "reason": reason,
+                "detail": _text(d.detail),
+                "source_topic": _text(d.source_topic),
+                "component": _text(d.component),
             }
         )
 
@@ -356,7 +471,11 @@ class Health:
     def end_offsets(self, totals: Mapping[str, int], *, now: float | None) -> None:
         at = self._clock() if now is None else now
         for role, total in {**totals, "read": sum(self.read.values())}.items():
-            samples = self._samples.setdefault(role, deque())
+            samples = self._samples.get(role)
+            if samples is None:
+                if len(self._samples) >= _MAX_RATE_KEYS:
+                    continue
+                samples = self._samples[role] = deque(maxlen=_MAX_RATE_SAMPLES)
             samples.append((at, total))
             while len(samples) > 2 and at - samples[1][0] >= self._window_s:
                 samples.popleft()
@@ -384,6 +503,7 @@ class Health:
             "read": dict(self.read),
             "invalid": dict(self.invalid),
             "undecodable": dict(self.undecodable),
+            "ignored": dict(self.ignored),
             "dead_letters": dict(self.dead_letters.most_common()),
             "dead_letter_total": sum(self.dead_letters.values()),
             "recent_dead_letters": list(reversed(self.recent_dead_letters)),
@@ -394,8 +514,9 @@ class Health:
 class DashboardState:
     """Per-portfolio histories and pipeline health, safe to share between threads.
 
-    ``portfolios`` are the configured ones, listed first and in their order; portfolios met only
-    in the topics are added as they appear.
+    ``portfolios`` are the configured ones, in their order: the only ones shown. Records of any
+    other portfolio are ignored and counted, so the state's size is bounded by the configuration
+    and ``limits``, whatever the topics carry. ``window`` says which event times are shown.
     """
 
     def __init__(
@@ -403,9 +524,11 @@ class DashboardState:
         portfolios: Iterable[PortfolioInfo] = (),
         *,
         limits: Limits | None = None,
+        window: TimeWindow | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.limits = limits or Limits()
+        self.window = window or TimeWindow()
         self.token = uuid.uuid4().hex[:8]  # tells a browser's cursor from another process's
         self.health = Health(clock=clock)
         self._clock = clock
@@ -419,54 +542,73 @@ class DashboardState:
         settings: Settings,
         *,
         limits: Limits | None = None,
+        history_ms: int = DEFAULT_WINDOW_MS,
         clock: Callable[[], float] = time.time,
     ) -> DashboardState:
+        """The state of the configured portfolios; the future skew is the settings' own."""
         infos = [
             PortfolioInfo(p.id, p.tickers, p.owner, p.policy.sharpe_threshold, p.policy.band)
             for p in settings.portfolios
         ]
-        return cls(infos, limits=limits, clock=clock)
+        window = TimeWindow(history_ms, max_future_skew_ms(settings))
+        return cls(infos, limits=limits, window=window, clock=clock)
 
     # ------------------------------------------------------------------------------ writing
 
     def apply(self, role: Role, record: Mapping[str, Any], *, now: float | None = None) -> bool:
-        """Fold one decoded record in; False (and counted as invalid) if it does not validate."""
+        """Fold one decoded record in; False if it does not validate (counted as invalid) or is
+        not shown (counted as ignored, with the reason: see the module's docstring).
+
+        ``now`` (seconds since the epoch) is the wall clock the record's event time is judged
+        against; the state's clock by default.
+        """
+        if role not in _PARSERS:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        at = self._clock() if now is None else now
         try:
             message = _PARSERS[role](record)
         except (SchemaError, KeyError, TypeError, ValueError):
             with self._lock:
-                self.health.count(role, invalid=True, now=now)
+                self.health.count(role, invalid=True, now=at)
             return False
         with self._lock:
-            self.health.count(role, now=now)
-            self._fold(role, message)
-        return True
+            self.health.count(role, now=at)
+            ignored = self._fold(message, int(at * 1000))
+            if ignored is not None:
+                self.health.ignored[ignored] += 1
+        return ignored is None
 
     def undecodable(self, role: Role, *, now: float | None = None) -> None:
         """Count a message of ``role``'s topic that did not decode with its schema."""
+        if role not in _PARSERS:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         with self._lock:
             self.health.count(role, undecodable=True, now=now)
 
-    def _fold(self, role: Role, message: Any) -> None:
+    def _fold(self, message: Any, now_ms: int) -> Ignored | None:
         if isinstance(message, DeadLetter):
             self.health.dead_letter(message)
-            return
-        self._seq += 1
-        if isinstance(message, PortfolioMetrics):
-            self._view(message.portfolio_id).add_metrics(message, self._seq)
-            self.health.event_time(message.timestamp)
-        elif isinstance(message, PortfolioStats):
-            self._view(message.portfolio_id).add_stats(message, self._seq)
-        elif isinstance(message, Weights):
-            self._view(message.portfolio_id).add_weights(message, self._seq)
-        elif isinstance(message, RebalanceEvent):
-            self._view(message.portfolio_id).add_event(message, self._seq)
-
-    def _view(self, portfolio_id: str) -> _View:
-        view = self._views.get(portfolio_id)
+            return None
+        view = self._views.get(message.portfolio_id)
         if view is None:
-            view = self._views[portfolio_id] = _View(PortfolioInfo(portfolio_id), self.limits)
-        return view
+            return "unknown_portfolio"
+        verdict = self.window.judge(message.timestamp, now_ms=now_ms, newest=view.newest(message))
+        if verdict is not None:
+            return verdict
+        seq = self._seq + 1
+        if isinstance(message, PortfolioMetrics):
+            verdict = view.add_metrics(message, seq)
+            if verdict is None:
+                self.health.event_time(message.timestamp)
+        elif isinstance(message, PortfolioStats):
+            verdict = view.add_stats(message, seq)
+        elif isinstance(message, Weights):
+            verdict = view.add_weights(message, seq)
+        elif isinstance(message, RebalanceEvent):
+            verdict = view.add_event(message, seq)
+        if view.last_seq == seq:  # something changed
+            self._seq = seq
+        return verdict
 
     # ------------------------------------------------------------------------------ reading
 
@@ -496,14 +638,15 @@ class DashboardState:
     def delta(self, portfolio_id: str, since: int) -> Json | None:
         """What changed in one portfolio after change ``since``; None if nothing did.
 
-        A ``reset`` delta (a full snapshot) is returned when the changes cannot be appended to
-        what the client has, or when ``since`` is not a cursor of this state.
+        A ``reset`` delta (a full snapshot) is returned when ``since`` is not a cursor of this
+        state (negative, or ahead of it); histories only grow at their end, so any other delta
+        appends to what the client has.
         """
         with self._lock:
             view = self._views.get(portfolio_id)
             if view is None or (view.last_seq <= since <= self._seq):
                 return None
-            if since < view.reset_seq or since > self._seq:
+            if since < 0 or since > self._seq:
                 return self._payload(view, -1, reset=True)
             return self._payload(view, since, reset=False)
 
@@ -536,6 +679,16 @@ class DashboardState:
         """What the consumer is doing (``starting``, ``running``, ``waiting``, ``error``)."""
         with self._lock:
             self.health.set_status(status, error=error)
+
+
+def max_future_skew_ms(settings: Settings) -> int:
+    """How far ahead of the wall clock a record may be stamped under ``settings``.
+
+    ``validation.max_future_skew_ms`` where the settings have it, else the default (300 s).
+    """
+    validation = getattr(settings, "validation", None)
+    skew = getattr(validation, "max_future_skew_ms", None)
+    return skew if isinstance(skew, int) and skew >= 0 else DEFAULT_MAX_FUTURE_SKEW_MS
 
 
 def _haystack(summary: Json) -> str:
