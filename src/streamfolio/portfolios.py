@@ -18,6 +18,7 @@ def portfolio_spec(portfolio: PortfolioSettings, exchange: ExchangeSettings) -> 
         estimator=portfolio.estimator.kind,
         half_life_bars=portfolio.estimator.half_life_bars,
         sharpe_threshold=portfolio.policy.sharpe_threshold,
+        bounds=weight_bounds(portfolio),
     )
 
 

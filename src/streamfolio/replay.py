@@ -34,48 +34,15 @@ from typing import Any, Literal
 import numpy as np
 
 from streamfolio.core.policy import Hold, PolicySettings, PolicyState, Rebalance, RebalancePolicy
-from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec, check_weights
+from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index, chain_bar
-from streamfolio.errors import DataError
+from streamfolio.intake import CONTROL_RANK, ControlKind, control_problem
 
 EventKind = Literal["stats", "metrics", "weights", "rebalance", "hold", "dead_letter"]
-ControlKind = Literal["stats", "weights"]
-"""A control message: initial statistics (a seed, from the initial-statistics topic) or weights."""
 
-CONTROL_RANK: Mapping[str, int] = {"stats": 0, "weights": 1}
-"""Order of control messages with equal timestamps: a seed before weights, so the metrics emitted
-in between do not depend on which topic was read first."""
 
 DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
 """How far beyond the wall clock an event time may be before its record is refused (5 min)."""
-
-
-def control_problem(
-    spec: PortfolioSpec, kind: ControlKind, record: Mapping[str, Any]
-) -> tuple[str, str] | None:
-    """``(reason, detail)`` if a control message cannot apply to ``spec``'s portfolio, else None.
-
-    Checked on arrival, by the replay and the Flink job alike, so a bad message is refused at
-    once (dead letter) and never waits for its timestamp.
-
-    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=252)
-    >>> control_problem(spec, "weights", {"timestamp": 0, "weights": {"A": 1.0}})
-    ('invalid_weights', 'weights do not cover the portfolio: missing B')
-    >>> control_problem(spec, "stats", {"timestamp": 0, "meanReturns": {"A": 0.0},
-    ...                                 "covarianceMatrix": {"A": {"A": 1.0}}})[0]
-    'invalid_stats'
-    """
-    if kind == "weights":
-        weights = record.get("weights")
-        if not isinstance(weights, Mapping):
-            return "invalid_weights", "no weights map"
-        problem = check_weights(spec.tickers, weights)
-        return None if problem is None else ("invalid_weights", problem)
-    try:
-        PortfolioMonitor(spec).seed(record)
-    except (DataError, KeyError, ValueError, TypeError) as exc:
-        return "invalid_stats", f"{type(exc).__name__}: {exc}"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +419,8 @@ class ReplayEngine:
             )
             return
         problem = control_problem(monitor.spec, kind, record)
+        if problem is None and int(record["timestamp"]) > self._future_limit():
+            problem = "future", f"{kind} stamped {record['timestamp']}, beyond the future skew"
         if problem is not None:
             reason, detail = problem
             yield ReplayEvent("dead_letter", portfolio_id, {"reason": reason, "detail": detail})
@@ -471,9 +440,12 @@ class ReplayEngine:
             timestamp, _, _, kind, record = pending.pop(0)
             monitor = self.monitors[portfolio_id]
             if kind == "stats":
-                monitor.seed(record)
-            elif monitor.set_weights(record["weights"], timestamp_ms=timestamp) is not None:
-                continue  # cannot happen: checked on arrival against the same tickers
+                stale = monitor.seed(record)
+            else:
+                stale = monitor.set_weights(record["weights"], timestamp_ms=timestamp)
+            if stale is not None:  # the fit was checked on arrival: only its age is left
+                yield ReplayEvent("dead_letter", portfolio_id, {"reason": "stale", "detail": stale})
+                continue
             yield from self._after_change(portfolio_id, now_ms=timestamp)
 
     def _fire(self, watermark: float) -> Iterator[ReplayEvent]:

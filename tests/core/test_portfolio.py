@@ -72,6 +72,9 @@ def drive(monitor: PortfolioMonitor, feed: list[BarReturns]) -> list[Any]:
         ({"A": 0.5, "B": 0.5, "C": 0.5}, "weights sum to 1.5, not 1 (tolerance 1e-06)"),
         ({"A": 0.5, "B": 0.5, "C": 2e-6}, "weights sum to 1.000002, not 1 (tolerance 1e-06)"),
         ({}, "weights do not cover the portfolio: missing A, B, C"),
+        # leveraged and short: the portfolios are long-only
+        ({"A": 1.5, "B": -0.25, "C": -0.25}, "weight of A is 1.5, outside its bounds [0, 1]"),
+        ({"A": 5, "B": -4, "C": 0}, "weight of A is 5, outside its bounds [0, 1]"),
     ],
 )
 def test_check_weights_explains_why_weights_are_refused(
@@ -87,13 +90,29 @@ def test_check_weights_explains_why_weights_are_refused(
         {"A": 1.0, "B": 0.0, "C": 0.0},
         {"C": 0.2, "A": 0.3, "B": 0.5},  # any key order
         {"A": 0.5, "B": 0.5, "C": 9e-7},  # within 1e-6
-        {"A": 1.5, "B": -0.25, "C": -0.25},  # shorts are the owner's business
     ],
 )
 def test_check_weights_accepts_finite_weights_covering_the_tickers_summing_to_one(
     weights: dict[str, float],
 ) -> None:
     assert check_weights(TICKERS, weights) is None
+
+
+def test_check_weights_holds_each_weight_to_its_bounds() -> None:
+    bounds = [(0.1, 0.5), (0.0, 0.6), (0.2, 1.0)]
+    assert check_weights(TICKERS, {"A": 0.3, "B": 0.4, "C": 0.3}, bounds) is None
+    assert check_weights(TICKERS, {"A": 0.05, "B": 0.55, "C": 0.4}, bounds) == (
+        "weight of A is 0.05, outside its bounds [0.1, 0.5]"
+    )
+
+
+def test_weights_older_than_those_in_force_are_refused_equal_stamps_accepted() -> None:
+    monitor = PortfolioMonitor(SPEC)
+    assert monitor.set_weights(EQUAL, timestamp_ms=2_000) is None
+    assert monitor.set_weights(EQUAL, timestamp_ms=2_000) is None
+    refused = monitor.set_weights({"A": 1.0, "B": 0.0, "C": 0.0}, timestamp_ms=1_999)
+    assert refused == "weights stamped 1999 are older than those in force (stamped 2000)"
+    assert monitor.weights is not None and monitor.weights.tolist() == list(EQUAL.values())
 
 
 def test_refused_weights_keep_the_previous_ones() -> None:

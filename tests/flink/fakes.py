@@ -27,6 +27,7 @@ from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink import operators as op
 from streamfolio.flink import prices
 from streamfolio.flink.job import routing
+from streamfolio.intake import Intake
 from streamfolio.kafka.topics import contract
 from streamfolio.messages import PriceTick, price_tick_from_bourse
 from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
@@ -175,6 +176,13 @@ class BarWindows:
                 yield last_ms, Row(ticker, bar_ms, close, None)
 
 
+def kafka_record_bytes(partition: int, offset: int, key: bytes | None, value: bytes) -> bytes:
+    """A record as the job's Java deserializer ``KafkaRecordBytes`` hands it to Python."""
+    head = partition.to_bytes(4, "big") + offset.to_bytes(8, "big")
+    head += (-1 if key is None else len(key)).to_bytes(4, "big", signed=True) + (key or b"")
+    return head + len(value).to_bytes(4, "big") + value
+
+
 class Pipeline:
     """The job's functions chained as in ``build_pipeline``, with one watermark for all inputs."""
 
@@ -194,7 +202,8 @@ class Pipeline:
         self.decoders = {}
         for role, kind in (("initial_stats", "stats"), ("weights", "weights")):
             c = contract(settings, role)
-            self.decoders[kind] = op.DecodeControls(kind, c.schema, list(route.specs), c.name)
+            intake = Intake.from_settings(settings)
+            self.decoders[kind] = op.DecodeControls(kind, intake, c.name)
             self.decoders[kind].open(None)
         self.chains = KeyedRuntime(prices.ChainCloses(route.shards))
         self.shards = KeyedRuntime(prices.GatherBars(route.members))
@@ -206,6 +215,7 @@ class Pipeline:
         )
         self.max_timestamp: int | None = None
         self.offsets = itertools.count()
+        self.control_offsets = itertools.count()
         self.stats: list[Any] = []
         self.metrics: list[Any] = []
         self.dead: list[bytes] = []
@@ -243,8 +253,13 @@ class Pipeline:
         if self.max_timestamp is not None:
             self.advance(self.max_timestamp - self.bound - 1)
 
-    def control(self, kind: str, value: bytes) -> None:
-        main, side = split(self.decoders[kind].process_element(value))
+    def control(self, kind: str, value: bytes, key: bytes | None = None) -> None:
+        """Read one control record, keyed by its portfolio id unless ``key`` is given."""
+        if key is None:
+            schema = "PortfolioStats" if kind == "stats" else "Weights"
+            key = codec_for(schema).decode(value)["portfolio_id"].encode()
+        whole = kafka_record_bytes(0, next(self.control_offsets), key, value)
+        main, side = split(self.decoders[kind].process_element(whole))
         self.dead.extend(side.get("dead-letters", []))
         for row in main:
             self._collect(self.portfolios.process(op.control_row_key(row), row, input_index=2))

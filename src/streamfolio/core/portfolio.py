@@ -42,10 +42,20 @@ class PortfolioSpec:
     estimator: EstimatorKind = "welford"
     half_life_bars: float | None = None
     sharpe_threshold: float | None = None
+    bounds: tuple[tuple[float, float], ...] | None = None
+    """Per ticker (in ``tickers`` order) the ``(lo, hi)`` its weight must lie in; None: long-only
+    within [0, 1]."""
 
 
-def check_weights(tickers: Sequence[str], weights: Mapping[str, float]) -> str | None:
+def check_weights(
+    tickers: Sequence[str],
+    weights: Mapping[str, float],
+    bounds: Sequence[tuple[float, float]] | None = None,
+) -> str | None:
     """Why ``weights`` do not fit a portfolio of ``tickers``, or None when they do.
+
+    They must name exactly the tickers, be finite, sum to 1, and each lie within its
+    ``bounds`` (default: long-only, [0, 1]), all within :data:`WEIGHT_SUM_TOLERANCE`.
 
     >>> check_weights(["A", "B"], {"A": 0.5, "B": 0.5}) is None
     True
@@ -53,6 +63,10 @@ def check_weights(tickers: Sequence[str], weights: Mapping[str, float]) -> str |
     'weights do not cover the portfolio: missing B; unexpected C'
     >>> check_weights(["A", "B"], {"A": 0.7, "B": 0.5})
     'weights sum to 1.2, not 1 (tolerance 1e-06)'
+    >>> check_weights(["A", "B"], {"A": 5, "B": -4})
+    'weight of A is 5, outside its bounds [0, 1]'
+    >>> check_weights(["A", "B"], {"A": 0.5, "B": 0.5}, bounds=[(0, 0.4), (0, 1)])
+    'weight of A is 0.5, outside its bounds [0, 0.4]'
     """
     missing = [t for t in tickers if t not in weights]
     extra = [t for t in weights if t not in set(tickers)]
@@ -69,6 +83,11 @@ def check_weights(tickers: Sequence[str], weights: Mapping[str, float]) -> str |
     total = math.fsum(weights[t] for t in tickers)
     if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
         return f"weights sum to {total:.12g}, not 1 (tolerance {WEIGHT_SUM_TOLERANCE:g})"
+    intervals = bounds if bounds is not None else [(0.0, 1.0)] * len(tickers)
+    for ticker, (lo, hi) in zip(tickers, intervals, strict=True):
+        w = weights[ticker]
+        if not lo - WEIGHT_SUM_TOLERANCE <= w <= hi + WEIGHT_SUM_TOLERANCE:
+            return f"weight of {ticker} is {w:.12g}, outside its bounds [{lo:g}, {hi:g}]"
     return None
 
 
@@ -104,25 +123,48 @@ class PortfolioMonitor:
         self.weights: FloatArray | None = None
         self.weights_timestamp_ms = 0
         self.stats_timestamp_ms = 0
+        self.seed_timestamp_ms: int | None = None
+        """Timestamp of the initial statistics in force (None: not seeded)."""
         self._last_metrics: tuple[float, ...] | None = None
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def seed(self, record: Mapping[str, Any]) -> None:
-        """Replace the statistics with an initial-statistics record (the prior; SEMANTICS §5)."""
+    def seed(self, record: Mapping[str, Any]) -> str | None:
+        """Replace the statistics with an initial-statistics record (the prior; SEMANTICS §5).
+
+        Returns why it was refused: a record not newer than the one in force (a duplicate or a
+        replay of an old one) would throw away every bar counted since. The record itself must
+        already be valid for the portfolio (:func:`streamfolio.intake.stats_problem`).
+        """
+        timestamp = int(record.get("timestamp", 0))
+        if self.seed_timestamp_ms is not None and timestamp <= self.seed_timestamp_ms:
+            return (
+                f"initial statistics stamped {timestamp} are not newer than those in force "
+                f"(stamped {self.seed_timestamp_ms})"
+            )
         _, self.moments = moments_from_stats_record(
             record,
             self.spec.tickers,
             kind=self.spec.estimator,
             half_life_bars=self.spec.half_life_bars,
         )
-        self.stats_timestamp_ms = int(record.get("timestamp", 0))
+        self.stats_timestamp_ms = timestamp
+        self.seed_timestamp_ms = timestamp
+        return None
 
     def set_weights(self, weights: Mapping[str, float], timestamp_ms: int) -> str | None:
-        """Adopt new weights; returns the reason they were refused (previous weights stay)."""
-        problem = check_weights(self.spec.tickers, weights)
+        """Adopt new weights; returns the reason they were refused (previous weights stay):
+        they do not fit the portfolio, or are older than the weights in force (a replayed old
+        record). Equal stamps are accepted: the rebalancer answers metrics stamped T with
+        weights stamped T, and a duplicate changes nothing."""
+        problem = check_weights(self.spec.tickers, weights, self.spec.bounds)
         if problem is not None:
             return problem
+        if self.weights is not None and timestamp_ms < self.weights_timestamp_ms:
+            return (
+                f"weights stamped {timestamp_ms} are older than those in force "
+                f"(stamped {self.weights_timestamp_ms})"
+            )
         self.weights = np.array([weights[t] for t in self.spec.tickers], dtype=np.float64)
         self.weights_timestamp_ms = int(timestamp_ms)
         return None
@@ -192,6 +234,7 @@ class PortfolioMonitor:
             "weights": None if self.weights is None else self.weights.tolist(),
             "weights_timestamp_ms": self.weights_timestamp_ms,
             "stats_timestamp_ms": self.stats_timestamp_ms,
+            "seed_timestamp_ms": self.seed_timestamp_ms,
             "last_metrics": None if self._last_metrics is None else list(self._last_metrics),
         }
 
@@ -207,6 +250,8 @@ class PortfolioMonitor:
         monitor.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         monitor.weights_timestamp_ms = int(state["weights_timestamp_ms"])
         monitor.stats_timestamp_ms = int(state["stats_timestamp_ms"])
+        seeded = state.get("seed_timestamp_ms")  # absent in states saved before it existed
+        monitor.seed_timestamp_ms = None if seeded is None else int(seeded)
         last = state["last_metrics"]
         monitor._last_metrics = None if last is None else tuple(float(v) for v in last)
         return monitor

@@ -256,8 +256,10 @@ def kafka_source(
     *,
     starting: StartingOffsets,
     bounded: bool = False,
+    whole: bool = False,
 ) -> KafkaSource:
-    """A source of one input topic's raw values.
+    """A source of one input topic's raw values, or with ``whole`` of its whole records
+    (partition, offset, key and value as one byte array: ``operators.kafka_record``).
 
     ``bounded`` stops at the end offsets found when the job starts, so a finite run ends, and
     Flink then closes every open window as the replay's flush does.
@@ -278,11 +280,19 @@ def kafka_source(
         .set_group_id(f"{settings.kafka.client_id}-job")
         .set_client_id_prefix(f"{settings.kafka.client_id}-job-{role}")
         .set_starting_offsets(initializer)
-        .set_value_only_deserializer(ByteArraySchema())
         # Transactional producers (the rebalancer, an exactly-once upstream) are read only
         # once committed.
         .set_property("isolation.level", "read_committed")
     )
+    if whole:
+        # PyFlink only wraps value-only deserializers; this one is the job's own Java class.
+        from pyflink.java_gateway import get_gateway
+
+        builder._j_builder.setDeserializer(
+            get_gateway().jvm.io.streamfolio.flink.KafkaRecordBytes()
+        )
+    else:
+        builder = builder.set_value_only_deserializer(ByteArraySchema())
     for key, value in client_properties(settings).items():
         builder = builder.set_property(key, value)
     if bounded:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamfolio.config import Settings, load_config
+from streamfolio.intake import ControlKind, Intake
 from streamfolio.kafka.topics import contract
 from streamfolio.portfolios import portfolio_spec
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from streamfolio.core.portfolio import PortfolioSpec
     from streamfolio.flink.runtime import JobOptions
     from streamfolio.kafka.topics import Role
-    from streamfolio.replay import ControlKind
 
 __all__ = ["Routing", "build_pipeline", "main", "routing"]
 
@@ -140,7 +140,9 @@ def build_pipeline(
         readers = source_parallelism(settings, role, options.parallelism)
         source = (
             env.from_source(
-                kafka_source(settings, role, starting="earliest", bounded=options.bounded),
+                kafka_source(
+                    settings, role, starting="earliest", bounded=options.bounded, whole=True
+                ),
                 WatermarkStrategy.no_watermarks(),
                 role,
             )
@@ -149,7 +151,7 @@ def build_pipeline(
         )
         decoded = (
             source.process(
-                op.DecodeControls(kind, topics[role].schema, list(route.specs), topics[role].name)
+                op.DecodeControls(kind, Intake.from_settings(settings), topics[role].name)
             )
             .set_parallelism(readers)
             .name(f"decode {kind}")

@@ -20,9 +20,8 @@ What cannot be used becomes an encoded ``DeadLetter`` in the side output
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
@@ -32,9 +31,8 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
-from streamfolio.errors import SchemaError
+from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected
 from streamfolio.messages import DeadLetter
-from streamfolio.replay import CONTROL_RANK, ControlKind, control_problem
 from streamfolio.serde import codec_for
 
 if TYPE_CHECKING:
@@ -51,6 +49,7 @@ __all__ = [
     "PortfolioProcess",
     "dead_letter",
     "dead_letter_tag",
+    "kafka_record",
     "keyed_bytes_type",
     "metrics_tag",
 ]
@@ -60,15 +59,13 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_KEY: Final = "!dead-letter"
 """Key under which rows carrying a dead letter travel through keyed streams (no ticker or
 portfolio id has a ``!``)."""
-ControlRow = tuple[str, ControlKind, dict[str, Any], bytes]
-"""``(portfolio_id, "stats" | "weights", decoded record, original bytes)``."""
+ControlRow = tuple[str, ControlKind, dict[str, Any], bytes, int, int, bytes | None]
+"""``(portfolio_id, "stats" | "weights", decoded record, original bytes, partition, offset,
+key)``."""
 PortfolioState = dict[str, Any]
 """What :class:`PortfolioProcess` keeps per portfolio: ``seeded`` (bool), ``seq`` (control
 messages received), ``pending`` (control messages waiting for their time), ``bars`` (bar index
 → (closes, returns) not processed yet), ``monitor`` (``PortfolioMonitor.to_state()`` or None)."""
-
-_DETAIL_LIMIT: Final = 1000
-
 
 # ------------------------------------------------------------------------------ shared bits
 
@@ -104,24 +101,34 @@ def dead_letter(
     offset: int | None = None,
     key: bytes | None = None,
 ) -> DeadLetter:
-    """A ``DeadLetter`` from the job; the payload is the original value, unchanged.
-
-    Prices are read through a SQL table, which gives the partition, offset and key; the control
-    topics are read by value-only DataStream sources, so theirs stay null.
-    """
-    if len(detail) > _DETAIL_LIMIT:
-        detail = detail[: _DETAIL_LIMIT - 3] + "..."
-    return DeadLetter(
-        reason,
-        detail,
-        source_topic,
-        payload,
-        timestamp=int(time.time() * 1000),
+    """A ``DeadLetter`` from the job; the payload is the original value, unchanged."""
+    return Rejected(reason, detail).dead_letter(
+        source_topic=source_topic,
+        payload=payload,
         component="job",
         partition=partition,
         offset=offset,
         key=key,
     )
+
+
+def kafka_record(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
+    """``(partition, offset, key, value)`` of a record read whole (``KafkaRecordBytes``, the
+    job's Java deserializer in ``tools/flink/event-time``); a null value is ``b""``.
+
+    >>> kafka_record(bytes.fromhex("00000002" "000000000000002a" "00000002") + b"p1"
+    ...              + bytes.fromhex("00000001") + b"v")
+    (2, 42, b'p1', b'v')
+    """
+    view = memoryview(blob)
+    partition = int.from_bytes(view[0:4], "big", signed=True)
+    offset = int.from_bytes(view[4:12], "big", signed=True)
+    key_size = int.from_bytes(view[12:16], "big", signed=True)
+    at = 16 + max(key_size, 0)
+    key = None if key_size < 0 else bytes(view[16:at])
+    value_size = int.from_bytes(view[at : at + 4], "big", signed=True)
+    value = b"" if value_size < 0 else bytes(view[at + 4 : at + 4 + value_size])
+    return partition, offset, key, value
 
 
 class DeadLetterLog:
@@ -135,8 +142,21 @@ class DeadLetterLog:
         self.operator = operator
         self.counts: Counter[str] = Counter()
 
-    def __call__(self, reason: str, detail: str, source_topic: str, payload: bytes) -> Any:
-        return dead_letter_tag(), self.encode(dead_letter(reason, detail, source_topic, payload))
+    def __call__(
+        self,
+        reason: str,
+        detail: str,
+        source_topic: str,
+        payload: bytes,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+    ) -> Any:
+        letter = dead_letter(
+            reason, detail, source_topic, payload, partition=partition, offset=offset, key=key
+        )
+        return dead_letter_tag(), self.encode(letter)
 
     def encode(self, letter: DeadLetter) -> bytes:
         if self.counts[letter.reason] == 0:
@@ -154,40 +174,38 @@ class DeadLetterLog:
 
 
 class DecodeControls(ProcessFunction):  # type: ignore[misc]
-    """Raw initial-statistics or weights values → :data:`ControlRow` keyed by portfolio id.
-
-    Dead letters: ``undecodable``, ``unknown_portfolio``. Whether the message fits its
-    portfolio is checked by :class:`PortfolioProcess`, which knows the portfolio.
+    """Whole initial-statistics or weights records (:func:`kafka_record`) → :data:`ControlRow`
+    keyed by portfolio id, through :class:`~streamfolio.intake.Intake`: a record that is not
+    accepted (undecodable, invalid, future, key_mismatch, unknown_portfolio, invalid_stats,
+    invalid_weights) is dead-lettered with where it was read, and goes no further.
     """
 
-    def __init__(
-        self, kind: ControlKind, schema: str, portfolio_ids: Sequence[str], source_topic: str
-    ) -> None:
+    def __init__(self, kind: ControlKind, intake: Intake, source_topic: str) -> None:
         self.kind: ControlKind = kind
-        self.schema = schema
-        self.portfolio_ids = frozenset(portfolio_ids)
+        self.intake = intake
         self.source_topic = source_topic
 
     def open(self, runtime_context: Any = None) -> None:
-        self._codec = codec_for(self.schema)
+        self._read = self.intake.initial_stats if self.kind == "stats" else self.intake.weights
         self._dead = DeadLetterLog(f"decode {self.kind}")
 
     def process_element(self, value: bytes, ctx: Any = None) -> Iterator[Any]:
+        partition, offset, key, payload = kafka_record(value)
         try:
-            record = self._codec.decode(value)
-        except SchemaError as exc:
-            yield self._dead("undecodable", str(exc), self.source_topic, value)
-            return
-        portfolio_id = record["portfolio_id"]
-        if portfolio_id not in self.portfolio_ids:
+            message = self._read(payload, key)
+        except Rejected as refused:
             yield self._dead(
-                "unknown_portfolio",
-                f"{self.kind} for portfolio {portfolio_id!r}, which is not configured",
+                refused.reason,
+                refused.detail,
                 self.source_topic,
-                value,
+                payload,
+                partition=partition,
+                offset=offset,
+                key=key,
             )
             return
-        yield (portfolio_id, self.kind, record, value)
+        record = message.to_record()
+        yield (message.portfolio_id, self.kind, record, payload, partition, offset, key)
 
 
 class ControlTime(TimestampAssigner):  # type: ignore[misc]
@@ -230,8 +248,9 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     are then processed in event-time order, so the results do not depend on which topic was
     read first. The same rules as :meth:`streamfolio.replay.ReplayEngine.control`.
 
-    Dead letters: ``invalid_weights``, ``invalid_stats`` (from
-    :func:`streamfolio.replay.control_problem`).
+    Dead letters: ``stale``, a control message not newer than the one in force when its time
+    comes (:meth:`~streamfolio.core.portfolio.PortfolioMonitor.seed`, ``set_weights``); what
+    does not fit its portfolio never got here (:class:`DecodeControls`).
     """
 
     def __init__(self, specs: Mapping[str, PortfolioSpec], control_topics: Mapping[str, str]):
@@ -274,16 +293,12 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             self._waiting_logged.add(portfolio_id)
 
     def process_element2(self, value: ControlRow, ctx: Any) -> Iterator[Any]:
-        portfolio_id, kind, record, payload = value
-        problem = control_problem(self.specs[portfolio_id], kind, record)
-        if problem is not None:
-            reason, detail = problem
-            yield self._dead(reason, detail, self.control_topics[kind], payload)
-            return
+        portfolio_id, kind, record, payload, partition, offset, key = value
         state = self._load()
         state["seq"] += 1
         timestamp = int(record["timestamp"])
-        state["pending"].append((timestamp, CONTROL_RANK[kind], state["seq"], kind, record))
+        origin = (payload, partition, offset, key)  # for a dead letter if it turns out stale
+        state["pending"].append((timestamp, CONTROL_RANK[kind], state["seq"], kind, record, origin))
         state["pending"].sort(key=lambda entry: entry[:3])
         if kind == "stats":
             state["seeded"] = True
@@ -310,7 +325,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         due: list[tuple[int, int, int, int, Any]] = []
         waiting = []
         for entry in state["pending"]:
-            timestamp, rank, seq, _, _ = entry
+            timestamp, rank, seq = entry[:3]
             if timestamp <= up_to:
                 due.append((timestamp, 0, rank, seq, entry))
             else:
@@ -330,11 +345,22 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         )
         for _, what, _, _, item in due:
             if what == 0:
-                _, _, _, kind, record = item
+                _, _, _, kind, record, (payload, partition, offset, key) = item
                 if kind == "stats":
-                    monitor.seed(record)
-                elif monitor.set_weights(record["weights"], record["timestamp"]) is not None:
-                    continue  # cannot happen: checked on arrival against the same tickers
+                    stale = monitor.seed(record)
+                else:
+                    stale = monitor.set_weights(record["weights"], record["timestamp"])
+                if stale is not None:  # the fit was checked when read: only its age is left
+                    yield self._dead(
+                        "stale",
+                        f"{portfolio_id}: {stale}",
+                        self.control_topics[kind],
+                        payload,
+                        partition=partition,
+                        offset=offset,
+                        key=key,
+                    )
+                    continue
             else:
                 closes, returns = bars.pop(item)
                 stats = monitor.on_bar(BarReturns(item, closes, returns))

@@ -1,0 +1,388 @@
+"""What a component accepts from a topic: each message's decoding, rules and dead letter, once.
+
+Every consumer reads through :class:`Intake` (the streaming job, the rebalancer and its memory,
+the store, the dashboard, the tools), so a rule is written here once and enforced everywhere.
+A record is accepted in three steps, each with its machine-readable reason when it fails:
+
+1. ``undecodable``: the bytes are not a record of the topic's Avro schema (truncated, another
+   schema, trailing bytes).
+2. ``invalid``: the record breaks its message's own rules (:mod:`streamfolio.messages`: NaN or
+   infinite numbers, a non-positive price, an asymmetric covariance, a time outside 1970..9999);
+   for the control messages ``invalid_stats`` and ``invalid_weights``.
+3. The component's rules, which need its configuration and clock: ``future`` (stamped further
+   than ``validation.max_future_skew_ms`` ahead of the wall clock), ``key_mismatch`` (the Kafka
+   key is not the portfolio id in the value), ``unknown_portfolio``, and the portfolio's fit:
+   ``invalid_stats`` (not exactly its tickers, estimator and bar size; not positive
+   semi-definite; a count above ``validation.max_stats_count``) and ``invalid_weights`` (not
+   exactly its tickers, not summing to 1, outside its bounds).
+
+A refusal is a :class:`Rejected` exception; :meth:`Rejected.dead_letter` builds the record for
+the dead-letter topic. What a consumer does later with an accepted message (a replayed, older
+record: ``stale``) is the consumer's rule, in :mod:`streamfolio.core.portfolio`.
+
+>>> from streamfolio.core.portfolio import PortfolioSpec
+>>> from streamfolio.serde import codec_for
+>>> spec = PortfolioSpec("p1", ("ATW", "IAM"), bar_ms=60_000, periods_per_year=92_000)
+>>> intake = Intake({"p1": spec}, clock=lambda: 1_750_000_000_000)
+>>> value = codec_for("Weights").encode(Weights("p1", 1_750_000_000_000,
+...                                             {"ATW": 5.0, "IAM": -4.0}).to_record())
+>>> try:
+...     intake.weights(value, key=b"p1")
+... except Rejected as refused:
+...     print(refused.reason, "-", refused.detail)
+invalid_weights - p1 weights: weight of ATW is 5, outside its bounds [0, 1]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+
+import numpy as np
+
+from streamfolio.core.portfolio import PortfolioSpec, check_weights
+from streamfolio.errors import SchemaError, StreamfolioError
+from streamfolio.messages import (
+    DeadLetter,
+    PortfolioMetrics,
+    PortfolioStats,
+    PriceTick,
+    RebalanceEvent,
+    Weights,
+)
+from streamfolio.serde import codec_for
+
+__all__ = [
+    "CONTROL_RANK",
+    "REASONS",
+    "ControlKind",
+    "Intake",
+    "Rejected",
+    "control_problem",
+    "stats_problem",
+    "weights_problem",
+]
+
+ControlKind: TypeAlias = Literal["stats", "weights"]
+"""A control message: initial statistics (a seed, from the initial-statistics topic) or weights."""
+
+CONTROL_RANK: Final[Mapping[str, int]] = {"stats": 0, "weights": 1}
+"""Order of control messages with equal timestamps: a seed before weights, so the metrics emitted
+in between do not depend on which topic was read first."""
+
+REASONS: Final[Mapping[str, str]] = {
+    "undecodable": "not a record of the topic's Avro schema",
+    "invalid": "breaks its message's own rules (non-finite number, bad price, bad time...)",
+    "future": "stamped further ahead of the reader's wall clock than max_future_skew_ms",
+    "key_mismatch": "the Kafka key is not the portfolio id in the value",
+    "unknown_portfolio": "for a portfolio that is not configured",
+    "invalid_stats": "initial statistics that do not fit their portfolio",
+    "invalid_weights": "weights that do not fit their portfolio",
+    "stale": "older than what is in force (a replayed or duplicated record)",
+}
+"""Every reason :class:`Intake` and the portfolio state give, and what it means (docs/trust.md)."""
+
+DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
+DEFAULT_MAX_STATS_COUNT: Final = 10_000_000
+DEFAULT_COVARIANCE_TOLERANCE: Final = 1e-9
+
+_M = TypeVar("_M")
+
+
+class Rejected(StreamfolioError):  # noqa: N818 (a verdict on a record, not a failure)
+    """A record a component refuses: ``reason`` (one of :data:`REASONS`) and ``detail``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def dead_letter(
+        self,
+        *,
+        source_topic: str,
+        payload: bytes,
+        component: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+        now_ms: int | None = None,
+    ) -> DeadLetter:
+        """The dead-letter record of this refusal (the original bytes and where they came from)."""
+        return DeadLetter(
+            self.reason,
+            self.detail,
+            source_topic,
+            payload,
+            _wall_clock_ms() if now_ms is None else now_ms,
+            component,
+            partition,
+            offset,
+            key,
+        )
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# ------------------------------------------------------------------------ a message's portfolio
+
+
+def stats_problem(
+    spec: PortfolioSpec,
+    stats: PortfolioStats,
+    *,
+    max_count: int = DEFAULT_MAX_STATS_COUNT,
+    covariance_tolerance: float = DEFAULT_COVARIANCE_TOLERANCE,
+) -> str | None:
+    """Why valid statistics cannot seed ``spec``'s portfolio, or None when they can.
+
+    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=60_000, periods_per_year=1)
+    >>> ok = PortfolioStats.from_arrays("p", 0, ["B", "A"], [0, 0], [[1, 0], [0, 1]], count=5)
+    >>> stats_problem(spec, ok) is None
+    True
+    >>> stats_problem(spec, PortfolioStats.from_arrays("p", 0, ["A", "B"], [0, 0],
+    ...                                                [[1, 2], [2, 1]], count=5))
+    'covariance is not positive semi-definite: smallest eigenvalue -1 (tolerance -1e-09)'
+    """
+    if set(stats.tickers) != set(spec.tickers):
+        missing = [t for t in spec.tickers if t not in stats.tickers]
+        extra = [t for t in stats.tickers if t not in spec.tickers]
+        return f"tickers do not match the portfolio's: missing {missing}, unexpected {extra}"
+    if stats.count > max_count:
+        return f"count {stats.count} is above validation.max_stats_count {max_count}"
+    if stats.estimator != spec.estimator:
+        return f"estimator {stats.estimator!r} is not the portfolio's {spec.estimator!r}"
+    if spec.estimator == "ewm" and stats.half_life_bars != spec.half_life_bars:
+        return (
+            f"half_life_bars {stats.half_life_bars!r} is not the portfolio's "
+            f"{spec.half_life_bars!r}"
+        )
+    if stats.bar_seconds is not None and stats.bar_seconds * 1000 != spec.bar_ms:
+        return f"bar_seconds {stats.bar_seconds} is not the portfolio's {spec.bar_ms // 1000}"
+    cov = stats.covariance_matrix()
+    largest = float(np.max(np.diag(cov)))
+    smallest = float(np.linalg.eigvalsh(cov)[0])
+    if smallest < -covariance_tolerance * largest or (largest == 0.0 and smallest < 0.0):
+        return (
+            f"covariance is not positive semi-definite: smallest eigenvalue {smallest:.6g} "
+            f"(tolerance {-covariance_tolerance * largest:.6g})"
+        )
+    return None
+
+
+def weights_problem(spec: PortfolioSpec, weights: Mapping[str, float]) -> str | None:
+    """Why weights do not fit ``spec``'s portfolio (tickers, sum, bounds), or None."""
+    return check_weights(spec.tickers, weights, spec.bounds)
+
+
+def control_problem(
+    spec: PortfolioSpec,
+    kind: ControlKind,
+    record: Mapping[str, Any],
+    *,
+    max_count: int = DEFAULT_MAX_STATS_COUNT,
+    covariance_tolerance: float = DEFAULT_COVARIANCE_TOLERANCE,
+) -> tuple[str, str] | None:
+    """``(reason, detail)`` if a decoded control record cannot apply to ``spec``, else None.
+
+    Checked on arrival, by the replay and the Flink job alike, so a bad message is refused at
+    once (dead letter) and never waits for its timestamp.
+
+    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=252)
+    >>> control_problem(spec, "weights", {"portfolio_id": "p", "timestamp": 0,
+    ...                                   "weights": {"A": 1.0}})
+    ('invalid_weights', 'weights do not cover the portfolio: missing B')
+    >>> control_problem(spec, "stats", {"portfolio_id": "p", "timestamp": 0,
+    ...                                 "meanReturns": {"A": float("nan")},
+    ...                                 "covarianceMatrix": {"A": {"A": 1.0}}})[0]
+    'invalid_stats'
+    """
+    try:
+        if kind == "weights":
+            problem = weights_problem(spec, Weights.from_record(record).weights)
+            return None if problem is None else ("invalid_weights", problem)
+        stats = PortfolioStats.from_record(record)
+    except SchemaError as exc:
+        return f"invalid_{kind}", str(exc)
+    problem = stats_problem(
+        spec, stats, max_count=max_count, covariance_tolerance=covariance_tolerance
+    )
+    return None if problem is None else ("invalid_stats", problem)
+
+
+# ------------------------------------------------------------------------------------- intake
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The acceptance rules of one component: its portfolios, limits and clock.
+
+    ``portfolios`` None accepts any portfolio id and checks no fit (a tool that reads
+    everything); otherwise an id not in it is ``unknown_portfolio``. ``max_future_skew_ms``
+    None turns the clock check off (an offline replay of recorded topics).
+    """
+
+    portfolios: Mapping[str, PortfolioSpec] | None
+    max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS
+    max_stats_count: int = DEFAULT_MAX_STATS_COUNT
+    covariance_tolerance: float = DEFAULT_COVARIANCE_TOLERANCE
+    clock: Callable[[], int] = field(default=_wall_clock_ms, compare=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, *, clock: Callable[[], int] = _wall_clock_ms, check_time: bool = True
+    ) -> Intake:
+        """The rules of ``settings`` (a :class:`~streamfolio.config.Settings`)."""
+        from streamfolio.portfolios import portfolio_spec
+
+        validation = settings.validation
+        return cls(
+            {p.id: portfolio_spec(p, settings.exchange) for p in settings.portfolios},
+            max_future_skew_ms=validation.max_future_skew_ms if check_time else None,
+            max_stats_count=validation.max_stats_count,
+            covariance_tolerance=validation.covariance_tolerance,
+            clock=clock,
+        )
+
+    # -- one method per topic ------------------------------------------------------------------
+
+    def tick(self, value: bytes, key: bytes | None = None) -> PriceTick:
+        """A price tick (``PriceTick`` schema). Its key is not checked: the reference's
+        producers key by ticker and any key lands the tick on some partition, judged there."""
+        tick = self._decode("PriceTick", value, PriceTick.from_record)
+        self._not_future("PriceTick", tick.event_time)
+        return tick
+
+    def initial_stats(self, value: bytes, key: bytes | None) -> PortfolioStats:
+        """Initial statistics for a configured portfolio, fitting it."""
+        stats = self._decode("PortfolioStats", value, PortfolioStats.from_record, "invalid_stats")
+        self._for_portfolio(stats.portfolio_id, key)
+        self._not_future("PortfolioStats", stats.timestamp)
+        spec = self._spec(stats.portfolio_id)
+        if spec is not None:
+            problem = stats_problem(
+                spec,
+                stats,
+                max_count=self.max_stats_count,
+                covariance_tolerance=self.covariance_tolerance,
+            )
+            if problem is not None:
+                raise Rejected("invalid_stats", f"{stats.portfolio_id}: {problem}")
+        return stats
+
+    def updated_stats(self, value: bytes, key: bytes | None) -> PortfolioStats:
+        """Statistics the job emitted: a configured portfolio's tickers, not from the future."""
+        stats = self._decode("PortfolioStats", value, PortfolioStats.from_record)
+        self._for_portfolio(stats.portfolio_id, key)
+        self._not_future("PortfolioStats", stats.timestamp)
+        spec = self._spec(stats.portfolio_id)
+        if spec is not None and set(stats.tickers) != set(spec.tickers):
+            raise Rejected(
+                "invalid_stats",
+                f"{stats.portfolio_id}: tickers {list(stats.tickers)} are not the portfolio's "
+                f"{list(spec.tickers)}",
+            )
+        return stats
+
+    def weights(self, value: bytes, key: bytes | None) -> Weights:
+        """Weights for a configured portfolio, within its bounds."""
+        weights = self._decode("Weights", value, Weights.from_record, "invalid_weights")
+        self._for_portfolio(weights.portfolio_id, key)
+        self._not_future("Weights", weights.timestamp)
+        self._fits(weights.portfolio_id, weights.weights, "weights")
+        return weights
+
+    def metrics(self, value: bytes, key: bytes | None) -> PortfolioMetrics:
+        """Metrics the job emitted: for a configured portfolio, of weights that fit it."""
+        metrics = self._decode("PortfolioMetrics", value, PortfolioMetrics.from_record)
+        self._for_portfolio(metrics.portfolio_id, key)
+        self._not_future("PortfolioMetrics", metrics.timestamp)
+        self._not_future("PortfolioMetrics.statsTimestamp", metrics.stats_timestamp)
+        self._fits(metrics.portfolio_id, metrics.weights, "metrics")
+        return metrics
+
+    def rebalance_event(self, value: bytes, key: bytes | None) -> RebalanceEvent:
+        """A rebalancer decision for a configured portfolio, not from the future."""
+        event = self._decode("RebalanceEvent", value, RebalanceEvent.from_record)
+        self._for_portfolio(event.portfolio_id, key)
+        self._not_future("RebalanceEvent", event.timestamp)
+        return event
+
+    def dead_letter(self, value: bytes, key: bytes | None = None) -> DeadLetter:
+        """A dead letter (any key: the producer's record key, kept as it was)."""
+        letter = self._decode("DeadLetter", value, DeadLetter.from_record)
+        self._not_future("DeadLetter", letter.timestamp)
+        return letter
+
+    def read(self, role: str, value: bytes, key: bytes | None) -> Any:
+        """The message of topic ``role`` (a :data:`~streamfolio.kafka.topics.Role` name)."""
+        reader = _READERS.get(role)
+        if reader is None:
+            raise ValueError(f"no intake for topic role {role!r}")
+        return reader(self, value, key)
+
+    # -- the rules -----------------------------------------------------------------------------
+
+    def _decode(
+        self,
+        schema: str,
+        value: bytes,
+        build: Callable[[Mapping[str, Any]], _M],
+        invalid: str = "invalid",
+    ) -> _M:
+        try:
+            record = codec_for(schema).decode(value)
+        except SchemaError as exc:
+            raise Rejected("undecodable", str(exc)) from None
+        try:
+            return build(record)
+        except SchemaError as exc:
+            raise Rejected(invalid, str(exc)) from None
+
+    def _not_future(self, what: str, timestamp: int) -> None:
+        if self.max_future_skew_ms is None:
+            return
+        limit = self.clock() + self.max_future_skew_ms
+        if timestamp > limit:
+            raise Rejected(
+                "future",
+                f"{what} stamped {timestamp}, more than {self.max_future_skew_ms} ms ahead of "
+                f"the wall clock (validation.max_future_skew_ms)",
+            )
+
+    def _for_portfolio(self, portfolio_id: str, key: bytes | None) -> None:
+        if key != portfolio_id.encode("utf-8"):
+            shown = None if key is None else key[:64].decode("utf-8", "replace")
+            raise Rejected(
+                "key_mismatch", f"key {shown!r} is not the portfolio id {portfolio_id[:64]!r}"
+            )
+        if self.portfolios is not None and portfolio_id not in self.portfolios:
+            raise Rejected(
+                "unknown_portfolio", f"portfolio {portfolio_id[:64]!r} is not configured"
+            )
+
+    def _spec(self, portfolio_id: str) -> PortfolioSpec | None:
+        return None if self.portfolios is None else self.portfolios.get(portfolio_id)
+
+    def _fits(self, portfolio_id: str, weights: Mapping[str, float], what: str) -> None:
+        spec = self._spec(portfolio_id)
+        if spec is None:
+            return
+        problem = weights_problem(spec, weights)
+        if problem is not None:
+            raise Rejected("invalid_weights", f"{portfolio_id} {what}: {problem}")
+
+
+_READERS: Final[Mapping[str, Callable[[Intake, bytes, bytes | None], Any]]] = {
+    "prices": Intake.tick,
+    "initial_stats": Intake.initial_stats,
+    "updated_stats": Intake.updated_stats,
+    "weights": Intake.weights,
+    "metrics": Intake.metrics,
+    "rebalance_events": Intake.rebalance_event,
+    "dead_letter": Intake.dead_letter,
+}
