@@ -72,9 +72,10 @@ def store_command(
     Consumes their topics (group streamfolio-store, read_committed) into a SQLite file or a
     PostgreSQL database. Each batch is one transaction, and Kafka offsets are committed only
     after it, so a crash re-reads rather than loses; rows are keyed by portfolio and time
-    (decisions by event id), so re-reading replaces rather than duplicates. Undecodable or
-    invalid messages are skipped and counted. Ctrl-C (or SIGTERM) stops after storing what was
-    read.
+    (decisions by event id), so re-reading replaces rather than duplicates. Messages that do not
+    decode, are invalid, or that the database refuses (too long, a NUL character, out of range)
+    are counted and sent to the dead-letter topic; the rest of their batch is stored. Ctrl-C (or
+    SIGTERM) stops after storing what was read.
     """
     from streamfolio.store.service import StoreOptions, run_store
 
