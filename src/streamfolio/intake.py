@@ -8,7 +8,7 @@ A record is accepted in three steps, each with its machine-readable reason when 
    schema, trailing bytes).
 2. ``invalid``: the record breaks its message's own rules (:mod:`streamfolio.messages`: NaN or
    infinite numbers, a non-positive price, an asymmetric covariance, a time outside 1970..9999);
-   for the control messages ``invalid_stats`` and ``invalid_weights``.
+   ``invalid_stats``, ``invalid_weights``, ``invalid_metrics``, ``invalid_event`` for those.
 3. The component's rules, which need its configuration and clock: ``future`` (stamped further
    than ``validation.max_future_skew_ms`` ahead of the wall clock), ``key_mismatch`` (the Kafka
    key is not the portfolio id in the value), ``unknown_portfolio``, and the portfolio's fit:
@@ -80,6 +80,8 @@ REASONS: Final[Mapping[str, str]] = {
     "unknown_portfolio": "for a portfolio that is not configured",
     "invalid_stats": "initial statistics that do not fit their portfolio",
     "invalid_weights": "weights that do not fit their portfolio",
+    "invalid_metrics": "metrics that break their rules or do not fit their portfolio",
+    "invalid_event": "a rebalance event that breaks its rules",
     "stale": "older than what is in force (a replayed or duplicated record)",
 }
 """Every reason :class:`Intake` and the portfolio state give, and what it means (docs/trust.md)."""
@@ -276,7 +278,7 @@ class Intake:
 
     def updated_stats(self, value: bytes, key: bytes | None) -> PortfolioStats:
         """Statistics the job emitted: a configured portfolio's tickers, not from the future."""
-        stats = self._decode("PortfolioStats", value, PortfolioStats.from_record)
+        stats = self._decode("PortfolioStats", value, PortfolioStats.from_record, "invalid_stats")
         self._for_portfolio(stats.portfolio_id, key)
         self._not_future("PortfolioStats", stats.timestamp)
         spec = self._spec(stats.portfolio_id)
@@ -298,16 +300,18 @@ class Intake:
 
     def metrics(self, value: bytes, key: bytes | None) -> PortfolioMetrics:
         """Metrics the job emitted: for a configured portfolio, of weights that fit it."""
-        metrics = self._decode("PortfolioMetrics", value, PortfolioMetrics.from_record)
+        metrics = self._decode(
+            "PortfolioMetrics", value, PortfolioMetrics.from_record, "invalid_metrics"
+        )
         self._for_portfolio(metrics.portfolio_id, key)
         self._not_future("PortfolioMetrics", metrics.timestamp)
         self._not_future("PortfolioMetrics.statsTimestamp", metrics.stats_timestamp)
-        self._fits(metrics.portfolio_id, metrics.weights, "metrics")
+        self._fits(metrics.portfolio_id, metrics.weights, "metrics", "invalid_metrics")
         return metrics
 
     def rebalance_event(self, value: bytes, key: bytes | None) -> RebalanceEvent:
         """A rebalancer decision for a configured portfolio, not from the future."""
-        event = self._decode("RebalanceEvent", value, RebalanceEvent.from_record)
+        event = self._decode("RebalanceEvent", value, RebalanceEvent.from_record, "invalid_event")
         self._for_portfolio(event.portfolio_id, key)
         self._not_future("RebalanceEvent", event.timestamp)
         return event
@@ -368,13 +372,19 @@ class Intake:
     def _spec(self, portfolio_id: str) -> PortfolioSpec | None:
         return None if self.portfolios is None else self.portfolios.get(portfolio_id)
 
-    def _fits(self, portfolio_id: str, weights: Mapping[str, float], what: str) -> None:
+    def _fits(
+        self,
+        portfolio_id: str,
+        weights: Mapping[str, float],
+        what: str,
+        reason: str = "invalid_weights",
+    ) -> None:
         spec = self._spec(portfolio_id)
         if spec is None:
             return
         problem = weights_problem(spec, weights)
         if problem is not None:
-            raise Rejected("invalid_weights", f"{portfolio_id} {what}: {problem}")
+            raise Rejected(reason, f"{portfolio_id} {what}: {problem}")
 
 
 _READERS: Final[Mapping[str, Callable[[Intake, bytes, bytes | None], Any]]] = {
