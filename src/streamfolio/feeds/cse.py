@@ -1528,7 +1528,8 @@ class CseClient:
     def _send(self, request: HttpRequest, url: str) -> HttpResponse:
         """One request through the transport, following the redirects :meth:`get` allows."""
         response = self._transport(request)
-        for _ in range(MAX_REDIRECTS + 1):
+        followed = 0
+        while True:
             if len(response.body) > MAX_BODY_BYTES:  # a transport that read it all anyway
                 raise CseSourceError(
                     url, f"answer larger than {MAX_BODY_BYTES} bytes", kind="payload"
@@ -1536,19 +1537,21 @@ class CseClient:
             location = response.header("Location")
             if response.status not in _REDIRECT_STATUSES or location is None:
                 return response
+            if followed == MAX_REDIRECTS:
+                raise CseSourceError(
+                    url,
+                    f"HTTP {response.status}: more than {MAX_REDIRECTS} redirects (the last "
+                    f"to {location[:300]!r})",
+                    kind="http",
+                    status=response.status,
+                )
             target = self._redirect_target(request.full_url, location, response.status, url)
             logger.info(
                 "GET %s: HTTP %d, following the redirect to %s", url, response.status, target
             )
+            followed += 1
             request = HttpRequest(target, {}, request.headers, request.timeout_s)
             response = self._transport(request)
-        raise CseSourceError(
-            url,
-            f"HTTP {response.status}: more than {MAX_REDIRECTS} redirects (the last to "
-            f"{response.header('Location')!r})",
-            kind="http",
-            status=response.status,
-        )
 
     def _redirect_target(self, current: str, location: str, status: int, url: str) -> str:
         """The absolute URL a redirect leads to, if it stays on HTTPS and the configured host."""
