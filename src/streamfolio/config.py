@@ -13,6 +13,12 @@ value is read as YAML, so ``STREAMFOLIO_FLINK__PARALLELISM=4`` is a number. Unde
 ``STREAMFOLIO_KAFKA__SECURITY__SASL_PASSWORD`` sets the librdkafka property ``sasl.password``.
 Portfolios cannot be set this way.
 
+Secrets: ``kafka.security`` values and notification URLs (``notify``) are kept as secrets, shown
+masked in reprs, dumps and error messages (``SecretStr('**********')``,
+``SecretURL('https://hooks.slack.com/***')``). A ``notify`` entry ``env:NAME`` is read from the
+environment variable ``NAME`` and ``file:PATH`` from a file (relative to the configuration file's
+folder), when the configuration loads; ``STREAMFOLIO_DEFAULTS__NOTIFY`` sets every portfolio's.
+
 >>> settings = load_config(example_config_path(), environ={})
 >>> settings.portfolio("banks").tickers
 ('ATW', 'BCP', 'BOA')
@@ -32,6 +38,7 @@ import math
 import os
 import re
 import typing
+import urllib.parse
 import warnings
 from collections.abc import Hashable, Mapping
 from importlib import resources
@@ -46,6 +53,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,12 +83,14 @@ __all__ = [
     "PortfolioSettings",
     "RebalancePolicySettings",
     "RebalancerSettings",
+    "SecretURL",
     "Settings",
     "TopicSettings",
     "ValidationSettings",
     "ViewSettings",
     "example_config_path",
     "load_config",
+    "mask_url",
     "settings_from_mapping",
 ]
 
@@ -434,6 +444,108 @@ class BlackLittermanSettings(_Model):
     views: tuple[ViewSettings, ...] = ()
 
 
+# Schemes whose URLs name a real host (not a token in the host's place, as slack://TokenA/...):
+# masked, they keep it.
+_HOST_SCHEMES = frozenset(
+    {"http", "https", "json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"}
+)
+_HOSTNAME = re.compile(r"[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` without its secrets: ``scheme://host/***`` for a web or mail URL, ``scheme://***``
+    for the others (whose host is often a token), ``***`` when it is no URL.
+
+    >>> mask_url("https://hooks.slack.com/services/T000/B000/XXXX")
+    'https://hooks.slack.com/***'
+    >>> mask_url("json://user:pass@127.0.0.1:8080/hook?token=XXXX")
+    'json://127.0.0.1:8080/***'
+    >>> mask_url("tgram://123456:bot-token/42"), mask_url("not a URL")
+    ('tgram://***', '***')
+    """
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}", scheme):
+        return "***"
+    if scheme.lower() not in _HOST_SCHEMES:
+        return f"{scheme}://***"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return f"{scheme}://***"
+    if not host or not _HOSTNAME.fullmatch(host):
+        return f"{scheme}://***"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}{f':{port}' if port else ''}/***"
+
+
+class SecretURL(SecretStr):
+    """A URL that may carry credentials: ``get_secret_value()`` reveals it; ``str``, ``repr``
+    and JSON dumps show :func:`mask_url`'s form.
+
+    >>> url = SecretURL("https://user:pass@example.com/hook")
+    >>> url, str(url)
+    (SecretURL('https://example.com/***'), 'https://example.com/***')
+    """
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
+
+
+def _notify_entry(item: Any, i: int, context: Mapping[str, Any]) -> Any:
+    """A ``notify`` entry as a :class:`SecretURL`, ``env:``/``file:`` references resolved."""
+    if isinstance(item, SecretStr):
+        item = item.get_secret_value()
+    if not isinstance(item, str):
+        return item  # pydantic says what is wrong, without showing it
+    subkey = f"[{i}]"
+    if item.startswith("env:"):
+        name = item[4:].strip()
+        if not _ENV_NAME.fullmatch(name):
+            raise _problem(
+                "env: must be followed by an environment variable name",
+                'write "env:SLACK_URL"',
+                subkey,
+            )
+        environ: Mapping[str, str] = context.get("environ", os.environ)
+        value = environ.get(name)
+        if value is None:
+            raise _problem(
+                f"environment variable {name} (from env:{name}) is not set",
+                f"export {name} with the notification URL, or remove the entry",
+                subkey,
+            )
+        source = f"environment variable {name}"
+    elif item.startswith("file:"):
+        path = Path(item[5:].strip()).expanduser()
+        if not path.is_absolute():
+            path = Path(context.get("base_dir") or ".") / path
+        try:
+            value = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            raise _problem(
+                f"cannot read {path}: {problem}",
+                "create it holding the notification URL alone (relative paths start at the "
+                "configuration file's folder), or remove the entry",
+                subkey,
+            ) from None
+        source = f"file {path}"
+    else:
+        value, source = item, ""
+    value = value.strip()
+    if not value or "\n" in value or "://" not in value or " " in value:
+        what = f"{source} does not hold" if source else "this entry is not"
+        raise _problem(
+            f"{what} a notification URL (one line, scheme://…)",
+            'an apprise URL such as mailto://user:pass@example.com, "env:NAME" (an environment '
+            'variable holding one) or "file:PATH" (a file holding one)',
+            subkey,
+        )
+    return SecretURL(value)
+
+
 class _PortfolioParams(_Model):
     # Fields a portfolio may inherit from `defaults`.
     owner: str | None = None
@@ -445,7 +557,8 @@ class _PortfolioParams(_Model):
     bounds: BoundsSettings = BoundsSettings()
     gamma: NonNegative = 0.1
     policy: RebalancePolicySettings = RebalancePolicySettings()
-    notify: tuple[str, ...] = ()
+    notify: tuple[SecretURL, ...] = ()
+    """Apprise URLs, kept secret; ``env:NAME`` and ``file:PATH`` entries are read at load."""
 
     @field_validator("risk_free_rate")
     @classmethod
@@ -464,17 +577,13 @@ class _PortfolioParams(_Model):
             )
         return value
 
-    @field_validator("notify")
+    @field_validator("notify", mode="before")
     @classmethod
-    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for i, url in enumerate(value):
-            if "://" not in url:
-                raise _problem(
-                    f"{url!r} is not a notification URL",
-                    "an apprise URL such as mailto://user:pass@example.com",
-                    f"[{i}]",
-                )
-        return value
+    def _urls(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        context = info.context or {}
+        return tuple(_notify_entry(item, i, context) for i, item in enumerate(value))
 
 
 class PortfolioDefaults(_PortfolioParams):
@@ -662,7 +771,7 @@ class Settings(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _merge_defaults(cls, data: Any) -> Any:
+    def _merge_defaults(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, Mapping):
             return data
         defaults = _plain(data.get("defaults"))
@@ -670,7 +779,7 @@ class Settings(_Model):
         if not isinstance(defaults, Mapping) or not isinstance(portfolios, list | tuple):
             return data
         try:
-            PortfolioDefaults.model_validate(defaults)
+            PortfolioDefaults.model_validate(defaults, context=info.context)
         except ValidationError:
             return data  # reported at `defaults.…`, once rather than again in every portfolio
         merged = [_deep_merge(defaults, p) for p in map(_plain, portfolios)]
@@ -758,15 +867,23 @@ def load_config(
         )
     raw = _read_yaml(Path(path))
     from_env = _apply_environment(raw, env)
-    return settings_from_mapping(raw, from_env=from_env)
+    return settings_from_mapping(
+        raw, from_env=from_env, environ=env, base_dir=Path(path).resolve().parent
+    )
 
 
 def settings_from_mapping(
-    data: Mapping[str, Any], *, from_env: Mapping[str, str] | None = None
+    data: Mapping[str, Any],
+    *,
+    from_env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> Settings:
     """Validate parsed configuration, turning the first problem into a :class:`ConfigError`.
 
     ``from_env`` maps dotted keys to the environment variables that set them, for the message.
+    ``notify`` entries ``env:NAME`` read ``environ`` (default ``os.environ``), and relative
+    ``file:PATH`` ones start at ``base_dir`` (default: the working directory).
 
     >>> settings_from_mapping({"portfolios": [{"id": "p", "tickers": ["ATW", "IAM"],
     ...                        "weights": {"ATW": 0.6, "IAM": 0.5}}]})
@@ -776,7 +893,8 @@ def settings_from_mapping(
 (fix: scale them so they sum to 1)
     """
     try:
-        return Settings.model_validate(data)
+        context = {"environ": os.environ if environ is None else environ, "base_dir": base_dir}
+        return Settings.model_validate(data, context=context)
     except ValidationError as exc:
         raise _config_error(exc, data, from_env or {}) from None
 
@@ -846,10 +964,17 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[
             continue
         parts = [p.lower() for p in name[len(_ENV_PREFIX) :].split("__")]
         if parts[0] == "portfolios" or not all(parts):
-            raise ConfigError(name, "cannot be set from the environment", "set it in the file")
+            raise ConfigError(
+                name,
+                "cannot be set from the environment",
+                "set it in the file; a notification URL can come from a variable there: notify: "
+                '["env:NAME"]',
+            )
         value: Any = environ[name]
         if parts[:2] == ["kafka", "security"] and len(parts) > 2:
             parts = [*parts[:2], ".".join(parts[2:]).replace("_", ".")]
+        elif parts[-1] == "notify" and not value.lstrip().startswith("["):
+            value = [value]  # one URL, taken as it is: YAML could mangle it
         else:
             with contextlib.suppress(yaml.YAMLError):  # not YAML: keep the text as it is
                 value = yaml.safe_load(value)
@@ -882,7 +1007,7 @@ def _config_error(
         key += subkey if subkey.startswith("[") or not key else "." + subkey
     problem, fix = _describe(error, loc)
     for env_key, env_name in from_env.items():
-        if key == env_key or key.startswith(env_key + "."):
+        if key == env_key or key.startswith((env_key + ".", env_key + "[")):
             problem += f" (set by environment variable {env_name})"
     if len(errors) > 1:
         others = sorted({_dotted(tuple(e["loc"]), data) for e in errors[1:]} - {key})
@@ -891,10 +1016,15 @@ def _config_error(
     return ConfigError(key, problem, fix)
 
 
+_SECRET_KEYS = frozenset({"notify", "security"})
+
+
 def _describe(error: Mapping[str, Any], loc: tuple[int | str, ...]) -> tuple[str, str]:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     value = error.get("input")
+    if any(part in _SECRET_KEYS for part in loc):
+        value = None  # never echo what may be a password or a token
     if kind == "streamfolio":
         return str(error["msg"]), str(ctx["fix"])
     if kind == "extra_forbidden":

@@ -7,26 +7,33 @@ committed, so an aborted decision is never announced. Delivery runs on a backgro
 slow or unreachable mail server delays nobody's decision, and a failure is logged and counted,
 never raised. A portfolio without URLs gets a log line instead.
 
-URLs carry credentials, so logs name only their scheme (``mailto``, ``slack``…).
+URLs carry credentials (a Slack webhook's path, a ``?token=``, a password): the configuration
+keeps them as :class:`~streamfolio.config.SecretURL`, a :class:`Notification` reveals them only to
+its sender (never in its repr), and logs show them masked, scheme and host only
+(:func:`~streamfolio.config.mask_url`: ``https://hooks.slack.com/***``). apprise's own log lines,
+which name the URLs it posts to, pass through :class:`Redactor` first.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
+import urllib.parse
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from streamfolio.config import PortfolioSettings
+from streamfolio.config import PortfolioSettings, mask_url
 from streamfolio.messages import RebalanceEvent
 
 __all__ = [
     "Notification",
     "Notifier",
+    "Redactor",
     "format_weights",
     "notification_for",
     "preload_apprise",
@@ -41,15 +48,28 @@ Sender = Callable[["Notification"], bool]
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One message to a portfolio's owner: what to say and where to send it."""
+    """One message to a portfolio's owner: what to say and where to send it.
+
+    ``urls`` are revealed, for the sender: they never show in the repr, and logs use
+    :attr:`masked_urls`.
+    """
 
     portfolio_id: str
     kind: NotificationKind
     title: str
     body: str
-    urls: tuple[str, ...] = ()
+    urls: tuple[str, ...] = field(default=(), repr=False)
     owner: str | None = None
     event_id: str = ""
+
+    @property
+    def masked_urls(self) -> str:
+        """The URLs as logs may show them: scheme and host only.
+
+        >>> Notification("p", "hold", "t", "b", ("https://u:pw@example.com/T/B/X",)).masked_urls
+        'https://example.com/***'
+        """
+        return ", ".join(mask_url(u) for u in self.urls)
 
 
 def format_weights(weights: Mapping[str, float]) -> str:
@@ -125,14 +145,76 @@ def notification_for(event: RebalanceEvent, portfolio: PortfolioSettings) -> Not
         kind=kind,
         title=title,
         body="\n".join(lines),
-        urls=tuple(portfolio.notify),
+        urls=tuple(url.get_secret_value() for url in portfolio.notify),
         owner=portfolio.owner,
         event_id=event.event_id,
     )
 
 
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0] if "://" in url else "?"
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s'\"<>)]+")
+
+
+def _secret_parts(url: str) -> set[str]:
+    # What of a URL may be a secret: all of it, and its credentials, path segments, query
+    # values and (for schemes that put a token there) host, as other messages quote them.
+    parts = {url}
+    try:
+        split = urllib.parse.urlsplit(url)
+    except ValueError:
+        return parts
+    parts.update({split.path, split.query, split.fragment})
+    parts.update({split.password or "", split.username or ""})
+    if mask_url(url).endswith("://***"):  # a token in the host's place (slack://TokenA/…)
+        parts.add(split.netloc)
+    parts.update(split.path.split("/"))
+    parts.update(v for _k, v in urllib.parse.parse_qsl(split.query))
+    return {p for p in parts if len(p) >= 4 and p not in {"localhost", "127.0.0.1"}}
+
+
+class Redactor(logging.Filter):
+    """Masks notification URLs, and their parts, in the log records it filters.
+
+    Installed on apprise's logger, which quotes the URLs it posts to (paths, user names).
+
+    >>> r = Redactor()
+    >>> r.add(["json://127.0.0.1:1/hooks/T000/B000/XXXX?token=abcd"])
+    >>> r.redact("POST to http://127.0.0.1:1/hooks/T000/B000/XXXX failed: /hooks/T000/B000/XXXX")
+    'POST to http://127.0.0.1:1/*** failed: ***'
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, urls: Iterable[str]) -> None:
+        """Mask these URLs (and their parts) from now on."""
+        with self._lock:
+            known = set(self._secrets)
+            for url in urls:
+                known |= _secret_parts(url)
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every URL masked and every known secret part replaced by ``***``."""
+        text = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+_redactor = Redactor()
 
 
 _apprise_ready = threading.Lock()
@@ -154,6 +236,7 @@ def preload_apprise() -> None:
             warnings.simplefilter("ignore", DeprecationWarning)
             import apprise
 
+            logging.getLogger("apprise").addFilter(_redactor)
             apprise.Apprise().add("json://localhost")  # parsing a URL loads every plugin
         _apprise_loaded = True
 
@@ -161,19 +244,20 @@ def preload_apprise() -> None:
 def send_with_apprise(notification: Notification) -> bool:
     """Send ``notification`` to every one of its URLs; True if all accepted it.
 
-    URLs apprise cannot use are logged (by scheme only) and make the result False.
+    URLs apprise cannot use are logged (masked) and make the result False.
     """
     preload_apprise()
     import apprise  # imported here: only a service with notification URLs needs it
 
+    _redactor.add(notification.urls)
     client = apprise.Apprise()
     usable = True
     for i, url in enumerate(notification.urls):
         if not client.add(url):
             log.warning(
-                "notification URL #%d (%s://…) of portfolio %s is not usable by apprise",
+                "notification URL #%d (%s) of portfolio %s is not usable by apprise",
                 i + 1,
-                _scheme(url),
+                mask_url(url),
                 notification.portfolio_id,
             )
             usable = False
@@ -246,8 +330,16 @@ class Notifier:
                 return
             try:
                 ok = self._send(item)
-            except Exception:  # a notification must never take the service down
-                log.exception("notification for %s failed", item.portfolio_id)
+            except Exception as exc:  # a notification must never take the service down
+                # The message may quote a URL; the traceback would quote it again.
+                redactor = Redactor()
+                redactor.add(item.urls)
+                log.error(
+                    "notification for %s failed: %s: %s",
+                    item.portfolio_id,
+                    type(exc).__name__,
+                    redactor.redact(str(exc)),
+                )
                 ok = False
             with self._lock:
                 if ok:
@@ -260,7 +352,7 @@ class Notifier:
                 log.warning(
                     "could not notify the owner of %s (%s); the decision stands",
                     item.portfolio_id,
-                    ", ".join(_scheme(u) for u in item.urls),
+                    item.masked_urls,
                 )
 
     def close(self, timeout: float = 15.0) -> None:
