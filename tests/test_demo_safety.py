@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamfolio.config import KafkaSettings, settings_from_mapping
+from streamfolio.config import KafkaSettings, Settings, settings_from_mapping
 from streamfolio.demo import (
     StopRequested,
     check_local_cluster,
@@ -170,7 +170,7 @@ def _broker(tmp_path: Path, cluster: str | None = CLUSTER) -> LocalKafka:
     return LocalKafka(kafka, tmp_path)
 
 
-def _settings(bootstrap: str):  # type: ignore[no-untyped-def]
+def _settings(bootstrap: str) -> Settings:
     return settings_from_mapping(
         {
             "kafka": {"bootstrap_servers": bootstrap},
@@ -193,7 +193,7 @@ def test_topics_are_reset_on_the_local_cluster_however_it_is_named(
 ) -> None:
     seen: list[str] = []
 
-    def describe(settings):  # type: ignore[no-untyped-def]
+    def describe(settings: Settings) -> str:
         seen.append(settings.kafka.bootstrap_servers)
         return CLUSTER
 
@@ -221,7 +221,7 @@ def test_a_remote_cluster_is_refused_naming_the_key_the_value_and_the_fix(
 
 
 def test_a_cluster_that_cannot_be_described_is_refused(tmp_path: Path) -> None:
-    def unreachable(_settings):  # type: ignore[no-untyped-def]
+    def unreachable(_settings: Settings) -> str:
         raise TimeoutError("no answer")
 
     with pytest.raises(ConfigError, match="could not be read"):
@@ -231,7 +231,7 @@ def test_a_cluster_that_cannot_be_described_is_refused(tmp_path: Path) -> None:
 def test_without_a_local_cluster_id_only_the_local_port_will_do(tmp_path: Path) -> None:
     broker = _broker(tmp_path, cluster=None)
 
-    def never(_settings):  # type: ignore[no-untyped-def]
+    def never(_settings: Settings) -> str:
         raise AssertionError("not asked")
 
     check_local_cluster(_settings("127.0.0.1:9092"), broker, never, environ={})
