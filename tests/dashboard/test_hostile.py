@@ -6,7 +6,10 @@ did to the dashboard; none of them may wipe history, grow the state, give a 500 
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,13 +17,15 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
+import uvicorn
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
-from streamfolio.dashboard.app import allowed_hosts, create_app, host_name
-from streamfolio.dashboard.cli import dashboard_command
-from streamfolio.dashboard.state import DashboardState, Limits, PortfolioInfo
+from streamfolio.config import example_config_path, load_config
+from streamfolio.dashboard.app import _Server, allowed_hosts, create_app, host_name
+from streamfolio.dashboard.cli import dashboard_command, listen
+from streamfolio.dashboard.state import DashboardState, Limits, PortfolioInfo, TimeWindow
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)  # see test_dashboard_app.py
@@ -30,7 +35,7 @@ T0 = 1_790_000_000_000  # epoch ms: the wall clock of these tests
 MINUTE = 60_000
 DAY = 86_400_000
 SKEW = 300_000  # the default max future skew
-WINDOW = 30 * DAY  # the default history window
+WINDOW = 3650 * DAY  # the default history window
 BASE_URL = "http://localhost:8050"
 
 
@@ -123,6 +128,7 @@ HOSTILE_RECORDS: list[tuple[str, str, dict[str, Any], str]] = [
     ("weights older than the newest", "weights", weights("banks", T0 - 3 * MINUTE), "out_of_order"),
     ("updated stats from the future", "updated_stats", stats("banks", T0 + DAY), "future"),
     ("updated stats stamped 1970", "updated_stats", stats("banks", 0), "stale"),
+    ("older updated stats", "updated_stats", stats("banks", NEWEST - 1), "out_of_order"),
     ("rebalance event stamped 1970", "rebalance_events", event("banks", 0), "stale"),
     ("rebalance event from the future", "rebalance_events", event("banks", T0 + DAY), "future"),
     ("metrics of an unknown portfolio", "metrics", metrics("evil", T0), "unknown_portfolio"),
@@ -179,6 +185,19 @@ def test_the_edges_of_the_window_against_the_wall_clock(offset: int, shown: bool
     state = DashboardState([PortfolioInfo("p")], clock=Clock())
     assert state.apply("metrics", metrics("p", T0 + offset)) is shown
     assert state.summaries()[0]["points"] == int(shown)
+
+
+def test_the_window_and_the_skew_come_from_the_command_and_the_settings() -> None:
+    settings = load_config(example_config_path(), environ={})
+    state = DashboardState.from_settings(settings, history_ms=DAY, clock=Clock())
+    assert state.window == TimeWindow(DAY, settings.validation.max_future_skew_ms)
+    demo = settings.model_copy(
+        update={"validation": settings.validation.model_copy(update={"max_future_skew_ms": DAY})}
+    )
+    state = DashboardState.from_settings(demo, history_ms=DAY, clock=Clock())
+    assert state.apply("metrics", metrics("banks", T0 + DAY))  # a simulation ahead of time
+    assert not state.apply("metrics", metrics("banks", T0 - DAY - 1))
+    assert state.health_report()["ignored"] == {"stale": 1}
 
 
 def test_a_future_record_does_not_hide_the_real_ones_that_follow() -> None:
@@ -446,3 +465,52 @@ def cli() -> typer.Typer:
 def test_the_command_rejects_a_malformed_allowed_host() -> None:
     result = CliRunner().invoke(cli(), ["--allowed-host", "evil example", "--port", "0"])
     assert result.exit_code == 2 and "not a host name" in result.output
+
+
+def test_the_allowed_hosts_also_come_from_the_environment() -> None:
+    env = {"STREAMFOLIO_DASHBOARD_ALLOWED_HOSTS": "dash.example bad@host"}
+    result = CliRunner().invoke(cli(), ["--port", "0"], env=env)
+    assert result.exit_code == 2 and "'bad@host'" in result.output
+
+
+def test_a_real_server_refuses_another_host_and_serves_localhost(state: DashboardState) -> None:
+    # uvicorn, not the TestClient: raw requests, the Host header exactly as a browser sends it.
+    closing = threading.Event()
+    app = create_app(state, closing=closing, interval_s=0.01)
+    server = _Server(uvicorn.Config(app, log_config=None, log_level="warning"), closing)
+    with listen("127.0.0.1", 0) as sock:
+        port = sock.getsockname()[1]
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+        thread.start()
+        try:
+            for _ in range(500):
+                if server.started:
+                    break
+                time.sleep(0.01)
+            answers = {}
+            for host in ("evil.example", f"localhost:{port}", f"127.0.0.1:{port}"):
+                for route in ("/api/portfolio/banks", "/api/stream?portfolio=banks"):
+                    answers[host, route] = _raw_get(port, route, host)
+        finally:
+            server.request_exit()
+            thread.join(10)
+    for (host, route), (status, headers, body) in answers.items():
+        if host == "evil.example":
+            assert status == 421 and b"banks" not in body, (host, route)
+        else:
+            assert status == 200, (host, route, body)
+        assert headers["x-content-type-options"] == "nosniff"
+
+
+def _raw_get(port: int, route: str, host: str) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(f"GET {route} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        conn.settimeout(0.3)
+        data = b""
+        with contextlib.suppress(TimeoutError):  # a stream never ends by itself
+            while chunk := conn.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body

@@ -85,9 +85,10 @@ def dashboard_command(
         typer.Option(
             min=0.001,
             help="Show records stamped at most this many days before now (or before the "
-            "newest shown); older ones are ignored and counted as stale.",
+            "newest shown); older ones are ignored and counted as stale. A sanity bound "
+            "(1970 stamps), not a retention policy: --history bounds what is kept.",
         ),
-    ] = 30.0,
+    ] = 3650.0,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(

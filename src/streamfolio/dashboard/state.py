@@ -20,9 +20,10 @@ Nothing read from a topic is trusted (docs/dashboard.md, "What it ignores"):
 * a record stamped before the history window (:class:`TimeWindow`, relative to the wall clock or
   to the newest record shown for its portfolio) is ignored as ``stale``, one stamped further than
   the allowed skew ahead of the wall clock as ``future``;
-* a metrics or weights record older than the newest one shown for its portfolio (a metrics
-  record: not newer) is ignored as ``out_of_order``: histories only ever grow at their end, so a
-  record never wipes or rewrites what is shown, and every delta is an append;
+* a metrics, weights or updated statistics record older than the newest one shown for its
+  portfolio (a metrics record: not newer) is ignored as ``out_of_order``: histories only ever
+  grow at their end, so a record never wipes or rewrites what is shown, and every delta is an
+  append;
 * a record with more than :data:`MAX_TICKERS` tickers is ignored as ``too_large``; texts are cut
   to :data:`MAX_TEXT` characters; dead-letter reasons beyond :data:`MAX_REASONS` distinct ones
   are counted as ``other``.
@@ -79,7 +80,6 @@ __all__ = [
     "Role",
     "TimeWindow",
     "correlation",
-    "max_future_skew_ms",
     "sharpe_status",
 ]
 
@@ -98,10 +98,17 @@ ROLES: Final[tuple[Role, ...]] = (
 
 Json: TypeAlias = dict[str, Any]
 
-DEFAULT_WINDOW_MS: Final = 30 * 86_400_000
-"""How far back in event time records are shown by default: 30 days."""
+DEFAULT_WINDOW_MS: Final = 3650 * 86_400_000
+"""How far back in event time records are shown by default: ten years.
+
+A sanity bound against stamps nobody meant (1970, an unset clock), not a retention policy (that
+is :class:`Limits`): the demo starts its simulated market where the bundled history ends, weeks
+before now, a replay of history is as old as the history, and a portfolio that has not been
+rebalanced for months still shows its weights. ``streamfolio dashboard --window-days`` narrows
+it."""
 DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
-"""How far ahead of the wall clock a record may be stamped by default (the job's own bound)."""
+"""How far ahead of the wall clock a record may be stamped by default (as
+``validation.max_future_skew_ms``, which :meth:`DashboardState.from_settings` uses)."""
 MAX_TICKERS: Final = 512
 """Most tickers a weights, statistics or rebalance record may carry to be shown."""
 MAX_TEXT: Final = 200
@@ -318,7 +325,7 @@ class _View:
         if self.stats is not None and s.kind == "initial" and self.stats.kind == "updated":
             return None
         if self.stats is not None and s.timestamp < self.stats.timestamp and s.kind == "updated":
-            return None
+            return "out_of_order"
         self.stats, self.stats_seq, self.last_seq = s, seq, seq
         return None
 
@@ -545,12 +552,13 @@ class DashboardState:
         history_ms: int = DEFAULT_WINDOW_MS,
         clock: Callable[[], float] = time.time,
     ) -> DashboardState:
-        """The state of the configured portfolios; the future skew is the settings' own."""
+        """The state of the configured portfolios; the future skew is the settings' own
+        (``validation.max_future_skew_ms``, the bound of every component)."""
         infos = [
             PortfolioInfo(p.id, p.tickers, p.owner, p.policy.sharpe_threshold, p.policy.band)
             for p in settings.portfolios
         ]
-        window = TimeWindow(history_ms, max_future_skew_ms(settings))
+        window = TimeWindow(history_ms, settings.validation.max_future_skew_ms)
         return cls(infos, limits=limits, window=window, clock=clock)
 
     # ------------------------------------------------------------------------------ writing
@@ -679,16 +687,6 @@ class DashboardState:
         """What the consumer is doing (``starting``, ``running``, ``waiting``, ``error``)."""
         with self._lock:
             self.health.set_status(status, error=error)
-
-
-def max_future_skew_ms(settings: Settings) -> int:
-    """How far ahead of the wall clock a record may be stamped under ``settings``.
-
-    ``validation.max_future_skew_ms`` where the settings have it, else the default (300 s).
-    """
-    validation = getattr(settings, "validation", None)
-    skew = getattr(validation, "max_future_skew_ms", None)
-    return skew if isinstance(skew, int) and skew >= 0 else DEFAULT_MAX_FUTURE_SKEW_MS
 
 
 def _haystack(summary: Json) -> str:
