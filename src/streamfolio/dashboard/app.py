@@ -377,7 +377,7 @@ class _Api:
                 raise BadRequestError(f"a cursor is TOKEN-SEQ, not {_quote(cursor)}")
         except BadRequestError as exc:
             return _bad(str(exc))
-        if portfolio_id is not None and self.state.snapshot(portfolio_id) is None:
+        if portfolio_id is not None and not self.state.knows(portfolio_id):
             return _bad(f"no portfolio {_quote(portfolio_id)}", 404)
         events = event_stream(
             self.state,

@@ -635,6 +635,11 @@ class DashboardState:
             lines = [s for s in lines if needle in _haystack(s)]
         return lines if limit is None else lines[:limit]
 
+    def knows(self, portfolio_id: str) -> bool:
+        """Whether ``portfolio_id`` is one of the portfolios shown (the configured ones)."""
+        with self._lock:
+            return portfolio_id in self._views
+
     def snapshot(self, portfolio_id: str) -> Json | None:
         """Everything kept for one portfolio, or None if it is unknown."""
         with self._lock:
