@@ -677,11 +677,11 @@ def test_local_server_redirect_to_another_host_is_refused(sites: tuple[Site, Sit
 
 def test_local_server_same_host_redirect_is_followed(sites: tuple[Site, Site]) -> None:
     home, _ = sites
-    home.routes[cse.GEN2_LIVE_PATH] = (302, {"Location": "/board"}, body(b""))
+    home.routes[cse.GEN2_LIVE_PATH] = (302, {"Location": "/board?page=1"}, body(b""))
     home.routes["/board"] = (200, {"Content-Type": "text/html"}, body(GOOD_PAGE))
     with CseClient(base_url=home.url, retries=0) as client:
         assert len(client.live_board().quotes) == 11
-    assert home.hits == [cse.GEN2_LIVE_PATH, "/board"]
+    assert home.hits == [cse.GEN2_LIVE_PATH, "/board?page=1"], "the Location's query is kept"
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])

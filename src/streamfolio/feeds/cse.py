@@ -406,7 +406,8 @@ class HttpxTransport:
         with self.client.stream(
             "GET",
             request.url,
-            params=dict(request.params),
+            # None, not {}: an empty mapping would drop the query of a redirect's URL.
+            params=dict(request.params) or None,
             headers=dict(request.headers),
             timeout=request.timeout_s,
             follow_redirects=False,
