@@ -462,12 +462,12 @@ def test_non_cse_exchange_has_no_builtin_holidays() -> None:
 
 def test_flink_max_future_skew_moved_to_validation() -> None:
     portfolios = [{"id": "p", "tickers": ["ATW", "IAM"]}]
-    with pytest.warns(DeprecationWarning, match="validation.max_future_skew_ms"):
+    with pytest.warns(DeprecationWarning, match=r"validation\.max_future_skew_ms"):
         settings = settings_from_mapping(
             {"flink": {"max_future_skew_ms": 5}, "portfolios": portfolios}
         )
     assert settings.validation.max_future_skew_ms == 5
-    with pytest.raises(ConfigError, match="flink.max_future_skew_ms"):
+    with pytest.raises(ConfigError, match=r"flink\.max_future_skew_ms"):
         settings_from_mapping(
             {
                 "flink": {"max_future_skew_ms": 5},

@@ -209,13 +209,54 @@ class Scenario:
         self.bad[reason] += 1
         return message
 
-    def control(self, kind: ControlKind, record: dict[str, Any]) -> Message:
+    def control(
+        self, kind: ControlKind, record: dict[str, Any], key: bytes | str | None = "id"
+    ) -> Message:
+        """A control message, keyed by its portfolio id unless ``key`` says otherwise (then the
+        job refuses it before the replay's engine sees it: the replay has no keys)."""
         schema, role = (
             ("PortfolioStats", "initial_stats") if kind == "stats" else ("Weights", "weights")
         )
-        self.control_records.append((kind, record))
-        key = str(record["portfolio_id"]).encode()
+        if key == "id":
+            self.control_records.append((kind, record))
+            key = str(record["portfolio_id"]).encode()
+        assert not isinstance(key, str)
         return Message(role, codec_for(schema).encode(record), key, int(record["timestamp"]))
+
+    def hostile_controls(self) -> None:
+        """Control records that must change nothing, each with the reason the job gives
+        (issue #11: the initial statistics and weights that used to be trusted)."""
+        p1, p2 = PORTFOLIOS
+        seed = initial_stats(p1, START, 1.0)
+        n = len(p1["tickers"])
+        t0, t1 = p1["tickers"][:2]
+        asymmetric = {**seed["covarianceMatrix"], t0: {**seed["covarianceMatrix"][t0], t1: 1.0}}
+        not_psd = {t: {u: (1.0 if t == u else 2.0) for u in p1["tickers"]} for t in p1["tickers"]}
+        hostile_stats: list[tuple[dict[str, Any], str]] = [
+            (seed | {"meanReturns": dict.fromkeys(p1["tickers"], math.nan)}, "invalid_stats"),
+            (seed | {"meanReturns": dict.fromkeys(p1["tickers"], math.inf)}, "invalid_stats"),
+            (seed | {"covarianceMatrix": asymmetric}, "invalid_stats"),
+            (seed | {"covarianceMatrix": not_psd}, "invalid_stats"),
+            (seed | {"count": 2**62}, "invalid_stats"),
+            (seed | {"estimator": "ewm", "half_life_bars": 5.0}, "invalid_stats"),
+            (seed | {"timestamp": 253_402_214_399_000}, "future"),
+            (seed, "stale"),  # a duplicate of the seed in force: would undo the bars since
+        ]
+        for record, reason in hostile_stats:
+            self.opening.append(self.control("stats", record))
+            self.bad[reason] += 1
+        self.opening.append(self.control("stats", seed, key=b"p2"))
+        self.opening.append(self.control("stats", seed, key=None))
+        self.bad["key_mismatch"] += 2
+        leveraged = {"timestamp": START + 5, "portfolio_id": "p2"} | {
+            "weights": {"BBB": 5.0, "CCC": -4.0, "DDD": 0.0}
+        }
+        self.opening.append(self.control("weights", leveraged))
+        self.bad["invalid_weights"] += 1
+        future = {"timestamp": 253_402_214_399_000, "portfolio_id": "p2"}
+        self.opening.append(self.control("weights", future | {"weights": p2["weights"]}))
+        self.bad["future"] += 1
+        assert n == 3
 
 
 def _ticks(seed: int) -> list[Tick]:
@@ -275,6 +316,7 @@ def build_scenario(
         s.bad["unknown_portfolio"] += 1
         s.opening.append(Message("weights", b"\xff\x00garbage", b"p1", START))
         s.bad["undecodable"] += 1
+        s.hostile_controls()
     per_good = malformed / (len(first) + len(second))
 
     def mix(messages: list[Message], ticks: list[Tick]) -> None:
@@ -483,6 +525,13 @@ def assert_dead_letters(run: Run) -> None:
 
     assert {r: reasons[r] for r in run.scenario.bad} == dict(run.scenario.bad)
     assert reasons["late"] == len(run.scenario.late)
+    controls = {run.settings.topics.initial_stats, run.settings.topics.weights}
+    refused_controls = [d for d in run.outputs.dead if d["source_topic"] in controls]
+    assert refused_controls
+    # Read whole (KafkaRecordBytes), a refused control message says where it was.
+    where = {(d["source_topic"], d["partition"], d["offset"]) for d in refused_controls}
+    assert len(where) == len(refused_controls)
+    assert all(d["partition"] is not None and d["offset"] >= 0 for d in refused_controls)
     assert set(reasons) <= set(run.scenario.bad) | {"late"}, reasons
 
 
