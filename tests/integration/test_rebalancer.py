@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -525,10 +525,12 @@ def test_metrics_of_a_seed_and_statistics_that_never_come(
     job = Job(settings)
     for pid in ("p0", "p1"):
         job.initial_weights(pid)
-    # p0: the job was seeded with initial statistics and emitted metrics naming them.
+    # p0: the job was seeded with initial statistics and emitted metrics naming them, stamped
+    # as the job stamps them: the later of the statistics' and the weights' times.
     seed = Job.stats("p0", T1 - 30 * MINUTE, kind="initial")
     job.send("initial_stats", seed.to_record())
-    job.send("metrics", Job.metrics(seed, W0).to_record(), partition_of("p0"))
+    seeded = replace(Job.metrics(seed, W0), timestamp=T1 - MINUTE)
+    job.send("metrics", seeded.to_record(), partition_of("p0"))
     # p1: metrics naming statistics that never arrive; later ones do, then their metrics.
     lost = Job.metrics(Job.stats("p1", T1), W0)
     job.send("metrics", lost.to_record(), partition_of("p1"))
@@ -539,7 +541,7 @@ def test_metrics_of_a_seed_and_statistics_that_never_come(
         events = records(read_all(settings, "rebalance_events", at_least(2)))
         dead = records(read_all(settings, "dead_letter", at_least(1)))
     assert sorted((e["event_id"], e["decision"]) for e in events) == [
-        (f"p0@{T1 - 30 * MINUTE}", "rebalance"),
+        (f"p0@{T1 - MINUTE}", "rebalance"),
         (f"p1@{T1 + MINUTE}", "rebalance"),
     ]
     (missing,) = dead

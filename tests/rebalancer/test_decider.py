@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.metrics import portfolio_performance
 from streamfolio.core.policy import PolicyState
+from streamfolio.intake import Intake, Rejected
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
-from streamfolio.rebalancer.memory import Memory, PortfolioMemory, state_after
-from streamfolio.rebalancer.service import Decider, Outcome, RecordRejectedError
+from streamfolio.rebalancer.memory import Memory, MemoryReader, PortfolioMemory, state_after
+from streamfolio.rebalancer.service import Decider, Outcome
+from streamfolio.serde import codec_for
 
 TICKERS = ("AAA", "BBB")
 Q = 252.0
@@ -252,28 +254,33 @@ def test_warming_up_and_above_threshold_publish_nothing() -> None:
 # ------------------------------------------------------------------------------------ validation
 
 
-def _metrics_record(**changes: Any) -> dict[str, Any]:
+def _metrics_value(**changes: Any) -> bytes:
     record = metrics_for(stats_at(T0), MOSTLY_SECOND).to_record()
     record.update(changes)
-    return record
+    return codec_for("PortfolioMetrics").encode(record)
+
+
+def _stats_value(stats: PortfolioStats) -> bytes:
+    return codec_for("PortfolioStats").encode(stats.to_record())
 
 
 @pytest.mark.parametrize(
     ("changes", "key", "reason", "words"),
     [
-        ({"portfolioId": "nope"}, None, "unknown_portfolio", "not configured"),
-        ({"weights": {"AAA": 1.0}}, None, "invalid_metrics", "missing BBB"),
-        ({"weights": {"AAA": 0.7, "BBB": 0.7}}, None, "invalid_metrics", "sum to 1.4"),
-        ({"statsTimestamp": 0}, None, "invalid_metrics", "statsTimestamp"),
-        ({"sharpRatio": float("nan")}, None, "invalid_metrics", "not finite"),
-        ({}, b"other", "invalid_metrics", "does not match"),
+        ({"portfolioId": "nope"}, b"nope", "unknown_portfolio", "not configured"),
+        ({"weights": {"AAA": 1.0}}, b"p", "invalid_metrics", "missing BBB"),
+        ({"weights": {"AAA": 0.7, "BBB": 0.7}}, b"p", "invalid_metrics", "sum to 1.4"),
+        ({"statsTimestamp": 0}, b"p", "invalid_metrics", "statsTimestamp"),
+        ({"sharpRatio": float("nan")}, b"p", "invalid_metrics", "not finite"),
+        ({}, b"other", "key_mismatch", "is not the portfolio id"),
+        ({}, None, "key_mismatch", "is not the portfolio id"),
     ],
 )
 def test_metrics_that_do_not_fit_are_rejected_with_a_reason(
     changes: dict[str, Any], key: bytes | None, reason: str, words: str
 ) -> None:
-    with pytest.raises(RecordRejectedError) as caught:
-        Decider(make_settings()).metrics_from(_metrics_record(**changes), key)
+    with pytest.raises(Rejected) as caught:
+        Decider(make_settings()).metrics_from(_metrics_value(**changes), key)
     assert caught.value.reason == reason and words in caught.value.detail
 
 
@@ -282,18 +289,19 @@ def test_statistics_are_put_in_ticker_order_and_checked() -> None:
     swapped = PortfolioStats.from_arrays(
         "p", T0, ["BBB", "AAA"], [2e-4, 1e-3], [[4e-4, 1e-5], [1e-5, 1e-4]], count=50
     )
-    aligned = decider.stats_from(swapped.to_record(), b"p")
+    aligned = decider.stats_from(_stats_value(swapped), b"p")
     assert aligned.tickers == TICKERS and aligned.mean == (1e-3, 2e-4)
     assert aligned.covariance == ((1e-4, 1e-5), (1e-5, 4e-4))
 
     other = PortfolioStats.from_arrays("p", T0, ["AAA", "CCC"], [0.0, 0.0], np.eye(2))
-    with pytest.raises(RecordRejectedError, match="missing \\['BBB'\\], extra \\['CCC'\\]"):
-        decider.stats_from(other.to_record())
+    with pytest.raises(Rejected, match="tickers \\['AAA', 'CCC'\\] are not the portfolio's"):
+        decider.stats_from(_stats_value(other), b"p")
     wrong_bar = replace(stats_at(T0), bar_seconds=300)  # the portfolio has 60 s bars
-    with pytest.raises(RecordRejectedError, match="300 s bars"):
-        decider.stats_from(wrong_bar.to_record())
-    with pytest.raises(RecordRejectedError) as caught:
-        decider.stats_from(replace(stats_at(T0), portfolio_id="nope").to_record())
+    with pytest.raises(Rejected, match="300 s bars") as caught:
+        decider.stats_from(_stats_value(wrong_bar), b"p")
+    assert caught.value.reason == "invalid_stats"
+    with pytest.raises(Rejected) as caught:
+        decider.stats_from(_stats_value(replace(stats_at(T0), portfolio_id="nope")), b"nope")
     assert caught.value.reason == "unknown_portfolio"
 
 
@@ -372,9 +380,32 @@ def test_weights_published_before_our_own_unread_ones_do_not_replace_them() -> N
 
 def test_invalid_or_foreign_weights_are_not_remembered() -> None:
     memory = Memory({"p": TICKERS})
-    assert not memory.on_weights(Weights("p", 1, {"AAA": 0.7, "BBB": 0.7}))
-    assert not memory.on_weights(Weights("q", 1, {"AAA": 1.0}))
+    reader = MemoryReader(memory, Intake.from_settings(make_settings()))
+
+    def read(weights: Weights) -> bool:
+        value = codec_for("Weights").encode(weights.to_record())
+        return reader.read("weights", value, weights.portfolio_id.encode())
+
+    assert not read(Weights("p", 1, {"AAA": 0.7, "BBB": 0.7}))
+    assert not read(Weights("q", 1, {"AAA": 1.0}))
     assert memory.committed("p").weights is None
+    assert reader.skipped == {"invalid_weights": 1, "unknown_portfolio": 1}
+
+
+def test_weights_older_than_those_held_are_stale() -> None:
+    memory = Memory({"p": TICKERS})
+    assert memory.on_weights(Weights("p", T0, {"AAA": 0.5, "BBB": 0.5}))
+    assert not memory.on_weights(Weights("p", T0 - 1, {"AAA": 0.1, "BBB": 0.9}))
+    assert memory.committed("p").weights == {"AAA": 0.5, "BBB": 0.5}
+    assert memory.on_weights(Weights("p", T0, {"AAA": 0.4, "BBB": 0.6})), "equal stamps apply"
+
+
+def test_metrics_older_than_the_weights_in_force_are_stale() -> None:
+    decider = Decider(make_settings())
+    memory = PortfolioMemory(weights=MOSTLY_SECOND, weights_timestamp=T0 + MINUTE)
+    stats = stats_at(T0)
+    outcome = decider.decide(metrics_for(stats, MOSTLY_SECOND), stats, memory)
+    assert outcome.kind == "stale" and outcome.event is None and outcome.memory == memory
 
 
 def test_events_apply_once_and_in_order() -> None:

@@ -16,9 +16,10 @@ topics it (or the bootstrap) writes, read back with ``isolation.level=read_commi
     restarted instance would still be disarmed where the first one was armed.
 
 * **Latest weights** per portfolio from the weights topic (any source: bootstrap, manual,
-  rebalancer), valid ones only, as the streaming job uses them. The rebalancer decides only on
-  metrics computed with these weights; metrics computed with weights it has already replaced are
-  stale (the job has not caught up yet) and must not re-trigger the policy.
+  rebalancer), valid ones only, as the streaming job uses them: a record older than the weights
+  held is stale and ignored, as the job ignores it. The rebalancer decides only on metrics
+  computed with these weights; metrics computed with weights it has already replaced are stale
+  (the job has not caught up yet) and must not re-trigger the policy.
 
 * **Initial statistics** per portfolio from the initial-statistics topic: the job's first metrics
   after a seed refer to them, not to an updated-statistics record.
@@ -28,6 +29,14 @@ topics it (or the bootstrap) writes, read back with ``isolation.level=read_commi
 keeps it current: it reads the three topics from the beginning, all partitions, outside the
 consumer group, and :meth:`TopicFollower.catch_up` reads to their ends (the last stable offsets)
 so that decisions another instance committed are known before this one takes over a partition.
+
+Every record of the three topics is judged by :class:`~streamfolio.intake.Intake` first
+(:class:`MemoryReader`): one that is undecodable, invalid, stamped in the future, keyed
+elsewhere, for an unknown portfolio, or that does not fit its portfolio (weights outside its
+bounds, statistics of other tickers) changes nothing and is counted by reason (the first of
+each reason is logged). The memory is only a reader of these topics and reads them again at
+every start, so it dead-letters nothing: the streaming job dead-letters the weights and
+initial statistics it refuses, once.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -55,11 +64,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from streamfolio.config import Settings
 from streamfolio.core.policy import PolicyState
-from streamfolio.core.portfolio import check_weights
 from streamfolio.errors import SchemaError, StreamfolioError
+from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.topics import TopicContract, contract
 from streamfolio.messages import PortfolioStats, RebalanceEvent, Weights
-from streamfolio.serde import codec_for
 
 __all__ = [
     "DECISIONS",
@@ -68,6 +76,8 @@ __all__ = [
     "DECISION_REBALANCE",
     "SOURCE",
     "Memory",
+    "MemoryReader",
+    "MemoryRole",
     "MemoryTopicsError",
     "PortfolioMemory",
     "TopicFollower",
@@ -94,6 +104,9 @@ absorbs producers that round-trip them through text."""
 
 INITIAL_STATS_KEPT: Final = 8
 """Initial-statistics records remembered per portfolio (the newest); seeds are rare."""
+
+MemoryRole = Literal["weights", "rebalance_events", "initial_stats"]
+"""The topics the memory is rebuilt from."""
 
 
 class MemoryTopicsError(StreamfolioError):
@@ -203,17 +216,32 @@ class PortfolioMemory:
         )
 
     def after_weights(self, weights: Weights) -> PortfolioMemory | None:
-        """This memory once ``weights`` (read from the topic, in log order) are known."""
+        """This memory once ``weights`` (read from the topic, in log order) are known, or None
+        if they change nothing: superseded by our own unread weights, or older than the weights
+        held (:meth:`stale_weights`)."""
         if not self.weights_read_back:
             if not self._is_own(weights):
                 return None  # published before our own, still unread, weights: superseded
             return replace(self, weights_read_back=True)
+        if self.stale_weights(weights) is not None:
+            return None
         return replace(
             self,
             weights=dict(weights.weights),
             weights_timestamp=weights.timestamp,
             weights_source=weights.source,
         )
+
+    def stale_weights(self, weights: Weights) -> str | None:
+        """Why ``weights`` are older than the weights held (a replayed or late record, which
+        the job ignores too), or None. Equal stamps are not stale: the rebalancer answers
+        metrics stamped T with weights stamped T."""
+        if self.weights_timestamp is not None and weights.timestamp < self.weights_timestamp:
+            return (
+                f"weights stamped {weights.timestamp} are older than those held "
+                f"(stamped {self.weights_timestamp})"
+            )
+        return None
 
     def _is_own(self, weights: Weights) -> bool:
         return (
@@ -274,8 +302,13 @@ class Memory:
 
     # -- what the follower reads ------------------------------------------------------------
 
+    # Records reach these once :class:`MemoryReader` accepted them through the Intake (decoded,
+    # valid, not from the future, keyed by and fitting their portfolio); what is left here is
+    # the memory's own rule: a record older than what is held changes nothing.
+
     def on_event(self, event: RebalanceEvent) -> bool:
-        """Apply a decision event read from the topic; True if it changed anything."""
+        """Apply a decision event read from the topic; True if it changed anything (an event
+        not newer than the last one, or of an unknown decision, changes nothing)."""
         if event.portfolio_id not in self._tickers:
             return False
         updated = self.committed(event.portfolio_id).after_event(event)
@@ -285,10 +318,9 @@ class Memory:
         return True
 
     def on_weights(self, weights: Weights) -> bool:
-        """Apply a weights record read from the topic; invalid ones are ignored, as the job
-        ignores them (they go to its dead letters and the previous weights stay)."""
-        tickers = self._tickers.get(weights.portfolio_id)
-        if tickers is None or check_weights(tickers, weights.weights) is not None:
+        """Apply accepted weights read from the topic; True if they changed anything. Weights
+        older than those held are ignored, as the job ignores them (stale)."""
+        if weights.portfolio_id not in self._tickers:
             return False
         updated = self.committed(weights.portfolio_id).after_weights(weights)
         if updated is None:
@@ -297,7 +329,7 @@ class Memory:
         return True
 
     def on_initial_stats(self, stats: PortfolioStats) -> bool:
-        """Remember a seed (initial statistics) of a configured portfolio."""
+        """Remember accepted initial statistics (a seed) of a configured portfolio."""
         tickers = self._tickers.get(stats.portfolio_id)
         if tickers is None:
             return False
@@ -317,6 +349,55 @@ class Memory:
         return self._seeds.get(portfolio_id, {}).get(timestamp)
 
 
+class MemoryReader:
+    """Judges each record of the memory topics through an :class:`Intake` and applies the
+    accepted ones to a :class:`Memory` (no Kafka here: :class:`TopicFollower` feeds it).
+
+    A refused record changes nothing; it is counted by reason in :attr:`skipped` (``undecodable``,
+    ``invalid_weights``, ``invalid_event``, ``invalid_stats``, ``future``, ``key_mismatch``,
+    ``unknown_portfolio``, and ``stale`` for weights older than those held) and the first of each
+    reason is logged. Nothing is dead-lettered (see the module doc).
+    """
+
+    def __init__(self, memory: Memory, intake: Intake) -> None:
+        self.memory = memory
+        self.intake = intake
+        self.skipped: Counter[str] = Counter()
+
+    def read(self, role: MemoryRole, value: bytes, key: bytes | None, topic: str = "") -> bool:
+        """Judge and apply one record of topic ``role``; True if it changed the memory."""
+        try:
+            if role == "weights":
+                weights = self.intake.weights(value, key)
+                stale = self.memory.committed(weights.portfolio_id).stale_weights(weights)
+                if stale is not None:
+                    raise Rejected("stale", f"{weights.portfolio_id}: {stale}")
+                return self.memory.on_weights(weights)
+            if role == "rebalance_events":
+                event = self.intake.rebalance_event(value, key)
+                if event.decision not in DECISIONS:
+                    raise Rejected(
+                        "invalid_event",
+                        f"{event.portfolio_id}: decision {event.decision[:32]!r} is not one of "
+                        f"{', '.join(DECISIONS)}",
+                    )
+                return self.memory.on_event(event)
+            return self.memory.on_initial_stats(self.intake.initial_stats(value, key))
+        except Rejected as refused:
+            self._skip(refused, topic or role)
+            return False
+
+    def _skip(self, refused: Rejected, topic: str) -> None:
+        if self.skipped[refused.reason] == 0:
+            log.warning(
+                "memory: ignoring a record of %s (%s: %s); further ones are only counted",
+                topic,
+                refused.reason,
+                refused.detail[:500],
+            )
+        self.skipped[refused.reason] += 1
+
+
 _LATEST: Final = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
@@ -330,8 +411,9 @@ class TopicFollower:
 
     It assigns itself every partition of the three topics from the beginning (no group
     membership, nothing committed) and reads with ``isolation.level=read_committed``, so it sees
-    exactly the decisions whose transactions committed. Records that do not decode or fit are
-    skipped and counted (they are other producers' mistakes; the job dead-letters them).
+    exactly the decisions whose transactions committed. Every record goes through a
+    :class:`MemoryReader`: those the intake refuses are skipped and counted by reason (they are
+    other producers' mistakes; the job dead-letters the weights and seeds it refuses).
     """
 
     def __init__(
@@ -340,9 +422,12 @@ class TopicFollower:
         memory: Memory,
         *,
         group_id: str,
+        intake: Intake | None = None,
         extra_config: Mapping[str, Any] | None = None,
     ) -> None:
-        self._memory = memory
+        self.reader = MemoryReader(
+            memory, intake if intake is not None else Intake.from_settings(settings)
+        )
         self._contracts: dict[str, TopicContract] = {
             c.name: c
             for c in (
@@ -373,7 +458,11 @@ class TopicFollower:
         self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self._partitions])
         self._next: dict[tuple[str, int], int] = {}
         self.read = 0
-        self.skipped: Counter[str] = Counter()
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Records ignored, by reason (see :class:`MemoryReader`)."""
+        return self.reader.skipped
 
     def _all_partitions(self) -> list[tuple[str, int]]:
         metadata = self._consumer.list_topics(timeout=10)
@@ -460,22 +549,14 @@ class TopicFollower:
         contract_ = self._contracts.get(topic)
         if contract_ is None:
             return
-        try:
-            record = codec_for(contract_.schema).decode(message.value() or b"")
-            if contract_.role == "weights":
-                self._memory.on_weights(Weights.from_record(record))
-            elif contract_.role == "rebalance_events":
-                self._memory.on_event(RebalanceEvent.from_record(record))
-            else:
-                self._memory.on_initial_stats(PortfolioStats.from_record(record))
-        except SchemaError as exc:
-            if self.skipped[topic] == 0:
-                log.warning(
-                    "skipping a record of %s that does not fit (%s); further ones are counted",
-                    topic,
-                    exc,
-                )
-            self.skipped[topic] += 1
+        role: MemoryRole
+        if contract_.role == "weights":
+            role = "weights"
+        elif contract_.role == "rebalance_events":
+            role = "rebalance_events"
+        else:
+            role = "initial_stats"
+        self.reader.read(role, message.value() or b"", message.key(), topic)
 
     def close(self) -> None:
         self._consumer.close()

@@ -10,11 +10,20 @@ it asks the core :class:`~streamfolio.core.policy.RebalancePolicy` and says what
   with ``partition.assignment.strategy=range``. Both are keyed by portfolio id with the same
   partition count, so a portfolio's metrics and statistics reach the same instance; several
   instances share the partitions.
+* Every record read is judged by :class:`~streamfolio.intake.Intake` (the same rules as every
+  other reader) and then by the rebalancer's own (a metrics record must name its statistics;
+  statistics are put in the portfolio's ticker order and must be of its bar size). A refused
+  record is dead-lettered with its reason: ``undecodable``, ``invalid_metrics``,
+  ``invalid_stats``, ``future``, ``key_mismatch`` (a null key too) or ``unknown_portfolio``.
 * A metrics record waits until the statistics it names (``statsTimestamp``) have arrived: the
   two topics are not ordered with each other. A seed's statistics come from the
   initial-statistics topic instead. Once a later metrics record of the portfolio names later
   statistics that have arrived, the named ones never will (a portfolio's statistics are ordered
-  in their partition): the metrics record is dead-lettered as ``stats_missing``.
+  in their partition): the metrics record is dead-lettered as ``stats_missing``. The wait is
+  bounded: a statsTimestamp further ahead than ``validation.max_future_skew_ms`` is refused as
+  ``future``, and once more than :data:`MAX_PENDING_METRICS` metrics records of a portfolio wait
+  (and the statistics partition has been read to its end) the oldest is dead-lettered as
+  ``stats_missing``, so the committable offset moves on.
 * Decisions use event time only (``now`` is the metrics timestamp) and the memory rebuilt from
   the weights, rebalance-events and initial-statistics topics (:mod:`.memory`), so a restarted or
   second instance decides the same way.
@@ -24,7 +33,8 @@ it asks the core :class:`~streamfolio.core.policy.RebalancePolicy` and says what
   statistics a later metrics record may name. The committed offset's metadata records how far
   the instance had read (``processed:<offset>``), so records read again after a restart are not
   dead-lettered twice; metrics read again are not decided twice because decisions are only made
-  on metrics newer than the portfolio's last decision event.
+  on metrics newer than the portfolio's last decision event. Metrics older than the weights in
+  force are ``stale``: weights stamped before those would be ignored by the job.
 * Notifications are sent after the transaction commits, never for aborted work.
 """
 
@@ -56,6 +66,7 @@ from streamfolio.core.metrics import portfolio_performance
 from streamfolio.core.policy import Rebalance, RebalancePolicy
 from streamfolio.core.portfolio import check_weights
 from streamfolio.errors import SchemaError, StreamfolioError
+from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.clients import producer_config
 from streamfolio.kafka.topics import TopicContract, contract
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
@@ -84,7 +95,6 @@ __all__ = [
     "RebalancerError",
     "RebalancerService",
     "RebalancerStats",
-    "RecordRejectedError",
     "transactional_id",
 ]
 
@@ -101,6 +111,14 @@ MAX_STATS_AHEAD: Final = 4096
 oldest are dropped (a metrics record naming one is then dead-lettered as ``stats_missing``):
 a portfolio whose job emits statistics but no metrics (no weights yet) must not grow without end."""
 
+MAX_PENDING_METRICS: Final = 4096
+"""Metrics records kept per portfolio waiting for the statistics they name. Beyond this, once the
+co-partitioned statistics partition has been read to its end (nothing more is coming for now),
+the oldest is dead-lettered as ``stats_missing`` and the committable offset moves past it:
+statistics that never come must not pin the offsets nor grow the queue without end. While
+statistics are still unread (a catch-up reads the two topics at different paces) the queue may
+go past the bound, never past what the log holds."""
+
 TRANSACTION_TIMEOUT_MS: Final = 30_000
 """How long the broker lets a transaction stay open. A crashed instance's open transaction blocks
 ``read_committed`` readers of the output topics until it is aborted: by the instance restarting
@@ -115,15 +133,6 @@ Progress = Callable[[str], None]
 
 class RebalancerError(StreamfolioError):
     """The service cannot go on (fenced by another instance, a fatal Kafka error)."""
-
-
-class RecordRejectedError(StreamfolioError):
-    """A record the rebalancer cannot use; ``reason`` is the dead letter's reason."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
 
 
 def transactional_id(group_id: str, instance: str) -> str:
@@ -161,11 +170,29 @@ class Decider:
     """Turns a metrics record, its statistics and the portfolio's memory into an :class:`Outcome`.
 
     Pure apart from logging: no clock, no Kafka, no randomness, so the same inputs always give
-    the same outcome, whichever instance computes it.
+    the same outcome, whichever instance computes it. Only reading a record
+    (:meth:`metrics_from`, :meth:`stats_from`) looks at the wall clock, through ``intake``
+    (default: :meth:`Intake.from_settings <streamfolio.intake.Intake.from_settings>` with
+    ``clock``), to refuse what is stamped in the future.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intake: Intake | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self._portfolios: dict[str, PortfolioSettings] = {p.id: p for p in settings.portfolios}
+        if intake is None:
+            intake = (
+                Intake.from_settings(settings)
+                if clock is None
+                else Intake.from_settings(settings, clock=clock)
+            )
+        if intake.portfolios is None or set(intake.portfolios) != set(self._portfolios):
+            raise ValueError("the intake must judge exactly the configured portfolios")
+        self.intake = intake
         self._policies = {
             p.id: RebalancePolicy(policy_settings(p, settings.exchange))
             for p in settings.portfolios
@@ -181,56 +208,34 @@ class Decider:
     def tickers(self, portfolio_id: str) -> tuple[str, ...]:
         return self._portfolios[portfolio_id].tickers
 
-    def _portfolio(self, portfolio_id: str, key: bytes | None, what: str) -> PortfolioSettings:
-        portfolio = self._portfolios.get(portfolio_id)
-        if portfolio is None:
-            raise RecordRejectedError(
-                "unknown_portfolio",
-                f"{what} of portfolio {portfolio_id!r}, which is not configured",
-            )
-        if key is not None and key != portfolio_id.encode():
-            # Keyed elsewhere, it may sit in another partition than its portfolio's records.
-            raise RecordRejectedError(
-                f"invalid_{what}", f"key {key!r} does not match portfolio id {portfolio_id!r}"
-            )
-        return portfolio
+    def metrics_from(self, value: bytes, key: bytes | None) -> PortfolioMetrics:
+        """A metrics record read from the topic (its bytes and Kafka key), judged by the
+        intake and the rebalancer's own rule (it names its statistics).
 
-    def metrics_from(self, record: Mapping[str, Any], key: bytes | None = None) -> PortfolioMetrics:
-        """A decoded metrics record, checked against its portfolio.
-
-        Raises :class:`RecordRejectedError` with the dead letter's reason.
+        Raises :class:`~streamfolio.intake.Rejected` with the dead letter's reason.
         """
-        try:
-            metrics = PortfolioMetrics.from_record(record)
-        except SchemaError as exc:
-            raise RecordRejectedError("invalid_metrics", str(exc)) from None
-        portfolio = self._portfolio(metrics.portfolio_id, key, "metrics")
-        problem = check_weights(portfolio.tickers, metrics.weights)
-        if problem is not None:
-            raise RecordRejectedError("invalid_metrics", f"{metrics.portfolio_id}: {problem}")
+        metrics = self.intake.metrics(value, key)
         if metrics.stats_timestamp <= 0:
-            raise RecordRejectedError(
+            raise Rejected(
                 "invalid_metrics",
                 f"{metrics.portfolio_id}: no statsTimestamp, so its statistics cannot be found",
             )
         return metrics
 
-    def stats_from(self, record: Mapping[str, Any], key: bytes | None = None) -> PortfolioStats:
-        """Decoded statistics, in their portfolio's ticker order.
+    def stats_from(self, value: bytes, key: bytes | None) -> PortfolioStats:
+        """Updated statistics read from the topic, judged by the intake, in their portfolio's
+        ticker order and of its bar size.
 
-        Raises :class:`RecordRejectedError` with the dead letter's reason.
+        Raises :class:`~streamfolio.intake.Rejected` with the dead letter's reason.
         """
-        try:
-            stats = PortfolioStats.from_record(record)
-        except SchemaError as exc:
-            raise RecordRejectedError("invalid_stats", str(exc)) from None
-        portfolio = self._portfolio(stats.portfolio_id, key, "stats")
+        stats = self.intake.updated_stats(value, key)
+        portfolio = self._portfolios[stats.portfolio_id]  # the intake knows no other
         try:
             aligned = align_stats(stats, portfolio.tickers)
         except SchemaError as exc:
-            raise RecordRejectedError("invalid_stats", f"{stats.portfolio_id}: {exc}") from None
+            raise Rejected("invalid_stats", f"{stats.portfolio_id}: {exc}") from None
         if stats.bar_seconds is not None and stats.bar_seconds != portfolio.bar_seconds:
-            raise RecordRejectedError(
+            raise Rejected(
                 "invalid_stats",
                 f"{stats.portfolio_id}: statistics of {stats.bar_seconds} s bars, but the "
                 f"portfolio has {portfolio.bar_seconds} s bars",
@@ -258,6 +263,15 @@ class Decider:
                 memory,
                 detail="computed with weights the portfolio no longer has (the job has not "
                 "applied the latest weights yet)",
+            )
+        if memory.weights_timestamp is not None and metrics.timestamp < memory.weights_timestamp:
+            # Weights stamped before those in force would be ignored by the job (stale there),
+            # while the memory would take them as in force: decide nothing.
+            return Outcome(
+                "stale",
+                memory,
+                detail=f"stamped {metrics.timestamp}, before the weights in force "
+                f"(stamped {memory.weights_timestamp})",
             )
         if stats.timestamp != metrics.stats_timestamp or stats.tickers != portfolio.tickers:
             raise ValueError("decide() needs the statistics the metrics name, in ticker order")
@@ -452,6 +466,9 @@ class RebalancerService:
         Where a group without committed offsets starts: the oldest records (True) or new ones.
     notifier
         Where notifications go (default: a :class:`~.notify.Notifier` using apprise).
+    clock
+        The wall clock in epoch milliseconds (default: the system's), against which records
+        stamped in the future are refused (``validation.max_future_skew_ms``).
     """
 
     def __init__(
@@ -465,13 +482,15 @@ class RebalancerService:
         progress: Progress | None = None,
         status_interval_s: float = 30.0,
         commit_interval_s: float = 0.5,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.group_id = group_id or settings.rebalancer.group_id
         self.instance = instance or socket.gethostname()
         self.transactional_id = transactional_id(self.group_id, self.instance)
         self.from_beginning = from_beginning
-        self.decider = Decider(settings)
+        self.decider = Decider(settings, clock=clock)
+        self._clock = self.decider.intake.clock
         self.memory = Memory({pid: self.decider.tickers(pid) for pid in self.decider.portfolio_ids})
         self.notifier = notifier or Notifier()
         self.stats = RebalancerStats()
@@ -563,7 +582,9 @@ class RebalancerService:
             self._producer.init_transactions(60.0)
         except KafkaException as exc:
             raise RebalancerError(f"cannot start transactions: {exc.args[0]}") from None
-        self._follower = TopicFollower(self.settings, self.memory, group_id=self.group_id)
+        self._follower = TopicFollower(
+            self.settings, self.memory, group_id=self.group_id, intake=self.decider.intake
+        )
         try:
             self._follower.catch_up(timeout_s=60.0)
             self._progress(
@@ -715,21 +736,22 @@ class RebalancerService:
             message.value() or b"",
             offset < self._processed.get(key, -1),
         )
-        is_metrics = topic == self._metrics.name
+        self._read(source)
+
+    def _read(self, source: _Source) -> None:
+        """Judge one record of the metrics or statistics topic: queue it, cache it or
+        dead-letter it."""
+        is_metrics = source.topic == self._metrics.name
         self._staged_counts["metrics" if is_metrics else "stats"] += 1
-        schema = self._metrics.schema if is_metrics else self._updated.schema
         try:
-            record = codec_for(schema).decode(source.value)
             if is_metrics:
-                metrics = self.decider.metrics_from(record, source.key)
+                metrics = self.decider.metrics_from(source.value, source.key)
                 pending = _PendingMetrics(metrics, source, self._seq)
                 self._pending.setdefault(metrics.portfolio_id, deque()).append(pending)
             else:
-                self._cache_stats(self.decider.stats_from(record, source.key), source)
-        except SchemaError as exc:
-            self._dead_letter("undecodable", str(exc), source)
-        except RecordRejectedError as exc:
-            self._dead_letter(exc.reason, exc.detail, source)
+                self._cache_stats(self.decider.stats_from(source.value, source.key), source)
+        except Rejected as refused:
+            self._dead_letter(refused, source)
 
     def _cache_stats(self, stats: PortfolioStats, source: _Source) -> None:
         pid = stats.portfolio_id
@@ -756,13 +778,27 @@ class RebalancerService:
                     continue
                 stats = self._stats_for(pid, item)
                 if stats is _Lookup.WAITING:
-                    break  # its statistics have not arrived yet; later metrics wait behind it
+                    if len(queue) <= MAX_PENDING_METRICS or self._stats_unread(item.source):
+                        break  # its statistics have not arrived yet; later metrics wait behind
+                    queue.popleft()
+                    self._dead_letter(
+                        Rejected(
+                            "stats_missing",
+                            f"{pid}: no statistics stamped {item.metrics.stats_timestamp} while "
+                            f"{len(queue)} later metrics records waited behind it (at most "
+                            f"{MAX_PENDING_METRICS} wait)",
+                        ),
+                        item.source,
+                    )
+                    continue
                 queue.popleft()
                 if stats is _Lookup.MISSING:
                     self._dead_letter(
-                        "stats_missing",
-                        f"{pid}: no statistics stamped {item.metrics.stats_timestamp}; "
-                        "later metrics name later statistics, which arrived",
+                        Rejected(
+                            "stats_missing",
+                            f"{pid}: no statistics stamped {item.metrics.stats_timestamp}; "
+                            "later metrics name later statistics, which arrived",
+                        ),
                         item.source,
                     )
                     continue
@@ -770,6 +806,22 @@ class RebalancerService:
                 if outcome is not None:
                     self._apply(outcome)
                 self._advance_floor(pid, item.metrics.stats_timestamp)
+
+    def _stats_unread(self, source: _Source) -> bool:
+        """Whether the statistics partition co-partitioned with ``source`` still has records
+        this instance has not read (as far as the consumer knows, without asking the broker)."""
+        if self._consumer is None:
+            return False
+        tp = TopicPartition(self._updated.name, source.partition)
+        try:
+            marks = self._consumer.get_watermark_offsets(tp, cached=True)
+            (position,) = self._consumer.position([tp])
+        except (KafkaException, RuntimeError, ValueError) as exc:
+            log.debug("no position for %s[%d]: %s", tp.topic, tp.partition, exc)
+            return False
+        if marks is None or marks[1] < 0 or position.offset < 0:
+            return False
+        return bool(position.offset < marks[1])
 
     def _stats_for(self, pid: str, item: _PendingMetrics) -> PortfolioStats | _Lookup:
         wanted = item.metrics.stats_timestamp
@@ -807,7 +859,9 @@ class RebalancerService:
                 outcome = self.decider.decide(item.metrics, stats, self.memory.view(pid))
         except Exception as exc:  # a bug must cost one decision, not the service
             log.exception("deciding on metrics of %s failed", pid)
-            self._dead_letter("decision_failed", f"{type(exc).__name__}: {exc}", item.source)
+            self._dead_letter(
+                Rejected("decision_failed", f"{type(exc).__name__}: {exc}"), item.source
+            )
             return None
         return outcome
 
@@ -866,26 +920,25 @@ class RebalancerService:
             except KafkaException as exc:  # the producer is in an error state
                 self._classify(exc)
 
-    def _dead_letter(self, reason: str, detail: str, source: _Source) -> None:
+    def _dead_letter(self, refused: Rejected, source: _Source) -> None:
         if source.replayed:
             return  # dead-lettered when it was first read
+        reason = refused.reason
         if self.stats.dead_letters[reason] + self._staged_dead[reason] == 0:
-            log.warning("dead-lettered (%s): %s; further ones are only counted", reason, detail)
+            log.warning(
+                "dead-lettered (%s): %s; further ones are only counted", reason, refused.detail
+            )
         self._staged_dead[reason] += 1
-        self._produce(
-            self._dead,
-            {
-                "reason": reason,
-                "detail": detail,
-                "source_topic": source.topic,
-                "partition": source.partition,
-                "offset": source.offset,
-                "key": source.key,
-                "payload": source.value,
-                "timestamp": int(time.time() * 1000),  # for operators only (schema doc)
-                "component": COMPONENT,
-            },
+        letter = refused.dead_letter(
+            source_topic=source.topic,
+            payload=source.value,
+            component=COMPONENT,
+            partition=source.partition,
+            offset=source.offset,
+            key=source.key,
+            now_ms=self._clock(),  # for operators only (schema doc)
         )
+        self._produce(self._dead, letter.to_record())
 
     # -- transactions -------------------------------------------------------------------------
 
