@@ -43,28 +43,32 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 import numpy as np
 
 from streamfolio.core.portfolio import PortfolioSpec, check_weights
-from streamfolio.errors import SchemaError, StreamfolioError
+from streamfolio.errors import DataError, SchemaError, StreamfolioError
 from streamfolio.messages import (
     DeadLetter,
+    Heartbeat,
     PortfolioMetrics,
     PortfolioStats,
     PriceTick,
     RebalanceEvent,
     Weights,
+    price_tick_from_bourse,
 )
-from streamfolio.serde import codec_for
+from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
 
 __all__ = [
     "CONTROL_RANK",
     "REASONS",
     "ControlKind",
     "Intake",
+    "PriceFormat",
     "Rejected",
     "control_problem",
     "stats_problem",
     "weights_problem",
 ]
 
+PriceFormat: TypeAlias = Literal["tick", "bourse"]
 ControlKind: TypeAlias = Literal["stats", "weights"]
 """A control message: initial statistics (a seed, from the initial-statistics topic) or weights."""
 
@@ -252,11 +256,38 @@ class Intake:
 
     # -- one method per topic ------------------------------------------------------------------
 
-    def tick(self, value: bytes, key: bytes | None = None) -> PriceTick:
-        """A price tick (``PriceTick`` schema). Its key is not checked: the reference's
-        producers key by ticker and any key lands the tick on some partition, judged there."""
-        tick = self._decode("PriceTick", value, PriceTick.from_record)
-        self._not_future("PriceTick", tick.event_time)
+    def price(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        price_format: PriceFormat = "tick",
+        now_ms: int | None = None,
+    ) -> PriceTick | Heartbeat:
+        """A record of the prices topic: a heartbeat (single-object encoded), else a tick in
+        ``price_format`` (``tick``: a ``PriceTick``; ``bourse``: the reference's
+        ``BourseData``, converted). ``now_ms`` saves a clock read per record in a batch.
+
+        The key is not checked: the reference's producers key by ticker, and wherever a tick
+        lands it is judged by its partition's own order. The streaming job reads the event
+        time in the JVM too (``tools/flink/event-time``, the same rules) and refuses a record
+        on which the two disagree.
+        """
+        if value is None:
+            raise Rejected("undecodable", "a record with no value")
+        clock = self.clock() if now_ms is None else now_ms
+        if is_heartbeat(value):
+            try:
+                heartbeat = decode_heartbeat(value)
+            except SchemaError as exc:
+                raise Rejected("undecodable", f"heartbeat: {exc}") from None
+            self._not_future("heartbeat", heartbeat.time, clock)
+            return heartbeat
+        if price_format == "bourse":
+            tick = self._decode("BourseData", value, price_tick_from_bourse)
+        else:
+            tick = self._decode("PriceTick", value, PriceTick.from_record)
+        self._not_future(f"{tick.ticker} tick", tick.event_time, clock)
         return tick
 
     def initial_stats(self, value: bytes, key: bytes | None) -> PortfolioStats:
@@ -344,13 +375,13 @@ class Intake:
             raise Rejected("undecodable", str(exc)) from None
         try:
             return build(record)
-        except SchemaError as exc:
+        except DataError as exc:  # a SchemaError, or a BourseData text that does not parse
             raise Rejected(invalid, str(exc)) from None
 
-    def _not_future(self, what: str, timestamp: int) -> None:
+    def _not_future(self, what: str, timestamp: int, now_ms: int | None = None) -> None:
         if self.max_future_skew_ms is None:
             return
-        limit = self.clock() + self.max_future_skew_ms
+        limit = (self.clock() if now_ms is None else now_ms) + self.max_future_skew_ms
         if timestamp > limit:
             raise Rejected(
                 "future",
@@ -388,7 +419,7 @@ class Intake:
 
 
 _READERS: Final[Mapping[str, Callable[[Intake, bytes, bytes | None], Any]]] = {
-    "prices": Intake.tick,
+    "prices": Intake.price,
     "initial_stats": Intake.initial_stats,
     "updated_stats": Intake.updated_stats,
     "weights": Intake.weights,

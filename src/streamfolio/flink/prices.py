@@ -29,15 +29,15 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.table.udf import ScalarFunction
 
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
-from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink.operators import (
     DEAD_LETTER_KEY,
     DeadLetterLog,
     dead_letter,
     dead_letter_tag,
 )
-from streamfolio.messages import PriceTick, price_tick_from_bourse
-from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
+from streamfolio.intake import Intake, PriceFormat, Rejected
+from streamfolio.messages import Heartbeat
+from streamfolio.serde import is_heartbeat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,7 +144,8 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         self.max_future_skew_ms = max_future_skew_ms
 
     def open(self, function_context: Any = None) -> None:
-        self._codec = codec_for(self.schema)
+        self._intake = Intake(None, max_future_skew_ms=self.max_future_skew_ms)
+        self._format: PriceFormat = "bourse" if self.schema == "BourseData" else "tick"
         self._dead = DeadLetterLog("decode ticks")
         self.counts = TickCounts()
         self._metrics = None
@@ -202,28 +203,22 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         partition and offset, and the wall clock (for the future skew only)."""
 
         where = (value or b"", partition, offset, key)
-        if value is not None and is_heartbeat(value):
-            return self._heartbeat(value, event_ms, now_ms, where)
-        self.counts.ticks += 1
-        if value is None:
-            return self._refuse_tick("undecodable", "a record with no value", where)
+        heartbeat = value is not None and is_heartbeat(value)
+        if heartbeat:
+            self.counts.heartbeats += 1
+        else:
+            self.counts.ticks += 1
         try:
-            record = self._codec.decode(value)
-        except SchemaError as exc:
-            return self._refuse_tick("undecodable", str(exc), where)
-        try:
-            if self.schema == "BourseData":
-                tick = price_tick_from_bourse(record)
-            else:
-                tick = PriceTick.from_record(record)
-        except DataError as exc:
-            return self._refuse_tick("invalid", str(exc), where)
-        if tick.event_time > now_ms + self.max_future_skew_ms:
-            detail = (
-                f"{tick.ticker} at {tick.event_time}: more than {self.max_future_skew_ms} ms "
-                f"ahead of the clock ({now_ms})"
-            )
-            return self._refuse_tick("future", detail, where)
+            read = self._intake.price(value, key, price_format=self._format, now_ms=now_ms)
+        except Rejected as refused:
+            if heartbeat:
+                return self._refuse(refused.reason, refused.detail, where)
+            return self._refuse_tick(refused.reason, refused.detail, where)
+        if isinstance(read, Heartbeat):
+            if read.time != event_ms:
+                return self._refuse("invalid", _disagreement(read.time, event_ms), where)
+            return (None, None, [], None)
+        tick = read
         if tick.event_time != event_ms:
             return self._refuse_tick("invalid", _disagreement(tick.event_time, event_ms), where)
         sizes = self.bar_sizes.get(tick.ticker)
@@ -259,24 +254,6 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
             taken,
             late_letter,
         )
-
-    def _heartbeat(
-        self, value: bytes, event_ms: int, now_ms: int, where: tuple[bytes, int, int, bytes | None]
-    ) -> DecodedTick:
-        self.counts.heartbeats += 1
-        try:
-            heartbeat = decode_heartbeat(value)
-        except (SchemaError, DataError) as exc:
-            return self._refuse("undecodable", f"heartbeat: {exc}", where)
-        if heartbeat.time > now_ms + self.max_future_skew_ms:
-            detail = (
-                f"heartbeat at {heartbeat.time}: more than {self.max_future_skew_ms} ms ahead "
-                f"of the clock ({now_ms})"
-            )
-            return self._refuse("future", detail, where)
-        if heartbeat.time != event_ms:
-            return self._refuse("invalid", _disagreement(heartbeat.time, event_ms), where)
-        return (None, None, [], None)
 
     def _refuse(
         self, reason: str, detail: str, where: tuple[bytes, int, int, bytes | None]
