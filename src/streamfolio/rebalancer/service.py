@@ -242,6 +242,10 @@ class Decider:
             )
         return aligned
 
+    def _bounds(self, portfolio_id: str) -> tuple[tuple[float, float], ...] | None:
+        spec = None if self.intake.portfolios is None else self.intake.portfolios[portfolio_id]
+        return None if spec is None else spec.bounds
+
     @staticmethod
     def already_decided(metrics: PortfolioMetrics, memory: PortfolioMemory) -> bool:
         """Whether ``metrics`` is not newer than the portfolio's last decision: it was decided
@@ -290,7 +294,7 @@ class Decider:
         event_id = RebalanceEvent.make_event_id(pid, metrics.timestamp)
         if isinstance(decision, Rebalance):
             new = {t: float(w) for t, w in zip(tickers, decision.weights.tolist(), strict=True)}
-            problem = check_weights(tickers, new)
+            problem = check_weights(tickers, new, self._bounds(pid))
             if problem is not None:  # the optimiser's contract; never publish what the job rejects
                 raise ValueError(f"the policy proposed weights the job would reject: {problem}")
             event = RebalanceEvent(
@@ -590,8 +594,10 @@ class RebalancerService:
             self._progress(
                 f"rebalancer {self.instance}: memory rebuilt from {self._follower.read} record(s) "
                 f"of {self._weights.name}, {self._events.name} and "
-                f"{self.settings.topics.initial_stats}; {len(self.decider.portfolio_ids)} "
-                f"portfolio(s): {', '.join(self.decider.portfolio_ids)}"
+                f"{self.settings.topics.initial_stats}"
+                + _ignored(self._follower.skipped)
+                + f"; {len(self.decider.portfolio_ids)} portfolio(s): "
+                + ", ".join(self.decider.portfolio_ids)
             )
             self._consumer = Consumer(self._consumer_config())
             self._consumer.subscribe(
@@ -1086,6 +1092,12 @@ def _describe(partitions: list[TopicPartition]) -> str:
     for tp in partitions:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return "; ".join(f"{t} {sorted(ps)}" for t, ps in sorted(by_topic.items())) or "nothing"
+
+
+def _ignored(skipped: Counter[str]) -> str:
+    if not skipped:
+        return ""
+    return " (ignored: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")"
 
 
 def _short_weights(weights: Mapping[str, float]) -> str:
