@@ -300,3 +300,10 @@ def test_mutated_good_records_are_accepted_or_refused_never_crash(
     if good:
         good[cut % len(good)] ^= flip
     verdict(role, bytes(good))
+
+
+def test_a_refusal_of_a_huge_record_keeps_a_short_detail() -> None:
+    huge = {f"T{i}": 1e-4 for i in range(10_000)}
+    with pytest.raises(Rejected) as info:
+        INTAKE.weights(encode("Weights", weights_record(weights=huge)), b"p1")
+    assert len(info.value.detail) <= 1000

@@ -90,6 +90,8 @@ REASONS: Final[Mapping[str, str]] = {
 }
 """Every reason :class:`Intake` and the portfolio state give, and what it means (docs/trust.md)."""
 
+DETAIL_LIMIT: Final = 1000
+"""Longest ``detail`` a refusal keeps (characters)."""
 DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
 DEFAULT_MAX_STATS_COUNT: Final = 10_000_000
 DEFAULT_COVARIANCE_TOLERANCE: Final = 1e-9
@@ -101,6 +103,8 @@ class Rejected(StreamfolioError):  # noqa: N818 (a verdict on a record, not a fa
     """A record a component refuses: ``reason`` (one of :data:`REASONS`) and ``detail``."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        if len(detail) > DETAIL_LIMIT:  # a huge map's problem must not make a huge dead letter
+            detail = detail[: DETAIL_LIMIT - 3] + "..."
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
