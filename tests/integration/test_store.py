@@ -7,6 +7,9 @@
   queries and report on PostgreSQL; and no poison pill stops the store (issue #11): records
   PostgreSQL cannot hold (a NUL character, an over-long portfolio id) are dead-lettered
   ``store_refused`` while the store keeps running and stores the rest.
+
+The history fits the example configuration's portfolios (the store reads through
+:class:`~streamfolio.intake.Intake`, which refuses records that do not), keyed by portfolio id.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.config import Settings, example_config_path, load_config, settings_from_mapping
+from streamfolio.intake import Intake
 from streamfolio.kafka.admin import ensure_topics, topic_specs
 from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer, RecordProducer
 from streamfolio.kafka.topics import contract
@@ -55,6 +59,10 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_790_845_200_000  # 2026-10-01T09:00:00Z
 MINUTE = 60_000
+BANKS = {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2}
+REBALANCED = {"ATW": 0.7, "BCP": 0.2, "BOA": 0.1}
+_PORTF1 = load_config(example_config_path(), environ={}).portfolio("portf1").tickers
+PORTF1 = {t: 1 / len(_PORTF1) for t in _PORTF1}  # equal weights, within its [0, 0.25] bounds
 ROLE = {
     PortfolioMetrics: "metrics",
     PortfolioStats: "updated_stats",
@@ -80,33 +88,34 @@ def _sandbox(broker: KafkaBroker, tmp_path: Path) -> tuple[Settings, Path]:
 def _history() -> list[StoredMessage]:
     """Two portfolios' worth: 40 metrics each, 20 statistics, 3 weight sets, 2 decisions."""
     history: list[StoredMessage] = []
-    for pid in ("banks", "portf1"):
+    for pid, weights in (("banks", BANKS), ("portf1", PORTF1)):
         for i in range(40):
             sharpe = 0.9 - 0.02 * i if i < 25 else 0.8
             history.append(
                 PortfolioMetrics(
                     pid, 0.2, 0.1, sharpe, T0 + i * MINUTE, count=100 + i,
-                    weights={"ATW": 0.5, "BCP": 0.5}, sharpe_threshold=0.5,
+                    weights=weights, sharpe_threshold=0.5,
                 )
             )  # fmt: skip
     history += [
         PortfolioStats.from_arrays(
-            "banks", T0 + i * MINUTE, ["ATW", "BCP"], [1e-4, 2e-4], [[4e-4, 1e-4], [1e-4, 9e-4]],
+            "banks", T0 + i * MINUTE, ["ATW", "BCP", "BOA"], [1e-4, 2e-4, 3e-4],
+            [[4e-4, 1e-4, 0.0], [1e-4, 9e-4, 0.0], [0.0, 0.0, 1e-3]],
             count=100 + i, kind="updated", bar_seconds=60,
         )
         for i in range(20)
     ]  # fmt: skip
     history += [
-        Weights("banks", T0, {"ATW": 0.5, "BCP": 0.5}, "initial", "config"),
-        Weights("portf1", T0, {"ATW": 0.5, "BCP": 0.5}, "initial", "config"),
-        Weights("banks", T0 + 25 * MINUTE, {"ATW": 0.7, "BCP": 0.3}, "rebalance", "rebalancer"),
+        Weights("banks", T0, BANKS, "initial", "config"),
+        Weights("portf1", T0, PORTF1, "initial", "config"),
+        Weights("banks", T0 + 25 * MINUTE, REBALANCED, "rebalance", "rebalancer"),
         RebalanceEvent(
             "banks", T0 + 20 * MINUTE, "Sharpe 0.50 at threshold, no gain", "hold_no_improvement",
-            {"ATW": 0.5, "BCP": 0.5}, {"ATW": 0.5, "BCP": 0.5}, 0.5, 0.5, 0.1, 0.2, 0.0, "optimal",
+            BANKS, BANKS, 0.5, 0.5, 0.1, 0.2, 0.0, "optimal",
         ),
         RebalanceEvent(
             "banks", T0 + 25 * MINUTE, "Sharpe 0.40 below threshold 0.50", "rebalance",
-            {"ATW": 0.5, "BCP": 0.5}, {"ATW": 0.7, "BCP": 0.3}, 0.4, 0.8, 0.12, 0.2, 0.4, "optimal",
+            BANKS, REBALANCED, 0.4, 0.8, 0.12, 0.2, 0.4, "optimal",
         ),
     ]  # fmt: skip
     return history
@@ -156,7 +165,7 @@ def test_store_keeps_history_commits_offsets_and_replays_add_no_rows(
 
     first = _run(settings, StoreOptions(database=url, group_id=group), expect=sent)
     assert first.consumed == sent
-    assert dict(first.skipped) == {"undecodable": 1, "invalid": 1}
+    assert dict(first.skipped) == {"undecodable": 1, "invalid_metrics": 1}
     assert first.dead_lettered == 2
     assert queries.row_counts(url) == EXPECTED_ROWS
     assert queries.portfolio_ids(url) == ["banks", "portf1"]
@@ -228,7 +237,7 @@ def test_store_command_stops_cleanly_on_ctrl_c(kafka_broker: KafkaBroker, tmp_pa
     assert final is not None, output
     assert int(final.group(1)) == sent, output
     assert "metrics 80, statistics 20, weights 3, rebalance_events 2" in final.group(2)
-    assert "skipped 1 invalid, 1 undecodable" in final.group(2)
+    assert "skipped 1 invalid_metrics, 1 undecodable" in final.group(2)
     assert re.search(r"store: .* lag 0;", output), "a status line with the lag"
     assert output.count("skipped a message (undecodable)") == 1
 
@@ -320,7 +329,7 @@ def test_postgresql_upserts_replays_queries_and_report(postgres_url: str, tmp_pa
         stats = queries.statistics_between(engine, "banks", kind="updated")
         assert len(stats) == 20 and stats[0].covariance["ATW"]["BCP"] == 1e-4
         (done,) = queries.rebalances(engine, "banks", decisions=["rebalance"])
-        assert done.new_weights == {"ATW": 0.7, "BCP": 0.3}
+        assert done.new_weights == REBALANCED
         with engine.connect() as connection:
             when = connection.execute(sa.select(schema.metrics.c.event_time).limit(1)).scalar()
         assert when is not None and when.utcoffset() is not None, "timestamptz on PostgreSQL"
@@ -397,9 +406,14 @@ def test_store_dead_letters_what_postgresql_cannot_hold_and_keeps_running(
     ]
     send([*first[:5], *hostile, *first[5:]])
 
+    # A store that archives everything (no configured portfolios, any time): what it refuses
+    # is only what PostgreSQL cannot hold. With the configuration's portfolios, the intake
+    # refuses these two ids before the database sees them (``unknown_portfolio``: no
+    # configuration can name them), tested in tests/store/test_hostile.py.
     service = StoreService(
         settings,
         StoreOptions(database=postgres_url, group_id=f"store-{uuid.uuid4().hex[:8]}"),
+        intake=Intake(None, max_future_skew_ms=None),
     )
     result: list[StoreStats] = []
     thread = threading.Thread(target=lambda: result.append(service.run()), daemon=True)
@@ -411,7 +425,7 @@ def test_store_dead_letters_what_postgresql_cannot_hold_and_keeps_running(
             time.sleep(0.2)
         # Still running: what comes after the poison pills is stored too.
         later = [
-            PortfolioMetrics("portf1", 0.2, 0.1, 0.5, T0 + i * MINUTE, count=i, weights={"A": 1.0})
+            PortfolioMetrics("portf1", 0.2, 0.1, 0.5, T0 + i * MINUTE, count=i, weights=PORTF1)
             for i in range(5)
         ]
         send(later)

@@ -1,14 +1,26 @@
 """No poison pill stops the store (issue #11).
 
-A message the database cannot hold (a portfolio id longer than its column, a NUL character, a
-number out of range, anything a constraint refuses) is refused on its own: the batch's other
-records are stored, the refused one is dead-lettered ``store_refused`` with the database's reason,
-and the offsets are committed past it. Connection errors are not refusals: they still hold the
-batch. SQLite here; tests/integration/test_store.py does the same against PostgreSQL and Kafka.
+Two gates, each refusing a record on its own: the batch's other records are stored, the refused
+one is dead-lettered with its reason, and the offsets are committed past it.
+
+* The intake (:class:`~streamfolio.intake.Intake`, the rules every consumer applies): a record
+  that does not decode, breaks its rules, is for a portfolio not configured, carries a key other
+  than its portfolio id, is stamped in the future, or holds weights that do not fit its
+  portfolio is dead-lettered with the intake's reason.
+* The database: a message it cannot hold (a portfolio id longer than its column, a NUL
+  character, a number out of range, anything a constraint refuses) is dead-lettered
+  ``store_refused`` with the database's reason. Configured portfolio ids cannot be such, so the
+  service tests of this gate use a store that archives everything (an intake with no portfolios)
+  or a constraint of the database's own.
+
+Connection errors are not refusals: they still hold the batch. SQLite here;
+tests/integration/test_store.py does the same against PostgreSQL and Kafka.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +38,7 @@ from sqlalchemy.exc import (
 )
 
 from streamfolio.config import Settings, example_config_path, load_config
+from streamfolio.intake import Intake
 from streamfolio.kafka.clients import ConsumedRecord
 from streamfolio.messages import DeadLetter, PortfolioMetrics, Weights
 from streamfolio.serde import codec_for
@@ -45,6 +58,11 @@ T0 = 1_790_845_200_000  # 2026-10-01T09:00:00Z
 MINUTE = 60_000
 LONG_ID = "p" * 65
 NUL_ID = "ban\x00ks"
+YEAR_9999 = int(dt.datetime(9999, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+FITS = {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2}  # the example configuration's banks portfolio
+LEVERAGED = {"ATW": 5.0, "BCP": -4.0, "BOA": 0.0}  # sums to 1, outside the long-only bounds
+ARCHIVE = Intake(None, max_future_skew_ms=None)
+"""The intake of a store that archives everything: any portfolio id, any time."""
 
 
 def metrics(pid: str = "banks", i: int = 0, **kw: Any) -> PortfolioMetrics:
@@ -55,7 +73,7 @@ def metrics(pid: str = "banks", i: int = 0, **kw: Any) -> PortfolioMetrics:
         sharpe_ratio=kw.pop("sharpe", 0.5),
         timestamp=T0 + i * MINUTE,
         count=kw.pop("count", 100 + i),
-        weights=kw.pop("weights", {"ATW": 0.5, "BCP": 0.5}),
+        weights=kw.pop("weights", FITS),
         sharpe_threshold=0.4,
     )
 
@@ -284,13 +302,23 @@ class JournalWriter(StoreWriter):
         return result
 
 
-def _consumed(topic: str, offset: int, message: PortfolioMetrics) -> ConsumedRecord:
+_PORTFOLIO_KEY: Any = object()
+
+
+def _consumed(
+    topic: str,
+    offset: int,
+    message: PortfolioMetrics | Weights,
+    *,
+    key: bytes | None = _PORTFOLIO_KEY,
+) -> ConsumedRecord:
+    """The record of ``message`` as read from partition 1: its Avro bytes, keyed by its
+    portfolio id as the pipeline keys them unless ``key`` says otherwise."""
     record = message.to_record()
-    try:
-        value = codec_for("PortfolioMetrics").encode(record)
-    except Exception:  # a count beyond Avro's long: the bytes do not matter here
-        value = b"\x00unencodable"
-    return ConsumedRecord(topic, 1, offset, message.portfolio_id.encode(), T0, value, record)
+    value = codec_for(type(message).__name__).encode(record)
+    if key is _PORTFOLIO_KEY:
+        key = message.portfolio_id.encode()
+    return ConsumedRecord(topic, 1, offset, key, T0, value, record)
 
 
 def _service(
@@ -299,6 +327,8 @@ def _service(
     engine: Engine,
     producer: FakeProducer,
     journal: list[str],
+    *,
+    intake: Intake | None = None,
     **options: Any,
 ) -> tuple[StoreService, FakeConsumer]:
     consumer = FakeConsumer(records, journal)
@@ -309,6 +339,7 @@ def _service(
         writer=JournalWriter(engine, journal),
         consumer=consumer,
         producer=producer,
+        intake=intake,
     )
     consumer.drained = service.stop
     return service, consumer
@@ -317,18 +348,22 @@ def _service(
 def test_the_service_dead_letters_refused_records_commits_past_them_and_goes_on(
     settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """What the database cannot hold is ``store_refused``: a store archiving everything (no
+    configured portfolios) lets ids reach it that no configuration allows."""
     _absurd_sharpe_is_refused(engine)
     topic = settings.topics.metrics
     hostile = {
         1: metrics(NUL_ID, 1),
         2: metrics(LONG_ID, 2),
-        5: metrics("banks", 5, count=2**64),
+        5: metrics("banks", 5, weights={"AT\x00W": 1.0}),
         6: metrics("banks", 6, sharpe=1e308),
     }
     records = [_consumed(topic, 40 + i, hostile.get(i, metrics("banks", i))) for i in range(9)]
     journal: list[str] = []
     producer = FakeProducer(journal)
-    service, consumer = _service(settings, records, engine, producer, journal, batch_size=4)
+    service, consumer = _service(
+        settings, records, engine, producer, journal, intake=ARCHIVE, batch_size=4
+    )
     with caplog.at_level("WARNING"):
         stats = service.run()
 
@@ -360,33 +395,107 @@ def test_the_service_dead_letters_refused_records_commits_past_them_and_goes_on(
         assert letter.payload == source.value and letter.key == source.key
         assert letter.detail.startswith("metrics: ") and "\n" not in letter.detail
     assert "NUL" in letters[0].detail and "longer than the 64" in letters[1].detail
+    assert letters[2].detail == "metrics: weights contains a NUL character"
     assert letters[3].detail == "metrics: sharpe_ratio out of range"
     warnings = [r.getMessage() for r in caplog.records if "store_refused" in r.getMessage()]
     assert len(warnings) == 1 and f"{topic}[1]@41" in warnings[0]
+
+
+def test_the_intake_refuses_what_the_pipeline_would_not_use_and_the_batch_goes_on(
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's own intake (from the settings): each record the pipeline would refuse is
+    dead-lettered with the intake's reason and not stored; the good ones of the same batch are,
+    and what the database then refuses is still ``store_refused``."""
+    _absurd_sharpe_is_refused(engine)
+    metrics_topic, weights_topic = settings.topics.metrics, settings.topics.weights
+    good_weights = Weights("banks", T0 + 3 * MINUTE, FITS, "rebalance", "rebalancer")
+    records = [
+        _consumed(metrics_topic, 0, metrics("banks", 0)),
+        _consumed(metrics_topic, 1, metrics("nope", 1)),  # not configured
+        _consumed(metrics_topic, 2, metrics(NUL_ID, 2)),  # not configured either
+        _consumed(metrics_topic, 3, metrics(LONG_ID, 3)),  # nor this
+        _consumed(metrics_topic, 4, metrics("banks", 4), key=b"portf1"),  # another's key
+        _consumed(metrics_topic, 5, metrics("banks", 5), key=None),  # no key
+        _consumed(metrics_topic, 6, dataclasses.replace(metrics("banks", 6), timestamp=YEAR_9999)),
+        _consumed(metrics_topic, 7, metrics("banks", 7, weights=LEVERAGED)),
+        _consumed(metrics_topic, 8, metrics("banks", 8, sharpe=1e308)),  # the database refuses
+        _consumed(metrics_topic, 9, metrics("banks", 9)),
+        _consumed(weights_topic, 10, dataclasses.replace(good_weights, weights=LEVERAGED)),
+        _consumed(weights_topic, 11, good_weights),
+    ]
+    journal: list[str] = []
+    producer = FakeProducer(journal)
+    service, consumer = _service(settings, records, engine, producer, journal)
+    with caplog.at_level("WARNING"):
+        stats = service.run()
+
+    assert journal == ["write 3", "dead letters 9", "commit"] and consumer.closed
+    assert _stored_ids(engine) == [("banks", 0), ("banks", 9)]
+    assert _stored_ids(engine, schema.weights) == [("banks", 3)]
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(schema.weights.c.weights)).scalar_one()
+    assert stored == FITS
+    assert dict(stats.skipped) == {
+        "unknown_portfolio": 3,
+        "key_mismatch": 2,
+        "future": 1,
+        "invalid_metrics": 1,
+        "invalid_weights": 1,
+        "store_refused": 1,
+    }
+    assert stats.consumed == 12 and stats.dead_lettered == 9
+
+    letters = {d.offset: d for d in producer.letters()}
+    assert {o: d.reason for o, d in letters.items()} == {
+        1: "unknown_portfolio",
+        2: "unknown_portfolio",
+        3: "unknown_portfolio",
+        4: "key_mismatch",
+        5: "key_mismatch",
+        6: "future",
+        7: "invalid_metrics",
+        8: "store_refused",
+        10: "invalid_weights",
+    }
+    by_offset = {r.offset: r for r in records}
+    for offset, letter in letters.items():
+        source = by_offset[offset]
+        assert letter.component == "store" and letter.source_topic == source.topic
+        assert letter.payload == source.value and letter.key == source.key
+        assert letter.partition == 1 and "\n" not in letter.detail
+    assert letters[1].detail == "portfolio 'nope' is not configured"
+    assert letters[4].detail == "key 'portf1' is not the portfolio id 'banks'"
+    assert letters[5].detail == "key None is not the portfolio id 'banks'"
+    assert "max_future_skew_ms" in letters[6].detail
+    assert letters[7].detail == "banks metrics: weight of ATW is 5, outside its bounds [0, 1]"
+    assert letters[10].detail == "banks weights: weight of ATW is 5, outside its bounds [0, 1]"
+    warnings = [r.getMessage() for r in caplog.records if "skipped a message" in r.getMessage()]
+    assert len(warnings) == 6, "one log line per reason"
 
 
 def test_undecodable_and_invalid_messages_are_dead_lettered_with_their_reason(
     settings: Settings, engine: Engine
 ) -> None:
     topic = settings.topics.weights
-    good = Weights("banks", T0, {"ATW": 1.0}, "initial", "config").to_record()
+    codec = codec_for("Weights")
+    good = Weights("banks", T0, FITS, "initial", "config").to_record()
+    nan = codec.encode(good | {"weights": FITS | {"ATW": float("nan")}})
     records = [
         ConsumedRecord(topic, 0, 7, b"banks", T0, b"\x0agarbage", None, "undecodable: EOF"),
-        ConsumedRecord(
-            topic, 0, 8, b"banks", T0, b"nan", good | {"weights": {"ATW": float("nan")}}
-        ),
-        ConsumedRecord(topic, 0, 9, b"banks", T0, b"ok", good),
+        ConsumedRecord(topic, 0, 8, b"banks", T0, nan, None),
+        ConsumedRecord(topic, 0, 9, b"banks", T0, codec.encode(good), good),
     ]
     journal: list[str] = []
     producer = FakeProducer(journal)
     service, _ = _service(settings, records, engine, producer, journal)
     stats = service.run()
     assert journal == ["write 1", "dead letters 2", "commit"]
-    assert dict(stats.skipped) == {"undecodable": 1, "invalid": 1}
+    assert dict(stats.skipped) == {"undecodable": 1, "invalid_weights": 1}
     letters = producer.letters()
     assert [(d.reason, d.offset, d.payload) for d in letters] == [
         ("undecodable", 7, b"\x0agarbage"),
-        ("invalid", 8, b"nan"),
+        ("invalid_weights", 8, nan),
     ]
     assert all(d.component == "store" and d.source_topic == topic for d in letters)
 

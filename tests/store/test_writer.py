@@ -1,8 +1,12 @@
 """The history database's writes: idempotent upserts, one transaction per batch, and the store
-service's consume → write → commit order (with a fake consumer: no broker needed here)."""
+service's consume → write → commit order (with a fake consumer: no broker needed here).
+
+The records fit the example configuration's ``banks`` portfolio (ATW, BCP, BOA): the service
+reads through :class:`~streamfolio.intake.Intake`, which refuses anything else."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from streamfolio.config import Settings, example_config_path, load_config
 from streamfolio.kafka.clients import ConsumedRecord
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
+from streamfolio.serde import codec_for
 from streamfolio.store import schema
 from streamfolio.store.schema import SCHEMA_VERSION, StoreError, open_store, safe_url
 from streamfolio.store.service import StoreOptions, StoreService
@@ -35,7 +40,7 @@ def metrics(pid: str = "banks", i: int = 0, sharpe: float = 0.5, **kw: Any) -> P
         sharpe_ratio=sharpe,
         timestamp=T0 + i * MINUTE,
         count=100 + i,
-        weights=kw.pop("weights", {"ATW": 0.5, "BCP": 0.5}),
+        weights=kw.pop("weights", {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2}),
         sharpe_threshold=kw.pop("sharpe_threshold", 0.4),
         **kw,
     )
@@ -45,9 +50,9 @@ def stats(pid: str = "banks", i: int = 0) -> PortfolioStats:
     return PortfolioStats.from_arrays(
         pid,
         T0 + i * MINUTE,
-        ["ATW", "BCP"],
-        [1e-4, 2e-4 + i * 1e-6],
-        [[4e-4, 1e-4], [1e-4, 9e-4]],
+        ["ATW", "BCP", "BOA"],
+        [1e-4, 2e-4 + i * 1e-6, 3e-4],
+        [[4e-4, 1e-4, 0.0], [1e-4, 9e-4, 0.0], [0.0, 0.0, 1e-3]],
         count=50 + i,
         kind="updated",
         bar_seconds=60,
@@ -55,7 +60,8 @@ def stats(pid: str = "banks", i: int = 0) -> PortfolioStats:
 
 
 def weights(pid: str = "banks", i: int = 0, atw: float = 0.5) -> Weights:
-    return Weights(pid, T0 + i * MINUTE, {"ATW": atw, "BCP": 1 - atw}, "rebalance", "rebalancer")
+    split = {"ATW": atw, "BCP": round(0.8 - atw, 12), "BOA": 0.2}
+    return Weights(pid, T0 + i * MINUTE, split, "rebalance", "rebalancer")
 
 
 def event(pid: str = "banks", i: int = 0, decision: str = "rebalance") -> RebalanceEvent:
@@ -64,8 +70,8 @@ def event(pid: str = "banks", i: int = 0, decision: str = "rebalance") -> Rebala
         T0 + i * MINUTE,
         "Sharpe 0.30 below threshold 0.40",
         decision,
-        {"ATW": 0.5, "BCP": 0.5},
-        {"ATW": 0.7, "BCP": 0.3},
+        {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2},
+        {"ATW": 0.7, "BCP": 0.2, "BOA": 0.1},
         0.3,
         0.6,
         0.12,
@@ -170,27 +176,27 @@ def test_every_kind_of_message_is_stored_as_one_row(engine: Engine) -> None:
     (m,) = _rows(engine, schema.metrics)
     assert (m["portfolio_id"], m["timestamp_ms"], m["sharpe_ratio"]) == ("banks", T0, 0.5)
     assert m["observations"] == 100 and m["sharpe_threshold"] == 0.4
-    assert m["weights"] == {"ATW": 0.5, "BCP": 0.5}
+    assert m["weights"] == {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2}
     # SQLite keeps no offset: the timestamp reads back naive, in UTC.
     assert m["event_time"].replace(tzinfo=dt.UTC) == dt.datetime(2026, 10, 1, 9, tzinfo=dt.UTC)
 
     (s,) = _rows(engine, schema.statistics)
-    assert s["kind"] == "updated" and s["tickers"] == ["ATW", "BCP"]
-    assert s["mean"] == {"ATW": 1e-4, "BCP": 2e-4}
-    assert s["covariance"]["BCP"] == {"ATW": 1e-4, "BCP": 9e-4}
+    assert s["kind"] == "updated" and s["tickers"] == ["ATW", "BCP", "BOA"]
+    assert s["mean"] == {"ATW": 1e-4, "BCP": 2e-4, "BOA": 3e-4}
+    assert s["covariance"]["BCP"] == {"ATW": 1e-4, "BCP": 9e-4, "BOA": 0.0}
     assert (s["observations"], s["bar_seconds"], s["estimator"]) == (50, 60, "welford")
 
     (w,) = _rows(engine, schema.weights)
     assert (w["reason"], w["source"], w["weights"]) == (
         "rebalance",
         "rebalancer",
-        {"ATW": 0.5, "BCP": 0.5},
+        {"ATW": 0.5, "BCP": 0.3, "BOA": 0.2},
     )
 
     (e,) = _rows(engine, schema.rebalance_events)
     assert e["event_id"] == f"banks@{T0}" and e["decision"] == "rebalance"
     assert (e["sharpe_before"], e["sharpe_after"], e["turnover"]) == (0.3, 0.6, 0.4)
-    assert e["new_weights"] == {"ATW": 0.7, "BCP": 0.3}
+    assert e["new_weights"] == {"ATW": 0.7, "BCP": 0.2, "BOA": 0.1}
 
 
 def test_rows_record_where_they_were_read(engine: Engine) -> None:
@@ -340,8 +346,17 @@ class JournalWriter(StoreWriter):
         return result
 
 
-def _consumed(topic: str, offset: int, record: dict[str, Any] | None, error: str = "") -> Any:
-    return ConsumedRecord(topic, 0, offset, b"banks", T0, b"", record, error or None)
+Message = PortfolioMetrics | PortfolioStats | Weights | RebalanceEvent
+
+
+def _consumed(topic: str, offset: int, message: Message | bytes) -> ConsumedRecord:
+    """A record as the consumer hands it over: the message's Avro bytes (or raw bytes, for an
+    undecodable one), keyed by the portfolio id as the pipeline keys them."""
+    if isinstance(message, bytes):
+        return ConsumedRecord(topic, 0, offset, b"banks", T0, message, None, "undecodable")
+    record = message.to_record()
+    value = codec_for(type(message).__name__).encode(record)
+    return ConsumedRecord(topic, 0, offset, message.portfolio_id.encode(), T0, value, record)
 
 
 def _service(
@@ -375,11 +390,11 @@ def test_offsets_are_committed_only_after_the_rows_are_stored(
     settings: Settings, engine: Engine
 ) -> None:
     topics = settings.topics
-    records = [_consumed(topics.metrics, i, metrics(i=i).to_record()) for i in range(7)]
+    records = [_consumed(topics.metrics, i, metrics(i=i)) for i in range(7)]
     records += [
-        _consumed(topics.weights, 7, weights().to_record()),
-        _consumed(topics.updated_stats, 8, stats().to_record()),
-        _consumed(topics.rebalance_events, 9, event().to_record()),
+        _consumed(topics.weights, 7, weights()),
+        _consumed(topics.updated_stats, 8, stats()),
+        _consumed(topics.rebalance_events, 9, event()),
     ]
     journal: list[str] = []
     consumer = FakeConsumer(records, journal)
@@ -400,12 +415,12 @@ def test_bad_messages_are_skipped_counted_dead_lettered_and_still_committed(
     settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = settings.topics.metrics
-    nan_risk = metrics().to_record() | {"risk": float("nan")}
+    nan_risk = codec_for("PortfolioMetrics").encode(metrics().to_record() | {"risk": float("nan")})
     records = [
-        _consumed(topic, 0, None, "undecodable: EOFError"),
-        _consumed(topic, 1, None, "undecodable: EOFError"),
-        _consumed(topic, 2, nan_risk),
-        _consumed(topic, 3, metrics(i=3).to_record()),
+        _consumed(topic, 0, b"\x0agarbage"),
+        _consumed(topic, 1, b""),
+        dataclasses.replace(_consumed(topic, 2, metrics()), value=nan_risk),
+        _consumed(topic, 3, metrics(i=3)),
     ]
     journal: list[str] = []
     consumer = FakeConsumer(records, journal)
@@ -414,7 +429,7 @@ def test_bad_messages_are_skipped_counted_dead_lettered_and_still_committed(
         result = _service(
             settings, consumer, JournalWriter(engine, journal), producer=producer
         ).run()
-    assert dict(result.skipped) == {"undecodable": 2, "invalid": 1}
+    assert dict(result.skipped) == {"undecodable": 2, "invalid_metrics": 1}
     assert journal == ["write 1", "dead letters 3", "commit"], (
         "skipped messages are dead-lettered, then acknowledged with the batch"
     )
@@ -422,14 +437,14 @@ def test_bad_messages_are_skipped_counted_dead_lettered_and_still_committed(
     warnings = [r.getMessage() for r in caplog.records if "skipped a message" in r.getMessage()]
     assert len(warnings) == 2, "one log line per reason"
     assert any(f"{topic}[0]@2" in w and "not finite" in w for w in warnings)
-    assert "skipped 1 invalid, 2 undecodable; dead-lettered 3" in result.line()
+    assert "skipped 1 invalid_metrics, 2 undecodable; dead-lettered 3" in result.line()
 
 
 def test_a_batch_of_only_bad_messages_is_committed_without_a_transaction(
     settings: Settings, engine: Engine
 ) -> None:
     journal: list[str] = []
-    consumer = FakeConsumer([_consumed(settings.topics.weights, 0, None, "bad")], journal)
+    consumer = FakeConsumer([_consumed(settings.topics.weights, 0, b"bad")], journal)
     producer = FakeProducer(journal)
     result = _service(settings, consumer, JournalWriter(engine, journal), producer=producer).run()
     assert journal == ["dead letters 1", "commit"] and result.transactions == 0
@@ -439,7 +454,7 @@ def test_a_database_outage_holds_the_commit_until_the_write_succeeds(
     settings: Settings, engine: Engine
 ) -> None:
     journal: list[str] = []
-    records = [_consumed(settings.topics.metrics, i, metrics(i=i).to_record()) for i in range(3)]
+    records = [_consumed(settings.topics.metrics, i, metrics(i=i)) for i in range(3)]
     consumer = FakeConsumer(records, journal)
     writer = JournalWriter(engine, journal, failures=2)
     # Running on after the records are drained: the retries happen inside the loop.
@@ -451,7 +466,7 @@ def test_at_stop_an_unreachable_database_leaves_the_offsets_uncommitted(
     settings: Settings, engine: Engine
 ) -> None:
     journal: list[str] = []
-    consumer = FakeConsumer([_consumed(settings.topics.metrics, 0, metrics().to_record())], journal)
+    consumer = FakeConsumer([_consumed(settings.topics.metrics, 0, metrics())], journal)
     writer = JournalWriter(engine, journal, failures=10**6)
     service = _service(settings, consumer, writer, until_drained=False, duration_s=None)
     threading.Timer(0.3, service.stop.set).start()
@@ -474,7 +489,7 @@ def test_the_service_stops_on_its_event(settings: Settings, engine: Engine) -> N
 def test_status_lines_report_rows_and_lag(settings: Settings, engine: Engine) -> None:
     journal: list[str] = []
     lines: list[str] = []
-    records = [_consumed(settings.topics.metrics, i, metrics(i=i).to_record()) for i in range(3)]
+    records = [_consumed(settings.topics.metrics, i, metrics(i=i)) for i in range(3)]
     service = StoreService(
         settings,
         StoreOptions(duration_s=0.5, batch_seconds=0.05, status_interval_s=0.1),

@@ -14,8 +14,9 @@ reason), sent to the dead-letter topic (``topics.dead_letter``: a ``DeadLetter``
 ``store``, the source topic, partition, offset, key and the original bytes) and acknowledged
 with its batch:
 
-* ``undecodable``: it does not decode with its topic's schema;
-* ``invalid``: it decodes to something invalid (a NaN, a negative risk);
+* any refusal of :class:`~streamfolio.intake.Intake`, the rules every consumer applies
+  (``undecodable``, ``invalid_metrics``, ``future``, ``key_mismatch``, ``unknown_portfolio``,
+  ``invalid_weights``...): what the pipeline would not use is not history;
 * ``store_refused``: the database cannot hold it: a text longer than its column or with a NUL
   character (refused before the database sees it), or any value the database refuses, found by
   writing the batch again record by record
@@ -37,7 +38,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -45,15 +46,12 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from sqlalchemy.exc import OperationalError
 
 from streamfolio.config import KafkaSettings, Settings
-from streamfolio.errors import DataError, StreamfolioError
+from streamfolio.errors import StreamfolioError
+from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer, RecordProducer
 from streamfolio.kafka.topics import Role, TopicContract, contract
 from streamfolio.messages import (
     DeadLetter,
-    PortfolioMetrics,
-    PortfolioStats,
-    RebalanceEvent,
-    Weights,
 )
 from streamfolio.serde import codec_for
 from streamfolio.store.schema import (
@@ -63,7 +61,7 @@ from streamfolio.store.schema import (
     safe_url,
     table_names,
 )
-from streamfolio.store.writer import Batch, Provenance, Refused, StoredMessage, StoreWriter
+from streamfolio.store.writer import Batch, Provenance, Refused, StoreWriter
 
 __all__ = [
     "COMPONENT",
@@ -74,7 +72,6 @@ __all__ = [
     "StoreOptions",
     "StoreService",
     "StoreStats",
-    "message_of",
     "run_store",
 ]
 
@@ -87,12 +84,6 @@ COMPONENT: Final = "store"
 STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", "rebalance_events")
 """The topics the store reads, by role."""
 
-_DECODERS: Final[Mapping[str, Callable[[Mapping[str, Any]], StoredMessage]]] = {
-    "updated_stats": PortfolioStats.from_record,
-    "metrics": PortfolioMetrics.from_record,
-    "weights": Weights.from_record,
-    "rebalance_events": RebalanceEvent.from_record,
-}
 _POLL_S: Final = 0.2
 _RETRY_FIRST_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
@@ -130,7 +121,7 @@ class StoreStats:
     written: Counter[str] = field(default_factory=Counter)
     """Rows upserted per table (a replayed message counts again)."""
     skipped: Counter[str] = field(default_factory=Counter)
-    """Messages not stored, by reason: ``undecodable``, ``invalid`` or ``store_refused``."""
+    """Messages not stored, by reason: the intake's reasons or ``store_refused``."""
     dead_lettered: int = 0
     """Dead letters sent (each skipped message once; a replayed one again)."""
     transactions: int = 0
@@ -232,14 +223,6 @@ class _KafkaStoreConsumer(RecordConsumer):
             return None
 
 
-def message_of(role: str, record: Mapping[str, Any]) -> StoredMessage:
-    """The validated message of a record read from the topic with ``role``.
-
-    Raises :class:`~streamfolio.errors.SchemaError` when a value is out of bounds.
-    """
-    return _DECODERS[role](record)
-
-
 class StoreService:
     """The consume → write → commit loop. Stops on ``stop``, after ``duration_s``, or Ctrl-C."""
 
@@ -253,8 +236,10 @@ class StoreService:
         writer: StoreWriter | None = None,
         consumer: StoreConsumer | None = None,
         producer: DeadLetterProducer | None = None,
+        intake: Intake | None = None,
     ) -> None:
         self.settings = settings
+        self._intake = intake or Intake.from_settings(settings)
         self.options = options
         self.stop = stop or threading.Event()
         self.progress = progress
@@ -352,13 +337,10 @@ class StoreService:
     def _take(self, item: ConsumedRecord) -> None:
         self.stats.consumed += 1
         self._pending += 1
-        if item.record is None:
-            self._skip(item, "undecodable", str(item.error))
-            return
         try:
-            message = message_of(self._role_of[item.topic], item.record)
-        except DataError as exc:
-            self._skip(item, "invalid", str(exc))
+            message = self._intake.read(self._role_of[item.topic], item.value, item.key)
+        except Rejected as refused:
+            self._skip(item, refused.reason, refused.detail)
             return
         self._read[(item.topic, item.partition, item.offset)] = item
         self._batch.add(message, Provenance(item.topic, item.partition, item.offset))
