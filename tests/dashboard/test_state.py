@@ -180,11 +180,46 @@ def test_from_settings_takes_thresholds_and_bands_from_each_portfolios_policy() 
 def test_invalid_and_undecodable_records_are_counted_not_folded(state: DashboardState) -> None:
     assert not state.apply("metrics", metrics("p1", T0, math.nan))
     assert not state.apply("weights", {"portfolio_id": "p1"})  # fields missing
-    state.undecodable("metrics")
+    state.refused("metrics", "undecodable")
     report = state.health_report()
     assert report["invalid"] == {"metrics": 1, "weights": 1}
     assert report["undecodable"] == {"metrics": 1}
+    assert report["ignored"] == {"undecodable": 1}
     assert state.snapshot("p1")["metrics"]["t"] == []  # type: ignore[index]
+
+
+def test_intake_refusals_are_counted_by_their_reason_and_change_nothing(
+    state: DashboardState,
+) -> None:
+    assert state.apply("metrics", metrics("p1", T0, 0.4))
+    before, cursor = state.snapshot("p1"), state.seq
+    for role, reason in [
+        ("metrics", "key_mismatch"),
+        ("metrics", "future"),
+        ("weights", "invalid_weights"),
+        ("weights", "unknown_portfolio"),
+        ("updated_stats", "invalid_stats"),
+        ("dead_letter", "undecodable"),
+        ("metrics", "not a reason of the intake"),
+    ]:
+        state.refused(role, reason)  # type: ignore[arg-type]
+    assert state.snapshot("p1") == before and state.seq == cursor
+    report = state.health_report()
+    assert report["ignored"] == {
+        "key_mismatch": 1,
+        "future": 1,
+        "invalid_weights": 1,
+        "unknown_portfolio": 1,
+        "invalid_stats": 1,
+        "undecodable": 1,
+        "other": 1,
+    }
+    assert report["read"] == {"metrics": 4, "weights": 2, "updated_stats": 1, "dead_letter": 1}
+    assert report["invalid"] == {"weights": 1, "updated_stats": 1}
+    assert report["undecodable"] == {"dead_letter": 1}
+    assert report["dead_letter_total"] == 0
+    with pytest.raises(ValueError, match="unknown role"):
+        state.refused("prices", "undecodable")  # type: ignore[arg-type]
 
 
 def test_events_are_shown_once_even_when_a_replay_publishes_them_again(

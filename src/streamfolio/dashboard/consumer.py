@@ -9,6 +9,13 @@ nothing, so a dashboard never moves a pipeline's offsets or triggers a rebalance
   record timestamps, or from the beginning with ``from_beginning``; the state's bounded
   histories cap what that costs in memory.
 
+Each message is judged by :class:`~streamfolio.intake.Intake`, built from the settings: the
+rules every component applies, written once. The dashboard only reads, so a message the intake
+refuses is never dead-lettered: it is not shown, and is counted under the intake's reason
+(:meth:`DashboardState.refused <streamfolio.dashboard.state.DashboardState.refused>`). What the
+intake accepts is handed to the state (:meth:`~streamfolio.dashboard.state.DashboardState.accept`),
+which applies the dashboard's own rules (the history window, ``out_of_order``, ``too_large``).
+
 Topics that do not exist yet (a dashboard started before the pipeline) are picked up when they
 appear. Every ``sample_every_s`` it reads the end offsets of all pipeline topics, prices included,
 so the health panel shows message rates without reading the prices themselves. It asks through
@@ -42,10 +49,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from streamfolio.config import Settings
 from streamfolio.dashboard.state import DashboardState, Role
-from streamfolio.errors import SchemaError
+from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.topics import Role as TopicRole
-from streamfolio.kafka.topics import contract
-from streamfolio.serde import codec_for
 
 __all__ = ["DENSE_ROLES", "SPARSE_ROLES", "ConsumerOptions", "DashboardConsumer", "start_offset"]
 
@@ -97,19 +102,26 @@ def start_offset(role: Role, options: ConsumerOptions, now_ms: int) -> int:
 
 
 class DashboardConsumer:
-    """Runs the consumer loop in a daemon thread; :meth:`stop` ends it and closes the client."""
+    """Runs the consumer loop in a daemon thread; :meth:`stop` ends it and closes the client.
+
+    ``intake`` judges each message (default: :meth:`Intake.from_settings
+    <streamfolio.intake.Intake.from_settings>` of ``settings``, on the wall clock).
+    """
 
     def __init__(
-        self, settings: Settings, state: DashboardState, options: ConsumerOptions | None = None
+        self,
+        settings: Settings,
+        state: DashboardState,
+        options: ConsumerOptions | None = None,
+        *,
+        intake: Intake | None = None,
     ) -> None:
         self._settings = settings
         self._state = state
         self._options = options or ConsumerOptions()
+        self._intake = intake if intake is not None else Intake.from_settings(settings)
         self._roles: dict[str, Role] = {
             getattr(settings.topics, role): role for role in (*SPARSE_ROLES, *DENSE_ROLES)
-        }
-        self._codecs = {
-            name: codec_for(contract(settings, r).schema) for name, r in self._roles.items()
         }
         self._assigned: set[str] = set()
         self._partitions: dict[str, list[int]] = {}
@@ -187,16 +199,21 @@ class DashboardConsumer:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("dashboard consumer: %s", error)
             return
-        name = message.topic() or ""
-        role = self._roles.get(name)
+        self.take(message.topic() or "", message.value(), message.key())
+
+    def take(self, topic: str, value: bytes | None, key: bytes | None) -> bool:
+        """Judge one message read from ``topic`` and fold it into the state if the intake
+        accepts it; False if it is not shown (refused, counted under the intake's reason, or
+        ignored by the state), or not from a topic shown here."""
+        role = self._roles.get(topic)
         if role is None:
-            return
+            return False
         try:
-            record = self._codecs[name].decode(message.value() or b"")
-        except SchemaError:
-            self._state.undecodable(role)
-            return
-        self._state.apply(role, record)
+            message = self._intake.read(role, value or b"", key)
+        except Rejected as refused:
+            self._state.refused(role, refused.reason)
+            return False
+        return self._state.accept(role, message)
 
     def _assign_missing(self, consumer: Consumer) -> None:
         try:

@@ -1,7 +1,8 @@
 """What the dashboard knows: bounded per-portfolio histories folded from the pipeline's topics.
 
-:class:`DashboardState` is fed decoded records by the consumer thread
-(:meth:`~DashboardState.apply`) and read by the web server (:meth:`~DashboardState.snapshot`,
+:class:`DashboardState` is fed the messages the consumer thread accepts
+(:meth:`~DashboardState.accept`; :meth:`~DashboardState.apply` for a decoded record) and read by
+the web server (:meth:`~DashboardState.snapshot`,
 :meth:`~DashboardState.delta`, :meth:`~DashboardState.summaries`,
 :meth:`~DashboardState.health_report`); one lock guards both sides.
 It does no IO, takes the wall clock as a parameter and returns plain JSON-ready dicts, so it is
@@ -13,13 +14,20 @@ channel small however many portfolios there are, and coalesces bursts. Histories
 (:class:`Limits`); a client trims its copy to the same bounds, so dropping old points never needs
 a resend.
 
-Nothing read from a topic is trusted (docs/dashboard.md, "What it ignores"):
+Nothing read from a topic is trusted (docs/dashboard.md, "What it ignores"). The consumer
+judges every message with :class:`~streamfolio.intake.Intake`, the rules every component
+applies: one that does not decode, breaks its message's rules, is for a portfolio not
+configured, is keyed by anything but its portfolio id, is stamped further than
+``validation.max_future_skew_ms`` ahead of the wall clock, or carries weights or statistics that
+do not fit its portfolio is not shown, and is counted by the intake's reason
+(:meth:`~DashboardState.refused`). What the intake accepts is folded under the dashboard's own
+rules:
 
-* only the configured portfolios have a view; a record of any other id is ignored and counted
-  (``unknown_portfolio``), so the memory used does not depend on what the topics carry;
+* only the portfolios with a view are shown (the configured ones): the memory used does not
+  depend on what the topics carry. The intake has refused any other id already; a record handed
+  to :meth:`~DashboardState.apply` directly for one is ignored as ``unknown_portfolio`` too;
 * a record stamped before the history window (:class:`TimeWindow`, relative to the wall clock or
-  to the newest record shown for its portfolio) is ignored as ``stale``, one stamped further than
-  the allowed skew ahead of the wall clock as ``future``;
+  to the newest record shown for its portfolio) is ignored as ``stale``;
 * a metrics, weights or updated statistics record older than the newest one shown for its
   portfolio (a metrics record: not newer) is ignored as ``out_of_order``: histories only ever
   grow at their end, so a record never wipes or rewrites what is shown, and every delta is an
@@ -57,6 +65,7 @@ import numpy.typing as npt
 
 from streamfolio.config import Settings, example_config_path, load_config  # noqa: F401 (doctest)
 from streamfolio.errors import SchemaError
+from streamfolio.intake import REASONS as INTAKE_REASONS
 from streamfolio.messages import (
     DeadLetter,
     PortfolioMetrics,
@@ -66,7 +75,6 @@ from streamfolio.messages import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_FUTURE_SKEW_MS",
     "DEFAULT_WINDOW_MS",
     "IGNORED_REASONS",
     "MAX_REASONS",
@@ -106,9 +114,6 @@ is :class:`Limits`): the demo starts its simulated market where the bundled hist
 before now, a replay of history is as old as the history, and a portfolio that has not been
 rebalanced for months still shows its weights. ``streamfolio dashboard --window-days`` narrows
 it."""
-DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
-"""How far ahead of the wall clock a record may be stamped by default (as
-``validation.max_future_skew_ms``, which :meth:`DashboardState.from_settings` uses)."""
 MAX_TICKERS: Final = 512
 """Most tickers a weights, statistics or rebalance record may carry to be shown."""
 MAX_TEXT: Final = 200
@@ -118,15 +123,15 @@ MAX_REASONS: Final = 64
 _MAX_RATE_KEYS: Final = 16
 _MAX_RATE_SAMPLES: Final = 1024
 
-Ignored: TypeAlias = Literal["unknown_portfolio", "stale", "future", "out_of_order", "too_large"]
+Ignored: TypeAlias = Literal["unknown_portfolio", "stale", "out_of_order", "too_large"]
 IGNORED_REASONS: Final[tuple[Ignored, ...]] = (
     "unknown_portfolio",
     "stale",
-    "future",
     "out_of_order",
     "too_large",
 )
-"""Why a record that validates is not shown (counted per reason in the health report)."""
+"""Why a record the intake accepted is not shown (counted per reason in the health report,
+beside the intake's reasons, :data:`streamfolio.intake.REASONS`, for the records it refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,34 +150,28 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
-    """Which event times are shown: ``history_ms`` back, ``max_future_skew_ms`` ahead.
+    """Which event times are shown: ``history_ms`` back.
 
     A record is ``stale`` if it is stamped before ``now - history_ms`` (``now``: the dashboard's
     wall clock) or before ``newest - history_ms`` (``newest``: the newest record of its kind
-    shown for its portfolio), ``future`` if stamped after ``now + max_future_skew_ms``.
+    shown for its portfolio). How far ahead a record may be stamped is the intake's rule
+    (``validation.max_future_skew_ms``), judged before a record reaches the state.
 
-    >>> w = TimeWindow(history_ms=1000, max_future_skew_ms=10)
-    >>> [w.judge(t, now_ms=5000, newest=None) for t in (3999, 4000, 5010, 5011)]
-    ['stale', None, None, 'future']
+    >>> w = TimeWindow(history_ms=1000)
+    >>> [w.judge(t, now_ms=5000, newest=None) for t in (3999, 4000, 5000)]
+    ['stale', None, None]
     >>> w.judge(4500, now_ms=5000, newest=5600)
     'stale'
     """
 
     history_ms: int = DEFAULT_WINDOW_MS
-    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 
     def __post_init__(self) -> None:
         if self.history_ms < 1:
             raise ValueError(f"TimeWindow.history_ms must be >= 1, got {self.history_ms}")
-        if self.max_future_skew_ms < 0:
-            raise ValueError(
-                f"TimeWindow.max_future_skew_ms must be >= 0, got {self.max_future_skew_ms}"
-            )
 
     def judge(self, t: int, *, now_ms: int, newest: int | None) -> Ignored | None:
-        """``future``, ``stale`` or None (inside the window)."""
-        if t > now_ms + self.max_future_skew_ms:
-            return "future"
+        """``stale`` or None (inside the window)."""
         if t < now_ms - self.history_ms or (newest is not None and t < newest - self.history_ms):
             return "stale"
         return None
@@ -418,8 +417,10 @@ class Health:
 
     * the newest event time in the metrics, and the lag of the wall clock behind it (roughly the
       pipeline's watermark lag: metrics are emitted as the job's event time advances);
-    * records read, invalid (decoded but failing validation) and undecodable, per topic role;
-    * records that validate but are not shown, per reason (:data:`IGNORED_REASONS`);
+    * records read, invalid (failing their message's rules or not fitting their portfolio: the
+      intake's ``invalid*`` reasons) and undecodable, per topic role;
+    * records not shown, per reason: the intake's (:data:`streamfolio.intake.REASONS`) for those
+      it refused, :data:`IGNORED_REASONS` for those it accepted;
     * dead letters by reason (at most :data:`MAX_REASONS` of them, then ``other``), and the last
       few of them;
     * message rates per topic role from the topics' end offsets (so the prices topic is measured
@@ -523,7 +524,8 @@ class DashboardState:
 
     ``portfolios`` are the configured ones, in their order: the only ones shown. Records of any
     other portfolio are ignored and counted, so the state's size is bounded by the configuration
-    and ``limits``, whatever the topics carry. ``window`` says which event times are shown.
+    and ``limits``, whatever the topics carry. ``window`` says which event times are shown (how
+    far back: the intake has judged how far ahead).
     """
 
     def __init__(
@@ -552,26 +554,23 @@ class DashboardState:
         history_ms: int = DEFAULT_WINDOW_MS,
         clock: Callable[[], float] = time.time,
     ) -> DashboardState:
-        """The state of the configured portfolios; the future skew is the settings' own
-        (``validation.max_future_skew_ms``, the bound of every component)."""
+        """The state of the configured portfolios, showing ``history_ms`` back."""
         infos = [
             PortfolioInfo(p.id, p.tickers, p.owner, p.policy.sharpe_threshold, p.policy.band)
             for p in settings.portfolios
         ]
-        window = TimeWindow(history_ms, settings.validation.max_future_skew_ms)
-        return cls(infos, limits=limits, window=window, clock=clock)
+        return cls(infos, limits=limits, window=TimeWindow(history_ms), clock=clock)
 
     # ------------------------------------------------------------------------------ writing
 
     def apply(self, role: Role, record: Mapping[str, Any], *, now: float | None = None) -> bool:
-        """Fold one decoded record in; False if it does not validate (counted as invalid) or is
-        not shown (counted as ignored, with the reason: see the module's docstring).
+        """Fold one decoded record in; False if it breaks its message's rules (counted as
+        invalid) or is not shown (counted as ignored, with the reason: see :meth:`accept`).
 
         ``now`` (seconds since the epoch) is the wall clock the record's event time is judged
         against; the state's clock by default.
         """
-        if role not in _PARSERS:
-            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        _check_role(role)
         at = self._clock() if now is None else now
         try:
             message = _PARSERS[role](record)
@@ -579,6 +578,15 @@ class DashboardState:
             with self._lock:
                 self.health.count(role, invalid=True, now=at)
             return False
+        return self.accept(role, message, now=at)
+
+    def accept(self, role: Role, message: Any, *, now: float | None = None) -> bool:
+        """Fold in a message the intake accepted from ``role``'s topic (the message
+        :meth:`Intake.read <streamfolio.intake.Intake.read>` returned); False if it is not
+        shown, counted as ignored with the reason (:data:`IGNORED_REASONS`, the module's
+        docstring)."""
+        _check_role(role)
+        at = self._clock() if now is None else now
         with self._lock:
             self.health.count(role, now=at)
             ignored = self._fold(message, int(at * 1000))
@@ -586,19 +594,27 @@ class DashboardState:
                 self.health.ignored[ignored] += 1
         return ignored is None
 
-    def undecodable(self, role: Role, *, now: float | None = None) -> None:
-        """Count a message of ``role``'s topic that did not decode with its schema."""
-        if role not in _PARSERS:
-            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    def refused(self, role: Role, reason: str, *, now: float | None = None) -> None:
+        """Count a message of ``role``'s topic that the intake refused, under its ``reason``
+        (:data:`streamfolio.intake.REASONS`; any other is counted as ``other``, so the counters
+        stay bounded). Nothing is shown or changed: the dashboard only reads, so it ignores
+        and counts where the other components dead-letter."""
+        _check_role(role)
         with self._lock:
-            self.health.count(role, undecodable=True, now=now)
+            self.health.count(
+                role,
+                invalid=reason.startswith("invalid"),
+                undecodable=reason == "undecodable",
+                now=now,
+            )
+            self.health.ignored[reason if reason in INTAKE_REASONS else "other"] += 1
 
     def _fold(self, message: Any, now_ms: int) -> Ignored | None:
         if isinstance(message, DeadLetter):
             self.health.dead_letter(message)
             return None
         view = self._views.get(message.portfolio_id)
-        if view is None:
+        if view is None:  # refused by the intake already, unless handed in directly
             return "unknown_portfolio"
         verdict = self.window.judge(message.timestamp, now_ms=now_ms, newest=view.newest(message))
         if verdict is not None:
@@ -692,6 +708,11 @@ class DashboardState:
         """What the consumer is doing (``starting``, ``running``, ``waiting``, ``error``)."""
         with self._lock:
             self.health.set_status(status, error=error)
+
+
+def _check_role(role: str) -> None:
+    if role not in _PARSERS:
+        raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
 
 
 def _haystack(summary: Json) -> str:
