@@ -409,7 +409,7 @@ def test_store_dead_letters_what_postgresql_cannot_hold_and_keeps_running(
     # A store that archives everything (no configured portfolios, any time): what it refuses
     # is only what PostgreSQL cannot hold. With the configuration's portfolios, the intake
     # refuses these two ids before the database sees them (``unknown_portfolio``: no
-    # configuration can name them), tested in tests/store/test_hostile.py.
+    # configuration can name them), tested in tests/store/test_store_hostile.py.
     service = StoreService(
         settings,
         StoreOptions(database=postgres_url, group_id=f"store-{uuid.uuid4().hex[:8]}"),
