@@ -255,6 +255,7 @@ class StoreService:
         self._producer = producer
         self._dead_letter_topic = settings.topics.dead_letter
         self._undelivered = 0  # dead letters sent since the last flush
+        self._deadline: float | None = None  # end of a run given a duration (monotonic)
         self._failed_seen = 0  # the producer's failed deliveries already reported
 
     def run(self) -> StoreStats:
@@ -296,6 +297,7 @@ class StoreService:
         options = self.options
         start = time.monotonic()
         deadline = None if options.duration_s is None else start + options.duration_s
+        self._deadline = deadline
         next_status = start + options.status_interval_s
         batch_started: float | None = None
         while not self.stop.is_set():
@@ -422,7 +424,7 @@ class StoreService:
 
         Raises :class:`StoreError` (offsets left uncommitted, so the messages are read and
         dead-lettered again at the next start) when a delivery failed, or when the dead-letter
-        topic is still unreachable once the service is told to stop.
+        topic is still unreachable once the service is told to stop or its duration is over.
         """
         if not self._undelivered or self._producer is None:
             return
@@ -432,7 +434,8 @@ class StoreService:
             remaining = producer.flush(_DELIVERY_WAIT_S)
             if remaining == 0:
                 break
-            if self.stop.is_set():
+            out_of_time = self._deadline is not None and time.monotonic() >= self._deadline
+            if self.stop.is_set() or out_of_time:
                 raise StoreError(
                     f"{remaining} dead letter(s) not delivered to {self._dead_letter_topic}: "
                     f"the offsets of {self._pending} message(s) read were not committed; they "
