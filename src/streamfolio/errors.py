@@ -2,6 +2,11 @@
 
 Every error a user can cause derives from :class:`StreamfolioError` and says what went wrong and
 how to fix it. Code that handles streams catches these, dead-letters the message and carries on.
+Only these leave a service; a bare ``ValueError`` or ``TypeError`` escaping one is a bug.
+
+Exit codes of the command line (as POSIX tools and httpx's CLI): 2 for a usage error (a bad
+option, argument or configuration: :class:`UsageError`, :class:`ConfigError`), 1 for any other
+:class:`StreamfolioError` (the broker is unreachable, a file is malformed, the job failed).
 """
 
 from __future__ import annotations
@@ -9,6 +14,10 @@ from __future__ import annotations
 
 class StreamfolioError(Exception):
     """Base class of every error streamfolio raises on purpose."""
+
+
+class UsageError(StreamfolioError):
+    """A command-line option or argument is wrong. The message names it and the fix."""
 
 
 class ConfigError(StreamfolioError):
