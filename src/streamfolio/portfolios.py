@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from streamfolio.config import ExchangeSettings, PortfolioSettings
+from streamfolio.config.portfolio import PortfolioSettings
+from streamfolio.config.sections import ExchangeSettings
 from streamfolio.core.policy import PolicySettings as CorePolicySettings
 from streamfolio.core.portfolio import PortfolioSpec
 

@@ -1,0 +1,236 @@
+"""The sections of the settings that are not portfolios: the exchange and its calendar, Kafka and
+its local broker, topic names, the streaming job, what components accept from topics, the
+rebalancer service, and price feeds (heartbeats).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from streamfolio.config.base import StrictModel, invalid
+from streamfolio.core.calendar import CSE, ExchangeCalendar, parse_hhmm
+
+_TOPIC = re.compile(r"[A-Za-z0-9._\-]{1,249}")
+
+
+class ExchangeSettings(StrictModel):
+    """The exchange: clock, session hours, and holidays beyond the built-in list.
+
+    ``name: CSE`` uses the built-in Casablanca holidays (``core.calendar.CSE``); any other name
+    starts from none. Ramadan hours (e.g. ``"10:00"`` to ``"13:30"``) are set here for the month.
+    """
+
+    name: str = "CSE"
+    timezone: str = "Africa/Casablanca"
+    session_open: str = "09:30"
+    session_close: str = "15:30"
+    trading_days_per_year: Annotated[float, Field(gt=0, le=366)] = 246.0
+    extra_holidays: tuple[dt.date, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise invalid(
+                f"unknown time zone {value!r}", "an IANA name such as Africa/Casablanca"
+            ) from None
+        return value
+
+    @field_validator("session_open", "session_close", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 10:00 as the base-60 number 600.
+            raise invalid(f"YAML read this time as the number {value}", 'quote it: "10:00"')
+        if isinstance(value, str):
+            try:
+                parse_hhmm(value)
+            except ValueError as exc:
+                raise invalid(str(exc), 'write local time as "HH:MM", e.g. "09:30"') from None
+        return value
+
+    @model_validator(mode="after")
+    def _open_before_close(self) -> ExchangeSettings:
+        if parse_hhmm(self.session_open) >= parse_hhmm(self.session_close):
+            raise invalid(
+                f"session_open {self.session_open} is not before session_close "
+                f"{self.session_close}",
+                "the session runs from session_open to session_close, same day",
+                "session_close",
+            )
+        return self
+
+    def calendar(self) -> ExchangeCalendar:
+        """The :class:`~streamfolio.core.calendar.ExchangeCalendar` these settings describe.
+
+        >>> ExchangeSettings(extra_holidays=["2026-11-20"]).calendar().holidays - CSE.holidays
+        frozenset({datetime.date(2026, 11, 20)})
+        """
+        base = CSE if self.name == "CSE" else ExchangeCalendar(name=self.name)
+        return ExchangeCalendar(
+            name=self.name,
+            timezone=self.timezone,
+            session_open=parse_hhmm(self.session_open),
+            session_close=parse_hhmm(self.session_close),
+            weekend=base.weekend,
+            holidays=base.holidays | frozenset(self.extra_holidays),
+            annual_holidays=base.annual_holidays,
+            trading_days_per_year=self.trading_days_per_year,
+        )
+
+
+class LocalKafkaSettings(StrictModel):
+    """The single-node KRaft broker the project's tooling starts for development and tests."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 9092
+    controller_port: Annotated[int, Field(ge=1, le=65535)] = 9093
+    kafka_version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")] = "4.1.1"
+    data_dir: Path = Path(".cache/kafka")
+
+
+class KafkaSettings(StrictModel):
+    """How to reach Kafka. ``security`` holds extra librdkafka properties (SASL, TLS); they are
+    kept as secrets (masked in dumps and reprs), so set them from the environment, not the file."""
+
+    bootstrap_servers: Annotated[str, Field(min_length=1)] = "localhost:9092"
+    partitions: Annotated[int, Field(ge=1)] = 3
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+    client_id: Annotated[str, Field(min_length=1)] = "streamfolio"
+    security: dict[str, SecretStr] = Field(default_factory=dict)
+    local: LocalKafkaSettings = LocalKafkaSettings()
+
+    @field_validator("security")
+    @classmethod
+    def _no_shadowing(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key in ("bootstrap.servers", "client.id"):
+            if key in value:
+                raise invalid(
+                    f"{key!r} belongs in kafka.{key.replace('.', '_')}",
+                    "move it out of kafka.security",
+                    key,
+                )
+        return value
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties for a producer, consumer or admin client, secrets revealed.
+
+        >>> KafkaSettings(security={"security.protocol": "SASL_SSL"}).client_config()
+        {'bootstrap.servers': 'localhost:9092', 'client.id': 'streamfolio', \
+'security.protocol': 'SASL_SSL'}
+        """
+        config = {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        config.update({k: v.get_secret_value() for k, v in self.security.items()})
+        return config
+
+
+class TopicSettings(StrictModel):
+    """Kafka topic names. The defaults are the reference project's, for wire compatibility."""
+
+    prices: str = "intraday-stock-prices"
+    initial_stats: str = "portfStats"
+    weights: str = "Weights"
+    updated_stats: str = "portfUpdatedStats"
+    metrics: str = "portfMetrics"
+    rebalance_events: str = "rebalanceEvents"
+    dead_letter: str = "deadLetters"
+
+    @field_validator("*")
+    @classmethod
+    def _legal_name(cls, value: str) -> str:
+        if not _TOPIC.fullmatch(value) or value in {".", ".."}:
+            raise invalid(
+                f"{value!r} is not a legal Kafka topic name",
+                "use up to 249 letters, digits, '.', '_' or '-'",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicSettings:
+        seen: dict[str, str] = {}
+        for role, name in self.model_dump().items():
+            if name in seen:
+                raise invalid(
+                    f"topic {name!r} is used both for {seen[name]} and for {role}",
+                    "give every role its own topic",
+                    role,
+                )
+            seen[name] = role
+        return self
+
+
+class FlinkSettings(StrictModel):
+    """The streaming job: event time, checkpoints and delivery guarantees."""
+
+    parallelism: Annotated[int, Field(ge=1)] = 1
+    max_out_of_orderness_ms: Annotated[int, Field(ge=0)] = 2000
+    idleness_ms: Annotated[int, Field(ge=0)] = 0
+    """Ignored (the job logs a warning when it is set): watermarks come from the data alone,
+    and a quiet partition is moved by heartbeats. Processing-time idleness let Flink's windows
+    drop ticks nobody had judged late; producers without heartbeats run next to
+    ``streamfolio feed --source heartbeats`` instead (docs/flink.md). Kept so that existing
+    configurations load."""
+    control_idleness_ms: Annotated[int, Field(ge=1)] = 5000
+    """How long a control-topic reader with nothing (more) to read holds the portfolio step
+    back: at start, after a restore and after each control message, so that control messages
+    take effect in their place among the bars whatever the order the topics are read in."""
+    checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
+    checkpoint_dir: Path = Path(".cache/flink/checkpoints")
+    state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    starting_offsets: Literal["latest", "earliest"] = "latest"
+    price_format: Literal["tick", "bourse"] = "tick"
+
+
+class ValidationSettings(StrictModel):
+    """What every component accepts from a topic, beyond the schema (docs/trust.md).
+
+    A record that breaks a rule changes no state, and goes to the dead-letter topic with a
+    machine-readable reason (the dashboard, which only reads, ignores and counts it).
+    """
+
+    max_future_skew_ms: Annotated[int, Field(ge=0)] = 300_000
+    """A record stamped further than this ahead of the reading component's wall clock is
+    refused (``future``), on every topic; a price or heartbeat then moves no watermark. History
+    is in the past, so replays of it pass; a simulation that runs faster than real time needs a
+    larger value (``examples/demo.yaml``)."""
+    max_stats_count: Annotated[int, Field(ge=1)] = 10_000_000
+    """Initial statistics claiming more bars than this are refused (``invalid_stats``): a huge
+    count would pin a portfolio's mean and Sharpe ratio whatever the market does. Ten million
+    one-second bars is about eleven years of CSE sessions."""
+    covariance_tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-9
+    """A covariance matrix is accepted as positive semi-definite when its smallest eigenvalue
+    is at least ``-covariance_tolerance`` times its largest variance (round-off, not data)."""
+
+
+class RebalancerSettings(StrictModel):
+    """The rebalancer service."""
+
+    group_id: Annotated[str, Field(min_length=1)] = "streamfolio-rebalancer"
+
+
+class FeedSettings(StrictModel):
+    """Price feeds (``streamfolio feed``): heartbeats on the prices topic (SEMANTICS.md §4).
+
+    A heartbeat says "nothing with an event time older than T follows on this partition"; a
+    feed sends one on every partition of the prices topic at least every ``heartbeat_ms`` of
+    wall-clock time, also while nothing trades, so that quiet partitions do not hold the
+    streaming job's watermark back.
+    """
+
+    heartbeat_ms: Annotated[int, Field(ge=0)] = 200
+    """Wall-clock interval between heartbeat rounds. 0 turns heartbeats off: the compatibility
+    mode of producers without heartbeats (the reference's), whose quiet partitions then need
+    ``streamfolio feed --source heartbeats`` to let bars close."""
+    heartbeat_lag_ms: Annotated[int, Field(ge=0)] = 60_000
+    """``--source cse`` and ``--source heartbeats``: their heartbeats promise nothing older than
+    the wall clock minus this. The exchange reports trades with a delay; a trade published
+    later than this after it happened may arrive behind a heartbeat, and the job then judges
+    it late."""
