@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from streamfolio.config import Settings, example_config_path, load_config
+from streamfolio.errors import UsageError
 from streamfolio.kafka.clients import ConsumedRecord
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
 from streamfolio.serde import codec_for
@@ -504,7 +505,7 @@ def test_status_lines_report_rows_and_lag(settings: Settings, engine: Engine) ->
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="batch size"):
+    with pytest.raises(UsageError, match="batch size"):
         StoreOptions(batch_size=0)
-    with pytest.raises(ValueError, match="batch seconds"):
+    with pytest.raises(UsageError, match="batch seconds"):
         StoreOptions(batch_seconds=0)

@@ -25,11 +25,11 @@ with its batch:
 
 Dead letters go through a producer of their own, made at the first one; it is flushed before the
 offsets are committed, so a dead letter is never lost: if it cannot be delivered, the offsets
-stay uncommitted and the messages are read again.
+stay uncommitted and the messages are read again (:mod:`streamfolio.store.dead_letters`).
 
 A new consumer group starts at the oldest message the topics still hold (a history store wants
 all of it); ``from_beginning`` also rewinds a group that has committed offsets, to rebuild a
-database from scratch.
+database from scratch (:mod:`streamfolio.store.consumer`).
 """
 
 from __future__ import annotations
@@ -38,22 +38,25 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Final
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import OperationalError
 
-from streamfolio.config import KafkaSettings, Settings
-from streamfolio.errors import StreamfolioError
+from streamfolio.config import Settings
+from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
-from streamfolio.kafka.clients import ConsumedRecord, RecordConsumer, RecordProducer
-from streamfolio.kafka.topics import Role, TopicContract, contract
-from streamfolio.messages import (
-    DeadLetter,
+from streamfolio.kafka.clients import ConsumedRecord
+from streamfolio.kafka.topics import Role, contract
+from streamfolio.store.consumer import KafkaStoreConsumer, StoreConsumer
+from streamfolio.store.dead_letters import (
+    COMPONENT,
+    DeadLetterOutbox,
+    DeadLetterProducer,
+    one_line,
 )
-from streamfolio.serde import codec_for
 from streamfolio.store.schema import (
     DEFAULT_DATABASE,
     StoreError,
@@ -79,16 +82,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 DEFAULT_GROUP: Final = "streamfolio-store"
-COMPONENT: Final = "store"
-"""The ``component`` of the store's dead letters."""
 STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", "rebalance_events")
 """The topics the store reads, by role."""
 
 _POLL_S: Final = 0.2
 _RETRY_FIRST_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
-_DELIVERY_WAIT_S: Final = 10.0
-_DETAIL_CHARS: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +104,11 @@ class StoreOptions:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+            raise UsageError(f"batch size must be at least 1, not {self.batch_size}")
         if self.batch_seconds <= 0:
-            raise ValueError(f"batch seconds must be positive, not {self.batch_seconds}")
+            raise UsageError(f"batch seconds must be positive, not {self.batch_seconds}")
         if self.duration_s is not None and self.duration_s < 0:
-            raise ValueError(f"duration must not be negative, not {self.duration_s}")
+            raise UsageError(f"duration must not be negative, not {self.duration_s}")
 
 
 @dataclass
@@ -141,88 +140,6 @@ class StoreStats:
         return text + f"; {self.consumed / elapsed:.0f} msg/s over {elapsed:.0f} s"
 
 
-class StoreConsumer(Protocol):
-    """What the service needs of a Kafka consumer (a fake one in unit tests)."""
-
-    def poll(self, timeout: float = 1.0) -> ConsumedRecord | None: ...
-
-    def commit(self) -> None: ...
-
-    def lag(self) -> int | None: ...
-
-    def close(self) -> None: ...
-
-
-class DeadLetterProducer(Protocol):
-    """What the service needs of a producer for its dead letters (a fake one in unit tests);
-    :class:`~streamfolio.kafka.clients.RecordProducer` is one."""
-
-    @property
-    def failed(self) -> int:
-        """Deliveries that failed so far."""
-        ...
-
-    def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None: ...
-
-    def flush(self, timeout: float = 30.0) -> int: ...
-
-
-class _KafkaStoreConsumer(RecordConsumer):
-    """A group consumer that can rewind on its first assignment and report its lag."""
-
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        contracts: Sequence[TopicContract],
-        *,
-        group_id: str,
-        rewind: bool,
-    ) -> None:
-        # A new group starts at the oldest message: the store wants all the history there is.
-        super().__init__(kafka, contracts, group_id=group_id, from_beginning=True)
-        self._rewound: set[tuple[str, int]] = set()
-        if rewind:
-            # Subscribing again before the first poll replaces the subscription made above.
-            self._consumer.subscribe([c.name for c in contracts], on_assign=self._rewind)
-
-    def _rewind(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Each partition once: a later rebalance must resume, not start over again.
-        for tp in partitions:
-            if (tp.topic, tp.partition) not in self._rewound:
-                tp.offset = OFFSET_BEGINNING
-                self._rewound.add((tp.topic, tp.partition))
-        consumer.assign(partitions)
-
-    def lag(self) -> int | None:
-        """Messages between this consumer's positions and the ends of its partitions, or None
-        while some partition's end is not known yet.
-
-        Ends are the high watermarks librdkafka caches from each fetch response: asking the
-        broker instead queues behind the consumer's own long-polling fetch (half a second per
-        partition), which would stall consumption at every status line.
-        """
-        try:
-            assignment = self._consumer.assignment()
-            if not assignment:
-                return None
-            positions = self._consumer.position(assignment)
-            unknown = [tp for tp in positions if tp.offset < 0]
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in (self._consumer.committed(unknown, timeout=2.0) if unknown else [])
-            }
-            total = 0
-            for tp in positions:
-                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0:
-                    return None
-                at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
-                total += max(high - (at if at >= 0 else max(low, 0)), 0)
-            return total
-        except KafkaException:
-            return None
-
-
 class StoreService:
     """The consume → write → commit loop. Stops on ``stop``, after ``duration_s``, or Ctrl-C."""
 
@@ -252,18 +169,15 @@ class StoreService:
         self._batch = Batch()
         self._pending = 0  # messages read (stored or skipped) since the last offset commit
         self._read: dict[tuple[str, int | None, int | None], ConsumedRecord] = {}  # the batch's
-        self._producer = producer
-        self._dead_letter_topic = settings.topics.dead_letter
-        self._undelivered = 0  # dead letters sent since the last flush
+        self._dead_letters = DeadLetterOutbox(settings.kafka, settings.topics.dead_letter, producer)
         self._deadline: float | None = None  # end of a run given a duration (monotonic)
-        self._failed_seen = 0  # the producer's failed deliveries already reported
 
     def run(self) -> StoreStats:
         """Consume until stopped; returns the final counts. Every batch read is written and
         committed before it returns, unless the database stays unreachable until Ctrl-C."""
         writer = self._writer or StoreWriter(open_store(self.options.database))
         try:
-            consumer = self._consumer or _KafkaStoreConsumer(
+            consumer = self._consumer or KafkaStoreConsumer(
                 self.settings.kafka,
                 self._contracts,
                 group_id=self.options.group_id,
@@ -349,7 +263,7 @@ class StoreService:
 
     def _skip(self, item: ConsumedRecord, reason: str, detail: str) -> None:
         """Count a message not stored, log the first of each reason, and dead-letter it."""
-        detail = _one_line(detail)
+        detail = one_line(detail)
         if self.stats.skipped[reason] == 0:
             where = f"{item.topic}[{item.partition}]@{item.offset}"
             log.warning(
@@ -358,34 +272,13 @@ class StoreService:
                 reason,
                 where,
                 detail,
-                self._dead_letter_topic,
+                self._dead_letters.topic,
             )
         self.stats.skipped[reason] += 1
         self._dead_letter(item, reason, detail)
 
     def _dead_letter(self, item: ConsumedRecord, reason: str, detail: str) -> None:
-        letter = DeadLetter(
-            reason,
-            detail,
-            item.topic,
-            item.value,
-            timestamp=int(time.time() * 1000),
-            component=COMPONENT,
-            partition=item.partition if item.partition >= 0 else None,
-            offset=item.offset if item.offset >= 0 else None,
-            key=item.key,
-        )
-        codec = codec_for("DeadLetter")
-        try:
-            value = codec.encode(letter.to_record())
-        except (StreamfolioError, ValueError):
-            # A detail Avro cannot carry (a lone surrogate, say): escape it, keep the letter.
-            safe = detail.encode("ascii", "backslashreplace").decode("ascii")
-            value = codec.encode(letter.to_record() | {"detail": safe})
-        if self._producer is None:
-            self._producer = RecordProducer(self.settings.kafka)
-        self._producer.send_raw(self._dead_letter_topic, None, value)
-        self._undelivered += 1
+        self._dead_letters.send(item, reason, detail)
         self.stats.dead_lettered += 1
 
     def _refused(self, refused: Refused) -> None:
@@ -422,41 +315,16 @@ class StoreService:
     def _deliver(self) -> None:
         """Wait until every dead letter sent is delivered: only then may offsets be committed.
 
-        Raises :class:`StoreError` (offsets left uncommitted, so the messages are read and
-        dead-lettered again at the next start) when a delivery failed, or when the dead-letter
-        topic is still unreachable once the service is told to stop or its duration is over.
+        Raises :class:`StoreError` (offsets left uncommitted) when a delivery failed, or when the
+        dead-letter topic is still unreachable once the service is told to stop or its duration
+        is over.
         """
-        if not self._undelivered or self._producer is None:
-            return
-        producer = self._producer
-        warned = False
-        while True:
-            remaining = producer.flush(_DELIVERY_WAIT_S)
-            if remaining == 0:
-                break
+
+        def give_up() -> bool:
             out_of_time = self._deadline is not None and time.monotonic() >= self._deadline
-            if self.stop.is_set() or out_of_time:
-                raise StoreError(
-                    f"{remaining} dead letter(s) not delivered to {self._dead_letter_topic}: "
-                    f"the offsets of {self._pending} message(s) read were not committed; they "
-                    "are read again at the next start"
-                )
-            if not warned:
-                log.warning(
-                    "%d dead letter(s) not delivered to %s yet; holding the offset commit",
-                    remaining,
-                    self._dead_letter_topic,
-                )
-                warned = True
-        failed = producer.failed - self._failed_seen
-        self._failed_seen = producer.failed
-        if failed:
-            raise StoreError(
-                f"{failed} dead letter(s) could not be delivered to {self._dead_letter_topic} "
-                f"(see the log): the offsets of {self._pending} message(s) read were not "
-                "committed; they are read again at the next start"
-            )
-        self._undelivered = 0
+            return self.stop.is_set() or out_of_time
+
+        self._dead_letters.deliver(pending=self._pending, give_up=give_up)
 
     def _write(self, writer: StoreWriter) -> None:
         delay = _RETRY_FIRST_S
@@ -482,13 +350,6 @@ class StoreService:
             self._refused(refused)
         self._batch.clear()
         self._read.clear()
-
-
-def _one_line(text: str) -> str:
-    """``text`` as one short line, for logs and dead letters."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[0] if lines else "(no detail)"
-    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 1] + "…"
 
 
 def run_store(

@@ -12,8 +12,9 @@ same state as the first pass.
 
 What the database cannot hold is refused record by record, never batch by batch:
 
-* before the database sees it, :meth:`Batch.add` refuses a message with a text longer than its
-  column (a portfolio id over 64 characters), a ticker longer than
+* before the database sees it, :meth:`Batch.add` refuses
+  (:func:`~streamfolio.store.rows.refusal_of`) a message with a text longer than its column (a
+  portfolio id over 64 characters), a ticker longer than
   :data:`~streamfolio.store.schema.TICKER_LENGTH`, or a NUL character anywhere (PostgreSQL
   refuses NUL in text; SQLite would keep it and enforce no length);
 * :meth:`StoreWriter.write_batch` writes the rest in one transaction and, if the database refuses
@@ -39,13 +40,12 @@ What the database cannot hold is refused record by record, never batch by batch:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -53,8 +53,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.expression import Executable
 
-from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
 from streamfolio.store import schema
+from streamfolio.store.rows import (
+    Provenance,
+    Refused,
+    StoredMessage,
+    key_columns,
+    refusal_of,
+    row_of,
+    table_of,
+)
 from streamfolio.store.schema import StoreError
 
 __all__ = [
@@ -72,30 +80,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StoredMessage: TypeAlias = PortfolioMetrics | PortfolioStats | Weights | RebalanceEvent
-"""The messages the history database keeps."""
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _REASON_CHARS: Final = 200
 _URL: Final = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Provenance:
-    """Where a message was read: kept with its row, for audit."""
-
-    topic: str = ""
-    partition: int | None = None
-    offset: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A message the store did not keep: its table, where it was read, and why (one line)."""
-
-    table: str
-    provenance: Provenance
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,142 +92,6 @@ class WriteResult:
     refused: list[Refused]
     transactions: int = 0
     """Database transactions committed (0 when nothing reached the database)."""
-
-
-def _instant(timestamp_ms: int) -> dt.datetime:
-    # Exact for any epoch-ms value (datetime.fromtimestamp goes through a float).
-    return _EPOCH + dt.timedelta(milliseconds=timestamp_ms)
-
-
-def table_of(message: StoredMessage) -> sa.Table:
-    """The table a message is stored in."""
-    if isinstance(message, PortfolioMetrics):
-        return schema.metrics
-    if isinstance(message, PortfolioStats):
-        return schema.statistics
-    if isinstance(message, Weights):
-        return schema.weights
-    if isinstance(message, RebalanceEvent):
-        return schema.rebalance_events
-    raise TypeError(f"the history store does not keep {type(message).__name__}")
-
-
-def row_of(
-    message: StoredMessage, provenance: Provenance | None = None, *, stored_at_ms: int = 0
-) -> dict[str, Any]:
-    """The row (column -> value) that stores ``message``."""
-    source = provenance or Provenance()
-    row: dict[str, Any] = {
-        "kafka_topic": source.topic,
-        "kafka_partition": source.partition,
-        "kafka_offset": source.offset,
-        "stored_at_ms": stored_at_ms,
-        "timestamp_ms": message.timestamp,
-        "event_time": _instant(message.timestamp),
-        "portfolio_id": message.portfolio_id,
-    }
-    if isinstance(message, PortfolioMetrics):
-        row.update(
-            expected_return=message.expected_return,
-            risk=message.risk,
-            sharpe_ratio=message.sharpe_ratio,
-            sharpe_threshold=message.sharpe_threshold,
-            observations=message.count,
-            mean_return=message.mean_return,
-            variance=message.variance,
-            periods_per_year=message.periods_per_year,
-            risk_free_rate=message.risk_free_rate,
-            stats_timestamp_ms=message.stats_timestamp,
-            weights=dict(message.weights),
-        )
-    elif isinstance(message, PortfolioStats):
-        tickers = list(message.tickers)
-        row.update(
-            kind=message.kind,
-            observations=message.count,
-            estimator=message.estimator,
-            half_life_bars=message.half_life_bars,
-            bar_seconds=message.bar_seconds,
-            tickers=tickers,
-            mean=dict(zip(tickers, message.mean, strict=True)),
-            covariance={
-                t: dict(zip(tickers, r, strict=True))
-                for t, r in zip(tickers, message.covariance, strict=True)
-            },
-        )
-    elif isinstance(message, Weights):
-        row.update(weights=dict(message.weights), reason=message.reason, source=message.source)
-    elif isinstance(message, RebalanceEvent):
-        row.update(
-            event_id=message.event_id,
-            decision=message.decision,
-            reason=message.reason,
-            old_weights=dict(message.old_weights),
-            new_weights=dict(message.new_weights),
-            sharpe_before=message.sharpe_before,
-            sharpe_after=message.sharpe_after,
-            expected_return_after=message.expected_return_after,
-            risk_after=message.risk_after,
-            turnover=message.turnover,
-            optimizer_status=message.optimizer_status,
-        )
-    else:  # pragma: no cover - table_of has the same cases
-        raise TypeError(f"the history store does not keep {type(message).__name__}")
-    return row
-
-
-def _key_columns(table: sa.Table) -> tuple[str, ...]:
-    return tuple(c.name for c in table.primary_key.columns)
-
-
-def _texts(value: Any) -> Iterator[str]:
-    """Every string in a JSON value: keys (tickers), list items (tickers), string values."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _texts(key)
-            yield from _texts(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _texts(item)
-
-
-def refusal_of(table: sa.Table, row: Mapping[str, Any]) -> str | None:
-    """Why the store refuses ``row`` of ``table`` without asking the database, or None.
-
-    Refused: a text longer than its column, a ticker (a string inside a JSON column) longer than
-    :data:`~streamfolio.store.schema.TICKER_LENGTH`, and a NUL character in any text. The reason
-    names the column, never the value (it may be huge, or hostile).
-
-    >>> refusal_of(schema.weights, {"portfolio_id": "p\\x00", "weights": {}})
-    'portfolio_id contains a NUL character'
-    >>> refusal_of(schema.weights, {"portfolio_id": "p", "weights": {"T" * 40: 1.0}})
-    'weights has a ticker of 40 characters, longer than the 32 the store keeps'
-    """
-    for column in table.columns:
-        value = row.get(column.name)
-        if value is None:
-            continue
-        if isinstance(column.type, sa.JSON):
-            for text in _texts(value):
-                if "\x00" in text:
-                    return f"{column.name} contains a NUL character"
-                if len(text) > schema.TICKER_LENGTH:
-                    return (
-                        f"{column.name} has a ticker of {len(text)} characters, longer than the "
-                        f"{schema.TICKER_LENGTH} the store keeps"
-                    )
-        elif isinstance(value, str):
-            if "\x00" in value:
-                return f"{column.name} contains a NUL character"
-            length = getattr(column.type, "length", None)
-            if length is not None and len(value) > length:
-                return (
-                    f"{column.name} is {len(value)} characters, longer than the {length} "
-                    "the store keeps"
-                )
-    return None
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -310,7 +160,7 @@ class Batch:
         if problem is not None:
             self.refused.append(Refused(table.name, provenance or Provenance(), problem))
             return
-        key = tuple(row[c] for c in _key_columns(table))
+        key = tuple(row[c] for c in key_columns(table))
         rows = self._rows.setdefault(table.name, {})
         rows.pop(key, None)  # re-insert, so rows stay in the order of their last message
         rows[key] = row
@@ -336,7 +186,7 @@ class Batch:
 
 
 def _upsert(dialect: str, table: sa.Table) -> Executable:
-    keys = _key_columns(table)
+    keys = key_columns(table)
     if dialect == "sqlite":
         lite = sqlite.insert(table)
         update = {c.name: lite.excluded[c.name] for c in table.columns if c.name not in keys}
