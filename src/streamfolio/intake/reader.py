@@ -1,36 +1,8 @@
-"""What a component accepts from a topic: each message's decoding, rules and dead letter, once.
+"""The :class:`Intake` of a component: one method per topic, decoding and judging a record,
+and :class:`Rejected`, the refusal with its reason and dead letter.
 
-Every consumer reads through :class:`Intake` (the streaming job, the rebalancer and its memory,
-the store, the dashboard, the tools), so a rule is written here once and enforced everywhere.
-A record is accepted in three steps, each with its machine-readable reason when it fails:
-
-1. ``undecodable``: the bytes are not a record of the topic's Avro schema (truncated, another
-   schema, trailing bytes).
-2. ``invalid``: the record breaks its message's own rules (:mod:`streamfolio.messages`: NaN or
-   infinite numbers, a non-positive price, an asymmetric covariance, a time outside 1970..9999);
-   ``invalid_stats``, ``invalid_weights``, ``invalid_metrics``, ``invalid_event`` for those.
-3. The component's rules, which need its configuration and clock: ``future`` (stamped further
-   than ``validation.max_future_skew_ms`` ahead of the wall clock), ``key_mismatch`` (the Kafka
-   key is not the portfolio id in the value), ``unknown_portfolio``, and the portfolio's fit:
-   ``invalid_stats`` (not exactly its tickers, estimator and bar size; not positive
-   semi-definite; a count above ``validation.max_stats_count``) and ``invalid_weights`` (not
-   exactly its tickers, not summing to 1, outside its bounds).
-
-A refusal is a :class:`Rejected` exception; :meth:`Rejected.dead_letter` builds the record for
-the dead-letter topic. What a consumer does later with an accepted message (a replayed, older
-record: ``stale``) is the consumer's rule, in :mod:`streamfolio.core.portfolio`.
-
->>> from streamfolio.core.portfolio import PortfolioSpec
->>> from streamfolio.serde import codec_for
->>> spec = PortfolioSpec("p1", ("ATW", "IAM"), bar_ms=60_000, periods_per_year=92_000)
->>> intake = Intake({"p1": spec}, clock=lambda: 1_750_000_000_000)
->>> value = codec_for("Weights").encode(Weights("p1", 1_750_000_000_000,
-...                                             {"ATW": 5.0, "IAM": -4.0}).to_record())
->>> try:
-...     intake.weights(value, key=b"p1")
-... except Rejected as refused:
-...     print(refused.reason, "-", refused.detail)
-invalid_weights - p1 weights: weight of ATW is 5, outside its bounds [0, 1]
+:mod:`streamfolio.intake` describes the three steps a record passes; the portfolio-fit rules
+they apply are in :mod:`streamfolio.intake.rules`.
 """
 
 from __future__ import annotations
@@ -40,10 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
-import numpy as np
-
-from streamfolio.core.portfolio import PortfolioSpec, check_weights
+from streamfolio.core.portfolio import PortfolioSpec
 from streamfolio.errors import DataError, SchemaError, StreamfolioError
+from streamfolio.intake.rules import (
+    DEFAULT_COVARIANCE_TOLERANCE,
+    DEFAULT_MAX_STATS_COUNT,
+    stats_problem,
+    weights_problem,
+)
 from streamfolio.messages import (
     DeadLetter,
     Heartbeat,
@@ -57,24 +33,15 @@ from streamfolio.messages import (
 from streamfolio.serde import codec_for, decode_heartbeat, is_heartbeat
 
 __all__ = [
-    "CONTROL_RANK",
+    "DEFAULT_MAX_FUTURE_SKEW_MS",
+    "DETAIL_LIMIT",
     "REASONS",
-    "ControlKind",
     "Intake",
     "PriceFormat",
     "Rejected",
-    "control_problem",
-    "stats_problem",
-    "weights_problem",
 ]
 
 PriceFormat: TypeAlias = Literal["tick", "bourse"]
-ControlKind: TypeAlias = Literal["stats", "weights"]
-"""A control message: initial statistics (a seed, from the initial-statistics topic) or weights."""
-
-CONTROL_RANK: Final[Mapping[str, int]] = {"stats": 0, "weights": 1}
-"""Order of control messages with equal timestamps: a seed before weights, so the metrics emitted
-in between do not depend on which topic was read first."""
 
 REASONS: Final[Mapping[str, str]] = {
     "undecodable": "not a record of the topic's Avro schema",
@@ -93,8 +60,6 @@ REASONS: Final[Mapping[str, str]] = {
 DETAIL_LIMIT: Final = 1000
 """Longest ``detail`` a refusal keeps (characters)."""
 DEFAULT_MAX_FUTURE_SKEW_MS: Final = 300_000
-DEFAULT_MAX_STATS_COUNT: Final = 10_000_000
-DEFAULT_COVARIANCE_TOLERANCE: Final = 1e-9
 
 _M = TypeVar("_M")
 
@@ -136,95 +101,6 @@ class Rejected(StreamfolioError):  # noqa: N818 (a verdict on a record, not a fa
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# ------------------------------------------------------------------------ a message's portfolio
-
-
-def stats_problem(
-    spec: PortfolioSpec,
-    stats: PortfolioStats,
-    *,
-    max_count: int = DEFAULT_MAX_STATS_COUNT,
-    covariance_tolerance: float = DEFAULT_COVARIANCE_TOLERANCE,
-) -> str | None:
-    """Why valid statistics cannot seed ``spec``'s portfolio, or None when they can.
-
-    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=60_000, periods_per_year=1)
-    >>> ok = PortfolioStats.from_arrays("p", 0, ["B", "A"], [0, 0], [[1, 0], [0, 1]], count=5)
-    >>> stats_problem(spec, ok) is None
-    True
-    >>> stats_problem(spec, PortfolioStats.from_arrays("p", 0, ["A", "B"], [0, 0],
-    ...                                                [[1, 2], [2, 1]], count=5))
-    'covariance is not positive semi-definite: smallest eigenvalue -1 (tolerance -1e-09)'
-    """
-    if set(stats.tickers) != set(spec.tickers):
-        missing = [t for t in spec.tickers if t not in stats.tickers]
-        extra = [t for t in stats.tickers if t not in spec.tickers]
-        return f"tickers do not match the portfolio's: missing {missing}, unexpected {extra}"
-    if stats.count > max_count:
-        return f"count {stats.count} is above validation.max_stats_count {max_count}"
-    if stats.estimator != spec.estimator:
-        return f"estimator {stats.estimator!r} is not the portfolio's {spec.estimator!r}"
-    if spec.estimator == "ewm" and stats.half_life_bars != spec.half_life_bars:
-        return (
-            f"half_life_bars {stats.half_life_bars!r} is not the portfolio's "
-            f"{spec.half_life_bars!r}"
-        )
-    if stats.bar_seconds is not None and stats.bar_seconds * 1000 != spec.bar_ms:
-        return f"bar_seconds {stats.bar_seconds} is not the portfolio's {spec.bar_ms // 1000}"
-    cov = stats.covariance_matrix()
-    largest = float(np.max(np.diag(cov)))
-    smallest = float(np.linalg.eigvalsh(cov)[0])
-    if smallest < -covariance_tolerance * largest or (largest == 0.0 and smallest < 0.0):
-        return (
-            f"covariance is not positive semi-definite: smallest eigenvalue {smallest:.6g} "
-            f"(tolerance {-covariance_tolerance * largest:.6g})"
-        )
-    return None
-
-
-def weights_problem(spec: PortfolioSpec, weights: Mapping[str, float]) -> str | None:
-    """Why weights do not fit ``spec``'s portfolio (tickers, sum, bounds), or None."""
-    return check_weights(spec.tickers, weights, spec.bounds)
-
-
-def control_problem(
-    spec: PortfolioSpec,
-    kind: ControlKind,
-    record: Mapping[str, Any],
-    *,
-    max_count: int = DEFAULT_MAX_STATS_COUNT,
-    covariance_tolerance: float = DEFAULT_COVARIANCE_TOLERANCE,
-) -> tuple[str, str] | None:
-    """``(reason, detail)`` if a decoded control record cannot apply to ``spec``, else None.
-
-    Checked on arrival, by the replay and the Flink job alike, so a bad message is refused at
-    once (dead letter) and never waits for its timestamp.
-
-    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=252)
-    >>> control_problem(spec, "weights", {"portfolio_id": "p", "timestamp": 0,
-    ...                                   "weights": {"A": 1.0}})
-    ('invalid_weights', 'weights do not cover the portfolio: missing B')
-    >>> control_problem(spec, "stats", {"portfolio_id": "p", "timestamp": 0,
-    ...                                 "meanReturns": {"A": float("nan")},
-    ...                                 "covarianceMatrix": {"A": {"A": 1.0}}})[0]
-    'invalid_stats'
-    """
-    try:
-        if kind == "weights":
-            problem = weights_problem(spec, Weights.from_record(record).weights)
-            return None if problem is None else ("invalid_weights", problem)
-        stats = PortfolioStats.from_record(record)
-    except SchemaError as exc:
-        return f"invalid_{kind}", str(exc)
-    problem = stats_problem(
-        spec, stats, max_count=max_count, covariance_tolerance=covariance_tolerance
-    )
-    return None if problem is None else ("invalid_stats", problem)
-
-
-# ------------------------------------------------------------------------------------- intake
 
 
 @dataclass(frozen=True)
@@ -360,7 +236,7 @@ class Intake:
     def read(self, role: str, value: bytes, key: bytes | None) -> Any:
         """The message of topic ``role`` (a :data:`~streamfolio.kafka.topics.Role` name)."""
         reader = _READERS.get(role)
-        if reader is None:
+        if reader is None:  # a bug in the caller: roles are the fixed kafka.topics.Role names
             raise ValueError(f"no intake for topic role {role!r}")
         return reader(self, value, key)
 
