@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from streamfolio.core.calendar import CSE, is_trading_day
-from streamfolio.errors import SourceError
+from streamfolio.errors import SourceError, UsageError
 from streamfolio.feeds import cse
 from streamfolio.feeds.cse import (
     BoardSnapshot,
@@ -880,5 +880,5 @@ def test_poller_polls_at_a_fixed_rate() -> None:
 
 def test_poller_rejects_bad_settings() -> None:
     client = CseClient(Recorded({}))
-    with pytest.raises(ValueError, match="interval_s"):
+    with pytest.raises(UsageError, match="interval_s"):
         CsePoller(client, interval_s=0)

@@ -702,4 +702,6 @@ def test_local_server_redirect_to_an_oversized_body_stops_at_the_cap(
 
 def test_board_snapshot_rejects_are_rejects() -> None:
     """The Reject type the table checks is the one the poller yields (a guard on the import)."""
-    assert Reject.__module__ == cse.__name__
+    from streamfolio.feeds.cse import poller
+
+    assert Reject is poller.Reject
