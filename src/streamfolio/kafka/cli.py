@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamfolio.cli_support import ConfigOption, load_settings
-from streamfolio.cli_support import fail as _fail
+from streamfolio.cli_support import ConfigOption, command_errors, load_settings
 from streamfolio.cli_support import say as _say
-from streamfolio.errors import StreamfolioError
 
 if TYPE_CHECKING:
     from streamfolio.config import Settings
-    from streamfolio.kafka.local import LocalKafka, LocalStatus
+    from streamfolio.kafka.local.broker import LocalKafka, LocalStatus
 
 kafka_app = typer.Typer(
     name="kafka",
@@ -34,7 +32,8 @@ kafka_app = typer.Typer(
 
 
 def _load(config: Path | None) -> tuple[Settings, LocalKafka]:
-    from streamfolio.kafka.local import LocalKafka, repo_root
+    from streamfolio.kafka.local.broker import LocalKafka
+    from streamfolio.kafka.local.install import repo_root
 
     settings = load_settings(config)
     return settings, LocalKafka(settings.kafka, repo_root(), progress=_say)
@@ -49,13 +48,11 @@ def up(
 ) -> None:
     """Start the broker (fetching jars and formatting storage on first use) and create the
     configured topics. If it already runs, only create missing topics."""
-    from streamfolio.kafka.admin import topic_specs
+    from streamfolio.kafka.admin.specs import topic_specs
 
-    try:
+    with command_errors():
         settings, kafka = _load(config)
         result = kafka.up(topic_specs(settings), timeout=timeout)
-    except StreamfolioError as exc:
-        raise _fail(exc) from None
     state = "started" if result.started else "already running"
     typer.echo(f"kafka {state}: {result.bootstrap} (pid {result.pid}), data {kafka.data_dir}")
     if settings.kafka.bootstrap_servers != result.bootstrap:
@@ -73,11 +70,9 @@ def down(
     ] = 30.0,
 ) -> None:
     """Stop the broker cleanly (SIGTERM, then SIGKILL after --timeout). Keeps its data."""
-    try:
+    with command_errors():
         _, kafka = _load(config)
         stopped = kafka.down(timeout=timeout)
-    except StreamfolioError as exc:
-        raise _fail(exc) from None
     typer.echo("kafka stopped" if stopped else "kafka was not running")
 
 
@@ -123,11 +118,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
     """Whether the broker runs; its topics, partitions, end offsets and consumer-group lag."""
-    try:
+    with command_errors():
         _, kafka = _load(config)
         found = kafka.status()
-    except StreamfolioError as exc:
-        raise _fail(exc) from None
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2))
     else:
