@@ -24,149 +24,31 @@ interleaved.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from streamfolio.core.policy import Hold, PolicySettings, PolicyState, Rebalance, RebalancePolicy
-from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
-from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index, chain_bar
+from streamfolio.core.policy import PolicyState, RebalancePolicy
+from streamfolio.core.portfolio import PortfolioMonitor
+from streamfolio.core.returns import bar_end_ms, bar_index, chain_bar
 from streamfolio.intake import CONTROL_RANK, ControlKind, control_problem
-
-EventKind = Literal["stats", "metrics", "weights", "rebalance", "hold", "dead_letter"]
-
-
-DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
-"""How far beyond the wall clock an event time may be before its record is refused (5 min)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """One price observation in event time, and where it was read.
-
-    ``partition`` is the prices topic's partition (0 for a single-partition input such as a tick
-    file); ``offset``, when known, its offset there. Both only break ties and locate dead
-    letters; neither changes a price.
-    """
-
-    event_time_ms: int
-    ticker: str
-    price: float
-    partition: int = 0
-    offset: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """A feed's promise on one partition: nothing older than ``event_time_ms`` follows.
-
-    It moves its partition's watermark like a tick and never makes a close.
-    """
-
-    event_time_ms: int
-    partition: int = 0
-    offset: int | None = None
-
-
-PriceRecord = Tick | Heartbeat
-"""What the prices topic carries, decoded."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayEvent:
-    """Something the engine emitted, in the order it emitted it."""
-
-    kind: EventKind
-    key: str
-    record: Mapping[str, Any]
-
-
-@dataclass(slots=True)
-class ReplayPortfolio:
-    """A portfolio as the engine runs it: its spec, starting state and (optional) policy."""
-
-    spec: PortfolioSpec
-    initial_stats: Mapping[str, Any] | None = None
-    initial_weights: Mapping[str, float] | None = None
-    policy: PolicySettings | None = None
-
-
-_Rank = tuple[int, int, int]
-"""A tick's place among equal event times: (event time, partition, offset or read position)."""
-
-
-class _Closes:
-    """The closes of one bar: per ticker the tick of greatest (event time, partition, offset).
-
-    Unlike :class:`~streamfolio.core.returns.BarCloses` (read order breaks ties) this ranks ticks
-    of equal event time from different partitions by partition, so the close does not depend on
-    how the partitions were interleaved.
-
-    >>> bar = _Closes()
-    >>> bar.offer("A", (1_000, 1, 5), 10.0)
-    >>> bar.offer("A", (1_000, 0, 9), 11.0)     # same time, lower partition: not the close
-    >>> bar.offer("A", (1_000, 1, 6), 12.0)     # same time and partition, later offset: the close
-    >>> bar.closes
-    {'A': 12.0}
-    """
-
-    __slots__ = ("_latest",)
-
-    def __init__(self) -> None:
-        self._latest: dict[str, tuple[_Rank, float]] = {}
-
-    def offer(self, ticker: str, rank: _Rank, price: float) -> None:
-        current = self._latest.get(ticker)
-        if current is None or rank >= current[0]:
-            self._latest[ticker] = (rank, price)
-
-    @property
-    def closes(self) -> dict[str, float]:
-        """Ticker → close, in ticker order (the order of arrival depends on the interleaving)."""
-        return {ticker: self._latest[ticker][1] for ticker in sorted(self._latest)}
-
-
-@dataclass(slots=True)
-class _BarClock:
-    """Open bars of one bar size, and the return chains of its tickers."""
-
-    bar_ms: int
-    open_bars: dict[int, _Closes] = field(default_factory=dict)
-    chains: dict[str, ReturnChain] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Partition:
-    """What the engine knows of one partition of the prices topic."""
-
-    greatest: int | None = None  # greatest event time read (ticks and heartbeats), None: nothing
-    read: int = 0  # records read: the read position when the caller gives no offsets
-
-
-def wall_clock_ms() -> int:
-    """Milliseconds since the epoch by the system clock: the default ``now_ms`` of the engine."""
-    return time.time_ns() // 1_000_000
-
-
-def partition_ids(partitions: int | Collection[int]) -> tuple[int, ...]:
-    """The partition ids of a count (``range(n)``) or a collection of ids, sorted.
-
-    >>> partition_ids(3), partition_ids({2, 0})
-    ((0, 1, 2), (0, 2))
-    """
-    ids = (
-        tuple(range(partitions)) if isinstance(partitions, int) else tuple(sorted(set(partitions)))
-    )
-    if not ids:
-        raise ValueError("the prices topic has at least one partition")
-    if any(p < 0 for p in ids):
-        raise ValueError(f"partition ids are not negative: {list(ids)}")
-    return ids
+from streamfolio.replay.clock import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    BarClock,
+    Closes,
+    Partition,
+    partition_ids,
+    wall_clock_ms,
+)
+from streamfolio.replay.decisions import after_change
+from streamfolio.replay.records import (
+    Heartbeat,
+    PriceRecord,
+    ReplayError,
+    ReplayEvent,
+    ReplayPortfolio,
+    Tick,
+)
 
 
 class ReplayEngine:
@@ -178,6 +60,7 @@ class ReplayEngine:
 
     Examples
     --------
+    >>> from streamfolio.core.portfolio import PortfolioSpec
     >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=1_000)
     >>> engine = ReplayEngine([ReplayPortfolio(spec, initial_weights={"A": 0.5, "B": 0.5})],
     ...                       max_out_of_orderness_ms=0)
@@ -216,9 +99,9 @@ class ReplayEngine:
         self.monitors: dict[str, PortfolioMonitor] = {}
         self.policies: dict[str, RebalancePolicy] = {}
         self.policy_states: dict[str, PolicyState] = {}
-        self._clocks: dict[int, _BarClock] = {}
+        self._clocks: dict[int, BarClock] = {}
         self._by_bar: dict[int, list[str]] = {}
-        self._partitions = {p: _Partition() for p in self.partitions}
+        self._partitions = {p: Partition() for p in self.partitions}
         self._watermark = -math.inf  # the job watermark, kept as partitions move
         # A lower bound of the open bars' ends and the pending controls' stamps: below it a
         # watermark has nothing to emit.
@@ -237,12 +120,12 @@ class ReplayEngine:
             if portfolio.initial_weights is not None:
                 problem = monitor.set_weights(portfolio.initial_weights, timestamp_ms=0)
                 if problem is not None:
-                    raise ValueError(f"portfolio {spec.portfolio_id}: {problem}")
+                    raise ReplayError(f"portfolio {spec.portfolio_id}: {problem}")
             self.monitors[spec.portfolio_id] = monitor
             if portfolio.policy is not None:
                 self.policies[spec.portfolio_id] = RebalancePolicy(portfolio.policy)
                 self.policy_states[spec.portfolio_id] = PolicyState()
-            self._clocks.setdefault(spec.bar_ms, _BarClock(spec.bar_ms))
+            self._clocks.setdefault(spec.bar_ms, BarClock(spec.bar_ms))
             self._by_bar.setdefault(spec.bar_ms, []).append(spec.portfolio_id)
 
     # -- watermarks ---------------------------------------------------------------------------
@@ -261,7 +144,7 @@ class ReplayEngine:
         final."""
         return self._watermark
 
-    def _advance(self, part: _Partition, event_time_ms: int) -> Iterator[ReplayEvent]:
+    def _advance(self, part: Partition, event_time_ms: int) -> Iterator[ReplayEvent]:
         """Move ``part``'s greatest event time, then emit what the job's watermark made final."""
         if part.greatest is not None and event_time_ms <= part.greatest:
             return
@@ -271,10 +154,10 @@ class ReplayEngine:
             self._watermark = min(self.partition_watermark_ms(p) for p in self.partitions)
             yield from self._fire(self._watermark)
 
-    def _partition(self, partition: int) -> _Partition:
+    def _partition(self, partition: int) -> Partition:
         state = self._partitions.get(partition)
         if state is None:
-            raise ValueError(
+            raise ReplayError(
                 f"partition {partition} is not one of the prices topic's {list(self.partitions)}"
             )
         return state
@@ -345,7 +228,7 @@ class ReplayEngine:
                 continue
             bar = clock.open_bars.get(k)
             if bar is None:
-                bar = clock.open_bars[k] = _Closes()
+                bar = clock.open_bars[k] = Closes()
                 self._next_due = min(self._next_due, bar_end_ms(k, clock.bar_ms))
             bar.offer(tick.ticker, rank, tick.price)
         yield from self._advance(part, tick.event_time_ms)
@@ -400,6 +283,7 @@ class ReplayEngine:
         Unlike the job, which buffers a portfolio's bars until its first initial statistics
         arrive, the replay starts from the state given at construction.
 
+        >>> from streamfolio.core.portfolio import PortfolioSpec
         >>> spec = PortfolioSpec("p", ("A",), bar_ms=1_000, periods_per_year=1_000)
         >>> engine = ReplayEngine([ReplayPortfolio(spec)])
         >>> [e.kind for e in engine.control("weights", {"timestamp": 1_500,
@@ -478,144 +362,11 @@ class ReplayEngine:
         )
 
     def _after_change(self, portfolio_id: str, now_ms: int) -> Iterator[ReplayEvent]:
-        monitor = self.monitors[portfolio_id]
-        metrics = monitor.metrics()
-        if metrics is None:
-            return
-        yield ReplayEvent("metrics", portfolio_id, metrics)
-        policy = self.policies.get(portfolio_id)
-        if policy is None or monitor.weights is None:
-            return
-        decision, self.policy_states[portfolio_id] = policy.decide(
-            mean=monitor.moments.mean,
-            covariance=monitor.moments.covariance,
-            count=monitor.moments.n,
-            weights=monitor.weights,
-            now_ms=now_ms,
-            state=self.policy_states[portfolio_id],
-        )
-        if isinstance(decision, Hold):
-            if decision.notify:
-                yield ReplayEvent(
-                    "hold",
-                    portfolio_id,
-                    {
-                        "portfolio_id": portfolio_id,
-                        "timestamp": now_ms,
-                        "reason": decision.reason,
-                        "sharpe": decision.sharpe,
-                    },
-                )
-            return
-        yield from self._rebalance(portfolio_id, decision, now_ms)
-
-    def _rebalance(
-        self, portfolio_id: str, decision: Rebalance, now_ms: int
-    ) -> Iterator[ReplayEvent]:
-        monitor = self.monitors[portfolio_id]
-        assert monitor.weights is not None
-        tickers = monitor.spec.tickers
-        old = dict(zip(tickers, monitor.weights.tolist(), strict=True))
-        new = dict(zip(tickers, np.asarray(decision.weights).tolist(), strict=True))
-        yield ReplayEvent(
-            "rebalance",
+        """The metrics, then the policy's decision, after ``portfolio_id`` changed."""
+        return after_change(
             portfolio_id,
-            {
-                "event_id": f"{portfolio_id}@{now_ms}",  # as RebalanceEvent.make_event_id
-                "portfolio_id": portfolio_id,
-                "timestamp": now_ms,
-                "reason": decision.reason,
-                "decision": "rebalance",
-                "old_weights": old,
-                "new_weights": new,
-                "sharpe_before": decision.sharpe_before,
-                "sharpe_after": decision.sharpe_after,
-                "expected_return_after": decision.expected_return_after,
-                "risk_after": decision.risk_after,
-                "turnover": decision.turnover,
-                "optimizer_status": decision.optimizer_status,
-            },
+            self.monitors[portfolio_id],
+            self.policies.get(portfolio_id),
+            self.policy_states,
+            now_ms,
         )
-        weights_record = {
-            "timestamp": now_ms,
-            "portfolio_id": portfolio_id,
-            "weights": new,
-            "reason": decision.reason,
-            "source": "rebalancer",
-        }
-        yield ReplayEvent("weights", portfolio_id, weights_record)
-        problem = monitor.set_weights(new, timestamp_ms=now_ms)
-        if problem is None:
-            metrics = monitor.metrics()
-            if metrics is not None:
-                yield ReplayEvent("metrics", portfolio_id, metrics)
-
-
-def ticks_from_rows(
-    rows: Iterable[tuple[int, str, float] | tuple[int, str, float, int]],
-) -> Iterator[Tick]:
-    """Adapt ``(event_time_ms, ticker, price[, partition])`` rows to :class:`Tick`.
-
-    >>> list(ticks_from_rows([(5, "A", 1.5), (6, "B", 2, 1)]))
-    [Tick(event_time_ms=5, ticker='A', price=1.5, partition=0, offset=None), \
-Tick(event_time_ms=6, ticker='B', price=2.0, partition=1, offset=None)]
-    """
-    for row in rows:
-        partition = int(row[3]) if len(row) > 3 else 0
-        yield Tick(int(row[0]), row[1], float(row[2]), partition)
-
-
-def replay_topic_records(
-    portfolios: Sequence[ReplayPortfolio],
-    prices: Mapping[int, Iterable[PriceRecord]],
-    controls: Iterable[tuple[ControlKind, Mapping[str, Any]]] = (),
-    *,
-    max_out_of_orderness_ms: int = 0,
-    max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS,
-    now_ms: Callable[[], int] = wall_clock_ms,
-) -> list[ReplayEvent]:
-    """The replay's events for the contents of the topics: what the job must produce from them.
-
-    ``prices`` maps every partition of the prices topic (an empty one too: it holds the
-    watermark back until the end) to its decoded records in offset order; a record's
-    ``partition`` is set to its key. ``controls`` (initial statistics and weights) are passed
-    first, so each takes effect at its timestamp (:meth:`ReplayEngine.control`); a job that reads
-    one only after a bar ending after its timestamp is final differs, by design. The partitions
-    are read merged by event time (any interleaving gives the same output per portfolio), and
-    the end of the records closes every open bar, as a bounded source does.
-
-    >>> spec = PortfolioSpec("p", ("A", "B"), bar_ms=1_000, periods_per_year=1_000)
-    >>> prices = {0: [Tick(0, "A", 10, offset=0), Tick(1_000, "A", 11, offset=1)],
-    ...           1: [Tick(0, "B", 20, offset=0), Heartbeat(900, offset=1),
-    ...               Tick(2_000, "B", 21, offset=2)]}
-    >>> weights = {"timestamp": 0, "portfolio_id": "p", "weights": {"A": 0.5, "B": 0.5}}
-    >>> events = replay_topic_records([ReplayPortfolio(spec)], prices, [("weights", weights)],
-    ...                               now_ms=lambda: 10_000)
-    >>> [(e.kind, e.record["timestamp"]) for e in events]
-    [('stats', 2000), ('stats', 3000), ('metrics', 3000)]
-    """
-    engine = ReplayEngine(
-        portfolios,
-        max_out_of_orderness_ms=max_out_of_orderness_ms,
-        partitions=list(prices),
-        max_future_skew_ms=max_future_skew_ms,
-        now_ms=now_ms,
-    )
-    events: list[ReplayEvent] = []
-    for kind, record in controls:
-        events.extend(engine.control(kind, record))
-
-    def located(partition: int, records: Iterable[PriceRecord]) -> Iterator[PriceRecord]:
-        for record in records:
-            yield record if record.partition == partition else replace(record, partition=partition)
-
-    # heapq.merge keeps each partition's own order whatever its event times.
-    merged = heapq.merge(
-        *(located(p, records) for p, records in prices.items()),
-        key=lambda r: (r.event_time_ms, r.partition),
-    )
-    events.extend(engine.run(merged))
-    return events
-
-
-EventSink = Callable[[ReplayEvent], None]
