@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from streamfolio.errors import DataError
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
 from streamfolio.store import queries
-from streamfolio.store.queries import epoch_ms
+from streamfolio.store.records import epoch_ms
 from streamfolio.store.schema import StoreError, open_store
 from streamfolio.store.writer import StoreWriter
 
@@ -76,7 +77,7 @@ def test_epoch_ms_reads_every_way_of_writing_a_time() -> None:
     assert epoch_ms(T0) == T0
     assert epoch_ms(dt.date(2026, 10, 1)) == T0 - 9 * 3_600_000
     assert epoch_ms("2026-10-01", end=True) == T0 + 15 * 3_600_000 - 1
-    with pytest.raises(ValueError, match="not an ISO-8601"):
+    with pytest.raises(DataError, match="not an ISO-8601"):
         epoch_ms("01/10/2026")
     with pytest.raises(TypeError):
         epoch_ms(True)
