@@ -20,15 +20,16 @@ taken from ``$STREAMFOLIO_FLINK_JARS`` (a folder, or jar paths separated by ``:`
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from streamfolio.config import FlinkSettings, Settings
+from streamfolio.devtools import reraise_as
+from streamfolio.devtools.files import find_checkout
+from streamfolio.devtools.maven import cached_folder, find_mvn, run_maven
 from streamfolio.errors import StreamfolioError
 from streamfolio.kafka.topics import Role, contract
 
@@ -81,17 +82,14 @@ class ConnectorError(StreamfolioError):
 def find_root(start: Path | None = None) -> Path:
     """The streamfolio checkout: the nearest folder at or above ``start`` (default: the working
     directory) holding ``tools/flink/pom.xml``, else the checkout this package runs from."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / POM).is_file():
-            return folder
-    source = Path(__file__).resolve().parents[3]  # src/streamfolio/flink/connectors.py
-    if (source / POM).is_file():
-        return source
-    raise ConnectorError(
-        f"no streamfolio checkout (with {POM}) at or above {here}; run from the repository, or "
-        f"set {JARS_ENV} to the folder holding flink-sql-connector-kafka-*.jar"
-    )
+    found = find_checkout(POM, start)
+    if found is None:
+        raise ConnectorError(
+            f"no streamfolio checkout (with {POM}) at or above {(start or Path.cwd()).resolve()}; "
+            f"run from the repository, or set {JARS_ENV} to the folder holding "
+            "flink-sql-connector-kafka-*.jar"
+        )
+    return found
 
 
 def fetch_jars(root: Path, *, quiet: bool = True) -> Path:
@@ -99,19 +97,14 @@ def fetch_jars(root: Path, *, quiet: bool = True) -> Path:
     ``.cache/flink/lib`` (again only when those Maven projects change).
 
     Maven writes into a scratch folder that is renamed when complete, so an interrupted fetch
-    never leaves a half-filled cache behind.
+    never leaves a half-filled cache behind; two jobs started at once fetch once
+    (:func:`streamfolio.devtools.maven.cached_folder`).
     """
     lib = (root / LIB_DIR).resolve()
-    stamp = _sources_stamp(root)
-    if _is_complete(lib, stamp):
-        return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with (lib.parent / f".{lib.name}.lock").open("w") as lock:
-        # Two jobs started at once fetch once: the second waits, then finds the cache complete.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_complete(lib, stamp):
-            return lib
-        return _fetch(root, lib, stamp, quiet=quiet)
+    with reraise_as(ConnectorError):
+        return cached_folder(
+            lib, _sources_stamp(root), lambda into: _fetch(root, into, quiet=quiet)
+        )
 
 
 def _sources_stamp(root: Path) -> str:
@@ -124,44 +117,30 @@ def _sources_stamp(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _is_complete(lib: Path, stamp: str) -> bool:
-    marker = lib / ".complete"
-    return marker.is_file() and marker.read_text().strip() == stamp
-
-
-def _fetch(root: Path, lib: Path, stamp: str, *, quiet: bool) -> Path:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ConnectorError(
-            f"Maven (mvn) is needed once, to fetch the Kafka connector jar into {lib}; install it "
-            f"(`apt-get install maven`) or set {JARS_ENV}"
-        )
-    partial = lib.with_name(lib.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    command = [
+def _fetch(root: Path, into: Path, *, quiet: bool) -> None:
+    """Fetch the jars of ``tools/flink/pom.xml`` and build ``sf_event_time`` into ``into``."""
+    mvn = find_mvn(
+        f"fetch the Kafka connector jar into {(root / LIB_DIR).resolve()}", f"set {JARS_ENV}"
+    )
+    run_maven(
         mvn,
-        *(["-q"] if quiet else []),
-        "-f",
-        str(root / POM),
+        root / POM,
         "dependency:copy-dependencies",
         # Absolute: a relative output directory resolves against the pom's folder.
-        f"-DoutputDirectory={partial}",
-    ]
-    build = [mvn, *(["-q"] if quiet else []), "-f", str(root / EVENT_TIME_POM), "package"]
-    for step in (command, build):
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise ConnectorError(
-                f"`{' '.join(step)}` failed ({done.returncode}):\n{done.stdout[-2000:]}"
-                f"{done.stderr[-2000:]}"
-            )
-    shutil.copy2(root / EVENT_TIME_POM.parent / "target" / EVENT_TIME_JAR, partial)
-    (partial / ".complete").write_text(stamp + "\n")
-    shutil.rmtree(lib, ignore_errors=True)
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(lib)
-    return lib
+        f"-DoutputDirectory={into}",
+        what="fetching the Flink connector jars",
+        quiet=quiet,
+    )
+    built = root / EVENT_TIME_POM.parent / "target" / EVENT_TIME_JAR
+    run_maven(
+        mvn,
+        root / EVENT_TIME_POM,
+        "package",
+        what=f"building {EVENT_TIME_JAR}",
+        quiet=quiet,
+        produces=built,
+    )
+    shutil.copy2(built, into)
 
 
 def job_jars(*, fetch: bool = True, environ: dict[str, str] | None = None) -> list[Path]:
