@@ -13,6 +13,7 @@ import pytest
 from streamfolio.core.calendar import (
     CSE,
     CSE_HOLIDAYS,
+    CalendarError,
     ExchangeCalendar,
     is_session_open,
     is_trading_day,
@@ -21,6 +22,7 @@ from streamfolio.core.calendar import (
     periods_per_year,
     session_bounds,
 )
+from streamfolio.errors import ConfigError
 
 DAILY = Path(__file__).parents[2] / "src" / "streamfolio" / "data" / "cse" / "daily"
 CASABLANCA = CSE.zone
@@ -93,7 +95,7 @@ def test_periods_per_year_uses_the_calendar() -> None:
 
 @pytest.mark.parametrize("bar_seconds", [0, -60, 7, 25_200, 86_400 + 1])
 def test_periods_per_year_rejects_bars_that_do_not_tile_a_day(bar_seconds: int) -> None:
-    with pytest.raises(ValueError, match="bar_seconds"):
+    with pytest.raises(CalendarError, match="bar_seconds"):
         periods_per_year(bar_seconds)
 
 
@@ -154,13 +156,17 @@ def test_next_session_open_from_epoch_ms() -> None:
     ],
 )
 def test_invalid_calendars(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CalendarError, match=message) as caught:
         ExchangeCalendar(**kwargs)  # type: ignore[arg-type]
+    # A configuration error, and still the ValueError that pydantic validators turn into theirs.
+    assert isinstance(caught.value, ConfigError)
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.key.startswith("exchange.")
 
 
 @pytest.mark.parametrize("text", ["9:30", "09:30:00", "24:00", "09:60", "ab:cd", ""])
 def test_parse_hhmm_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="HH:MM"):
+    with pytest.raises(CalendarError, match="HH:MM"):
         parse_hhmm(text)
 
 

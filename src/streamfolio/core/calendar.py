@@ -1,7 +1,8 @@
 """Exchange trading calendar: sessions, holidays and the number of bars in a year.
 
-Pure: stdlib only (``zoneinfo`` for the exchange's clock), so the analytics core, the replay and the
-poller all agree on when the market is open and on the annualisation factor ``periods_per_year``.
+Pure: stdlib only (``zoneinfo`` for the exchange's clock) and :mod:`streamfolio.errors`, so the
+analytics core, the replay and the poller all agree on when the market is open and on the
+annualisation factor ``periods_per_year``.
 
 The Casablanca Stock Exchange (:data:`CSE`) trades Monday to Friday in zone ``Africa/Casablanca``
 (UTC+1, UTC+0 during Ramadan). Continuous trading runs from 09:30 to 15:20, then the closing call
@@ -31,10 +32,13 @@ import math
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streamfolio.errors import ConfigError
+
 __all__ = [
     "CSE",
     "CSE_ANNUAL_HOLIDAYS",
     "CSE_HOLIDAYS",
+    "CalendarError",
     "ExchangeCalendar",
     "is_session_open",
     "is_trading_day",
@@ -55,22 +59,38 @@ _REFERENCE_YEAR = 2025
 _MAX_CLOSED_DAYS = 400
 
 
+class CalendarError(ConfigError, ValueError):
+    """An exchange calendar setting is invalid: a time, the time zone, the weekend, a bar size.
+
+    ``key`` names the setting (``exchange.timezone``, ``bar_seconds``, …). The message is the
+    problem alone, as before: the configuration that built the calendar adds where it was set.
+    Also a ``ValueError``, so the configuration's validators report it as they did.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.args = (problem,)
+
+
 def parse_hhmm(text: str) -> dt.time:
     """Parse a local wall-clock time written ``"HH:MM"`` (24-hour clock).
 
     >>> parse_hhmm("09:30")
     datetime.time(9, 30)
-    >>> parse_hhmm("9h30")
+    >>> parse_hhmm("9h30")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: time '9h30' is not of the form HH:MM (e.g. "09:30")
+    streamfolio.core.calendar.CalendarError: time '9h30' is not of the form HH:MM ...
     """
     hours, sep, minutes = text.partition(":")
     if sep and len(hours) == 2 and len(minutes) == 2 and hours.isdigit() and minutes.isdigit():
         h, m = int(hours), int(minutes)
         if h < 24 and m < 60:
             return dt.time(h, m)
-    raise ValueError(f'time {text!r} is not of the form HH:MM (e.g. "09:30")')
+    raise CalendarError(
+        "exchange.session_open/session_close",
+        f'time {text!r} is not of the form HH:MM (e.g. "09:30")',
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,18 +136,27 @@ class ExchangeCalendar:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+            raise CalendarError(
+                "exchange.timezone", f"unknown time zone {self.timezone!r}"
+            ) from exc
         if not self.session_open < self.session_close:
-            raise ValueError(
+            raise CalendarError(
+                "exchange.session_open",
                 f"session_open {self.session_open} must be before session_close "
-                f"{self.session_close}"
+                f"{self.session_close}",
             )
         if not self.weekend <= set(range(7)) or len(self.weekend) == 7:
-            raise ValueError(f"weekend {sorted(self.weekend)} must be 0-6 and leave a weekday")
+            raise CalendarError(
+                "exchange.weekend",
+                f"weekend {sorted(self.weekend)} must be 0-6 and leave a weekday",
+            )
         if not (
             0 < self.trading_days_per_year <= 366 and math.isfinite(self.trading_days_per_year)
         ):
-            raise ValueError(f"trading_days_per_year {self.trading_days_per_year} not in (0, 366]")
+            raise CalendarError(
+                "exchange.trading_days_per_year",
+                f"trading_days_per_year {self.trading_days_per_year} not in (0, 366]",
+            )
 
     @property
     def zone(self) -> ZoneInfo:
@@ -261,7 +290,9 @@ def next_session_open(now: int | dt.datetime, calendar: ExchangeCalendar = CSE) 
             if opening >= local:
                 return opening
         day += dt.timedelta(days=1)
-    raise ValueError(f"{calendar.name} has no session in the {_MAX_CLOSED_DAYS} days from {day}")
+    raise CalendarError(
+        "exchange", f"{calendar.name} has no session in the {_MAX_CLOSED_DAYS} days from {day}"
+    )
 
 
 def periods_per_year(bar_seconds: int, calendar: ExchangeCalendar = CSE) -> float:
@@ -288,13 +319,13 @@ def periods_per_year(bar_seconds: int, calendar: ExchangeCalendar = CSE) -> floa
     (17712.0, 1722.0, 246.0)
     >>> periods_per_year(7 * 86_400), periods_per_year(2 * 86_400)
     (52.0, 156.0)
-    >>> periods_per_year(7 * 3600)
+    >>> periods_per_year(7 * 3600)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: bar_seconds 25200 must divide 86400 (a day) or be a whole number of days
+    streamfolio.core.calendar.CalendarError: bar_seconds 25200 must divide 86400 (a day) or ...
     """
     if bar_seconds <= 0:
-        raise ValueError(f"bar_seconds {bar_seconds} must be positive")
+        raise CalendarError("bar_seconds", f"bar_seconds {bar_seconds} must be positive")
     if DAY_SECONDS % bar_seconds == 0:
         # The cache key is the fields the count depends on, not the whole calendar and its
         # holiday set, which is hashed on every call otherwise.
@@ -309,8 +340,9 @@ def periods_per_year(bar_seconds: int, calendar: ExchangeCalendar = CSE) -> floa
     if bar_seconds % DAY_SECONDS == 0:
         days = bar_seconds // DAY_SECONDS
         return 364 / days * _share_of_bars_with_weekday(days, calendar.weekend)
-    raise ValueError(
-        f"bar_seconds {bar_seconds} must divide {DAY_SECONDS} (a day) or be a whole number of days"
+    raise CalendarError(
+        "bar_seconds",
+        f"bar_seconds {bar_seconds} must divide {DAY_SECONDS} (a day) or be a whole number of days",
     )
 
 
