@@ -21,8 +21,9 @@ from streamfolio.core.metrics import portfolio_performance
 from streamfolio.core.policy import PolicyState
 from streamfolio.intake import Intake, Rejected
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
-from streamfolio.rebalancer.memory import Memory, MemoryReader, PortfolioMemory, state_after
-from streamfolio.rebalancer.service import Decider, Outcome
+from streamfolio.rebalancer.decider import Decider, Outcome
+from streamfolio.rebalancer.follower import MemoryReader
+from streamfolio.rebalancer.memory import Memory, PortfolioMemory, state_after
 from streamfolio.serde import codec_for
 
 TICKERS = ("AAA", "BBB")

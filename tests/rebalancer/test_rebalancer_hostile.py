@@ -32,10 +32,13 @@ from streamfolio.messages import (
     PortfolioStats,
     Weights,
 )
-from streamfolio.rebalancer import service as service_module
-from streamfolio.rebalancer.memory import Memory, MemoryReader, MemoryRole
+from streamfolio.rebalancer import join as join_module
+from streamfolio.rebalancer.decider import Decider
+from streamfolio.rebalancer.follower import MemoryReader, MemoryRole
+from streamfolio.rebalancer.join import MAX_PENDING_METRICS
+from streamfolio.rebalancer.memory import Memory
 from streamfolio.rebalancer.notify import Notifier
-from streamfolio.rebalancer.service import MAX_PENDING_METRICS, Decider, RebalancerService
+from streamfolio.rebalancer.service import RebalancerService
 from streamfolio.serde import codec_for
 
 TICKERS = ("AAA", "BBB")
@@ -220,7 +223,7 @@ class Harness:
             SETTINGS, instance="test", notifier=Notifier(send=lambda _: True), clock=lambda: NOW
         )
         self.producer = FakeProducer()
-        self.service._producer = cast(Any, self.producer)
+        self.service._txn.producer = cast(Any, self.producer)
         self.reader = MemoryReader(self.service.memory, self.service.decider.intake)
         self.offsets = {METRICS_TOPIC: 0, STATS_TOPIC: 0}
         weights = Weights("p", T0 - MINUTE, MOSTLY_BBB, reason="initial", source="config")
@@ -230,7 +233,7 @@ class Harness:
         offset = self.offsets[topic]
         self.offsets[topic] += 1
         self.service._on_message(cast(Any, FakeMessage(topic, value, key, offset)))
-        self.service._process_ready()
+        self.service._batch.process_ready()
 
     def metrics(self, record: Mapping[str, Any], key: bytes | None = b"p") -> None:
         self.feed(METRICS_TOPIC, encode("PortfolioMetrics", record), key)
@@ -242,8 +245,8 @@ class Harness:
         """Everything a record may change: queues, cached statistics, memory, decisions."""
         svc = self.service
         return (
-            {pid: [item.metrics for item in q] for pid, q in svc._pending.items() if q},
-            {pid: sorted(cache) for pid, cache in svc._stats_cache.items() if cache},
+            {pid: [item.metrics for item in q] for pid, q in svc._batch.join.pending.items() if q},
+            {pid: sorted(cache) for pid, cache in svc._batch.join.stats_cache.items() if cache},
             svc.memory.view("p"),
             svc.memory.committed("p"),
             self.decisions(),
@@ -416,7 +419,7 @@ def test_a_hostile_record_is_dead_lettered_and_changes_nothing(
     assert letter.component == "rebalancer" and letter.source_topic == topic
     assert letter.payload == value and letter.key == key
     assert letter.offset == run.offsets[topic] - 1 and letter.partition == 0
-    assert run.service._staged_dead == {reason: 1}
+    assert run.service._batch.dead_letters == {reason: 1}
     # ...and the service carries on: a good pair still decides.
     run.metrics(METRICS)
     run.stats(STATS)
@@ -425,7 +428,7 @@ def test_a_hostile_record_is_dead_lettered_and_changes_nothing(
 
 def test_a_record_read_again_after_a_restart_is_not_dead_lettered_twice() -> None:
     run = Harness()
-    run.service._processed[(METRICS_TOPIC, 0)] = 1  # offset 0 was read by the group before
+    run.service._offsets.processed[(METRICS_TOPIC, 0)] = 1  # offset 0 was read by the group before
     run.feed(METRICS_TOPIC, b"\x00garbage")
     assert run.dead_letters() == []
     run.feed(METRICS_TOPIC, b"\x00garbage")  # offset 1: new
@@ -442,7 +445,7 @@ def test_duplicated_and_replayed_metrics_are_decided_once() -> None:
         run.metrics(METRICS)
         run.stats(STATS)
     assert run.state() == after
-    assert run.service._staged_counts["already_decided"] == 3
+    assert run.service._batch.counts["already_decided"] == 3
     assert run.dead_letters() == []
 
 
@@ -455,7 +458,7 @@ def test_metrics_stamped_in_the_far_past_decide_nothing() -> None:
     run.metrics(metrics_of(stats_at(T0), ts=FAR_PAST).to_record())
     assert run.decisions() == [] and run.dead_letters() == []
     assert run.service.memory.view("p") == before
-    assert run.service._staged_counts["stale"] == 1
+    assert run.service._batch.counts["stale"] == 1
     run.metrics(METRICS)  # the real one still decides
     assert [e["decision"] for e in run.decisions()] == ["rebalance"]
 
@@ -463,23 +466,23 @@ def test_metrics_stamped_in_the_far_past_decide_nothing() -> None:
 def test_metrics_naming_statistics_of_1970_wait_only_until_later_ones_arrive() -> None:
     run = Harness()
     run.metrics(changed(METRICS, statsTimestamp=FAR_PAST, timestamp=T0 - 1))
-    assert len(run.service._pending["p"]) == 1
+    assert len(run.service._batch.join.pending["p"]) == 1
     run.stats(STATS)
     run.metrics(METRICS)
     assert [d.reason for d in run.dead_letters()] == ["stats_missing"]
     assert [e["decision"] for e in run.decisions()] == ["rebalance"]
-    assert not run.service._pending["p"]
+    assert not run.service._batch.join.pending["p"]
 
 
 def test_metrics_whose_statistics_never_come_wait_in_a_bounded_queue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service_module, "MAX_PENDING_METRICS", 8)
+    monkeypatch.setattr(join_module, "MAX_PENDING_METRICS", 8)
     run = Harness()
     lost = [metrics_of(stats_at(T0 + i * MINUTE)).to_record() for i in range(20)]
     for record in lost:  # the statistics topic is silent
         run.metrics(record)
-    queue = run.service._pending["p"]
+    queue = run.service._batch.join.pending["p"]
     assert len(queue) == 8, "never more than the bound"
     assert [m.timestamp for m in (item.metrics for item in queue)] == [
         r["timestamp"] for r in lost[-8:]
@@ -501,9 +504,9 @@ def test_the_real_bound_holds_too() -> None:
         value = encode("PortfolioMetrics", record)
         run.service._on_message(cast(Any, FakeMessage(METRICS_TOPIC, value, b"p", i)))
         if i % 500 == 0:
-            run.service._process_ready()
-    run.service._process_ready()
-    assert len(run.service._pending["p"]) == MAX_PENDING_METRICS
+            run.service._batch.process_ready()
+    run.service._batch.process_ready()
+    assert len(run.service._batch.join.pending["p"]) == MAX_PENDING_METRICS
     assert len(run.dead_letters()) == 100
 
 
@@ -528,8 +531,8 @@ def test_random_bytes_never_raise_and_never_decide(
     run.feed(topic, value, key)
     assert run.decisions() == []
     dead = run.dead_letters()
-    queued = sum(len(q) for q in run.service._pending.values())
-    cached = sum(len(c) for c in run.service._stats_cache.values())
+    queued = sum(len(q) for q in run.service._batch.join.pending.values())
+    cached = sum(len(c) for c in run.service._batch.join.stats_cache.values())
     assert len(dead) + queued + cached == 1, "each record is kept or dead-lettered"
 
 
