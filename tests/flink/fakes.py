@@ -25,7 +25,7 @@ from streamfolio.config import Settings
 from streamfolio.core.returns import BarCloses, bar_end_ms, bar_index
 from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink import operators as op
-from streamfolio.flink import prices
+from streamfolio.flink import prices, records
 from streamfolio.flink.job import routing
 from streamfolio.intake import Intake
 from streamfolio.kafka.topics import contract
@@ -262,7 +262,7 @@ class Pipeline:
         main, side = split(self.decoders[kind].process_element(whole))
         self.dead.extend(side.get("dead-letters", []))
         for row in main:
-            self._collect(self.portfolios.process(op.control_row_key(row), row, input_index=2))
+            self._collect(self.portfolios.process(records.control_key(row), row, input_index=2))
 
     def advance(self, watermark: int) -> None:
         for last_ms, row in self.windows.fire(watermark):
@@ -272,9 +272,9 @@ class Pipeline:
             )
             self.dead.extend(side.get("dead-letters", []))
             for item in sharded:
-                self.shards.process(prices.shard_key(item), item)
+                self.shards.process(records.shard_key(item), item)
         for bar in self.shards.advance(watermark):
-            self._collect(self.portfolios.process(op.bar_row_key(bar), bar, input_index=1))
+            self._collect(self.portfolios.process(records.bar_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))
 
     def finish(self) -> None:

@@ -19,6 +19,7 @@ from pyflink.common import Row
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink import prices as op_prices
+from streamfolio.flink.records import PortfolioBar, ShardedClose
 from streamfolio.messages import Heartbeat, PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
@@ -377,11 +378,14 @@ def test_closes_chain_into_returns_sent_to_each_shard_holding_the_ticker() -> No
 def test_a_shard_sends_each_portfolio_one_record_per_bar() -> None:
     members = {"1000|1": {"p1": ("AAA", "BBB"), "p2": ("BBB", "CCC"), "p3": ("DDD",)}}
     runtime = KeyedRuntime(op_prices.GatherBars(members))
-    runtime.process("1000|1", ("1000|1", "AAA", 0, 10.0, None))
-    runtime.process("1000|1", ("1000|1", "BBB", 0, 20.0, 0.01))
-    runtime.process("1000|1", ("1000|1", "CCC", 1, 30.0, 0.02))  # the next bar
+    runtime.process("1000|1", ShardedClose("1000|1", "AAA", 0, 10.0, None))
+    runtime.process("1000|1", ShardedClose("1000|1", "BBB", 0, 20.0, 0.01))
+    runtime.process("1000|1", ShardedClose("1000|1", "CCC", 1, 30.0, 0.02))  # the next bar
     assert runtime.advance(998) == []
-    assert runtime.advance(999) == [
+    bars = runtime.advance(999)
+    assert all(isinstance(bar, PortfolioBar) for bar in bars)
+    assert [bar.portfolio_id for bar in bars] == ["p1", "p2"]
+    assert bars == [
         ("p1", 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01}),
         ("p2", 0, {"BBB": 20.0}, {"BBB": 0.01}),
     ]  # p3: none of its tickers traded, no record

@@ -22,7 +22,7 @@ from streamfolio.flink.connectors import (
     sink_options,
 )
 from streamfolio.flink.job import parse_args, routing
-from streamfolio.flink.prices import shard_of
+from streamfolio.flink.routing import shard_of
 from streamfolio.flink.runtime import (
     CheckpointNotFoundError,
     JobOptions,

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from streamfolio.errors import StreamfolioError
+from streamfolio.cli_support import RequiredConfigOption, command_errors, one_of
 
 job_app = typer.Typer(
     name="job",
@@ -27,16 +27,6 @@ job_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration (see examples/cse.yaml). Also $STREAMFOLIO_CONFIG.",
-        show_default=False,
-    ),
-]
 ParallelismOption = Annotated[
     int | None,
     typer.Option(
@@ -71,15 +61,8 @@ DeliveryOption = Annotated[
 ]
 
 
-def _fail(error: Exception) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
 def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> str | None:
-    if value is not None and value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
-    return value
+    return None if value is None else one_of(value, allowed, option)
 
 
 def _job_args(
@@ -108,7 +91,7 @@ def _job_args(
 
 @job_app.command()
 def run(
-    config: ConfigOption = None,
+    config: RequiredConfigOption = None,
     parallelism: ParallelismOption = None,
     from_checkpoint: FromCheckpointOption = None,
     starting_offsets: OffsetsOption = None,
@@ -125,13 +108,13 @@ def run(
     """
     from streamfolio.flink.job import main
 
-    _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
-    _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
+    with command_errors():
+        _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
+        _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, bounded)
     try:
-        main(args)
-    except StreamfolioError as exc:
-        raise _fail(exc) from None
+        with command_errors():
+            main(args)
     except KeyboardInterrupt:
         typer.echo(
             "stopped; checkpoints are retained (resume with --from-checkpoint latest)", err=True
@@ -185,7 +168,7 @@ def submit_command(
 
 @job_app.command()
 def submit(
-    config: ConfigOption = None,
+    config: RequiredConfigOption = None,
     parallelism: ParallelismOption = None,
     from_checkpoint: FromCheckpointOption = None,
     starting_offsets: OffsetsOption = None,
@@ -205,12 +188,10 @@ def submit(
     """
     from streamfolio.flink.connectors import job_jars
 
-    _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
-    _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
-    try:
+    with command_errors():
+        _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
+        _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
         jars = job_jars()
-    except StreamfolioError as exc:
-        raise _fail(exc) from None
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, False)
     command = submit_command(args, jars=jars, python=python, target=target, detached=True)
     typer.echo(shlex.join(command))

@@ -33,7 +33,7 @@ from streamfolio.kafka.topics import contract
 if TYPE_CHECKING:
     from pyflink.table import StreamTableEnvironment, Table
 
-    from streamfolio.flink.job import Routing
+    from streamfolio.flink.routing import Routing
     from streamfolio.flink.runtime import JobOptions
 
 __all__ = ["EVENT_TIME_FUNCTION", "bar_closes", "prices_table_sql", "sql_interval"]

@@ -24,66 +24,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from streamfolio.config import Settings, load_config
+from streamfolio.flink.routing import Routing, routing
 from streamfolio.intake import ControlKind, Intake
 from streamfolio.kafka.topics import contract
-from streamfolio.portfolios import portfolio_spec
 
 if TYPE_CHECKING:
     from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
-    from streamfolio.core.portfolio import PortfolioSpec
     from streamfolio.flink.runtime import JobOptions
     from streamfolio.kafka.topics import Role
 
 __all__ = ["Routing", "build_pipeline", "main", "routing"]
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Where ticks and bars go, from the configured portfolios (membership is static)."""
-
-    specs: dict[str, PortfolioSpec]
-    bar_sizes: dict[str, tuple[int, ...]]
-    """Ticker → the bar sizes (ms) of the portfolios holding it."""
-    shards: dict[tuple[str, int], tuple[str, ...]]
-    """(ticker, bar ms) → keys ``bar_ms|n`` of the shards with a portfolio holding it."""
-    members: dict[str, dict[str, tuple[str, ...]]]
-    """Shard key → its portfolios' ids → their tickers."""
-
-
-def routing(settings: Settings) -> Routing:
-    """The routing tables of ``settings``' portfolios.
-
-    >>> from streamfolio.config import example_config_path, load_config
-    >>> r = routing(load_config(example_config_path(), environ={}))
-    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|6"]
-    ((60000, 300000), ('300000|6',), {'banks': ('ATW', 'BCP', 'BOA')})
-    """
-    from streamfolio.flink.prices import shard_of
-
-    specs = {p.id: portfolio_spec(p, settings.exchange) for p in settings.portfolios}
-    shards: dict[tuple[str, int], list[str]] = {}
-    members: dict[str, dict[str, tuple[str, ...]]] = {}
-    for spec in specs.values():
-        shard = f"{spec.bar_ms}|{shard_of(spec.portfolio_id)}"
-        members.setdefault(shard, {})[spec.portfolio_id] = tuple(spec.tickers)
-        for ticker in spec.tickers:
-            keys = shards.setdefault((ticker, spec.bar_ms), [])
-            if shard not in keys:
-                keys.append(shard)
-    bar_sizes: dict[str, list[int]] = {}
-    for ticker, bar_ms in shards:
-        bar_sizes.setdefault(ticker, []).append(bar_ms)
-    return Routing(
-        specs,
-        {t: tuple(sorted(sizes)) for t, sizes in bar_sizes.items()},
-        {key: tuple(keys) for key, keys in shards.items()},
-        members,
-    )
 
 
 def build_pipeline(
@@ -94,7 +48,7 @@ def build_pipeline(
     from pyflink.table import StreamTableEnvironment
 
     from streamfolio.flink import operators as op
-    from streamfolio.flink import prices
+    from streamfolio.flink import prices, records
     from streamfolio.flink.closes import bar_closes
     from streamfolio.flink.connectors import (
         KafkaTableSinks,
@@ -102,6 +56,7 @@ def build_pipeline(
         kafka_source,
         source_parallelism,
     )
+    from streamfolio.flink.dead_letters import dead_letter_tag
     from streamfolio.flink.runtime import JobOptions
 
     options = options or JobOptions.from_settings(settings)
@@ -122,7 +77,7 @@ def build_pipeline(
         .uid("chain-closes")
     )
     bars = (
-        returns.key_by(prices.shard_key, key_type=Types.STRING())
+        returns.key_by(records.shard_key, key_type=Types.STRING())
         .process(prices.GatherBars(route.members))
         .name("gather bars")
         .uid("gather-bars")
@@ -157,7 +112,7 @@ def build_pipeline(
             .name(f"decode {kind}")
             .uid(f"decode-{kind}")
         )
-        refused.append(decoded.get_side_output(op.dead_letter_tag()))
+        refused.append(decoded.get_side_output(dead_letter_tag()))
         controls.append(
             decoded.assign_timestamps_and_watermarks(control_watermarks(settings.flink))
             .set_parallelism(readers)
@@ -168,7 +123,7 @@ def build_pipeline(
     # 5. Per portfolio: statistics and metrics in keyed state, bar by bar in event time.
     portfolios = (
         bars.connect(controls[0].union(controls[1]))
-        .key_by(op.bar_row_key, op.control_row_key, key_type=Types.STRING())
+        .key_by(records.bar_key, records.control_key, key_type=Types.STRING())
         .process(
             op.PortfolioProcess(
                 route.specs,
@@ -182,8 +137,8 @@ def build_pipeline(
     metrics = portfolios.get_side_output(op.metrics_tag())
 
     # 6. Sinks: statistics and metrics keyed by portfolio id; every dead letter to one topic.
-    dead: DataStream = portfolios.get_side_output(op.dead_letter_tag()).union(
-        returns.get_side_output(op.dead_letter_tag()),
+    dead: DataStream = portfolios.get_side_output(dead_letter_tag()).union(
+        returns.get_side_output(dead_letter_tag()),
         *refused,
     )
     sinks = KafkaTableSinks(

@@ -6,23 +6,24 @@ itself. They are plain classes (picklable: only settings-derived values are capt
 built in ``open``) so they can also be driven directly in unit tests with fake contexts. The
 price path (ticks → bars) is in :mod:`streamfolio.flink.prices`.
 
-Records between operators are Python tuples (pickled by Flink):
+Records between operators are named tuples (:mod:`streamfolio.flink.records`):
 
-* :class:`DecodeControls` emits a :data:`ControlRow` per initial-statistics or weights message;
+* :class:`DecodeControls` emits a :class:`~streamfolio.flink.records.ControlMessage` per
+  accepted initial-statistics or weights message;
 * :class:`PortfolioProcess` (keyed by portfolio id) takes those and the
-  :data:`~streamfolio.flink.prices.PortfolioBar` of each bar, and emits ``Row(k, v)``: key and
+  :class:`~streamfolio.flink.records.PortfolioBar` of each bar, and emits ``Row(k, v)``: key and
   Avro value of updated statistics (main output) and metrics (side output :func:`metrics_tag`).
 
 What cannot be used becomes an encoded ``DeadLetter`` in the side output
-:func:`dead_letter_tag`.
+:func:`~streamfolio.flink.dead_letters.dead_letter_tag`. Keyed state is versioned bytes
+(:mod:`streamfolio.flink.state`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
@@ -31,41 +32,24 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
+from streamfolio.flink.dead_letters import DeadLetterLog
+from streamfolio.flink.records import ControlMessage, PortfolioBar, kafka_record
+from streamfolio.flink.state import PortfolioState, dump_portfolio_state, load_portfolio_state
 from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected
-from streamfolio.messages import DeadLetter
 from streamfolio.serde import codec_for
 
 if TYPE_CHECKING:
     from pyflink.common.typeinfo import TypeInformation
 
-    from streamfolio.flink.prices import PortfolioBar
-
 __all__ = [
-    "DEAD_LETTER_KEY",
-    "ControlRow",
     "ControlTime",
-    "DeadLetterLog",
     "DecodeControls",
     "PortfolioProcess",
-    "dead_letter",
-    "dead_letter_tag",
-    "kafka_record",
     "keyed_bytes_type",
     "metrics_tag",
 ]
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTER_KEY: Final = "!dead-letter"
-"""Key under which rows carrying a dead letter travel through keyed streams (no ticker or
-portfolio id has a ``!``)."""
-ControlRow = tuple[str, ControlKind, dict[str, Any], bytes, int, int, bytes | None]
-"""``(portfolio_id, "stats" | "weights", decoded record, original bytes, partition, offset,
-key)``."""
-PortfolioState = dict[str, Any]
-"""What :class:`PortfolioProcess` keeps per portfolio: ``seeded`` (bool), ``seq`` (control
-messages received), ``pending`` (control messages waiting for their time), ``bars`` (bar index
-→ (closes, returns) not processed yet), ``monitor`` (``PortfolioMonitor.to_state()`` or None)."""
 
 # ------------------------------------------------------------------------------ shared bits
 
@@ -81,103 +65,20 @@ def keyed_bytes_type() -> TypeInformation:
     )
 
 
-def dead_letter_tag() -> OutputTag:
-    """The side output of encoded ``DeadLetter`` records (one tag name for every operator)."""
-    return OutputTag("dead-letters", Types.PRIMITIVE_ARRAY(Types.BYTE()))
-
-
 def metrics_tag() -> OutputTag:
     """The side output of :class:`PortfolioProcess` carrying metrics as ``Row(k, v)``."""
     return OutputTag("metrics", keyed_bytes_type())
-
-
-def dead_letter(
-    reason: str,
-    detail: str,
-    source_topic: str,
-    payload: bytes,
-    *,
-    partition: int | None = None,
-    offset: int | None = None,
-    key: bytes | None = None,
-) -> DeadLetter:
-    """A ``DeadLetter`` from the job; the payload is the original value, unchanged."""
-    return Rejected(reason, detail).dead_letter(
-        source_topic=source_topic,
-        payload=payload,
-        component="job",
-        partition=partition,
-        offset=offset,
-        key=key,
-    )
-
-
-def kafka_record(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
-    """``(partition, offset, key, value)`` of a record read whole (``KafkaRecordBytes``, the
-    job's Java deserializer in ``tools/flink/event-time``); a null value is ``b""``.
-
-    >>> kafka_record(bytes.fromhex("00000002" "000000000000002a" "00000002") + b"p1"
-    ...              + bytes.fromhex("00000001") + b"v")
-    (2, 42, b'p1', b'v')
-    """
-    view = memoryview(blob)
-    partition = int.from_bytes(view[0:4], "big", signed=True)
-    offset = int.from_bytes(view[4:12], "big", signed=True)
-    key_size = int.from_bytes(view[12:16], "big", signed=True)
-    at = 16 + max(key_size, 0)
-    key = None if key_size < 0 else bytes(view[16:at])
-    value_size = int.from_bytes(view[at : at + 4], "big", signed=True)
-    value = b"" if value_size < 0 else bytes(view[at + 4 : at + 4 + value_size])
-    return partition, offset, key, value
-
-
-class DeadLetterLog:
-    """Encodes dead letters, counting them by reason and logging the first of each (a flood
-    stays one line).
-
-    Calling it gives a letter as a side-output pair ``(dead_letter_tag(), bytes)``.
-    """
-
-    def __init__(self, operator: str) -> None:
-        self.operator = operator
-        self.counts: Counter[str] = Counter()
-
-    def __call__(
-        self,
-        reason: str,
-        detail: str,
-        source_topic: str,
-        payload: bytes,
-        *,
-        partition: int | None = None,
-        offset: int | None = None,
-        key: bytes | None = None,
-    ) -> Any:
-        letter = dead_letter(
-            reason, detail, source_topic, payload, partition=partition, offset=offset, key=key
-        )
-        return dead_letter_tag(), self.encode(letter)
-
-    def encode(self, letter: DeadLetter) -> bytes:
-        if self.counts[letter.reason] == 0:
-            log.warning(
-                "%s: dead-lettered (%s): %s; further ones are only counted",
-                self.operator,
-                letter.reason,
-                letter.detail,
-            )
-        self.counts[letter.reason] += 1
-        return codec_for("DeadLetter").encode(letter.to_record())
 
 
 # ------------------------------------------------------------------------- control messages
 
 
 class DecodeControls(ProcessFunction):  # type: ignore[misc]
-    """Whole initial-statistics or weights records (:func:`kafka_record`) → :data:`ControlRow`
-    keyed by portfolio id, through :class:`~streamfolio.intake.Intake`: a record that is not
-    accepted (undecodable, invalid, future, key_mismatch, unknown_portfolio, invalid_stats,
-    invalid_weights) is dead-lettered with where it was read, and goes no further.
+    """Whole initial-statistics or weights records (``records.kafka_record``) →
+    :class:`~streamfolio.flink.records.ControlMessage` keyed by portfolio id, through
+    :class:`~streamfolio.intake.Intake`: a record that is not accepted (undecodable, invalid,
+    future, key_mismatch, unknown_portfolio, invalid_stats, invalid_weights) is dead-lettered
+    with where it was read, and goes no further.
     """
 
     def __init__(self, kind: ControlKind, intake: Intake, source_topic: str) -> None:
@@ -204,26 +105,17 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
                 key=key,
             )
             return
-        record = message.to_record()
-        yield (message.portfolio_id, self.kind, record, payload, partition, offset, key)
+        yield ControlMessage(
+            message.portfolio_id, self.kind, message.to_record(), payload, partition, offset, key
+        )
 
 
 class ControlTime(TimestampAssigner):  # type: ignore[misc]
     """A decoded control message's time: its ``timestamp`` (see
     :func:`~streamfolio.flink.connectors.control_watermarks`)."""
 
-    def extract_timestamp(self, value: ControlRow, record_timestamp: int) -> int:
-        return int(value[2]["timestamp"])
-
-
-def bar_row_key(row: PortfolioBar) -> str:
-    """Portfolio id of a :data:`~streamfolio.flink.prices.PortfolioBar`."""
-    return row[0]
-
-
-def control_row_key(row: ControlRow) -> str:
-    """Portfolio id of a :data:`ControlRow`."""
-    return row[0]
+    def extract_timestamp(self, value: ControlMessage, record_timestamp: int) -> int:
+        return int(value.record["timestamp"])
 
 
 # ------------------------------------------------------------------------------- portfolios
@@ -232,9 +124,10 @@ def control_row_key(row: ControlRow) -> str:
 class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     """One portfolio's statistics and metrics, in keyed state (SEMANTICS §4–§6).
 
-    Input 1: :data:`~streamfolio.flink.prices.PortfolioBar` (all its tickers' results of bar
-    k); input 2: :data:`ControlRow`.
-    State: one value per portfolio (:data:`PortfolioState`) holding the
+    Input 1: :class:`~streamfolio.flink.records.PortfolioBar` (all its tickers' results of bar
+    k); input 2: :class:`~streamfolio.flink.records.ControlMessage`.
+    State: one value per portfolio (:data:`~streamfolio.flink.state.PortfolioState`, versioned
+    bytes) holding the
     :class:`~streamfolio.core.portfolio.PortfolioMonitor` (``to_state()``), the bars not
     processed yet, and the control messages waiting for their time. One value rather than three
     because every access crosses from Python into the JVM: a bar costs one read and one write
@@ -259,7 +152,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: Any) -> None:
         self._state = runtime_context.get_state(
-            ValueStateDescriptor("portfolio", Types.PICKLED_BYTE_ARRAY())
+            ValueStateDescriptor("portfolio", Types.PRIMITIVE_ARRAY(Types.BYTE()))
         )
         self._stats_codec = codec_for("PortfolioStats")
         self._metrics_codec = codec_for("PortfolioMetrics")
@@ -270,16 +163,19 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     # -- inputs ---------------------------------------------------------------------------
 
     def _load(self) -> PortfolioState:
-        state: PortfolioState | None = self._state.value()
-        if state is None:
+        data: bytes | None = self._state.value()
+        if data is None:
             return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
-        return state
+        return load_portfolio_state(data)
+
+    def _save(self, state: PortfolioState) -> None:
+        self._state.update(dump_portfolio_state(state))
 
     def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
-        portfolio_id, k, closes, returns = value
+        portfolio_id, k = value.portfolio_id, value.bar
         state = self._load()
-        state["bars"][k] = (closes, returns)
-        self._state.update(state)
+        state["bars"][k] = (value.closes, value.returns)
+        self._save(state)
         ctx.timer_service().register_event_time_timer(
             bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
         )
@@ -292,14 +188,15 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             )
             self._waiting_logged.add(portfolio_id)
 
-    def process_element2(self, value: ControlRow, ctx: Any) -> Iterator[Any]:
-        portfolio_id, kind, record, payload, partition, offset, key = value
+    def process_element2(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
+        portfolio_id, kind, record = value.portfolio_id, value.kind, value.record
         state = self._load()
         state["seq"] += 1
         timestamp = int(record["timestamp"])
-        origin = (payload, partition, offset, key)  # for a dead letter if it turns out stale
-        state["pending"].append((timestamp, CONTROL_RANK[kind], state["seq"], kind, record, origin))
-        state["pending"].sort(key=lambda entry: entry[:3])
+        # Where it was read, for a dead letter should it turn out stale.
+        origin = (value.payload, value.partition, value.offset, value.key)
+        state["pending"].append([timestamp, CONTROL_RANK[kind], state["seq"], kind, record, origin])
+        state["pending"].sort(key=lambda entry: (entry[0], entry[1], entry[2]))
         if kind == "stats":
             state["seeded"] = True
         watermark = ctx.timer_service().current_watermark()
@@ -307,12 +204,12 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_event_time_timer(timestamp)
         elif state["seeded"]:
             yield from self._advance(portfolio_id, state, watermark)
-        self._state.update(state)
+        self._save(state)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         state = self._load()
         yield from self._advance(ctx.get_current_key(), state, timestamp)
-        self._state.update(state)
+        self._save(state)
 
     # -- processing -----------------------------------------------------------------------
 

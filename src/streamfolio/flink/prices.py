@@ -8,17 +8,17 @@ functions run once per bar:
   and sends each ``(ticker, bar, close, return)`` to the portfolio shards holding the ticker;
 * :class:`GatherBars` (keyed by shard ``bar_ms|n``) collects a bar's results for the shard's
   portfolios and, once the watermark passes the bar's end, sends every portfolio one
-  :data:`PortfolioBar` holding all its tickers' closes and returns.
+  :class:`~streamfolio.flink.records.PortfolioBar` holding all its tickers' closes and returns.
 
-A shard is a fixed slice of the portfolios (:func:`shard_of`), so a bar costs one record per
-(ticker, shard) and one per portfolio, not one per (ticker, portfolio holding it): with 1,000
-portfolios of 20 tickers that is 20× fewer records into the portfolio operator.
+A shard is a fixed slice of the portfolios (:func:`~streamfolio.flink.routing.shard_of`), so a
+bar costs one record per (ticker, shard) and one per portfolio, not one per (ticker, portfolio
+holding it): with 1,000 portfolios of 20 tickers that is 20× fewer records into the portfolio
+operator.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -29,12 +29,14 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.table.udf import ScalarFunction
 
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
-from streamfolio.flink.operators import (
+from streamfolio.flink.dead_letters import (
     DEAD_LETTER_KEY,
     DeadLetterLog,
     dead_letter,
     dead_letter_tag,
 )
+from streamfolio.flink.records import DecodedTick, PortfolioBar, ShardedClose
+from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar
 from streamfolio.intake import Intake, PriceFormat, Rejected
 from streamfolio.messages import Heartbeat
 from streamfolio.serde import is_heartbeat
@@ -44,42 +46,13 @@ if TYPE_CHECKING:
     from pyflink.table.types import DataType
 
 __all__ = [
-    "PORTFOLIO_SHARDS",
     "ChainCloses",
     "DecodeTick",
-    "DecodedTick",
     "GatherBars",
-    "PortfolioBar",
-    "ShardedClose",
     "TickCounts",
     "close_key",
     "decoded_tick_type",
-    "shard_key",
-    "shard_of",
 ]
-
-PORTFOLIO_SHARDS: Final = 8
-"""How many slices the portfolios of one bar size are cut into. Fixed, not tied to the
-parallelism: the shards are state keys, so the count must not change between restarts. It
-bounds the parallelism of the gathering step per bar size, and each bar costs tickers × shards
-records: 32 shards made those records the bottleneck of the 1,000-portfolio run
-(BENCHMARKS.md)."""
-
-ShardedClose = tuple[str, str, int, float, Any]
-"""``(shard key "bar_ms|n", ticker, bar index, close, log return or None for a first close)``."""
-DecodedTick = tuple[str | None, float | None, list[int], bytes | None]
-"""``(ticker, price, bar sizes taking the tick, encoded DeadLetter or None)``."""
-PortfolioBar = tuple[str, int, dict[str, float], dict[str, float]]
-"""``(portfolio_id, bar index, closes by ticker, returns by ticker)``: one bar of a portfolio."""
-
-
-def shard_of(portfolio_id: str) -> int:
-    """The shard of a portfolio: stable across processes and restarts (not ``hash()``).
-
-    >>> shard_of("banks"), shard_of("banks") == shard_of("banks")
-    (6, True)
-    """
-    return zlib.crc32(portfolio_id.encode()) % PORTFOLIO_SHARDS
 
 
 def decoded_tick_type() -> DataType:
@@ -217,7 +190,7 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         if isinstance(read, Heartbeat):
             if read.time != event_ms:
                 return self._refuse("invalid", _disagreement(read.time, event_ms), where)
-            return (None, None, [], None)
+            return DecodedTick(None, None, [], None)
         tick = read
         if tick.event_time != event_ms:
             return self._refuse_tick("invalid", _disagreement(tick.event_time, event_ms), where)
@@ -248,7 +221,7 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
                 f"{self.max_out_of_orderness_ms} ms) has passed its {ends}",
                 *where,
             )
-        return (
+        return DecodedTick(
             tick.ticker if taken else None,
             tick.price if taken else None,
             taken,
@@ -258,7 +231,7 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
     def _refuse(
         self, reason: str, detail: str, where: tuple[bytes, int, int, bytes | None]
     ) -> DecodedTick:
-        return (None, None, [], self._letter(reason, detail, *where))
+        return DecodedTick(None, None, [], self._letter(reason, detail, *where))
 
     def _refuse_tick(
         self, reason: str, detail: str, where: tuple[bytes, int, int, bytes | None]
@@ -333,11 +306,6 @@ def close_key(row: Row) -> str:
     return DEAD_LETTER_KEY if ticker is None else f"{ticker}|{row[1]}"
 
 
-def shard_key(row: ShardedClose) -> str:
-    """Key of a :data:`ShardedClose`: its shard ``bar_ms|n``."""
-    return row[0]
-
-
 class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
     """Per (ticker, bar size): each bar's close → its log return (SEMANTICS §3), to the shards.
 
@@ -364,11 +332,11 @@ class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
         log_return = ReturnChain(self._last_close.value()).update(close)
         self._last_close.update(close)
         for shard in self.shards.get((ticker, bar_ms), ()):
-            yield (shard, ticker, k, close, log_return)
+            yield ShardedClose(shard, ticker, k, close, log_return)
 
 
 class GatherBars(KeyedProcessFunction):  # type: ignore[misc]
-    """Per shard: one bar's closes and returns → one :data:`PortfolioBar` per portfolio.
+    """Per shard: one bar's closes and returns → one :class:`PortfolioBar` per portfolio.
 
     An event-time timer at the bar's last millisecond sends each portfolio of the shard its
     tickers' results, if any of them traded in the bar. Every ticker's result for bar k is
@@ -384,31 +352,35 @@ class GatherBars(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: Any) -> None:
         self._open_bars = runtime_context.get_map_state(
-            MapStateDescriptor("open_bars", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+            MapStateDescriptor("open_bars", Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()))
         )
 
     def process_element(self, value: ShardedClose, ctx: Any) -> Iterator[PortfolioBar]:
-        shard, ticker, k, close, log_return = value
-        bar = self._open_bars.get(k)
-        if bar is None:
-            bar = ({}, {})
-            bar_ms = int(shard.partition("|")[0])
+        k = value.bar
+        data = self._open_bars.get(k)
+        if data is None:
+            bar: OpenBar = ({}, {})
+            bar_ms = int(value.shard.partition("|")[0])
             ctx.timer_service().register_event_time_timer(bar_end_ms(k, bar_ms) - 1)
-        bar[0][ticker] = close
-        if log_return is not None:
-            bar[1][ticker] = log_return
-        self._open_bars.put(k, bar)
+        else:
+            bar = load_open_bar(data)
+        bar[0][value.ticker] = value.close
+        if value.log_return is not None:
+            bar[1][value.ticker] = value.log_return
+        self._open_bars.put(k, dump_open_bar(bar))
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[PortfolioBar]:
         shard = ctx.get_current_key()
         k = bar_index(timestamp, int(shard.partition("|")[0]))
-        bar = self._open_bars.get(k)
-        if bar is None:  # cannot happen: a timer is registered with its bar
+        data = self._open_bars.get(k)
+        if data is None:  # cannot happen: a timer is registered with its bar
             return
         self._open_bars.remove(k)
-        closes, returns = bar
+        closes, returns = load_open_bar(data)
         for portfolio_id, tickers in self.portfolios.get(shard, {}).items():
             mine = {t: closes[t] for t in tickers if t in closes}
             if mine:
-                yield (portfolio_id, k, mine, {t: returns[t] for t in mine if t in returns})
+                yield PortfolioBar(
+                    portfolio_id, k, mine, {t: returns[t] for t in mine if t in returns}
+                )

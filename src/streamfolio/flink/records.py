@@ -1,0 +1,106 @@
+"""The records that travel between the job's Python operators, with named fields.
+
+Flink pickles them between tasks (they are plain named tuples of built-in values), and the
+key functions read them by name. The SQL stages' rows (ticks decoded by
+:class:`~streamfolio.flink.prices.DecodeTick`, bar closes) are Flink ``Row``\\ s whose columns
+are named in the SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from streamfolio.intake import ControlKind
+
+__all__ = [
+    "ControlMessage",
+    "DecodedTick",
+    "PortfolioBar",
+    "ShardedClose",
+    "bar_key",
+    "control_key",
+    "kafka_record",
+    "shard_key",
+]
+
+
+class DecodedTick(NamedTuple):
+    """What the tick decoder makes of one prices record (a row of its pandas UDF)."""
+
+    ticker: str | None
+    """None when the record gives no tick (a heartbeat, or refused)."""
+    price: float | None
+    bar_sizes: list[int]
+    """The bar sizes (ms) whose windows take the tick (those it is not late for)."""
+    dead_letter: bytes | None
+    """An encoded ``DeadLetter`` when (part of) the record is refused."""
+
+
+class ShardedClose(NamedTuple):
+    """One bar's close of one ticker, for one shard of the portfolios holding it."""
+
+    shard: str
+    """``bar_ms|n`` (:func:`~streamfolio.flink.routing.shard_of`)."""
+    ticker: str
+    bar: int
+    """The bar index k (the bar is ``[k·B, (k+1)·B)``)."""
+    close: float
+    log_return: float | None
+    """None for the ticker's first close."""
+
+
+class PortfolioBar(NamedTuple):
+    """One bar of a portfolio: its tickers' closes and log returns of bar ``bar``."""
+
+    portfolio_id: str
+    bar: int
+    closes: dict[str, float]
+    returns: dict[str, float]
+
+
+class ControlMessage(NamedTuple):
+    """An accepted initial-statistics or weights message, and where it was read."""
+
+    portfolio_id: str
+    kind: ControlKind
+    record: dict[str, Any]
+    """The message's Avro record (schema field names)."""
+    payload: bytes
+    """The original value, for a dead letter should it turn out stale."""
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+def shard_key(row: ShardedClose) -> str:
+    """Key of a :class:`ShardedClose`: its shard."""
+    return row.shard
+
+
+def bar_key(row: PortfolioBar) -> str:
+    """Key of a :class:`PortfolioBar`: its portfolio."""
+    return row.portfolio_id
+
+
+def control_key(row: ControlMessage) -> str:
+    """Key of a :class:`ControlMessage`: its portfolio."""
+    return row.portfolio_id
+
+
+def kafka_record(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
+    """``(partition, offset, key, value)`` of a record read whole (``KafkaRecordBytes``, the
+    job's Java deserializer in ``tools/flink/event-time``); a null value is ``b""``.
+
+    >>> kafka_record(bytes.fromhex("00000002" "000000000000002a" "00000002") + b"p1"
+    ...              + bytes.fromhex("00000001") + b"v")
+    (2, 42, b'p1', b'v')
+    """
+    view = memoryview(blob)
+    partition = int.from_bytes(view[0:4], "big", signed=True)
+    offset = int.from_bytes(view[4:12], "big", signed=True)
+    key_size = int.from_bytes(view[12:16], "big", signed=True)
+    at = 16 + max(key_size, 0)
+    key = None if key_size < 0 else bytes(view[16:at])
+    value_size = int.from_bytes(view[at : at + 4], "big", signed=True)
+    value = b"" if value_size < 0 else bytes(view[at + 4 : at + 4 + value_size])
+    return partition, offset, key, value

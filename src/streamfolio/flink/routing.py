@@ -1,0 +1,77 @@
+"""Where the job sends each ticker's ticks and each bar: the routing tables of the portfolios.
+
+Built once from the configured portfolios when the job is built (membership is static while it
+runs) and captured by the operators that need them. The portfolios of one bar size are cut into
+:data:`PORTFOLIO_SHARDS` slices, so a bar of a ticker reaches each slice holding it once rather
+than each portfolio.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from streamfolio.config import Settings
+from streamfolio.core.portfolio import PortfolioSpec
+from streamfolio.portfolios import portfolio_spec
+
+__all__ = ["PORTFOLIO_SHARDS", "Routing", "routing", "shard_of"]
+
+PORTFOLIO_SHARDS: Final = 8
+"""How many slices the portfolios of one bar size are cut into. Fixed, not tied to the
+parallelism: the shards are state keys, so the count must not change between restarts. It
+bounds the parallelism of the gathering step per bar size, and each bar costs tickers × shards
+records: 32 shards made those records the bottleneck of the 1,000-portfolio run
+(BENCHMARKS.md)."""
+
+
+def shard_of(portfolio_id: str) -> int:
+    """The shard of a portfolio: stable across processes and restarts (not ``hash()``).
+
+    >>> shard_of("banks"), shard_of("banks") == shard_of("banks")
+    (6, True)
+    """
+    return zlib.crc32(portfolio_id.encode()) % PORTFOLIO_SHARDS
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where ticks and bars go, from the configured portfolios (membership is static)."""
+
+    specs: dict[str, PortfolioSpec]
+    bar_sizes: dict[str, tuple[int, ...]]
+    """Ticker → the bar sizes (ms) of the portfolios holding it."""
+    shards: dict[tuple[str, int], tuple[str, ...]]
+    """(ticker, bar ms) → keys ``bar_ms|n`` of the shards with a portfolio holding it."""
+    members: dict[str, dict[str, tuple[str, ...]]]
+    """Shard key → its portfolios' ids → their tickers."""
+
+
+def routing(settings: Settings) -> Routing:
+    """The routing tables of ``settings``' portfolios.
+
+    >>> from streamfolio.config import example_config_path, load_config
+    >>> r = routing(load_config(example_config_path(), environ={}))
+    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|6"]
+    ((60000, 300000), ('300000|6',), {'banks': ('ATW', 'BCP', 'BOA')})
+    """
+    specs = {p.id: portfolio_spec(p, settings.exchange) for p in settings.portfolios}
+    shards: dict[tuple[str, int], list[str]] = {}
+    members: dict[str, dict[str, tuple[str, ...]]] = {}
+    for spec in specs.values():
+        shard = f"{spec.bar_ms}|{shard_of(spec.portfolio_id)}"
+        members.setdefault(shard, {})[spec.portfolio_id] = tuple(spec.tickers)
+        for ticker in spec.tickers:
+            keys = shards.setdefault((ticker, spec.bar_ms), [])
+            if shard not in keys:
+                keys.append(shard)
+    bar_sizes: dict[str, list[int]] = {}
+    for ticker, bar_ms in shards:
+        bar_sizes.setdefault(ticker, []).append(bar_ms)
+    return Routing(
+        specs,
+        {t: tuple(sorted(sizes)) for t, sizes in bar_sizes.items()},
+        {key: tuple(keys) for key, keys in shards.items()},
+        members,
+    )

@@ -1,0 +1,132 @@
+"""The job's keyed state as versioned, typed bytes: JSON under a version header, never a pickle.
+
+A pickle in a checkpoint is code that runs at restore (anyone who can write the checkpoint
+folder could run anything), and its format follows the Python version. Each value here is
+``sf-state/<version>`` and a newline, then JSON (orjson: floats are written in their shortest
+exact form, so a restore gives back the same bits). A reader knows every version up to its own
+and refuses a newer or unknown one with :class:`StateVersionError`.
+
+Versions: 1, the first. ``tests/flink/test_state.py`` keeps a value of each past version and
+checks that it still restores.
+
+>>> data = dump_portfolio_state({"seeded": True, "seq": 1, "pending": [], "bars": {7: ({"A": 1.5},
+...                              {"A": 0.01})}, "monitor": None})
+>>> data[:11]
+b'sf-state/1\\n'
+>>> load_portfolio_state(data)["bars"]
+{7: ({'A': 1.5}, {'A': 0.01})}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Final
+
+import orjson
+
+from streamfolio.errors import DataError
+
+__all__ = [
+    "STATE_VERSION",
+    "OpenBar",
+    "PortfolioState",
+    "StateVersionError",
+    "dump_open_bar",
+    "dump_portfolio_state",
+    "load_open_bar",
+    "load_portfolio_state",
+]
+
+STATE_VERSION: Final = 1
+"""The version this job writes; it reads every version up to it."""
+_HEADER: Final = b"sf-state/"
+
+PortfolioState = dict[str, Any]
+"""What :class:`~streamfolio.flink.operators.PortfolioProcess` keeps per portfolio: ``seeded``
+(bool), ``seq`` (control messages received), ``pending`` (control messages waiting for their
+time: ``[timestamp, rank, seq, kind, record, [payload, partition, offset, key]]``), ``bars``
+(bar index → (closes, returns) not processed yet), ``monitor``
+(``PortfolioMonitor.to_state()`` or None)."""
+OpenBar = tuple[dict[str, float], dict[str, float]]
+"""What :class:`~streamfolio.flink.prices.GatherBars` keeps per open bar: closes and returns
+by ticker."""
+
+
+class StateVersionError(DataError):
+    """Keyed state written in a format this job does not read."""
+
+
+def _dump(value: Any) -> bytes:
+    body = orjson.dumps(value)
+    if b"null" in body:
+        # orjson writes NaN and infinities as null, which would restore as another value: only
+        # then (rare: most nulls are fields not set yet) is the state checked the slow way.
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise DataError(
+                "keyed state holds a NaN or an infinity, which it cannot restore exactly; the "
+                "inputs that made it should have been refused (a bug: please report it)"
+            ) from None
+    return _HEADER + str(STATE_VERSION).encode() + b"\n" + body
+
+
+def _load(data: bytes, what: str) -> Any:
+    header, _, body = bytes(data).partition(b"\n")
+    if not header.startswith(_HEADER):
+        raise StateVersionError(
+            f"{what} state is not in streamfolio's state format (it starts {header[:16]!r}); "
+            "it was written by a job before state version 1 (pickled state is not restored): "
+            "start the job without --from-checkpoint"
+        )
+    version = header[len(_HEADER) :].decode("ascii", "replace")
+    if version != str(STATE_VERSION):  # the only version so far: older ones are converted here
+        raise StateVersionError(
+            f"{what} state has version {version!r}; this job reads versions up to "
+            f"{STATE_VERSION}: restore it with the streamfolio release that wrote it, or start "
+            "without --from-checkpoint"
+        )
+    return orjson.loads(body)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def dump_portfolio_state(state: PortfolioState) -> bytes:
+    """A portfolio's state as versioned bytes."""
+    pending = [
+        [*entry[:5], [_b64(payload), partition, offset, _b64(key)]]
+        for entry in state["pending"]
+        for payload, partition, offset, key in (entry[5],)
+    ]
+    bars = [[k, closes, returns] for k, (closes, returns) in state["bars"].items()]
+    return _dump({**state, "pending": pending, "bars": bars})
+
+
+def load_portfolio_state(data: bytes) -> PortfolioState:
+    """The state :func:`dump_portfolio_state` wrote (any version this job reads)."""
+    state: PortfolioState = _load(data, "portfolio")
+    state["pending"] = [
+        [*entry[:5], (_unb64(origin[0]), origin[1], origin[2], _unb64(origin[3]))]
+        for entry in state["pending"]
+        for origin in (entry[5],)
+    ]
+    state["bars"] = {int(k): (closes, returns) for k, closes, returns in state["bars"]}
+    return state
+
+
+def dump_open_bar(bar: OpenBar) -> bytes:
+    """An open bar of a shard as versioned bytes."""
+    return _dump([bar[0], bar[1]])
+
+
+def load_open_bar(data: bytes) -> OpenBar:
+    """The bar :func:`dump_open_bar` wrote."""
+    closes, returns = _load(data, "open bar")
+    return closes, returns
