@@ -19,6 +19,7 @@ from streamfolio.core.portfolio import PortfolioSpec
 from streamfolio.replay import (
     Heartbeat,
     ReplayEngine,
+    ReplayError,
     ReplayEvent,
     ReplayPortfolio,
     Tick,
@@ -249,7 +250,7 @@ def test_an_initial_statistics_record_is_the_prior() -> None:
 
 
 def test_invalid_initial_weights_are_refused_up_front() -> None:
-    with pytest.raises(ValueError, match="missing B"):
+    with pytest.raises(ReplayError, match="missing B"):
         ReplayEngine([ReplayPortfolio(spec("p", ["A", "B"]), initial_weights={"A": 1.0})])
 
 
@@ -548,9 +549,9 @@ def test_equal_event_times_across_partitions_the_higher_partition_then_offset_is
 
 def test_a_tick_from_a_partition_the_engine_was_not_told_of_is_refused() -> None:
     engine = ReplayEngine(one_ticker(), partitions=[0, 2])
-    with pytest.raises(ValueError, match="partition 1 is not one of"):
+    with pytest.raises(ReplayError, match="partition 1 is not one of"):
         list(engine.on_tick(Tick(0, "A", 1.0, partition=1)))
-    with pytest.raises(ValueError, match="at least one partition"):
+    with pytest.raises(ReplayError, match="at least one partition"):
         ReplayEngine(one_ticker(), partitions=0)
 
 

@@ -29,6 +29,7 @@ from streamfolio.core.moments import WelfordMoments
 from streamfolio.core.optimize import Bounds, OptimizationResult
 from streamfolio.core.returns import PortfolioReturns, chain_bar, iter_bars
 from streamfolio.core.types import FloatArray
+from streamfolio.errors import DataError, OptimizationError
 
 DAY_MS = 86_400_000
 
@@ -63,7 +64,7 @@ def daily_statistics(
         last = (k + 1) * DAY_MS
     if moments.n < 2:
         waiting = ", ".join(returns.waiting_for) or "none"
-        raise ValueError(
+        raise DataError(
             f"history gives {moments.n} return vectors for tickers {', '.join(tickers)}; "
             "at least 2 "
             f"are needed (tickers without any close: {waiting})"
@@ -160,7 +161,7 @@ def black_litterman_initial_weights(
         bounds=bounds,
     )
     if result.weights is None:
-        raise ValueError(f"Black-Litterman optimisation found no weights: {result.message}")
+        raise OptimizationError(f"Black-Litterman optimisation found no weights: {result.message}")
     weights = _clean(dict(zip(tickers, result.weights.tolist(), strict=True)))
     return InitialWeights(
         weights=weights,

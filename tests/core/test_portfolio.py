@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamfolio.core.metrics import portfolio_performance
-from streamfolio.core.moments import EWMoments, WelfordMoments
+from streamfolio.core.moments import EWMoments, MomentsError, WelfordMoments
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec, check_weights
 from streamfolio.core.returns import BarReturns
 
@@ -179,7 +179,7 @@ def test_ewm_spec_gives_exponentially_weighted_statistics() -> None:
 
 def test_ewm_spec_without_half_life_is_rejected() -> None:
     spec = PortfolioSpec("ew", TICKERS, bar_ms=BAR_MS, periods_per_year=252.0, estimator="ewm")
-    with pytest.raises(ValueError, match="half_life_bars"):
+    with pytest.raises(MomentsError, match="half_life_bars"):
         PortfolioMonitor(spec)
 
 

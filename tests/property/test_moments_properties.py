@@ -13,6 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 from streamfolio.core.moments import (
     EWMoments,
+    MissingTickersError,
+    MomentsError,
     WelfordMoments,
     moments_from_state,
     moments_from_stats_record,
@@ -79,7 +81,7 @@ def test_welford_covariance_is_zero_until_two_observations() -> None:
 
 def test_welford_rejects_vectors_of_the_wrong_length() -> None:
     moments = WelfordMoments(3)
-    with pytest.raises(ValueError, match="vector of 3 returns"):
+    with pytest.raises(MomentsError, match="vector of 3 returns"):
         moments.update([0.1, 0.2])
     assert moments.n == 0
 
@@ -110,7 +112,7 @@ def test_merging_two_welford_states_at_any_cut_equals_the_full_data(
 
 def test_merging_two_empty_states_is_empty_and_dimensions_must_agree() -> None:
     assert WelfordMoments(2).merge(WelfordMoments(2)).n == 0
-    with pytest.raises(ValueError, match="different dimensions"):
+    with pytest.raises(MomentsError, match="different dimensions"):
         WelfordMoments(2).merge(WelfordMoments(3))
 
 
@@ -165,9 +167,9 @@ def test_prior_then_updates_equals_welford_over_a_sample_with_the_prior_moments(
 
 
 def test_prior_validates_its_shape_and_count() -> None:
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(MomentsError, match="does not match"):
         WelfordMoments.from_prior([0.0, 0.0], np.eye(3), 10)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(MomentsError, match=">= 0"):
         WelfordMoments.from_prior([0.0, 0.0], np.eye(2), -1)
 
 
@@ -229,7 +231,7 @@ def test_ew_lazy_scale_is_folded_back_without_changing_the_result() -> None:
 
 @pytest.mark.parametrize("half_life", [0.0, -1.0, float("inf"), float("nan")])
 def test_ew_rejects_a_half_life_that_is_not_a_positive_number(half_life: float) -> None:
-    with pytest.raises(ValueError, match="half_life_bars"):
+    with pytest.raises(MomentsError, match="half_life_bars"):
         EWMoments(2, half_life_bars=half_life)
 
 
@@ -300,7 +302,7 @@ def test_stats_record_can_be_read_in_another_ticker_order() -> None:
     np.testing.assert_allclose(
         restored.covariance, moments.covariance[np.ix_(perm, perm)], rtol=1e-15
     )
-    with pytest.raises(KeyError, match="D"):
+    with pytest.raises(MissingTickersError, match="D"):
         moments_from_stats_record(record, ["A", "D"])
 
 

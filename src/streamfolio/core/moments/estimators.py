@@ -1,4 +1,4 @@
-"""Online mean and covariance of return vectors.
+"""The online estimators of the mean and covariance of return vectors: Welford and EW.
 
 Two estimators share one small interface (``update``, ``n``, ``mean``, ``covariance``):
 
@@ -7,7 +7,7 @@ Two estimators share one small interface (``update``, ``n``, ``mean``, ``covaria
   ``pandas.DataFrame.ewm(alpha=1 - λ, adjust=False).cov(bias=True)`` with ``λ = 2^(-1/half_life)``.
 
 Both can start from a *prior* (mean, covariance, pseudo-count) and convert losslessly to and
-from the ``PortfolioStats`` record (``meanReturns``, ``covarianceMatrix``, ``count``, …). The
+from the ``PortfolioStats`` record (:mod:`~streamfolio.core.moments.records`). The
 co-moment is updated in place with a BLAS rank-1 update of its upper triangle (``dsyr``), which
 costs one pass over N²/2 numbers per vector and never forms ``np.outer``.
 """
@@ -15,15 +15,28 @@ costs one pass over N²/2 numbers per vector and never forms ``np.outer``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 from scipy.linalg import blas
 
 from streamfolio.core.types import ArrayLike, FloatArray
+from streamfolio.errors import DataError
 
 EstimatorKind: TypeAlias = Literal["welford", "ewm"]
+
+
+class MomentsError(DataError, ValueError):
+    """Statistics that do not fit: a prior's shapes, a return vector, an estimator's settings.
+
+    Also a ``ValueError``, which is what these raised before.
+    """
+
+
+class MissingTickersError(MomentsError, KeyError):
+    """A statistics record lacks tickers the portfolio holds (also a ``KeyError``, as before)."""
+
 
 # Below this the lazily kept EW scale factor is folded back into the matrix, long before
 # float64 underflow (~1e-308) could lose precision.
@@ -44,16 +57,16 @@ def _prior_arrays(
     mu = np.asarray(mean, dtype=np.float64)
     sigma = np.asarray(covariance, dtype=np.float64)
     if sigma.shape != (len(mu), len(mu)):
-        raise ValueError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
+        raise MomentsError(f"covariance shape {sigma.shape} does not match {len(mu)} means")
     if count < 0:
-        raise ValueError(f"prior count must be >= 0, got {count}")
+        raise MomentsError(f"prior count must be >= 0, got {count}")
     return mu, sigma
 
 
 def _as_vector(x: ArrayLike, n_assets: int) -> FloatArray:
     vector = np.asarray(x, dtype=np.float64)
     if vector.shape != (n_assets,):
-        raise ValueError(f"expected a vector of {n_assets} returns, got shape {vector.shape}")
+        raise MomentsError(f"expected a vector of {n_assets} returns, got shape {vector.shape}")
     return vector
 
 
@@ -110,7 +123,7 @@ class WelfordMoments:
 
     def __init__(self, n_assets: int) -> None:
         if n_assets < 1:
-            raise ValueError(f"n_assets must be at least 1, got {n_assets}")
+            raise MomentsError(f"n_assets must be at least 1, got {n_assets}")
         self._n = 0
         self._mean = np.zeros(n_assets)
         # Fortran order so dsyr updates in place without a copy.
@@ -173,7 +186,7 @@ class WelfordMoments:
         True
         """
         if other.n_assets != self.n_assets:
-            raise ValueError("cannot merge moments of different dimensions")
+            raise MomentsError("cannot merge moments of different dimensions")
         merged = WelfordMoments(self.n_assets)
         n = self._n + other._n
         if n == 0:
@@ -230,9 +243,9 @@ class EWMoments:
 
     def __init__(self, n_assets: int, half_life_bars: float) -> None:
         if n_assets < 1:
-            raise ValueError(f"n_assets must be at least 1, got {n_assets}")
+            raise MomentsError(f"n_assets must be at least 1, got {n_assets}")
         if not (half_life_bars > 0 and math.isfinite(half_life_bars)):
-            raise ValueError(f"half_life_bars must be a positive number, got {half_life_bars}")
+            raise MomentsError(f"half_life_bars must be a positive number, got {half_life_bars}")
         self.half_life_bars = float(half_life_bars)
         self._alpha: float = 1.0 - 2.0 ** (-1.0 / self.half_life_bars)
         self._n = 0
@@ -310,92 +323,3 @@ class EWMoments:
         moments._scaled[:] = np.asarray(state["scaled"], dtype=np.float64)
         moments._scale = float(state["scale"])
         return moments
-
-
-def new_moments(
-    n_assets: int, kind: EstimatorKind = "welford", half_life_bars: float | None = None
-) -> OnlineMoments:
-    """An empty estimator of the given kind."""
-    if kind == "welford":
-        return WelfordMoments(n_assets)
-    if kind == "ewm":
-        if half_life_bars is None:
-            raise ValueError("the ewm estimator needs half_life_bars")
-        return EWMoments(n_assets, half_life_bars)
-    raise ValueError(f"unknown estimator kind {kind!r}; use 'welford' or 'ewm'")
-
-
-def moments_from_prior(
-    mean: ArrayLike,
-    covariance: ArrayLike,
-    count: int,
-    kind: EstimatorKind = "welford",
-    half_life_bars: float | None = None,
-) -> OnlineMoments:
-    """An estimator seeded with a prior (SEMANTICS §5: ``n = n0, μ = μ0, M2 = Σ0·(n0 − 1)``)."""
-    if kind == "welford":
-        return WelfordMoments.from_prior(mean, covariance, count)
-    if kind == "ewm":
-        if half_life_bars is None:
-            raise ValueError("the ewm estimator needs half_life_bars")
-        return EWMoments.from_prior(mean, covariance, count, half_life_bars)
-    raise ValueError(f"unknown estimator kind {kind!r}; use 'welford' or 'ewm'")
-
-
-def moments_from_state(state: Mapping[str, Any]) -> OnlineMoments:
-    """Inverse of ``to_state`` for either estimator."""
-    if state["kind"] == "welford":
-        return WelfordMoments.from_state(state)
-    if state["kind"] == "ewm":
-        return EWMoments.from_state(state)
-    raise ValueError(f"unknown estimator kind {state['kind']!r}")
-
-
-def stats_record(
-    moments: OnlineMoments, portfolio_id: str, tickers: Sequence[str], timestamp_ms: int
-) -> dict[str, Any]:
-    """The ``PortfolioStats`` record (schema field names) of an estimator's current state."""
-    if len(tickers) != moments.n_assets:
-        raise ValueError(f"{len(tickers)} tickers for {moments.n_assets} assets")
-    mean = moments.mean.tolist()
-    cov = moments.covariance.tolist()
-    return {
-        "timestamp": int(timestamp_ms),
-        "portfolio_id": portfolio_id,
-        "meanReturns": dict(zip(tickers, mean, strict=True)),
-        "covarianceMatrix": {
-            t: dict(zip(tickers, row, strict=True)) for t, row in zip(tickers, cov, strict=True)
-        },
-        "count": moments.n,
-        "estimator": moments.kind,
-        "half_life_bars": getattr(moments, "half_life_bars", None),
-        "tickers": list(tickers),
-    }
-
-
-def moments_from_stats_record(
-    record: Mapping[str, Any],
-    tickers: Sequence[str] | None = None,
-    *,
-    kind: EstimatorKind | None = None,
-    half_life_bars: float | None = None,
-    count: int | None = None,
-) -> tuple[tuple[str, ...], OnlineMoments]:
-    """Seed an estimator from a ``PortfolioStats`` record; returns ``(tickers, estimator)``.
-
-    ``tickers`` picks the order (default: the record's ``tickers``, else its ``meanReturns``
-    order). ``kind``, ``half_life_bars`` and ``count`` override the record's own (a reference
-    record carries none of them; its count then defaults to 2 so that the covariance survives).
-    """
-    means: Mapping[str, float] = record["meanReturns"]
-    covs: Mapping[str, Mapping[str, float]] = record["covarianceMatrix"]
-    order = tuple(tickers) if tickers is not None else tuple(record.get("tickers") or means)
-    missing = [t for t in order if t not in means or t not in covs]
-    if missing:
-        raise KeyError(f"statistics have no entry for tickers {missing}")
-    mu = np.array([means[t] for t in order], dtype=np.float64)
-    sigma = np.array([[covs[a][b] for b in order] for a in order], dtype=np.float64)
-    n0 = count if count is not None else int(record.get("count") or 2)
-    chosen: EstimatorKind = kind or record.get("estimator") or "welford"
-    half_life = half_life_bars if half_life_bars is not None else record.get("half_life_bars")
-    return order, moments_from_prior(mu, sigma, n0, chosen, half_life)
