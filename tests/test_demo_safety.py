@@ -245,6 +245,7 @@ def test_the_demo_refuses_a_remote_cluster_before_deleting_anything(
 ) -> None:
     from streamfolio import demo
     from streamfolio.config import example_config_path
+    from streamfolio.demo import safety
     from streamfolio.kafka import local
 
     calls: list[str] = []
@@ -265,8 +266,8 @@ def test_the_demo_refuses_a_remote_cluster_before_deleting_anything(
 
     monkeypatch.setenv("STREAMFOLIO_KAFKA__BOOTSTRAP_SERVERS", "kafka-prod.example.com:9092")
     monkeypatch.setattr(local, "LocalKafka", fake_broker)
-    monkeypatch.setattr(demo, "cluster_id", lambda _settings, timeout=10.0: "PRODUCTION")
-    monkeypatch.setattr(demo, "_reset_topics", lambda *_: calls.append("DELETED"))
+    monkeypatch.setattr(safety, "cluster_id", lambda _settings, timeout=10.0: "PRODUCTION")
+    monkeypatch.setattr(safety, "reset_topics", lambda *_: calls.append("DELETED"))
     options = demo.DemoOptions(
         config_path=example_config_path().with_name("demo.yaml"), log_dir=tmp_path / "logs"
     )

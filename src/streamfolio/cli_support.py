@@ -1,26 +1,63 @@
-"""What every ``streamfolio`` subcommand shares: the --config option, progress, errors."""
+"""What every ``streamfolio`` command shares: the --config option, progress on stderr, checks of
+option values, and the one way a command ends on an error (:func:`command_errors`).
+
+The error story (``streamfolio.errors``): a command body raises only
+:class:`~streamfolio.errors.StreamfolioError` subclasses on purpose; :func:`command_errors`
+prints ``error: <message>`` on stderr and exits with 2 for a usage error
+(:class:`~streamfolio.errors.UsageError`, :class:`~streamfolio.errors.ConfigError`) and 1 for any
+other. Anything else (a ``ValueError``...) is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+from typer.models import DefaultPlaceholder
+
+from streamfolio.errors import ConfigError, StreamfolioError, UsageError
 
 if TYPE_CHECKING:
     from streamfolio.config import Settings
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
+__all__ = [
+    "ConfigOption",
+    "RequiredConfigOption",
+    "command_errors",
+    "config_option",
+    "exit_code",
+    "load_settings",
+    "one_of",
+    "parse_time",
+    "plain_flags",
+    "say",
+]
+
+
+def config_option(default: str | None, *, help: str | None = None) -> Any:
+    """The declaration of ``--config``/``-c`` (also ``$STREAMFOLIO_CONFIG``), for
+    ``Annotated[Path | None, config_option(...)]``; ``default`` says what a command reads without
+    one (None: it needs one), ``help`` replaces the whole help text."""
+    tail = f"Default: {default}." if default else "Required (see examples/cse.yaml)."
+    return typer.Option(
         "--config",
         "-c",
         envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration; also $STREAMFOLIO_CONFIG. Default: the packaged "
-        "examples/cse.yaml.",
+        help=help or f"YAML configuration; also $STREAMFOLIO_CONFIG. {tail}",
         show_default=False,
-    ),
-]
+    )
+
+
+ConfigOption = Annotated[Path | None, config_option("the packaged examples/cse.yaml")]
+"""--config for commands that fall back on the packaged example (see :func:`load_settings`)."""
+
+RequiredConfigOption = Annotated[Path | None, config_option(None)]
+"""--config for services that need one (they read it with ``load_config``, which refuses none)."""
 
 
 def say(line: str) -> None:
@@ -28,10 +65,28 @@ def say(line: str) -> None:
     typer.echo(line, err=True)
 
 
-def fail(error: Exception) -> typer.Exit:
-    """Print ``error`` in red on stderr; the caller raises the returned exit (code 2)."""
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
+def exit_code(error: StreamfolioError) -> int:
+    """2 for a usage or configuration error, 1 for any other.
+
+    >>> exit_code(UsageError("--x: bad")), exit_code(StreamfolioError("broker down"))
+    (2, 1)
+    """
+    return 2 if isinstance(error, UsageError | ConfigError) else 1
+
+
+@contextlib.contextmanager
+def command_errors(*, interrupted: int | None = None) -> Iterator[None]:
+    """Run a command body: a :class:`StreamfolioError` prints ``error: <message>`` on stderr and
+    exits with :func:`exit_code`; with ``interrupted``, Ctrl-C exits with that code quietly."""
+    try:
+        yield
+    except StreamfolioError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(exit_code(error)) from None
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        raise typer.Exit(interrupted) from None
 
 
 def load_settings(config: Path | None) -> Settings:
@@ -39,3 +94,77 @@ def load_settings(config: Path | None) -> Settings:
     from streamfolio.config import example_config_path, load_config
 
     return load_config(config if config is not None else example_config_path())
+
+
+def one_of(value: str, allowed: tuple[str, ...], option: str) -> str:
+    """``value`` if it is one of ``allowed``, else a :class:`UsageError` naming ``option``.
+
+    >>> one_of("gif", ("png", "svg"), "--image-format")
+    Traceback (most recent call last):
+    ...
+    streamfolio.errors.UsageError: --image-format must be png or svg, not 'gif'
+    """
+    if value not in allowed:
+        choices = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise UsageError(f"{option} must be {choices}, not {value!r}")
+    return value
+
+
+def parse_time(text: str, option: str) -> dt.datetime:
+    """An ISO-8601 time or date (``Z`` for UTC), else a :class:`UsageError` naming ``option``.
+
+    >>> parse_time("2026-10-01T09:30Z", "--start").isoformat()
+    '2026-10-01T09:30:00+00:00'
+    >>> parse_time("yesterday", "--start")
+    Traceback (most recent call last):
+    ...
+    streamfolio.errors.UsageError: --start: 'yesterday' is not an ISO-8601 time (fix: write it \
+like 2026-10-01 or 2026-10-01T09:30:00Z)
+    """
+    try:
+        return dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: {text!r} is not an ISO-8601 time "
+            "(fix: write it like 2026-10-01 or 2026-10-01T09:30:00Z)"
+        ) from None
+
+
+# --------------------------------------------------------------------------- help rendering
+
+
+def _no_flag_types(params: list[Any]) -> None:
+    # typer's rich help prints a `<bool>` type next to every flag (--help included), although a
+    # flag takes no value; an empty metavar leaves that column blank. Plain help already does.
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class Command(TyperCommand):
+    """A typer command whose help shows no ``<bool>`` next to its flags."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _no_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    """A typer group whose help shows no ``<bool>`` next to its flags."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _no_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+def plain_flags(app: typer.Typer) -> None:
+    """Make ``app``, its commands and its sub-apps (recursively) use :class:`Command` and
+    :class:`Group` unless they chose a class of their own. Call it once every command is added."""
+    if app.info.cls is None or isinstance(app.info.cls, DefaultPlaceholder):
+        app.info.cls = Group
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand) or isinstance(command.cls, DefaultPlaceholder):
+            command.cls = Command
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            plain_flags(group.typer_instance)

@@ -78,7 +78,7 @@ def test_init_with_a_bad_history_names_the_row(tmp_path: Path) -> None:
         "time,ticker,price\n2026-01-05T15:30:00+01:00,ATW,700\n2026-01-06T15:30:00+01:00,ATW,-1\n"
     )
     result = runner.invoke(app, ["init", "--config", EXAMPLE, "--history", str(bad)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a malformed input file: a runtime error
     assert f"{bad}:3" in result.output
     assert "price" in result.output
 
@@ -90,7 +90,7 @@ def test_init_with_unknown_tickers_in_history_says_which(tmp_path: Path) -> None
         + "".join(f"2026-01-0{d}T15:30:00+01:00,ATW,{700 + d}\n" for d in range(5, 9))
     )
     result = runner.invoke(app, ["init", "--config", EXAMPLE, "--history", str(small)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "no history for tickers" in result.output
 
 

@@ -7,12 +7,11 @@ command whether or not the web extra is installed; the command itself says how t
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Annotated, Final
 
 import typer
 
-from streamfolio.errors import ConfigError, StreamfolioError
+from streamfolio.cli_support import ConfigOption, command_errors, load_settings
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "dashboard_command", "listen", "url_for"]
 
@@ -51,16 +50,7 @@ def url_for(sock: socket.socket) -> str:
 
 
 def dashboard_command(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            envvar="STREAMFOLIO_CONFIG",
-            help="YAML configuration (default: the packaged example). Also $STREAMFOLIO_CONFIG.",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOption = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
     ] = DEFAULT_HOST,
@@ -121,16 +111,11 @@ def dashboard_command(
         raise typer.Exit(1) from None
     import threading
 
-    from streamfolio.config import example_config_path, load_config
-
-    try:
-        settings = load_config(config or example_config_path())
+    with command_errors():
+        settings = load_settings(config)
         options = ConsumerOptions(from_beginning=from_beginning, lookback_minutes=lookback)
         limits = Limits(metrics=history)
         hosts = allowed_hosts(host, allowed_host or ())
-    except (ConfigError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
     try:
         sock = listen(host, port)
     except OSError as exc:
@@ -144,10 +129,8 @@ def dashboard_command(
     app = create_app(state, consumer=consumer, closing=closing, hosts=hosts)
     typer.echo(f"streamfolio dashboard: {url_for(sock)}  (Ctrl-C to stop)", err=False)
     try:
-        serve(app, sock, closing=closing, duration_s=duration)
-    except StreamfolioError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+        with command_errors():
+            serve(app, sock, closing=closing, duration_s=duration)
     finally:
         consumer.stop()  # also after a forced exit, which skips the app's shutdown
         sock.close()

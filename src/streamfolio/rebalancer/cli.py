@@ -12,26 +12,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from streamfolio.errors import StreamfolioError
+from streamfolio.cli_support import RequiredConfigOption, command_errors
 
 __all__ = ["main", "rebalancer_command"]
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
-        help="YAML configuration (see examples/cse.yaml). Also $STREAMFOLIO_CONFIG.",
-        show_default=False,
-    ),
-]
 
 
 @contextmanager
@@ -70,7 +58,7 @@ def _configure_logging() -> None:
 
 
 def rebalancer_command(
-    config: ConfigOption = None,
+    config: RequiredConfigOption = None,
     group_id: Annotated[
         str | None,
         typer.Option(
@@ -114,7 +102,7 @@ def rebalancer_command(
 
     _configure_logging()
     stop = threading.Event()
-    try:
+    with command_errors(interrupted=130):
         settings = load_config(config)
         service = RebalancerService(
             settings,
@@ -126,11 +114,6 @@ def rebalancer_command(
         )
         with _stop_on_signals(stop):
             service.run(stop, duration_s=duration)
-    except StreamfolioError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(code=130) from None
 
 
 def main() -> None:

@@ -14,8 +14,16 @@ from typing import Annotated
 
 import typer
 
-from streamfolio.cli_support import ConfigOption, fail, load_settings, say
-from streamfolio.errors import StreamfolioError
+from streamfolio.cli_support import (
+    ConfigOption,
+    command_errors,
+    config_option,
+    load_settings,
+    one_of,
+    parse_time,
+    say,
+)
+from streamfolio.errors import UsageError
 from streamfolio.store import DEFAULT_DATABASE
 
 __all__ = ["register", "report_command", "store_command"]
@@ -31,13 +39,10 @@ DatabaseOption = Annotated[
 ]
 ReportConfigOption = Annotated[
     Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="STREAMFOLIO_CONFIG",
+    config_option(
+        None,
         help="YAML configuration, if any; also $STREAMFOLIO_CONFIG. Supplies the time zone "
         "(the exchange's) and the Sharpe threshold when the stored metrics carry none.",
-        show_default=False,
     ),
 ]
 
@@ -88,20 +93,17 @@ def store_command(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        options = StoreOptions(
-            database=database,
-            group_id=group,
-            from_beginning=from_beginning,
-            duration_s=duration,
-            batch_size=batch_size,
-            batch_seconds=batch_seconds,
-            status_interval_s=status_interval,
-        )
-        stats = run_store(load_settings(config), options, stop=stop, progress=say)
-    except (StreamfolioError, ValueError) as error:
-        raise fail(error) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        with command_errors(interrupted=130):
+            options = StoreOptions(
+                database=database,
+                group_id=group,
+                from_beginning=from_beginning,
+                duration_s=duration,
+                batch_size=batch_size,
+                batch_seconds=batch_seconds,
+                status_interval_s=status_interval,
+            )
+            stats = run_store(load_settings(config), options, stop=stop, progress=say)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -153,9 +155,13 @@ def report_command(
     """
     from streamfolio.store.report import write_report
 
-    if image_format not in ("png", "svg"):
-        raise fail(ValueError(f"--image-format must be png or svg, not {image_format!r}"))
-    try:
+    with command_errors():
+        one_of(image_format, ("png", "svg"), "--image-format")
+        for given, option in ((start, "--from"), (end, "--to")):
+            if given is not None:
+                parse_time(given, option)
+        if timezone is not None:
+            _check_zone(timezone)
         threshold = None
         zone = timezone or "UTC"
         if config is not None:
@@ -174,13 +180,23 @@ def report_command(
             image_format="svg" if image_format == "svg" else "png",
             threshold=threshold,
         )
-    except (StreamfolioError, ValueError) as error:
-        raise fail(error) from None
     decided = sum(e.decision == "rebalance" for e in data.events)
     say(
         f"wrote {out}: {len(data.metrics)} metrics updates, {len(data.weights)} weight sets, "
         f"{len(data.events)} decisions ({decided} rebalances)"
     )
+
+
+def _check_zone(timezone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--timezone: unknown time zone {timezone!r} "
+            "(fix: use an IANA name such as UTC or Africa/Casablanca)"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

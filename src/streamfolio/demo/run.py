@@ -1,0 +1,144 @@
+"""The demo's steps: start (or find) the local broker, empty the topics, publish the initial
+state, start the job, the feed, the rebalancer, the store and the dashboard as child processes,
+then show the live view; every stop runs the same shutdown (:func:`run_demo`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamfolio.demo import safety
+from streamfolio.demo.live import live_view
+from streamfolio.demo.supervision import Progress, Supervisor, supervise, tolerant
+from streamfolio.errors import UsageError
+
+
+def python_command(*args: str) -> list[str]:
+    """Run a streamfolio subcommand with this interpreter (works without the venv on PATH)."""
+    return [sys.executable, "-m", "streamfolio.cli", *args]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    config_path: Path
+    duration_s: float | None = None
+    source: str = "sim"
+    prices: Path | None = None
+    speed: float = 0.0
+    seed: int = 7
+    dashboard_port: int = 8050
+    keep_topics: bool = False
+    log_dir: Path = Path(".cache/demo")
+
+
+SIM_ARGS = (
+    # One trading day every two seconds, calibrated on the real CSE history; after 90 s (about
+    # 45 simulated days) the three banks sell off, which pushes portf1 below its threshold.
+    # The simulated clock starts where the history ends (sim_start_ms), so it soon runs ahead
+    # of the wall clock: demo.yaml's validation.max_future_skew_ms accepts that.
+    "--rate",
+    "22",
+    "--speedup",
+    "43200",
+    "--calibration",
+    "history",
+    "--drift",
+    "0.6",
+    "--regime-change-after",
+    "90",
+    "--crash",
+    "ATW,BCP,BOA",
+    "--crash-drift",
+    "-3",
+)
+
+
+def sim_start_ms(state: dict[str, Any]) -> int:
+    """Where the simulated market starts: the end of the history the initial state comes from.
+
+    The initial statistics and weights are stamped with the history's last close and take
+    effect at that event time, so the simulator's first bar comes after them; and its prices
+    start from those closes. Starting there, rather than at the wall clock, keeps the first
+    minutes of the demo in the past.
+
+    >>> sim_start_ms({"portfolios": [{"stats": {"timestamp": 5}, "weights": {"timestamp": 7}}]})
+    7
+    """
+    return max(
+        int(entry[part]["timestamp"])
+        for entry in state["portfolios"]
+        for part in ("stats", "weights")
+    )
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
+
+
+def run_demo(options: DemoOptions, progress: Progress) -> int:
+    """Run the loop until ``duration_s``, Ctrl-C, SIGTERM or SIGHUP; returns a process exit code
+    (0 for a requested stop, as for a run to ``duration_s``)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from streamfolio.config import load_config
+    from streamfolio.kafka.admin import topic_specs
+    from streamfolio.kafka.local import LocalKafka, repo_root
+    from streamfolio.state import initial_state, publish_state
+
+    progress = tolerant(progress)
+    settings = load_config(options.config_path)
+    config = str(options.config_path)
+    broker = LocalKafka(settings.kafka, repo_root(), progress=progress)
+    supervisor = Supervisor(options.log_dir, progress)
+    started_broker = False
+
+    def body() -> int:
+        nonlocal started_broker
+        started_broker = not broker.is_running()
+        broker.up(topic_specs(settings), timeout=120)
+        if not options.keep_topics:
+            safety.check_local_cluster(settings, broker)
+            safety.reset_topics(settings, progress)
+        state = initial_state(settings, progress=progress)
+        publish_state(settings, state, progress=progress)
+        supervisor.start("job", python_command("job", "run", "--config", config))
+        supervisor.start(
+            "feed", python_command("feed", *_feed_args(options, state), "--config", config)
+        )
+        supervisor.start("rebalancer", python_command("rebalancer", "--config", config))
+        supervisor.start("store", python_command("store", "--config", config))
+        supervisor.start(
+            "dashboard",
+            python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
+        )
+        progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
+        return live_view(settings, supervisor, options.duration_s, Console(stderr=True), Live)
+
+    def shutdown() -> None:
+        supervisor.stop_all()
+        if started_broker:
+            broker.down()
+
+    return supervise(body, shutdown, progress)
+
+
+def _feed_args(options: DemoOptions, state: dict[str, Any]) -> list[str]:
+    if options.source == "sim":
+        start = _iso(sim_start_ms(state))
+        return ["--source", "sim", "--seed", str(options.seed), "--start", start, *SIM_ARGS]
+    if options.source == "replay":
+        if options.prices is None:
+            raise UsageError("--source replay needs --prices FILE (a tick CSV time,ticker,price)")
+        return [
+            "--source",
+            "replay",
+            "--prices",
+            str(options.prices),
+            "--speed",
+            str(options.speed),
+        ]
+    return ["--source", "cse"]

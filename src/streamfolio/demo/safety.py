@@ -1,0 +1,138 @@
+"""The demo empties its topics only on the local broker: :func:`check_local_cluster` refuses any
+other cluster (naming the key, its value and the fix) before :func:`reset_topics` deletes
+anything."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamfolio.config import Settings
+from streamfolio.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamfolio.demo.supervision import Progress
+    from streamfolio.kafka.local import LocalKafka
+
+
+def local_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id of the KRaft storage in ``data_dir`` (``kraft/meta.properties``, else the
+    ``cluster.id`` file the storage is formatted with), or None if it holds none.
+
+    >>> local_cluster_id(Path("/nonexistent")) is None
+    True
+    """
+    with contextlib.suppress(OSError):
+        for line in (
+            (data_dir / "kraft" / "meta.properties").read_text(encoding="utf-8").splitlines()
+        ):
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id" and value.strip():
+                return value.strip()
+    with contextlib.suppress(OSError):
+        return (data_dir / "cluster.id").read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def cluster_id(settings: Settings, timeout: float = 10.0) -> str | None:
+    """The id the cluster at ``kafka.bootstrap_servers`` reports (``describe_cluster``)."""
+    from streamfolio.kafka.admin import admin_client
+
+    admin = admin_client(
+        settings.kafka.bootstrap_servers, settings.kafka.client_config(), quiet=True
+    )
+    described = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 5)
+    found = getattr(described, "cluster_id", None)
+    return str(found) if found else None
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"})
+
+
+def _is_local_address(bootstrap: str, port: int) -> bool:
+    """True if every server of ``bootstrap`` is this machine's ``port``.
+
+    >>> _is_local_address("localhost:9092, 127.0.0.1:9092", 9092)
+    True
+    >>> _is_local_address("localhost:9092,kafka.example.com:9092", 9092)
+    False
+    """
+    for server in bootstrap.split(","):
+        host, _, found = server.strip().rpartition(":")
+        if host.lower() not in _LOOPBACK or found != str(port):
+            return False
+    return True
+
+
+def check_local_cluster(
+    settings: Settings,
+    broker: LocalKafka,
+    describe: Callable[[Settings], str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (:class:`~streamfolio.errors.ConfigError`) unless ``kafka.bootstrap_servers`` is
+    the local broker ``broker`` (the one the demo started or found running from its data dir).
+
+    The cluster id the servers report (``describe``, default :func:`cluster_id`) must be the
+    one formatted into the data dir, which holds whatever the servers are called (``localhost``
+    or ``127.0.0.1``); when the data dir has none yet, the servers must be ``broker``'s own port
+    on this machine.
+    """
+    bootstrap = settings.kafka.bootstrap_servers
+    expected = local_cluster_id(broker.data_dir)
+    reason = ""
+    if expected is None:
+        if not _is_local_address(bootstrap, broker.local.port):
+            reason = f"it is not the local broker's address {broker.bootstrap}"
+    else:
+        try:
+            found = (describe or cluster_id)(settings)
+        except Exception as error:  # any failure: not confirmed
+            found = None
+            reason = f"its cluster id could not be read ({type(error).__name__})"
+        if found != expected and not reason:
+            reason = (
+                f"it is cluster {found or '(unknown)'}, not the local broker's cluster "
+                f"{expected} (from {broker.data_dir})"
+            )
+    if not reason:
+        return
+    env = os.environ if environ is None else environ
+    variable = next((n for n in env if n.upper() == "STREAMFOLIO_KAFKA__BOOTSTRAP_SERVERS"), None)
+    origin = f" (set by environment variable {variable})" if variable else ""
+    raise ConfigError(
+        "kafka.bootstrap_servers",
+        f"{bootstrap!r}{origin}: {reason}; the demo only resets topics on the local broker it "
+        "started, and deletes nothing elsewhere",
+        f"point kafka.bootstrap_servers at the local broker ({broker.bootstrap})"
+        + (f", e.g. unset {variable}" if variable else "")
+        + ", or pass --keep-topics to run on that cluster without deleting its topics",
+    )
+
+
+def reset_topics(settings: Settings, progress: Progress) -> None:
+    """Delete and re-create the configured topics, so a demo never sees an earlier run.
+
+    Only after :func:`check_local_cluster`: this deletes whatever the topics hold.
+    """
+    from streamfolio.kafka.admin import admin_client, ensure_topics, topic_specs
+
+    specs = topic_specs(settings)
+    admin = admin_client(settings.kafka.bootstrap_servers)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [s.name for s in specs if s.name in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result()
+        # Deletion is asynchronous on the broker; wait until the names are free again.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(doomed) & set(
+            admin.list_topics(timeout=10).topics
+        ):
+            time.sleep(0.5)
+    ensure_topics(settings.kafka.bootstrap_servers, specs)
+    progress(f"topics ready (fresh): {', '.join(s.name for s in specs)}")
