@@ -1,7 +1,8 @@
 """The analytics core imports no I/O, messaging, config or dataframe library.
 
 ``streamfolio.core`` is what both engines (offline replay and the Flink job) share, so it must
-stay importable with numpy and scipy alone. The check runs in a fresh interpreter so that modules
+stay importable with numpy and scipy alone, and of streamfolio it imports only
+``streamfolio.errors``. The check runs in a fresh interpreter so that modules
 other tests imported do not hide an import.
 """
 
@@ -38,7 +39,15 @@ for info in pkgutil.walk_packages(core.__path__, core.__name__ + "."):
     imported.append(info.name)
 forbidden = tuple(sys.argv[1:])
 offending = sorted(name for name in sys.modules if name.startswith(forbidden))
-print(json.dumps({"imported": imported, "offending": offending}))
+allowed = ("streamfolio", "streamfolio.errors", "streamfolio.core")
+outside = sorted(
+    name
+    for name in sys.modules
+    if name.startswith("streamfolio.")
+    and name not in allowed
+    and not name.startswith("streamfolio.core.")
+)
+print(json.dumps({"imported": imported, "offending": offending, "outside": outside}))
 """
 
 
@@ -59,3 +68,4 @@ def test_importing_every_core_module_pulls_in_no_forbidden_library() -> None:
     for module in ("moments", "metrics", "returns", "policy", "portfolio", "optimize"):
         assert f"streamfolio.core.{module}" in result["imported"]
     assert result["offending"] == []
+    assert result["outside"] == []
