@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from streamfolio.config import example_config_path
 from streamfolio.dashboard.app import create_app, event_stream, parse_cursor
 from streamfolio.dashboard.cli import dashboard_command, listen
-from streamfolio.dashboard.state import DashboardState, PortfolioInfo
+from streamfolio.dashboard.state import DashboardState
+from streamfolio.dashboard.view import PortfolioInfo
 
 with warnings.catch_warnings():
     # starlette >= 1.x asks for the `httpx2` fork and warns when the TestClient falls back to the

@@ -27,10 +27,14 @@ from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
 from streamfolio.config import example_config_path, load_config
-from streamfolio.dashboard.app import _Server, allowed_hosts, create_app, host_name
+from streamfolio.dashboard.app import _Server, create_app
+from streamfolio.dashboard.bounds import Limits, TimeWindow
 from streamfolio.dashboard.cli import dashboard_command, listen
 from streamfolio.dashboard.consumer import DashboardConsumer
-from streamfolio.dashboard.state import DashboardState, Limits, PortfolioInfo, TimeWindow
+from streamfolio.dashboard.security import allowed_hosts, host_name
+from streamfolio.dashboard.state import DashboardState
+from streamfolio.dashboard.view import PortfolioInfo
+from streamfolio.errors import UsageError
 from streamfolio.intake import Intake
 from streamfolio.messages import (
     DeadLetter,
@@ -229,7 +233,7 @@ def test_5000_unknown_portfolio_ids_leave_the_views_unchanged(
 
 
 def test_dead_letter_reasons_and_rate_keys_from_the_topics_are_bounded() -> None:
-    from streamfolio.dashboard.state import MAX_REASONS, MAX_TEXT
+    from streamfolio.dashboard.bounds import MAX_REASONS, MAX_TEXT
 
     state = DashboardState([PortfolioInfo("p")], clock=Clock())
     for i in range(5000):
@@ -667,7 +671,7 @@ def test_allowed_hosts_parsing() -> None:
     assert "::" not in allowed_hosts("::") and "0.0.0.0" not in allowed_hosts("0.0.0.0")
     assert "fe80::1" in allowed_hosts("fe80::1") and "fe80::1" in allowed_hosts(None, ["[fe80::1]"])
     assert host_name("[::1]:8050") == "::1" and host_name("evil.example:80:80") is None
-    with pytest.raises(ValueError, match="not a host name"):
+    with pytest.raises(UsageError, match="not a host name"):
         allowed_hosts(None, ["evil example"])
 
 

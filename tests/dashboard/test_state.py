@@ -9,13 +9,10 @@ import numpy as np
 import pytest
 
 from streamfolio.config import example_config_path, load_config
-from streamfolio.dashboard.state import (
-    DashboardState,
-    Limits,
-    PortfolioInfo,
-    correlation,
-    sharpe_status,
-)
+from streamfolio.dashboard.bounds import Limits
+from streamfolio.dashboard.state import DashboardState
+from streamfolio.dashboard.view import PortfolioInfo, correlation, sharpe_status
+from streamfolio.errors import UsageError
 
 T0 = 1_790_000_000_000  # epoch ms
 
@@ -397,5 +394,5 @@ def test_status_and_error_are_reported() -> None:
 
 
 def test_limits_must_be_positive() -> None:
-    with pytest.raises(ValueError, match=r"Limits.metrics must be >= 1, got 0"):
+    with pytest.raises(UsageError, match=r"Limits.metrics must be >= 1, got 0"):
         Limits(metrics=0)

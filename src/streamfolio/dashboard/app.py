@@ -16,16 +16,10 @@ Routes:
 The stream polls the in-memory state rather than being woken by the consumer thread: a version
 check under a lock costs next to nothing, and it coalesces a burst of records into one event.
 
-Nothing in a request is trusted (docs/dashboard.md, "HTTP"):
-
-* every route, streams included, answers only requests whose ``Host`` is allowed
-  (:func:`allowed_hosts`: ``localhost``, ``127.0.0.1``, ``[::1]``, the address it listens on and
-  any ``--allowed-host``, with any port); any other gets ``421 Misdirected Request``, so a
-  DNS-rebinding page cannot read the portfolios through a browser on this machine;
-* query parameters are parsed strictly: unknown or repeated parameters, numbers that are not
-  ASCII digits or out of range, malformed cursors get ``400`` with ``{"error": reason}``;
-* every response says ``X-Content-Type-Options: nosniff``, a Content-Security-Policy that allows
-  the page's own scripts and nothing from elsewhere, and no framing; no CORS header is ever sent.
+Nothing in a request is trusted (docs/dashboard.md, "HTTP"): every route, streams included,
+sits behind the Host allow-list and security headers of :mod:`streamfolio.dashboard.security`,
+and its query parameters are parsed strictly there (a bad one gets ``400`` with
+``{"error": reason}``).
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import signal
 import socket
 import threading
@@ -46,20 +39,31 @@ from typing import Any, Final, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     Response,
     StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from streamfolio.dashboard.security import (
+    CURSOR,
+    DEFAULT_ALLOWED_HOSTS,
+    MAX_LIMIT,
+    SECURITY_HEADERS,
+    BadRequestError,
+    HostGuard,
+    allowed_hosts,
+    host_name,
+    query_params,
+    quote,
+    text_param,
+    whole_number,
+)
 from streamfolio.dashboard.state import DashboardState
 from streamfolio.errors import StreamfolioError
 
@@ -82,179 +86,9 @@ __all__ = [
 _PACKAGE: Final = "streamfolio.dashboard"
 _NO_CACHE: Final = {"Cache-Control": "no-cache"}
 
-DEFAULT_ALLOWED_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
-"""Host names every dashboard answers to, whatever the port (``[::1]`` is written ``::1``)."""
-_WILDCARD_ADDRESSES: Final = frozenset({"", "0.0.0.0", "::"})  # no browser sends these as Host
-MAX_LIMIT: Final = 10_000
-"""The largest ``limit`` accepted."""
-_MAX_QUERY: Final = 200  # characters of ``q`` and of a portfolio id
-_CURSOR: Final = re.compile(r"([0-9A-Za-z]{1,64})-([0-9]{1,18})", re.ASCII)
-_DIGITS: Final = re.compile(r"[0-9]{1,18}", re.ASCII)
-_HOST: Final = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::[0-9]{1,5})?", re.ASCII
-)
-
-SECURITY_HEADERS: Final[Mapping[str, str]] = {
-    "X-Content-Type-Options": "nosniff",
-    # The page loads its own script, style and vendored ECharts; ECharts writes inline styles
-    # (its tooltips), hence 'unsafe-inline' for styles only. The favicon is a data: URL.
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-"""Sent with every response."""
-
-
-class BadRequestError(ValueError):
-    """A request parameter that does not parse; its message is the reason sent with the 400."""
-
-
-def whole_number(name: str, text: str, *, low: int = 0, high: int = MAX_LIMIT) -> int:
-    """``text`` as an integer in ``low..high``: ASCII digits only (no sign, space or exponent).
-
-    >>> whole_number("limit", "42")
-    42
-    >>> for bad in ("\u0663", "\u00b2", "-1", "1e9", " 1", "99999999999999999999999"):
-    ...     try:
-    ...         whole_number("limit", bad)
-    ...     except BadRequestError as exc:
-    ...         print(exc)
-    limit must be a whole number of ASCII digits, not '\u0663'
-    limit must be a whole number of ASCII digits, not '\xb2'
-    limit must be a whole number of ASCII digits, not '-1'
-    limit must be a whole number of ASCII digits, not '1e9'
-    limit must be a whole number of ASCII digits, not ' 1'
-    limit must be a whole number of ASCII digits, not '99999999999999999999999'
-    >>> whole_number("limit", "10001")
-    Traceback (most recent call last):
-    ...
-    streamfolio.dashboard.app.BadRequestError: limit must be in 0..10000, not 10001
-    """
-    if not _DIGITS.fullmatch(text):
-        raise BadRequestError(f"{name} must be a whole number of ASCII digits, not {_quote(text)}")
-    value = int(text)
-    if not low <= value <= high:
-        raise BadRequestError(f"{name} must be in {low}..{high}, not {value}")
-    return value
-
-
-def _quote(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:40] + "...")
-
-
-def _params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
-    """The query parameters, each at most once and each one of ``allowed``."""
-    names = set(allowed)
-    params: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in names:
-            known = ", ".join(sorted(names)) or "none"
-            raise BadRequestError(f"unknown parameter {_quote(name)} (known: {known})")
-        if name in params:
-            raise BadRequestError(f"parameter {_quote(name)} given more than once")
-        params[name] = value
-    return params
-
-
-def _text_param(name: str, value: str) -> str:
-    if len(value) > _MAX_QUERY:
-        raise BadRequestError(f"{name} is longer than {_MAX_QUERY} characters")
-    return value
-
 
 def _bad(reason: str, status: int = 400) -> Response:
     return JSONResponse({"error": reason}, status, headers=_NO_CACHE)
-
-
-def host_name(header: str) -> str | None:
-    """The host of a ``Host`` header, lower-case, without port or brackets; None if malformed.
-
-    >>> [host_name(h) for h in ("LocalHost:8050", "[::1]:8050", "127.0.0.1", "a b", "x:99999x")]
-    ['localhost', '::1', '127.0.0.1', None, None]
-    """
-    match = _HOST.fullmatch(header.strip())
-    if match is None:
-        return None
-    return (match["v6"] or match["name"]).lower().rstrip(".")
-
-
-def allowed_hosts(bind_host: str | None = None, extra: Iterable[str] = ()) -> frozenset[str]:
-    """The host names a dashboard listening on ``bind_host`` answers to (any port).
-
-    The defaults (:data:`DEFAULT_ALLOWED_HOSTS`), ``bind_host`` unless it is a wildcard address,
-    and ``extra`` (names or addresses, with or without port; ``*`` allows any host).
-
-    >>> sorted(allowed_hosts("192.168.1.5", ["Dash.Example:8050", "[fe80::1]"]))
-    ['127.0.0.1', '192.168.1.5', '::1', 'dash.example', 'fe80::1', 'localhost']
-    >>> sorted(allowed_hosts("0.0.0.0")) == sorted(DEFAULT_ALLOWED_HOSTS)
-    True
-    """
-    hosts = set(DEFAULT_ALLOWED_HOSTS)
-    candidates = [e.strip() for e in extra]
-    if bind_host is not None and bind_host.strip().strip("[]") not in _WILDCARD_ADDRESSES:
-        candidates.append(bind_host.strip())
-    for entry in candidates:
-        if entry == "*":
-            hosts.add("*")
-            continue
-        # A bare IPv6 address ("::1", "fe80::1") has more than one colon; "name:port" has one.
-        bare_v6 = entry.count(":") > 1 and not entry.startswith("[")
-        name = host_name(f"[{entry}]" if bare_v6 else entry)
-        if name is None:
-            raise ValueError(f"not a host name or address: {entry!r}")
-        hosts.add(name)
-    return frozenset(hosts)
-
-
-class _Guard:
-    """ASGI middleware: refuses a disallowed ``Host``, adds :data:`SECURITY_HEADERS`."""
-
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    def _refusal(self, scope: Scope) -> str | None:
-        values = [v for k, v in scope.get("headers", ()) if k == b"host"]
-        if "*" in self.hosts:
-            return None
-        if len(values) != 1:
-            return "the request must carry exactly one Host header"
-        header = values[0].decode("latin-1")
-        name = host_name(header)
-        if name is None or name not in self.hosts:
-            return (
-                f"host {_quote(header)} is not allowed here; start the dashboard with "
-                "--allowed-host NAME to serve it under another name"
-            )
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        refusal = self._refusal(scope)
-        if refusal is not None and scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": refusal[:120]})
-            return
-
-        async def secured(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
-            await send(message)
-
-        if refusal is not None:
-            response = PlainTextResponse(f"421 Misdirected Request: {refusal}\n", 421)
-            await response(scope, receive, secured)
-            return
-        await self.app(scope, receive, secured if scope["type"] == "http" else send)
 
 
 class Lifecycle(Protocol):
@@ -286,7 +120,7 @@ def parse_cursor(cursor: str | None, token: str) -> int:
     """
     if not cursor:
         return -1
-    match = _CURSOR.fullmatch(cursor.strip())
+    match = CURSOR.fullmatch(cursor.strip())
     return int(match[2]) if match is not None and match[1] == token else -1
 
 
@@ -340,8 +174,8 @@ class _Api:
 
     async def portfolios(self, request: Request) -> Response:
         try:
-            params = _params(request, ("q", "limit"))
-            query = _text_param("q", params.get("q", ""))
+            params = query_params(request, ("q", "limit"))
+            query = text_param("q", params.get("q", ""))
             limit = params.get("limit")
             count = whole_number("limit", limit) if limit is not None else None
         except BadRequestError as exc:
@@ -351,34 +185,34 @@ class _Api:
 
     async def portfolio(self, request: Request) -> Response:
         try:
-            _params(request, ())
-            portfolio_id = _text_param("portfolio id", request.path_params["portfolio_id"])
+            query_params(request, ())
+            portfolio_id = text_param("portfolio id", request.path_params["portfolio_id"])
         except BadRequestError as exc:
             return _bad(str(exc))
         snapshot = self.state.snapshot(portfolio_id)
         if snapshot is None:
-            return _bad(f"no portfolio {_quote(portfolio_id)}", 404)
+            return _bad(f"no portfolio {quote(portfolio_id)}", 404)
         return JSONResponse(snapshot, headers=_NO_CACHE)
 
     async def health(self, request: Request) -> Response:
         try:
-            _params(request, ())
+            query_params(request, ())
         except BadRequestError as exc:
             return _bad(str(exc))
         return JSONResponse(self.state.health_report(), headers=_NO_CACHE)
 
     async def stream(self, request: Request) -> Response:
         try:
-            params = _params(request, ("portfolio", "since"))
-            portfolio_id = _text_param("portfolio", params.get("portfolio", "")) or None
+            params = query_params(request, ("portfolio", "since"))
+            portfolio_id = text_param("portfolio", params.get("portfolio", "")) or None
             # An EventSource that reconnects sends the id of the last event it got.
             cursor = request.headers.get("last-event-id") or params.get("since")
-            if cursor and not _CURSOR.fullmatch(cursor.strip()):
-                raise BadRequestError(f"a cursor is TOKEN-SEQ, not {_quote(cursor)}")
+            if cursor and not CURSOR.fullmatch(cursor.strip()):
+                raise BadRequestError(f"a cursor is TOKEN-SEQ, not {quote(cursor)}")
         except BadRequestError as exc:
             return _bad(str(exc))
         if portfolio_id is not None and not self.state.knows(portfolio_id):
-            return _bad(f"no portfolio {_quote(portfolio_id)}", 404)
+            return _bad(f"no portfolio {quote(portfolio_id)}", 404)
         events = event_stream(
             self.state,
             portfolio_id,
@@ -430,7 +264,7 @@ def create_app(
         Mount("/static", StaticFiles(packages=[(_PACKAGE, "static")]), name="static"),
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(_Guard, hosts=allowed)]
+        routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, hosts=allowed)]
     )
 
 

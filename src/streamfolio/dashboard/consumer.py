@@ -48,7 +48,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from streamfolio.config import Settings
-from streamfolio.dashboard.state import DashboardState, Role
+from streamfolio.dashboard.bounds import Role
+from streamfolio.dashboard.state import DashboardState
+from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.topics import Role as TopicRole
 
@@ -85,7 +87,7 @@ class ConsumerOptions:
 
     def __post_init__(self) -> None:
         if self.lookback_minutes < 0:
-            raise ValueError(f"lookback_minutes must be >= 0, got {self.lookback_minutes}")
+            raise UsageError(f"lookback_minutes must be >= 0, got {self.lookback_minutes}")
 
 
 def start_offset(role: Role, options: ConsumerOptions, now_ms: int) -> int:
