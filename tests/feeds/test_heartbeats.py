@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from streamfolio.config import Settings, load_config, settings_from_mapping
-from streamfolio.errors import SchemaError
+from streamfolio.errors import ConfigError, SchemaError, UsageError
 from streamfolio.feeds.heartbeat import Heartbeats, wall_clock_floor
 from streamfolio.feeds.heartbeat_feed import HeartbeatFeed, HeartbeatFeedStats
 from streamfolio.feeds.publish import TickPublisher
@@ -522,11 +522,26 @@ def test_heartbeats_source_through_run_feed_with_the_lag_option() -> None:
         assert {b.source for b in beats} == {"heartbeats"}
 
 
+def test_bad_feed_options_are_usage_errors() -> None:
+    settings = settings_with()
+    producer = cast(RecordProducer, FakeProducer())
+    for options, message in [
+        (FeedOptions(source="nope"), "unknown source"),
+        (FeedOptions(source="replay"), "needs --prices"),
+        (FeedOptions(calibration="nope"), "unknown calibration"),
+        (FeedOptions(rate=0.0), "rate must be positive"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            run_feed(settings, options, progress=lambda _: None, producer=producer)
+    with pytest.raises(UsageError, match="--lag-ms: the heartbeat lag must be >= 0 ms"):
+        HeartbeatFeed(settings, lag_ms=-1)
+
+
 def test_heartbeats_source_needs_an_interval_and_takes_no_tick_limit() -> None:
-    with pytest.raises(ValueError, match=r"needs feed\.heartbeat_ms > 0"):
+    with pytest.raises(ConfigError, match=r"feed\.heartbeat_ms': --source heartbeats needs it > 0"):
         HeartbeatFeed(settings_with(heartbeat_ms=0))
     producer = cast(RecordProducer, FakeProducer())
-    with pytest.raises(ValueError, match="publishes no ticks"):
+    with pytest.raises(UsageError, match="publishes no ticks"):
         run_feed(
             settings_with(),
             FeedOptions(source="heartbeats", max_ticks=10),

@@ -235,7 +235,10 @@ def value_replacements(draw: st.DrawFn, body: bytes) -> bytes:
     doc: object = copy.deepcopy(json.loads(text))
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(sorted(places(doc), key=repr)))
-        doc = put(doc, path, draw(replacements))
+        # A copy: sampled_from hands out the same SPECIAL dict every time, and a later put()
+        # into it would change SPECIAL (flaky data) or make it contain itself (a cycle that
+        # places() follows until memory runs out).
+        doc = put(doc, path, copy.deepcopy(draw(replacements)))
     mutated = json.dumps(doc).encode()
     if script is None:
         return mutated

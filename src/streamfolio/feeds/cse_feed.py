@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from streamfolio.config import Settings
-from streamfolio.feeds.cse import CseClient, CsePoller, Reject
+from streamfolio.feeds.cse.board import Reject
+from streamfolio.feeds.cse.client import CseClient
+from streamfolio.feeds.cse.poller import CsePoller
+from streamfolio.feeds.options import FeedOptions, Progress
 from streamfolio.feeds.publish import TickPublisher
-
-if TYPE_CHECKING:
-    from streamfolio.feeds.run import FeedOptions
 
 
 def cse_ticks(
     settings: Settings,
     options: FeedOptions,
     publisher: TickPublisher,
-    progress: Callable[[str], None],
+    progress: Progress,
     *,
     client: CseClient | None = None,
     max_polls: int | None = None,

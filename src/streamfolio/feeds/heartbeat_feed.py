@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamfolio.config import Settings
+from streamfolio.errors import ConfigError, UsageError
 from streamfolio.feeds.heartbeat import Heartbeats, HeartbeatSink, wall_clock_floor
 from streamfolio.feeds.publish import FeedStats
 from streamfolio.kafka.topics import contract
@@ -94,13 +95,18 @@ class HeartbeatFeed:
         progress_every_s: float = 5.0,
     ) -> None:
         if settings.feed.heartbeat_ms <= 0:
-            raise ValueError(
-                "--source heartbeats needs feed.heartbeat_ms > 0 (it is "
-                f"{settings.feed.heartbeat_ms}): the interval between heartbeat rounds"
+            raise ConfigError(
+                "feed.heartbeat_ms",
+                f"--source heartbeats needs it > 0 (it is {settings.feed.heartbeat_ms}): the "
+                "interval between heartbeat rounds",
+                "set it to a positive number of milliseconds",
             )
         self.lag_ms = settings.feed.heartbeat_lag_ms if lag_ms is None else lag_ms
         if self.lag_ms < 0:
-            raise ValueError(f"the heartbeat lag must be >= 0 ms, got {self.lag_ms}")
+            problem = f"the heartbeat lag must be >= 0 ms, got {self.lag_ms}"
+            if lag_ms is None:
+                raise ConfigError("feed.heartbeat_lag_ms", problem)
+            raise UsageError(f"--lag-ms: {problem}")
         self.interval_ms = settings.feed.heartbeat_ms
         self.topic = contract(settings, "prices").name
         self.bootstrap = settings.kafka.bootstrap_servers

@@ -6,6 +6,8 @@ disorder), and a replay that ends promises one past its last tick; the CSE polle
 what the exchange will report, so it promises its wall clock minus ``feed.heartbeat_lag_ms``
 (``--lag-ms``). ``--source heartbeats`` publishes no ticks, only those clock heartbeats, for a
 prices topic another producer writes (:mod:`streamfolio.feeds.heartbeat_feed`).
+
+The options are :class:`~streamfolio.feeds.options.FeedOptions`, importable from here too.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from streamfolio.config import Settings
+from streamfolio.errors import UsageError
 from streamfolio.feeds.heartbeat import Heartbeats, wall_clock_floor
+from streamfolio.feeds.options import FeedOptions, Progress
 from streamfolio.feeds.publish import FeedStats, Horizon, PriceFormat, TickPublisher
 from streamfolio.feeds.simulate import (
     Calibration,
@@ -36,33 +38,6 @@ from streamfolio.kafka.clients import DeadLetters, RecordProducer
 from streamfolio.kafka.topics import contract
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedOptions:
-    source: str = "sim"
-    rate: float = 20.0
-    fast: bool = False
-    duration_s: float | None = None
-    max_ticks: int | None = None
-    price_format: str | None = None
-    seed: int = 7
-    start: str | None = None
-    calibration: str = "reference"
-    drift: float = 0.10
-    regime_change_after_s: float | None = None
-    crash: tuple[str, ...] = ()
-    crash_drift: float = -0.8
-    speedup: float = 1.0
-    out_of_order: float = 0.0
-    late: float = 0.0
-    prices: Path | None = None
-    speed: float = 0.0
-    interval_s: float = 2.0
-    all_hours: bool = False
-    lag_ms: int | None = None
-    """cse, heartbeats: T = wall clock minus this (None: ``feed.heartbeat_lag_ms``)."""
 
 
 def configured_tickers(settings: Settings) -> list[str]:
@@ -90,7 +65,7 @@ def calibration_for(settings: Settings, kind: str, drift: float) -> Calibration:
         cov: dict[str, dict[str, float]] = json.loads(text)
         missing = [t for t in tickers if t not in cov]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"the reference covariance has no tickers {', '.join(missing)}; "
                 "use --calibration history"
             )
@@ -117,7 +92,7 @@ def calibration_for(settings: Settings, kind: str, drift: float) -> Calibration:
             trading_days_per_year=float(settings.exchange.trading_days_per_year),
             start_prices=[closes.get(t, 100.0) for t in tickers],
         )
-    raise ValueError(f"unknown calibration {kind!r}; use reference or history")
+    raise UsageError(f"unknown calibration {kind!r}; use reference or history")
 
 
 def _start_ms(start: str | None) -> int:
@@ -234,7 +209,7 @@ def _replayed(options: FeedOptions) -> ReplayedTicks:
     from streamfolio.feeds.history import read_history
 
     if options.prices is None:
-        raise ValueError("--source replay needs --prices FILE (CSV time,ticker,price[,volume])")
+        raise UsageError("--source replay needs --prices FILE (CSV time,ticker,price[,volume])")
     history = read_history(options.prices, ticks=True)
     rows = zip(
         history.times_ms.tolist(), history.tickers.tolist(), history.prices.tolist(), strict=True
@@ -262,7 +237,7 @@ def run_feed(
         from streamfolio.feeds.heartbeat_feed import HeartbeatFeed
 
         if options.max_ticks is not None:
-            raise ValueError(
+            raise UsageError(
                 "--source heartbeats publishes no ticks: stop it with --duration or Ctrl-C, "
                 "not --max-ticks"
             )
@@ -310,7 +285,7 @@ def run_feed(
 
         source = cse_ticks(settings, options, publisher, progress)
     else:
-        raise ValueError(f"unknown source {options.source!r}; use sim, replay, cse or heartbeats")
+        raise UsageError(f"unknown source {options.source!r}; use sim, replay, cse or heartbeats")
     beats = (
         f", heartbeats every {settings.feed.heartbeat_ms} ms"
         if heartbeats is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamfolio.core.types import ArrayLike, FloatArray
+from streamfolio.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ class TickSimulator:
         block: int = 8192,
     ) -> None:
         if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
+            raise UsageError(f"rate must be positive, got {rate}")
         self.calibration = calibration
         self.rate = float(rate)
         self.start_ms = int(start_ms)
