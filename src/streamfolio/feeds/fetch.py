@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamfolio.feeds.cse import CseClient, DailyBar, write_history_csv
+from streamfolio.feeds.cse.client import CseClient
+from streamfolio.feeds.cse.history import DailyBar
+from streamfolio.feeds.cse.history_csv import write_history_csv
 
 
 @dataclass(frozen=True, slots=True)
