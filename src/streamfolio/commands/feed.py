@@ -79,7 +79,7 @@ def feed(
     ] = -0.8,
     speedup: Annotated[
         float,
-        typer.Option(help="sim: event time runs this many times faster than wall time."),
+        typer.Option(min=0.001, help="sim: event time runs this many times faster than wall time."),
     ] = 1.0,
     out_of_order: Annotated[
         float,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamfolio.demo import safety
+import streamfolio.demo.safety as safety
 from streamfolio.demo.live import live_view
 from streamfolio.demo.supervision import Progress, Supervisor, supervise, tolerant
 from streamfolio.errors import UsageError
