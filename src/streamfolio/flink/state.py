@@ -6,7 +6,7 @@ folder could run anything), and its format follows the Python version. Each valu
 exact form, so a restore gives back the same bits). A reader knows every version up to its own
 and refuses a newer or unknown one with :class:`StateVersionError`.
 
-Versions: 1, the first. ``tests/flink/test_state.py`` keeps a value of each past version and
+Versions: 1, the first. ``tests/flink/test_keyed_state.py`` keeps a value of each past version and
 checks that it still restores.
 
 >>> data = dump_portfolio_state({"seeded": True, "seq": 1, "pending": [], "bars": {7: ({"A": 1.5},
