@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from streamfolio.flink.state import (
     dump_portfolio_state,
     load_open_bar,
     load_portfolio_state,
+    state_type,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "state"
@@ -53,7 +56,7 @@ def test_a_version_1_open_bar_restores() -> None:
 
 
 def test_state_of_an_unknown_version_is_refused_with_what_to_do() -> None:
-    data = (FIXTURES / "portfolio-v1.bin").read_bytes().replace(b"sf-state/1", b"sf-state/9", 1)
+    data = (FIXTURES / "portfolio-v1.bin").read_text().replace("sf-state/1", "sf-state/9", 1)
     with pytest.raises(StateVersionError, match=r"version '9'.*reads versions up to 1"):
         load_portfolio_state(data)
 
@@ -96,3 +99,19 @@ def test_open_bars_round_trip_exactly(closes: dict[str, float], bar: int) -> Non
     assert load_open_bar(dump_open_bar((closes, closes))) == (closes, closes)
     state = {"seeded": False, "seq": 0, "pending": [], "bars": {bar: (closes, {})}, "monitor": None}
     assert load_portfolio_state(dump_portfolio_state(state)) == state
+
+
+def test_the_state_type_passes_values_through_pyflink_thread_mode_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thread mode converts state values with these converters: a ``PRIMITIVE_ARRAY(BYTE)``
+    state fails on an empty value and turns bytes into a tuple of ints; ``STRING`` does not.
+    (The module needs pemja, the embedded interpreter's bridge, only for window classes.)"""
+    monkeypatch.setitem(sys.modules, "pemja", types.SimpleNamespace(findClass=lambda _: None))
+    monkeypatch.delitem(sys.modules, "pyflink.fn_execution.embedded.converters", raising=False)
+    from pyflink.fn_execution.embedded.converters import from_type_info
+
+    converter = from_type_info(state_type())
+    text = dump_open_bar(({"AAA": 1.5}, {}))
+    assert converter.to_internal(None) is None
+    assert converter.to_internal(text) == text and converter.to_external(text) == text

@@ -34,7 +34,12 @@ from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
 from streamfolio.flink.dead_letters import DeadLetterLog
 from streamfolio.flink.records import ControlMessage, PortfolioBar, kafka_record
-from streamfolio.flink.state import PortfolioState, dump_portfolio_state, load_portfolio_state
+from streamfolio.flink.state import (
+    PortfolioState,
+    dump_portfolio_state,
+    load_portfolio_state,
+    state_type,
+)
 from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected
 from streamfolio.serde import codec_for
 
@@ -151,9 +156,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self.control_topics = dict(control_topics)
 
     def open(self, runtime_context: Any) -> None:
-        self._state = runtime_context.get_state(
-            ValueStateDescriptor("portfolio", Types.PRIMITIVE_ARRAY(Types.BYTE()))
-        )
+        self._state = runtime_context.get_state(ValueStateDescriptor("portfolio", state_type()))
         self._stats_codec = codec_for("PortfolioStats")
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_tag = metrics_tag()
@@ -163,7 +166,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     # -- inputs ---------------------------------------------------------------------------
 
     def _load(self) -> PortfolioState:
-        data: bytes | None = self._state.value()
+        data: str | None = self._state.value()
         if data is None:
             return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
         return load_portfolio_state(data)

@@ -36,7 +36,7 @@ from streamfolio.flink.dead_letters import (
     dead_letter_tag,
 )
 from streamfolio.flink.records import DecodedTick, PortfolioBar, ShardedClose
-from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar
+from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
 from streamfolio.intake import Intake, PriceFormat, Rejected
 from streamfolio.messages import Heartbeat
 from streamfolio.serde import is_heartbeat
@@ -352,7 +352,7 @@ class GatherBars(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: Any) -> None:
         self._open_bars = runtime_context.get_map_state(
-            MapStateDescriptor("open_bars", Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()))
+            MapStateDescriptor("open_bars", Types.LONG(), state_type())
         )
 
     def process_element(self, value: ShardedClose, ctx: Any) -> Iterator[PortfolioBar]:

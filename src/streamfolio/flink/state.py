@@ -1,10 +1,14 @@
-"""The job's keyed state as versioned, typed bytes: JSON under a version header, never a pickle.
+"""The job's keyed state as versioned, typed text: JSON under a version header, never a pickle.
 
 A pickle in a checkpoint is code that runs at restore (anyone who can write the checkpoint
 folder could run anything), and its format follows the Python version. Each value here is
 ``sf-state/<version>`` and a newline, then JSON (orjson: floats are written in their shortest
-exact form, so a restore gives back the same bits). A reader knows every version up to its own
-and refuses a newer or unknown one with :class:`StateVersionError`.
+exact form, so a restore gives back the same bits; bytes inside as base64). A reader knows every
+version up to its own and refuses a newer or unknown one with :class:`StateVersionError`.
+
+The values are Flink ``STRING`` state (:func:`state_type`), not byte arrays: in thread mode
+PyFlink converts a ``PRIMITIVE_ARRAY(BYTE)`` state value element by element, and fails on an
+empty one (``tests/flink/test_keyed_state.py`` pins the converter's behaviour).
 
 Versions: 1, the first. ``tests/flink/test_keyed_state.py`` keeps a value of each past version and
 checks that it still restores.
@@ -12,7 +16,7 @@ checks that it still restores.
 >>> data = dump_portfolio_state({"seeded": True, "seq": 1, "pending": [], "bars": {7: ({"A": 1.5},
 ...                              {"A": 0.01})}, "monitor": None})
 >>> data[:11]
-b'sf-state/1\\n'
+'sf-state/1\\n'
 >>> load_portfolio_state(data)["bars"]
 {7: ({'A': 1.5}, {'A': 0.01})}
 """
@@ -21,11 +25,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from streamfolio.errors import DataError
+
+if TYPE_CHECKING:
+    from pyflink.common.typeinfo import TypeInformation
 
 __all__ = [
     "STATE_VERSION",
@@ -36,11 +43,12 @@ __all__ = [
     "dump_portfolio_state",
     "load_open_bar",
     "load_portfolio_state",
+    "state_type",
 ]
 
 STATE_VERSION: Final = 1
 """The version this job writes; it reads every version up to it."""
-_HEADER: Final = b"sf-state/"
+_HEADER: Final = "sf-state/"
 
 PortfolioState = dict[str, Any]
 """What :class:`~streamfolio.flink.operators.PortfolioProcess` keeps per portfolio: ``seeded``
@@ -57,7 +65,14 @@ class StateVersionError(DataError):
     """Keyed state written in a format this job does not read."""
 
 
-def _dump(value: Any) -> bytes:
+def state_type() -> TypeInformation:
+    """Flink's type of every keyed state value written here: ``STRING``."""
+    from pyflink.common import Types
+
+    return Types.STRING()
+
+
+def _dump(value: Any) -> str:
     body = orjson.dumps(value)
     if b"null" in body:
         # orjson writes NaN and infinities as null, which would restore as another value: only
@@ -69,18 +84,19 @@ def _dump(value: Any) -> bytes:
                 "keyed state holds a NaN or an infinity, which it cannot restore exactly; the "
                 "inputs that made it should have been refused (a bug: please report it)"
             ) from None
-    return _HEADER + str(STATE_VERSION).encode() + b"\n" + body
+    return f"{_HEADER}{STATE_VERSION}\n{body.decode('utf-8')}"
 
 
-def _load(data: bytes, what: str) -> Any:
-    header, _, body = bytes(data).partition(b"\n")
+def _load(data: str | bytes, what: str) -> Any:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
+    header, _, body = text.partition("\n")
     if not header.startswith(_HEADER):
         raise StateVersionError(
             f"{what} state is not in streamfolio's state format (it starts {header[:16]!r}); "
             "it was written by a job before state version 1 (pickled state is not restored): "
             "start the job without --from-checkpoint"
         )
-    version = header[len(_HEADER) :].decode("ascii", "replace")
+    version = header[len(_HEADER) :]
     if version != str(STATE_VERSION):  # the only version so far: older ones are converted here
         raise StateVersionError(
             f"{what} state has version {version!r}; this job reads versions up to "
@@ -98,8 +114,8 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def dump_portfolio_state(state: PortfolioState) -> bytes:
-    """A portfolio's state as versioned bytes."""
+def dump_portfolio_state(state: PortfolioState) -> str:
+    """A portfolio's state as versioned text."""
     pending = [
         [*entry[:5], [_b64(payload), partition, offset, _b64(key)]]
         for entry in state["pending"]
@@ -109,7 +125,7 @@ def dump_portfolio_state(state: PortfolioState) -> bytes:
     return _dump({**state, "pending": pending, "bars": bars})
 
 
-def load_portfolio_state(data: bytes) -> PortfolioState:
+def load_portfolio_state(data: str | bytes) -> PortfolioState:
     """The state :func:`dump_portfolio_state` wrote (any version this job reads)."""
     state: PortfolioState = _load(data, "portfolio")
     state["pending"] = [
@@ -121,12 +137,12 @@ def load_portfolio_state(data: bytes) -> PortfolioState:
     return state
 
 
-def dump_open_bar(bar: OpenBar) -> bytes:
-    """An open bar of a shard as versioned bytes."""
+def dump_open_bar(bar: OpenBar) -> str:
+    """An open bar of a shard as versioned text."""
     return _dump([bar[0], bar[1]])
 
 
-def load_open_bar(data: bytes) -> OpenBar:
+def load_open_bar(data: str | bytes) -> OpenBar:
     """The bar :func:`dump_open_bar` wrote."""
     closes, returns = _load(data, "open bar")
     return closes, returns
