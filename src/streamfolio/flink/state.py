@@ -27,6 +27,7 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import orjson
 
 from streamfolio.errors import DataError
@@ -49,6 +50,10 @@ __all__ = [
 STATE_VERSION: Final = 1
 """The version this job writes; it reads every version up to it."""
 _HEADER: Final = "sf-state/"
+_NOT_FINITE: Final = (
+    "keyed state holds a NaN or an infinity, which it cannot restore exactly; the inputs that "
+    "made it should have been refused (a bug: please report it)"
+)
 
 PortfolioState = dict[str, Any]
 """What :class:`~streamfolio.flink.operators.PortfolioProcess` keeps per portfolio: ``seeded``
@@ -80,10 +85,7 @@ def _dump(value: Any) -> str:
         try:
             json.dumps(value, allow_nan=False)
         except ValueError:
-            raise DataError(
-                "keyed state holds a NaN or an infinity, which it cannot restore exactly; the "
-                "inputs that made it should have been refused (a bug: please report it)"
-            ) from None
+            raise DataError(_NOT_FINITE) from None
     return f"{_HEADER}{STATE_VERSION}\n{body.decode('utf-8')}"
 
 
@@ -106,6 +108,20 @@ def _load(data: str | bytes, what: str) -> Any:
     return orjson.loads(body)
 
 
+def _pack(matrix: list[list[float]]) -> dict[str, Any]:
+    """A float matrix as base64 of its little-endian float64 bytes (exact, and compact)."""
+    array = np.asarray(matrix, dtype="<f8")
+    if not np.isfinite(array).all():
+        raise DataError(_NOT_FINITE)
+    return {"f64": base64.b64encode(array.tobytes()).decode("ascii"), "shape": list(array.shape)}
+
+
+def _unpack(packed: dict[str, Any]) -> list[list[float]]:
+    array = np.frombuffer(base64.b64decode(packed["f64"]), dtype="<f8")
+    result: list[list[float]] = array.reshape(packed["shape"]).tolist()
+    return result
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -122,7 +138,11 @@ def dump_portfolio_state(state: PortfolioState) -> str:
         for payload, partition, offset, key in (entry[5],)
     ]
     bars = [[k, closes, returns] for k, (closes, returns) in state["bars"].items()]
-    return _dump({**state, "pending": pending, "bars": bars})
+    monitor = state["monitor"]
+    if monitor is not None:  # the n×n matrix as float64 bytes: a third of its JSON text
+        moments = monitor["moments"]
+        monitor = {**monitor, "moments": {**moments, "m2": _pack(moments["m2"])}}
+    return _dump({**state, "pending": pending, "bars": bars, "monitor": monitor})
 
 
 def load_portfolio_state(data: str | bytes) -> PortfolioState:
@@ -134,6 +154,9 @@ def load_portfolio_state(data: str | bytes) -> PortfolioState:
         for origin in (entry[5],)
     ]
     state["bars"] = {int(k): (closes, returns) for k, closes, returns in state["bars"]}
+    monitor = state["monitor"]
+    if monitor is not None and isinstance(monitor["moments"]["m2"], dict):
+        monitor["moments"]["m2"] = _unpack(monitor["moments"]["m2"])
     return state
 
 
