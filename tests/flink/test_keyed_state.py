@@ -115,3 +115,24 @@ def test_the_state_type_passes_values_through_pyflink_thread_mode_unchanged(
     text = dump_open_bar(({"AAA": 1.5}, {}))
     assert converter.to_internal(None) is None
     assert converter.to_internal(text) == text and converter.to_external(text) == text
+
+
+@pytest.mark.parametrize("estimator", ["welford", "ewm"])
+def test_each_estimator_round_trips_to_the_same_bits(estimator: str) -> None:
+    spec = PortfolioSpec(
+        "p1",
+        ("AAA", "BBB", "CCC"),
+        bar_ms=1_000,
+        periods_per_year=1_000,
+        estimator=estimator,  # type: ignore[arg-type]
+        half_life_bars=5.0 if estimator == "ewm" else None,
+    )
+    monitor = PortfolioMonitor(spec)
+    for k, returns in enumerate([(0.1, 0.2, -0.1), (1 / 3, -2 / 7, 0.0), (0.01, 0.02, 0.03)]):
+        monitor.on_bar(
+            BarReturns(
+                k, dict.fromkeys(spec.tickers, 1.0), dict(zip(spec.tickers, returns, strict=True))
+            )
+        )
+    state = {"seeded": True, "seq": 0, "pending": [], "bars": {}, "monitor": monitor.to_state()}
+    assert load_portfolio_state(dump_portfolio_state(state)) == state

@@ -162,23 +162,31 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self._metrics_tag = metrics_tag()
         self._dead = DeadLetterLog("portfolio")
         self._waiting_logged: set[str] = set()
+        # The state each portfolio was last saved with, and its text: when the stored text is
+        # still that one (it is, unless a restore replaced it), it need not be parsed again.
+        self._saved: dict[str, tuple[str, PortfolioState]] = {}
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _load(self) -> PortfolioState:
+    def _load(self, portfolio_id: str) -> PortfolioState:
         data: str | None = self._state.value()
         if data is None:
             return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
+        saved = self._saved.get(portfolio_id)
+        if saved is not None and saved[0] == data:
+            return saved[1]
         return load_portfolio_state(data)
 
-    def _save(self, state: PortfolioState) -> None:
-        self._state.update(dump_portfolio_state(state))
+    def _save(self, portfolio_id: str, state: PortfolioState) -> None:
+        text = dump_portfolio_state(state)
+        self._state.update(text)
+        self._saved[portfolio_id] = (text, state)
 
     def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
         portfolio_id, k = value.portfolio_id, value.bar
-        state = self._load()
+        state = self._load(portfolio_id)
         state["bars"][k] = (value.closes, value.returns)
-        self._save(state)
+        self._save(portfolio_id, state)
         ctx.timer_service().register_event_time_timer(
             bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
         )
@@ -193,7 +201,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def process_element2(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
         portfolio_id, kind, record = value.portfolio_id, value.kind, value.record
-        state = self._load()
+        state = self._load(portfolio_id)
         state["seq"] += 1
         timestamp = int(record["timestamp"])
         # Where it was read, for a dead letter should it turn out stale.
@@ -207,12 +215,13 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_event_time_timer(timestamp)
         elif state["seeded"]:
             yield from self._advance(portfolio_id, state, watermark)
-        self._save(state)
+        self._save(portfolio_id, state)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        state = self._load()
-        yield from self._advance(ctx.get_current_key(), state, timestamp)
-        self._save(state)
+        portfolio_id = ctx.get_current_key()
+        state = self._load(portfolio_id)
+        yield from self._advance(portfolio_id, state, timestamp)
+        self._save(portfolio_id, state)
 
     # -- processing -----------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ __all__ = [
 STATE_VERSION: Final = 1
 """The version this job writes; it reads every version up to it."""
 _HEADER: Final = "sf-state/"
+_MATRICES: Final = frozenset({"m2", "scaled"})
+"""The n×n matrices of the estimators' states (Welford, EW), kept as packed float64."""
 _NOT_FINITE: Final = (
     "keyed state holds a NaN or an infinity, which it cannot restore exactly; the inputs that "
     "made it should have been refused (a bug: please report it)"
@@ -141,7 +143,8 @@ def dump_portfolio_state(state: PortfolioState) -> str:
     monitor = state["monitor"]
     if monitor is not None:  # the n×n matrix as float64 bytes: a third of its JSON text
         moments = monitor["moments"]
-        monitor = {**monitor, "moments": {**moments, "m2": _pack(moments["m2"])}}
+        packed = {k: _pack(v) for k, v in moments.items() if k in _MATRICES}
+        monitor = {**monitor, "moments": {**moments, **packed}}
     return _dump({**state, "pending": pending, "bars": bars, "monitor": monitor})
 
 
@@ -155,8 +158,11 @@ def load_portfolio_state(data: str | bytes) -> PortfolioState:
     ]
     state["bars"] = {int(k): (closes, returns) for k, closes, returns in state["bars"]}
     monitor = state["monitor"]
-    if monitor is not None and isinstance(monitor["moments"]["m2"], dict):
-        monitor["moments"]["m2"] = _unpack(monitor["moments"]["m2"])
+    if monitor is not None:
+        moments = monitor["moments"]
+        for k in _MATRICES.intersection(moments):
+            if isinstance(moments[k], dict):
+                moments[k] = _unpack(moments[k])
     return state
 
 
