@@ -176,21 +176,21 @@ class DecodeTick(ScalarFunction):  # type: ignore[misc]
         partition and offset, and the wall clock (for the future skew only)."""
 
         where = (value or b"", partition, offset, key)
-        heartbeat = value is not None and is_heartbeat(value)
-        if heartbeat:
-            self.counts.heartbeats += 1
-        else:
-            self.counts.ticks += 1
         try:
             read = self._intake.price(value, key, price_format=self._format, now_ms=now_ms)
         except Rejected as refused:
-            if heartbeat:
+            # Only a refusal asks again whether the bytes were a heartbeat (for the counters).
+            if value is not None and is_heartbeat(value):
+                self.counts.heartbeats += 1
                 return self._refuse(refused.reason, refused.detail, where)
+            self.counts.ticks += 1
             return self._refuse_tick(refused.reason, refused.detail, where)
         if isinstance(read, Heartbeat):
+            self.counts.heartbeats += 1
             if read.time != event_ms:
                 return self._refuse("invalid", _disagreement(read.time, event_ms), where)
             return DecodedTick(None, None, [], None)
+        self.counts.ticks += 1
         tick = read
         if tick.event_time != event_ms:
             return self._refuse_tick("invalid", _disagreement(tick.event_time, event_ms), where)

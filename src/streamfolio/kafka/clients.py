@@ -161,8 +161,11 @@ class RecordConsumer:
         from_beginning: bool = False,
         read_committed: bool = True,
         assign_all: bool = False,
+        decode: bool = True,
     ) -> None:
         self._contracts = {c.name: c for c in contracts}
+        # A reader that judges the raw bytes itself (through streamfolio.intake) skips this.
+        self._decode = decode
         self._consumer = Consumer(
             consumer_config(
                 kafka, group_id, from_beginning=from_beginning, read_committed=read_committed
@@ -185,7 +188,8 @@ class RecordConsumer:
             self._consumer.subscribe(names)
 
     def poll(self, timeout: float = 1.0) -> ConsumedRecord | None:
-        """The next message, decoded; None when nothing arrived within ``timeout``."""
+        """The next message, decoded unless the consumer was made with ``decode=False``; None
+        when nothing arrived within ``timeout``."""
         message = self._consumer.poll(timeout)
         if message is None:
             return None
@@ -199,10 +203,11 @@ class RecordConsumer:
         _, ts = message.timestamp()
         record: dict[str, Any] | None = None
         problem: str | None = None
-        try:
-            record = codec_for(self._contracts[topic].schema).decode(value)
-        except SchemaError as exc:
-            problem = str(exc)
+        if self._decode:
+            try:
+                record = codec_for(self._contracts[topic].schema).decode(value)
+            except SchemaError as exc:
+                problem = str(exc)
         return ConsumedRecord(
             topic,
             message.partition() or 0,

@@ -45,7 +45,8 @@ class KafkaStoreConsumer(RecordConsumer):
         rewind: bool,
     ) -> None:
         # A new group starts at the oldest message: the store wants all the history there is.
-        super().__init__(kafka, contracts, group_id=group_id, from_beginning=True)
+        # The service judges each record's bytes through its Intake: no decoding here too.
+        super().__init__(kafka, contracts, group_id=group_id, from_beginning=True, decode=False)
         self._rewound: set[tuple[str, int]] = set()
         if rewind:
             # Subscribing again before the first poll replaces the subscription made above.

@@ -13,14 +13,13 @@ stay uncommitted and the messages are read, and dead-lettered, again at the next
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
 from streamfolio.config import KafkaSettings
 from streamfolio.errors import StreamfolioError
+from streamfolio.intake import Rejected
 from streamfolio.kafka.clients import ConsumedRecord, RecordProducer
-from streamfolio.messages import DeadLetter
 from streamfolio.serde import codec_for
 from streamfolio.store.schema import StoreError
 
@@ -58,12 +57,9 @@ def one_line(text: str) -> str:
 
 def encode_dead_letter(item: ConsumedRecord, reason: str, detail: str) -> bytes:
     """The Avro bytes of the store's dead letter for ``item`` (``detail``: one line)."""
-    letter = DeadLetter(
-        reason,
-        detail,
-        item.topic,
-        item.value,
-        timestamp=int(time.time() * 1000),
+    letter = Rejected(reason, detail).dead_letter(
+        source_topic=item.topic,
+        payload=item.value,
         component=COMPONENT,
         partition=item.partition if item.partition >= 0 else None,
         offset=item.offset if item.offset >= 0 else None,
