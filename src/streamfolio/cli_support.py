@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -61,8 +65,10 @@ RequiredConfigOption = Annotated[Path | None, config_option(None)]
 
 
 def say(line: str) -> None:
-    """Progress and status for people: stderr, so stdout stays data."""
-    typer.echo(line, err=True)
+    """Progress and status for people: stderr, so stdout stays data. A terminal that is gone
+    (closed: EIO after its SIGHUP) does not stop the work the line was about."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: a closed stream
+        typer.echo(line, err=True)
 
 
 def exit_code(error: StreamfolioError) -> int:
@@ -168,3 +174,59 @@ def plain_flags(app: typer.Typer) -> None:
     for group in app.registered_groups:
         if group.typer_instance is not None:
             plain_flags(group.typer_instance)
+
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
+"""Besides Ctrl-C's SIGINT, the signals that stop a long-running command as Ctrl-C does:
+``kill`` and a closed terminal."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal (SIGTERM, SIGHUP), as SIGINT raises
+    :class:`KeyboardInterrupt`: whatever the command is doing unwinds to its ordered shutdown."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def stop_signals(signals: Sequence[signal.Signals] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, ``signals`` raise :class:`StopRequested`; the previous handlers are
+    restored afterwards. Outside the main thread (where Python runs no handlers) it does nothing.
+
+    >>> before = signal.getsignal(signal.SIGTERM)
+    >>> with stop_signals():
+    ...     signal.getsignal(signal.SIGTERM) is not before
+    True
+    >>> signal.getsignal(signal.SIGTERM) is before
+    True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, _frame: object) -> None:
+        raise StopRequested(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Log lines (the broker watch's outage lines, librdkafka's warnings) to stderr with time,
+    level and logger, at ``level``; a handler an embedding application set up is left alone."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -43,11 +44,21 @@ class FakeProducer:
     def flush(self, timeout: float = 30.0) -> int:
         return 0
 
+    failed = 0
+
+    def stop_waiting(self) -> None:
+        pass
+
+    def purge(self) -> list[object]:
+        return []
+
 
 @pytest.fixture
-def producer(monkeypatch: pytest.MonkeyPatch) -> FakeProducer:
+def producer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeProducer:
     fake = FakeProducer()
     monkeypatch.setattr(run_module, "RecordProducer", lambda _kafka: fake)
+    # feed.spool_dir is relative: the feed must not pick up a developer's own .cache/feed.
+    monkeypatch.chdir(tmp_path)
     return fake
 
 

@@ -8,6 +8,7 @@ it (SEMANTICS.md §4).
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import zlib
@@ -51,6 +52,7 @@ class FakeProducer:
     sent: list[Sent] = field(default_factory=list)
     metadata_error: Exception | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: int = 0
 
     def send_raw(
         self,
@@ -86,6 +88,12 @@ class FakeProducer:
     def poll(self, timeout: float = 0.0) -> None:
         pass
 
+    def stop_waiting(self) -> None:
+        pass
+
+    def purge(self) -> list[Any]:
+        return []  # everything was "delivered" at once
+
     def on(self, topic: str) -> list[Sent]:
         with self.lock:
             return [s for s in self.sent if s.topic == topic]
@@ -113,9 +121,14 @@ def check_partitions(messages: list[Sent], partitions: int) -> dict[int, list[in
     return beats
 
 
+# A feed reads (and removes) the unsent-messages file of its topic in feed.spool_dir when it
+# starts: never a developer's own .cache/feed.
+SPOOL_DIR = Path(tempfile.mkdtemp(prefix="streamfolio-test-spool-"))
+
+
 def settings_with(**feed: Any) -> Settings:
     data = load_config(EXAMPLES / "cse.yaml", environ={}).model_dump(mode="json", by_alias=True)
-    data["feed"] = {**data["feed"], **feed}
+    data["feed"] = {**data["feed"], "spool_dir": str(SPOOL_DIR), **feed}
     return settings_from_mapping(data)
 
 

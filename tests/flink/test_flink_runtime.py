@@ -24,6 +24,7 @@ from streamfolio.flink.connectors import (
 from streamfolio.flink.job import parse_args, routing
 from streamfolio.flink.routing import shard_of
 from streamfolio.flink.runtime import (
+    RESTART_ATTEMPTS_BEFORE_RESET,
     CheckpointNotFoundError,
     JobOptions,
     flink_configuration,
@@ -60,7 +61,7 @@ def test_routing_sends_each_ticker_to_its_bar_sizes_and_portfolios() -> None:
     assert r.specs["b"].bar_ms == 300_000
 
 
-def test_configuration_for_thread_mode_checkpoints_and_a_bounded_restart(tmp_path: Path) -> None:
+def test_configuration_for_thread_mode_checkpoints_and_bounded_restarts(tmp_path: Path) -> None:
     s = make_settings(checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval_ms=1234)
     conf = flink_configuration(s, JobOptions.from_settings(s, parallelism=2), [tmp_path / "k.jar"])
     assert conf["python.execution-mode"] == "thread"
@@ -71,7 +72,10 @@ def test_configuration_for_thread_mode_checkpoints_and_a_bounded_restart(tmp_pat
     assert conf["execution.checkpointing.externalized-checkpoint-retention"] == (
         "RETAIN_ON_CANCELLATION"
     )
-    assert conf["restart-strategy.fixed-delay.attempts"] == "3"
+    assert conf["restart-strategy.type"] == "exponential-delay"
+    assert conf["restart-strategy.exponential-delay.attempts-before-reset-backoff"] == str(
+        RESTART_ATTEMPTS_BEFORE_RESET
+    )
     assert conf["pipeline.jars"] == (tmp_path / "k.jar").as_uri()
     assert "execution.state-recovery.path" not in conf
     rocks = make_settings(state_backend="rocksdb")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -387,3 +388,49 @@ def arrival_order(ticks: Sequence[Tick], rng: np.random.Generator, bound_ms: int
     """Out of order within the bound: each tick arrives at its time + U[0, bound)."""
     arrival = np.array([t.event_time_ms for t in ticks]) + rng.uniform(0, bound_ms, len(ticks))
     return [ticks[i] for i in np.argsort(arrival, kind="stable")]
+
+
+LOOP_TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
+
+
+def loop_config(broker: Any, tmp: Path, name: str, *, cooldown_s: int) -> tuple[Settings, Path]:
+    """The closed loop's test configuration (tests/integration/test_loop.py, test_outage.py):
+    ``broker``'s settings with topics and groups of their own, one portfolio ``loop`` of
+    :data:`LOOP_TICKERS` on daily EW bars whose policy rebalances once its Sharpe ratio falls
+    below 0.5 (then not again for ``cooldown_s``); written to ``tmp/<name>.yaml``, topics made."""
+    data = yaml.safe_load(broker.config_path.read_text())
+    token = uuid.uuid4().hex[:8]
+    data["topics"] = {role: f"{name}-{role}-{token}" for role in data["topics"]}
+    data["flink"] = {
+        **data.get("flink", {}),
+        "checkpoint_dir": str(tmp / "checkpoints"),
+        "checkpoint_interval_ms": 2_000,
+    }
+    data["rebalancer"] = {"group_id": f"{name}-rebalancer-{token}"}
+    data["feed"] = {**data.get("feed", {}), "spool_dir": str(tmp / "spool")}
+    data["defaults"] = {
+        **data.get("defaults", {}),
+        "bar_seconds": 86_400,
+        "estimator": {"kind": "ewm", "half_life_bars": 15},
+    }
+    data["portfolios"] = [
+        {
+            "id": "loop",
+            "tickers": LOOP_TICKERS,
+            "weights": {t: 1 / len(LOOP_TICKERS) for t in LOOP_TICKERS},
+            "bounds": {"max": 0.4},
+            "policy": {
+                "sharpe_threshold": 0.5,
+                "band": 0.1,
+                "cooldown_seconds": cooldown_s,
+                "min_improvement": 0.1,
+                "max_turnover": 0.6,
+                "min_observations": 5,
+            },
+        }
+    ]
+    settings = settings_from_mapping(data)
+    ensure_topics(broker.bootstrap, topic_specs(settings))
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return settings, path

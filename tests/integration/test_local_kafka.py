@@ -92,7 +92,12 @@ def test_up_creates_the_configured_topics(kafka_broker: KafkaBroker) -> None:
     # The rebalancer rebuilds its memory from these: they must never expire.
     for name in (settings.topics.weights, settings.topics.initial_stats):
         assert topic_config(kafka_broker.bootstrap, name).get("retention.ms") == "-1"
-    assert "retention.ms" not in topic_config(kafka_broker.bootstrap, settings.topics.prices)
+    # The prices topic has no override: the development broker's default keeps everything
+    # (record timestamps are event times, months old in a simulation or a replay).
+    assert topic_config(kafka_broker.bootstrap, settings.topics.prices).get("retention.ms") in (
+        None,
+        "-1",
+    )
 
 
 def test_broker_has_the_development_settings(kafka_broker: KafkaBroker) -> None:
@@ -102,6 +107,7 @@ def test_broker_has_the_development_settings(kafka_broker: KafkaBroker) -> None:
     assert entries["auto.create.topics.enable"].value == "false"
     assert entries["transaction.max.timeout.ms"].value == "900000"
     assert entries["group.initial.rebalance.delay.ms"].value == "0"
+    assert entries["log.retention.ms"].value == "-1"
 
 
 def test_round_trip_and_status_reports_offsets_and_lag(kafka_broker: KafkaBroker) -> None:

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from jobkit import LOOP_TICKERS, loop_config
 
-from streamfolio.config import Settings, settings_from_mapping
+from streamfolio.config import Settings
 from streamfolio.feeds.heartbeat import Heartbeats
 from streamfolio.feeds.publish import TickPublisher
 from streamfolio.feeds.run import FeedOptions, _simulated
-from streamfolio.kafka.admin import ensure_topics, topic_specs
 from streamfolio.kafka.clients import DeadLetters, RecordConsumer, RecordProducer
 from streamfolio.kafka.topics import contract
 from streamfolio.state import initial_state, publish_state
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # PyFlink's thread mode hangs at start-up about once in thirty runs (docs/flink.md, caveats);
 # a red run for that says nothing about the code, so the tests' jobs use process mode.
 FLINK_TEST_ENV = {**os.environ, "STREAMFOLIO_FLINK_PYTHON_MODE": "process"}
-TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
+TICKERS = LOOP_TICKERS
 COOLDOWN_S = 10 * 86_400
 # Busy 2-core CI machines start JVMs slowly; the same knob as the job tests (jobkit.py).
 LOOP_TIMEOUT_S = float(os.environ.get("STREAMFOLIO_TEST_JOB_TIMEOUT", "240"))
@@ -53,41 +52,7 @@ DAY_MS = 86_400_000
 
 
 def _settings(broker: Any, tmp: Path) -> tuple[Settings, Path]:
-    data = yaml.safe_load(broker.config_path.read_text())
-    token = uuid.uuid4().hex[:8]
-    data["topics"] = {role: f"loop-{role}-{token}" for role in data["topics"]}
-    data["flink"] = {
-        **data.get("flink", {}),
-        "checkpoint_dir": str(tmp / "checkpoints"),
-        "checkpoint_interval_ms": 2_000,
-    }
-    data["rebalancer"] = {"group_id": f"loop-rebalancer-{token}"}
-    data["defaults"] = {
-        **data.get("defaults", {}),
-        "bar_seconds": 86_400,
-        "estimator": {"kind": "ewm", "half_life_bars": 15},
-    }
-    data["portfolios"] = [
-        {
-            "id": "loop",
-            "tickers": TICKERS,
-            "weights": {t: 1 / len(TICKERS) for t in TICKERS},
-            "bounds": {"max": 0.4},
-            "policy": {
-                "sharpe_threshold": 0.5,
-                "band": 0.1,
-                "cooldown_seconds": COOLDOWN_S,
-                "min_improvement": 0.1,
-                "max_turnover": 0.6,
-                "min_observations": 5,
-            },
-        }
-    ]
-    settings = settings_from_mapping(data)
-    ensure_topics(broker.bootstrap, topic_specs(settings))
-    path = tmp / "loop.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return settings, path
+    return loop_config(broker, tmp, "loop", cooldown_s=COOLDOWN_S)
 
 
 def _start(name: str, argv: list[str], tmp: Path) -> subprocess.Popen[bytes]:

@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from streamfolio.cli_support import command_errors, config_option, load_settings, one_of, say
 from streamfolio.errors import UsageError
 
+ON_FAILURE = ("restart", "stop")
+
 __all__ = ["demo"]
 
 DemoConfigOption = Annotated[Path | None, config_option("the packaged examples/demo.yaml")]
 
 # The options only the live demo uses (--bars is the one only --offline uses).
-_LIVE_ONLY = ("duration", "source", "prices", "speed", "port", "keep_topics")
+_LIVE_ONLY = ("duration", "source", "prices", "speed", "port", "keep_topics", "on_failure")
 
 
 def demo(
@@ -33,6 +35,16 @@ def demo(
     keep_topics: Annotated[
         bool, typer.Option(help="Keep what the topics hold (default: start them empty).")
     ] = False,
+    on_failure: Annotated[
+        str,
+        typer.Option(
+            metavar="restart|stop",
+            help="When a component exits: restart it (after 1 s, 2 s, 4 s ... up to 60 s; reset "
+            "once it ran 2 min; the job resumes from its newest checkpoint), or stop the demo. "
+            "More than 5 restarts of one component within 10 min stop the demo too; a stop for "
+            "a component exits 1 with the reason and the component's log.",
+        ),
+    ] = "restart",
     offline: Annotated[
         bool,
         typer.Option(
@@ -51,16 +63,21 @@ def demo(
     and portf1 rebalances. Ctrl-C, SIGTERM, SIGHUP (closing the terminal) or --duration stops
     everything and leaves nothing running; a requested stop exits with code 0. The topics are
     emptied first, on the local broker only: pointed at another cluster the demo refuses.
+
+    The live view shows each component's state (running, waiting for the broker, restarting,
+    stopped) and whether the broker answers; logs are under .cache/demo/, where a restarted
+    component's log goes on after a line naming the restart.
     """
     from streamfolio.config import example_config_path
 
     path = config or example_config_path().with_name("demo.yaml")
     with command_errors():
-        _check_options(ctx, offline, source, prices)
+        _check_options(ctx, offline, source, prices, on_failure)
     if offline:
         _offline_demo(path, bars, seed)
         return
     from streamfolio.demo import DemoOptions, run_demo
+    from streamfolio.demo.supervision import OnFailure
 
     options = DemoOptions(
         config_path=path,
@@ -71,13 +88,16 @@ def demo(
         seed=seed,
         dashboard_port=port,
         keep_topics=keep_topics,
+        on_failure=cast(OnFailure, on_failure),
     )
     with command_errors():
         code = run_demo(options, progress=say)
     raise typer.Exit(code)
 
 
-def _check_options(ctx: typer.Context, offline: bool, source: str, prices: Path | None) -> None:
+def _check_options(
+    ctx: typer.Context, offline: bool, source: str, prices: Path | None, on_failure: str
+) -> None:
     """Refuse options given on the command line that the chosen mode would ignore."""
 
     def given(name: str) -> bool:
@@ -99,6 +119,7 @@ def _check_options(ctx: typer.Context, offline: bool, source: str, prices: Path 
             "stop the live demo with --duration)"
         )
     one_of(source, ("sim", "replay", "cse"), "--source")
+    one_of(on_failure, ON_FAILURE, "--on-failure")
     if source == "replay" and prices is None:
         raise UsageError("--source replay needs --prices FILE (a tick CSV time,ticker,price)")
 

@@ -13,6 +13,7 @@ import typer
 from streamfolio.cli_support import (
     ConfigOption,
     command_errors,
+    configure_logging,
     load_settings,
     one_of,
     parse_time,
@@ -117,8 +118,15 @@ def feed(
     Ticks are keyed by ticker, carry their event time as the Kafka timestamp, and go out with
     acks=all and idempotence. Bad ticks (unknown ticker, non-positive price, schema misfit) go to
     the dead-letter topic with a reason. Every feed.heartbeat_ms (config; 0: none) a heartbeat
-    goes to every partition: nothing older than its time follows there. Ctrl-C stops cleanly
-    after flushing what was accepted.
+    goes to every partition: nothing older than its time follows there.
+
+    While the broker is away nothing is lost: ticks and heartbeats wait in the producer's
+    memory (up to 1,000,000 messages or queue.buffering.max.kbytes, whichever comes first;
+    then the source pauses: sim and replay resume where they were, the CSE poller resumes with
+    the exchange's quotes of the moment, those it did not poll are gone), and go out when it
+    is back. The outage is logged once, then once a minute. Ctrl-C, SIGTERM or SIGHUP stops
+    within 5 s: what the broker has not acknowledged after 2 s is kept in feed.spool_dir and
+    published first by the next run on the same prices topic (docs/outage.md).
 
     --source heartbeats is the compatibility mode of a producer that sends no heartbeats (the
     reference's BourseData producer): run it next to that producer. It publishes no ticks, only
@@ -131,6 +139,10 @@ def feed(
     """
     from streamfolio.feeds.options import FeedOptions
     from streamfolio.feeds.run import run_feed
+    from streamfolio.kafka.outage import broker_watch
+
+    configure_logging()
+    broker_watch("feed")
 
     with command_errors():
         _check_feed_options(source, price_format, calibration, start, prices, max_ticks)

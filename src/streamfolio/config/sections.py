@@ -234,3 +234,7 @@ class FeedSettings(StrictModel):
     the wall clock minus this. The exchange reports trades with a delay; a trade published
     later than this after it happened may arrive behind a heartbeat, and the job then judges
     it late."""
+    spool_dir: Path = Path(".cache/feed")
+    """Where a feed stopped during a broker outage keeps the messages the broker had not
+    acknowledged (one file per prices topic and ``kafka.client_id``), to publish them first
+    when it starts again (docs/outage.md). Relative to the working directory."""

@@ -111,6 +111,9 @@ def dashboard_command(
         raise typer.Exit(1) from None
     import threading
 
+    from streamfolio.kafka.outage import broker_watch
+
+    broker_watch("dashboard")
     with command_errors():
         settings = load_settings(config)
         options = ConsumerOptions(from_beginning=from_beginning, lookback_minutes=lookback)

@@ -52,6 +52,7 @@ from streamfolio.dashboard.bounds import Role
 from streamfolio.dashboard.state import DashboardState
 from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
+from streamfolio.kafka.outage import broker_watch, observed
 from streamfolio.kafka.topics import Role as TopicRole
 
 __all__ = ["DENSE_ROLES", "SPARSE_ROLES", "ConsumerOptions", "DashboardConsumer", "start_offset"]
@@ -147,16 +148,17 @@ class DashboardConsumer:
     # -------------------------------------------------------------------------------- loop
 
     def _config(self) -> dict[str, Any]:
-        return {
-            **self._settings.kafka.client_config(),
-            # A group id is required by the client, but nothing is ever committed under it.
-            "group.id": f"streamfolio-dashboard-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "latest",
-            "logger": _LIBRDKAFKA_LOG,
-        }
+        return observed(
+            {
+                **self._settings.kafka.client_config(),
+                # A group id is required by the client, but nothing is ever committed under it.
+                "group.id": f"streamfolio-dashboard-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "latest",
+            }
+        )
 
     def _run(self) -> None:
         try:
@@ -181,8 +183,17 @@ class DashboardConsumer:
     def _loop(self, consumer: Consumer) -> None:
         next_topics = next_sample = 0.0
         opts = self._options
+        watch = broker_watch()
+        was_down = False
         while not self._stop.is_set():
             now = time.monotonic()
+            if watch.down != was_down:
+                # The health panel says why nothing moves; what was read stays on show.
+                was_down = watch.down
+                if was_down:
+                    self._state.set_status("waiting", error="Kafka unreachable; retrying")
+                else:
+                    self._state.set_status("running")
             if now >= next_topics and not self._complete():
                 self._assign_missing(consumer)
                 next_topics = now + opts.missing_topics_every_s

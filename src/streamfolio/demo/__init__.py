@@ -5,6 +5,10 @@ Kafka broker, publishes the example portfolios' initial state, then runs the str
 simulator feed, the rebalancer, the history store and the dashboard as child processes, and shows
 a live table per portfolio: Sharpe against its threshold, expected return, risk, last rebalance.
 
+A component that exits is restarted with back-off (the job from its newest checkpoint), or with
+``--on-failure stop`` the demo stops everything and exits 1 naming it and its log; the live view
+shows each component's state and whether the broker answers.
+
 A requested stop (Ctrl-C, ``kill``'s SIGTERM, closing the terminal's SIGHUP) stops the children
 newest first, then the broker if the demo started it, and exits with code 0. The demo empties the
 topics it uses before it starts, but only on the local broker it started (or found running) from
@@ -12,21 +16,24 @@ the checkout's ``kafka.local.data_dir``: pointed at any other cluster it refuses
 :func:`check_local_cluster`).
 
 Modules: :mod:`~streamfolio.demo.run` (the steps, :func:`run_demo`),
-:mod:`~streamfolio.demo.supervision` (children and stop signals), :mod:`~streamfolio.demo.safety`
-(topics are reset on the local broker only), :mod:`~streamfolio.demo.live` (the live view).
+:mod:`~streamfolio.demo.supervision` (children and stop signals), :mod:`~streamfolio.demo.restarts`
+(when to restart a child), :mod:`~streamfolio.demo.components` (each child's state),
+:mod:`~streamfolio.demo.safety` (topics are reset on the local broker only),
+:mod:`~streamfolio.demo.live` (the live view).
 """
 
 from __future__ import annotations
 
+from streamfolio.cli_support import STOP_SIGNALS, StopRequested, stop_signals
+from streamfolio.demo.components import ComponentView
 from streamfolio.demo.live import LiveState, PortfolioView, render, summary_lines, watch
+from streamfolio.demo.restarts import RestartPolicy
 from streamfolio.demo.run import DemoOptions, python_command, run_demo, sim_start_ms
 from streamfolio.demo.safety import check_local_cluster, cluster_id, local_cluster_id
 from streamfolio.demo.supervision import (
-    STOP_SIGNALS,
     Child,
-    StopRequested,
+    Failure,
     Supervisor,
-    stop_signals,
     supervise,
     tolerant,
 )
@@ -34,9 +41,12 @@ from streamfolio.demo.supervision import (
 __all__ = [
     "STOP_SIGNALS",
     "Child",
+    "ComponentView",
     "DemoOptions",
+    "Failure",
     "LiveState",
     "PortfolioView",
+    "RestartPolicy",
     "StopRequested",
     "Supervisor",
     "check_local_cluster",

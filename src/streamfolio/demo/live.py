@@ -1,18 +1,22 @@
 """The demo's live view: what the pipeline publishes (metrics, rebalance events, dead letters),
-folded into one row per portfolio and shown as a table (or plain lines when not on a terminal)
-until ``--duration``, a stop, or a child that fails."""
+folded into one row per portfolio, and each component's state (running, waiting for the
+broker, restarting, stopped) with the broker's, shown as tables (or plain lines when not on a
+terminal) until ``--duration``, a stop, or a component the supervisor gives up on."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streamfolio.config import Settings
+from streamfolio.demo.components import ComponentView
 from streamfolio.kafka.clients import RecordConsumer
 from streamfolio.kafka.topics import contract
 
@@ -37,6 +41,9 @@ class LiveState:
     portfolios: dict[str, PortfolioView] = field(default_factory=dict)
     dead_letters: int = 0
     started: float = field(default_factory=time.monotonic)
+    components: Sequence[ComponentView] = ()
+    broker: str = ""
+    """What the last probe of the broker said (``reachable``...); empty: not probed."""
 
 
 def _when(ms: int) -> str:
@@ -89,8 +96,49 @@ _COLUMNS = (
 _LEFT = ("portfolio", "as of", "last decision")
 
 
+_STYLES = {
+    "running": "green",
+    "reachable": "green",
+    "finished": "green",
+    "waiting for the broker": "yellow",
+    "restarting": "yellow",
+    "exited": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+}
+
+
+def _styled(state: str) -> str:
+    style = _STYLES.get(state, "red" if state.startswith(("down", "not")) else "")
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def render_components(components: Sequence[ComponentView], broker: str = "") -> Any:
+    """A rich Table: one row per component, and the broker's (when probed)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="components")
+    for column in ("component", "state", "", "restarts", "log"):
+        table.add_column(column, justify="right" if column == "restarts" else "left")
+    if broker:
+        table.add_row("broker", _styled(broker), "", "", "")
+    for view in components:
+        log = escape(str(view.log_path)) if view.log_path is not None else ""
+        table.add_row(view.name, _styled(view.state), escape(view.detail), str(view.restarts), log)
+    return table
+
+
 def render(state: LiveState) -> Any:
-    """A rich Table of the live state."""
+    """The live state as rich renderables: the portfolios' table, then the components'."""
+    from rich.console import Group
+
+    if not state.components and not state.broker:
+        return _portfolio_table(state)
+    return Group(_portfolio_table(state), render_components(state.components, state.broker))
+
+
+def _portfolio_table(state: LiveState) -> Any:
     from rich.table import Table
 
     elapsed = time.monotonic() - state.started
@@ -124,10 +172,24 @@ def summary_lines(state: LiveState) -> list[str]:
             f"(threshold {v.threshold:.2f}), return {v.expected_return:.1%}, risk {v.risk:.1%}, "
             f"{v.bars} obs, {v.rebalances} rebalance(s); {v.last_event or 'no decision yet'}"
         )
+    parts = [f"broker {state.broker}"] if state.broker else []
+    parts += [
+        f"{c.name} {c.state}" + (f" ({c.detail})" if c.detail and c.state != "running" else "")
+        for c in state.components
+    ]
+    if parts:
+        lines.append("  components: " + ", ".join(parts))
     return lines
 
 
 def live_consumer(settings: Settings) -> RecordConsumer:
+    """The view's own reader. The table shows the broker's state: its client's outage and
+    librdkafka lines would only garble the table, so they are not printed."""
+    from streamfolio.kafka.outage import broker_watch
+
+    broker_watch("demo")
+    for name in ("streamfolio.outage", "streamfolio.librdkafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return RecordConsumer(
         settings.kafka,
         [contract(settings, role) for role in ("metrics", "rebalance_events", "dead_letter")],
@@ -137,19 +199,30 @@ def live_consumer(settings: Settings) -> RecordConsumer:
     )
 
 
+BROKER_PROBE_EVERY_S = 5.0
+"""How often the live view asks whether the broker answers (a bounded TCP connect)."""
+
+
 def live_view(
     settings: Settings,
     supervisor: Supervisor,
     duration_s: float | None,
     console: Any,
     live_cls: Any,
+    broker_probe: Callable[[], str] | None = None,
+    consumer_factory: Callable[[Settings], Any] | None = None,
 ) -> int:
-    """Show the live state until ``duration_s`` (None: until stopped); 1 as soon as a child of
-    ``supervisor`` fails, else 0. ``live_cls`` is rich's ``Live``, used on a terminal."""
+    """Show the live state until ``duration_s`` (None: until stopped), checking on the children
+    of ``supervisor`` each second (:meth:`Supervisor.check` restarts them); 1 as soon as it
+    gives up on one (printing why and its log), else 0. ``live_cls`` is rich's ``Live``, used on
+    a terminal; ``broker_probe`` says whether the broker answers (every few seconds)."""
+    from rich.markup import escape
+
     state = LiveState()
-    consumer = live_consumer(settings)
+    consumer = (consumer_factory or live_consumer)(settings)
     deadline = None if duration_s is None else time.monotonic() + duration_s
     interactive = console.is_terminal
+    last_probe = -math.inf
     try:
         with (
             live_cls(render(state), console=console, refresh_per_second=2, transient=False)
@@ -159,22 +232,30 @@ def live_view(
             last_print = 0.0
             while deadline is None or time.monotonic() < deadline:
                 watch(settings, state, consumer, 1.0)
-                failed = supervisor.failed()
-                if failed:
-                    for child in failed:
-                        code = child.process.returncode
-                        console.print(
-                            f"[red]{child.name} exited ({code}); see {child.log_path}[/red]"
-                        )
+                failure = supervisor.check()
+                if broker_probe is not None and time.monotonic() - last_probe >= (
+                    BROKER_PROBE_EVERY_S
+                ):
+                    state.broker = broker_probe()
+                    supervisor.broker_reachable = state.broker == "reachable"
+                    last_probe = time.monotonic()
+                state.components = supervisor.views()
+                if failure is not None:
+                    if live is not None:
+                        live.update(render(state))
+                    console.print(
+                        f"[red]{escape(failure.message)}: stopping the demo[/red]",
+                        soft_wrap=True,
+                    )
                     return 1
                 if live is not None:
                     live.update(render(state))
                 elif time.monotonic() - last_print > 10:
                     for line in summary_lines(state):
-                        console.print(line, highlight=False, soft_wrap=True)
+                        console.print(line, highlight=False, soft_wrap=True, markup=False)
                     last_print = time.monotonic()
         for line in summary_lines(state):
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
     finally:
         consumer.close()
     return 0

@@ -1,18 +1,23 @@
 """The demo's steps: start (or find) the local broker, empty the topics, publish the initial
-state, start the job, the feed, the rebalancer, the store and the dashboard as child processes,
-then show the live view; every stop runs the same shutdown (:func:`run_demo`)."""
+state, start the job, the feed, the rebalancer, the store and the dashboard as child processes
+(restarted when they exit, the job from its newest checkpoint), then show the live view; every
+stop runs the same shutdown (:func:`run_demo`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import streamfolio.demo.safety as safety
+from streamfolio.demo.components import broker_probe
 from streamfolio.demo.live import live_view
-from streamfolio.demo.supervision import Progress, Supervisor, supervise, tolerant
+from streamfolio.demo.supervision import OnFailure, Progress, Supervisor, supervise, tolerant
 from streamfolio.errors import UsageError
 
 
@@ -32,6 +37,7 @@ class DemoOptions:
     dashboard_port: int = 8050
     keep_topics: bool = False
     log_dir: Path = Path(".cache/demo")
+    on_failure: OnFailure = "restart"
 
 
 SIM_ARGS = (
@@ -74,6 +80,35 @@ def sim_start_ms(state: dict[str, Any]) -> int:
     )
 
 
+def resume_command(fresh: list[str], checkpoint_dir: Path, since: float) -> Callable[[], list[str]]:
+    """The job's command for a restart: ``fresh`` resuming from the newest complete checkpoint
+    under ``checkpoint_dir`` written since ``since`` (wall-clock seconds: the demo's first start
+    of the job), else ``fresh`` itself. An older checkpoint is an earlier demo's, whose offsets
+    and state belong to topics this demo emptied.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> command = resume_command(["job", "run"], root, since=0.0)
+    >>> command()
+    ['job', 'run']
+    >>> (root / "abc" / "chk-3").mkdir(parents=True); (root / "abc/chk-3/_metadata").touch()
+    >>> command()[-1] == str(root / "abc" / "chk-3")
+    True
+    >>> resume_command(["job", "run"], root, since=time.time() + 60)()
+    ['job', 'run']
+    """
+    from streamfolio.flink.runtime import latest_checkpoint
+
+    def command() -> list[str]:
+        with contextlib.suppress(OSError):  # a checkpoint removed while looking: start afresh
+            found = latest_checkpoint(checkpoint_dir)
+            if found is not None and (found / "_metadata").stat().st_mtime >= since:
+                return [*fresh, "--from-checkpoint", str(found)]
+        return fresh
+
+    return command
+
+
 def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
 
@@ -93,7 +128,7 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     settings = load_config(options.config_path)
     config = str(options.config_path)
     broker = LocalKafka(settings.kafka, repo_root(), progress=progress)
-    supervisor = Supervisor(options.log_dir, progress)
+    supervisor = Supervisor(options.log_dir, progress, on_failure=options.on_failure)
     started_broker = False
 
     def body() -> int:
@@ -105,9 +140,13 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             safety.reset_topics(settings, progress)
         state = initial_state(settings, progress=progress)
         publish_state(settings, state, progress=progress)
-        supervisor.start("job", python_command("job", "run", "--config", config))
+        job = python_command("job", "run", "--config", config)
+        checkpoints = Path(settings.flink.checkpoint_dir).resolve()
+        supervisor.start("job", job, restart_argv=resume_command(job, checkpoints, time.time()))
         supervisor.start(
-            "feed", python_command("feed", *_feed_args(options, state), "--config", config)
+            "feed",
+            python_command("feed", *_feed_args(options, state), "--config", config),
+            may_finish=options.source == "replay",  # done at the end of its file
         )
         supervisor.start("rebalancer", python_command("rebalancer", "--config", config))
         supervisor.start("store", python_command("store", "--config", config))
@@ -116,7 +155,9 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
         )
         progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
-        return live_view(settings, supervisor, options.duration_s, Console(stderr=True), Live)
+        probe = broker_probe(settings.kafka.bootstrap_servers, broker)
+        console = Console(stderr=True)
+        return live_view(settings, supervisor, options.duration_s, console, Live, probe)
 
     def shutdown() -> None:
         supervisor.stop_all()

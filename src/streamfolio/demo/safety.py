@@ -136,3 +136,11 @@ def reset_topics(settings: Settings, progress: Progress) -> None:
             time.sleep(0.5)
     ensure_topics(settings.kafka.bootstrap_servers, specs)
     progress(f"topics ready (fresh): {', '.join(s.name for s in specs)}")
+    # What an earlier demo's feed kept unsent belongs to the topics just emptied: published into
+    # the fresh ones, its heartbeats would make the new run's first ticks late.
+    from streamfolio.feeds.run import feed_spool_path
+
+    spool = feed_spool_path(settings)
+    if spool.exists():
+        spool.unlink()
+        progress(f"removed {spool}: the unsent messages of an earlier demo's feed")

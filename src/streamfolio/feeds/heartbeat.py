@@ -61,8 +61,8 @@ def wall_clock_floor(lag_ms: int, clock: Callable[[], float] = time.time) -> Cal
     return floor
 
 
-class HeartbeatSink(Protocol):
-    """What heartbeats are produced through (:class:`~streamfolio.kafka.clients.RecordProducer`)."""
+class RawSink(Protocol):
+    """What bytes are produced through (:class:`~streamfolio.kafka.clients.RecordProducer`)."""
 
     def send_raw(
         self,
@@ -73,6 +73,10 @@ class HeartbeatSink(Protocol):
         timestamp_ms: int | None = None,
         partition: int | None = None,
     ) -> None: ...
+
+
+class HeartbeatSink(RawSink, Protocol):
+    """What heartbeats are produced through: a :class:`RawSink` that knows partition counts."""
 
     def partition_count(self, topic: str, timeout: float = 10.0) -> int: ...
 
@@ -176,11 +180,15 @@ class Heartbeats:
                 log.info("heartbeats on %d partition(s) of %s", count, self.topic)
             self.partitions = max(count, self.partitions)  # partitions are never removed
 
-    def beat(self) -> int:
+    def beat(self, *, refresh: bool = True) -> int:
         """Send one heartbeat on every partition now; returns how many (0 while T is unknown).
 
         The heartbeat thread calls this every interval; :meth:`stop` calls it a last time.
+        ``refresh`` False sends on the partitions already known, without asking the broker.
         """
+        return self._round(refresh=refresh, final=True)
+
+    def _round(self, *, refresh: bool, final: bool) -> int:
         floor = self._floor()
         if floor is None:
             return 0
@@ -189,8 +197,11 @@ class Heartbeats:
         except SchemaError as exc:  # a clock before 1970 or a bound past 9999: nothing to say
             self._failed("time", f"no heartbeat: {exc}")
             return 0
-        self._refresh_partitions()
-        if not self.partitions:
+        if refresh:
+            self._refresh_partitions()
+        if not self.partitions or (self._stop.is_set() and not final):
+            # The thread back from a metadata lookup that outlasted stop(): the feed is past
+            # its last round, so nothing more.
             return 0
         value = encode_heartbeat(heartbeat)
         for partition in range(self.partitions):
@@ -209,19 +220,29 @@ class Heartbeats:
     # -- the thread --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Read the partition count and start the heartbeat thread (first round at once)."""
+        """Start the heartbeat thread, which reads the partition count (this waits for that)
+        and sends its first round at once."""
         if self._thread is not None:
             return
-        self._refresh_partitions()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
+        counted = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(counted,), name="heartbeats", daemon=True
+        )
         self._thread.start()
+        # The lookup waits for the broker in C, where no signal gets through; a wait on an
+        # event does not keep Ctrl-C or SIGTERM out.
+        counted.wait()
 
-    def _run(self) -> None:
+    def _run(self, counted: threading.Event) -> None:
+        try:
+            self._refresh_partitions()
+        finally:
+            counted.set()
         due = time.monotonic()
         while True:
             try:
-                self.beat()
+                self._round(refresh=True, final=False)
             except Exception as exc:  # never let the thread die silently
                 self._failed(type(exc).__name__, f"heartbeat round failed: {exc!r}")
             due += self.interval_s
@@ -231,18 +252,28 @@ class Heartbeats:
             if self._stop.wait(due - now):
                 return
 
-    def stop(self, *, final: bool = True) -> None:
+    def stop(self, *, final: bool = True, wait_s: float | None = None) -> None:
         """Stop the thread; with ``final``, send a last round with the latest T.
 
         Call :meth:`advance` with the feed's last bound first (one past its last tick when a
-        finite source is exhausted), so that the last bars can close.
+        finite source is exhausted), so that the last bars can close. ``wait_s`` (a stop
+        request, which must be prompt) bounds the wait for the thread, which may be waiting
+        for the broker's metadata; if it is still waiting then, there is no last round, and
+        the last round sends on the partitions already known rather than asking the broker.
         """
         thread, self._thread = self._thread, None
         self._stop.set()
         if thread is not None:
-            thread.join()
+            thread.join(wait_s)
+            if thread.is_alive():
+                log.warning(
+                    "the heartbeat thread is still waiting for the broker after %.0f s; "
+                    "no last round of heartbeats",
+                    wait_s,
+                )
+                return
         if final:
-            self.beat()
+            self.beat(refresh=wait_s is None)
 
     def __enter__(self) -> Heartbeats:
         self.start()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from streamfolio.config import Settings
 from streamfolio.errors import ConfigError, UsageError
 from streamfolio.feeds.heartbeat import Heartbeats, HeartbeatSink, wall_clock_floor
-from streamfolio.feeds.publish import FeedStats
+from streamfolio.feeds.publish import HEARTBEAT_STOP_S, FeedStats
 from streamfolio.kafka.topics import contract
 
 __all__ = ["SOURCE", "HeartbeatFeed", "HeartbeatFeedStats"]
@@ -68,7 +68,7 @@ class HeartbeatFeedStats(FeedStats):
         )
         if self.promised is not None:
             text += f", last T {_iso(self.promised)} (wall clock - {self.lag_ms} ms)"
-        return text
+        return text + self.kept()
 
 
 class HeartbeatFeed:
@@ -114,6 +114,9 @@ class HeartbeatFeed:
         self._progress_every_s = progress_every_s
         self._stop = threading.Event()
         self.stats = HeartbeatFeedStats(lag_ms=self.lag_ms)
+        self.interrupted = False
+        """Whether :meth:`run` ended on Ctrl-C (or SIGTERM): its caller then waits for the
+        broker no longer than a stop request allows."""
 
     def stop(self) -> None:
         """Ask :meth:`run` to send its last round and return (from any thread)."""
@@ -149,9 +152,13 @@ class HeartbeatFeed:
                 progress(f"no partitions of {self.topic} yet: heartbeats start once it has some")
             self._wait(beats, progress, started, duration_s)
         except KeyboardInterrupt:
-            progress("stopping: a last round of heartbeats (Ctrl-C again to abandon it)")
+            self.interrupted = True
+            progress(
+                "stopping: a last round of heartbeats (what the broker has not acknowledged "
+                "within 2 s is kept for the next run)"
+            )
         finally:
-            beats.stop()
+            beats.stop(wait_s=HEARTBEAT_STOP_S if self.interrupted else None)
             self._count(beats)
         return self.stats
 

@@ -32,6 +32,8 @@ from streamfolio.serde import codec_for
 log = logging.getLogger(__name__)
 
 PriceFormat = Literal["tick", "bourse"]
+HEARTBEAT_STOP_S = 1.0
+"""On a stop request, how long the heartbeat thread may take to end before the last round."""
 Horizon = Callable[[], int | None]
 """A lower bound on the event time of every tick a source has not yielded yet (None: unknown)."""
 
@@ -47,6 +49,11 @@ class FeedStats:
     behind_heartbeat: int = 0
     """Ticks published with an event time older than a heartbeat already sent (the CSE's late
     reports): the job judges them, most likely late."""
+    republished: int = 0
+    """Messages the last run kept on disk, published before anything new."""
+    spooled: int = 0
+    """Messages (ticks, heartbeats, dead letters) the broker had not acknowledged when the feed
+    was asked to stop, kept on disk for the next run (:mod:`streamfolio.feeds.spool`)."""
 
     @property
     def rate(self) -> float:
@@ -63,6 +70,19 @@ class FeedStats:
             text += f", {self.heartbeats} heartbeats"
         if self.behind_heartbeat:
             text += f", {self.behind_heartbeat} ticks older than a heartbeat sent before them"
+        return text + self.kept()
+
+    def kept(self) -> str:
+        """What the spool did, for the end of :meth:`line` ('' when nothing).
+
+        >>> FeedStats(republished=3, spooled=5).kept()
+        ', 3 kept from the last run republished, 5 unacknowledged kept for the next run'
+        """
+        text = ""
+        if self.republished:
+            text += f", {self.republished} kept from the last run republished"
+        if self.spooled:
+            text += f", {self.spooled} unacknowledged kept for the next run"
         return text
 
 
@@ -170,17 +190,22 @@ class TickPublisher:
         """
         beats = self.heartbeats
         step = _stepper(beats, horizon)
-        if step is not None:
-            step()
-        if beats is not None:
-            beats.start()
+        interrupted = False
         try:
+            if step is not None:
+                step()
+            if beats is not None:
+                beats.start()
             self._run(ticks, rate, max_ticks, duration_s, progress, progress_every_s, step)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             if beats is not None:
                 if step is not None:
                     step()  # an exhausted finite source answers one past its last tick
-                beats.stop()
+                # A stop request must be prompt: the thread may be waiting for the broker.
+                beats.stop(wait_s=HEARTBEAT_STOP_S if interrupted else None)
                 self.stats.heartbeats = beats.sent
         return self.stats
 

@@ -7,6 +7,10 @@ what the exchange will report, so it promises its wall clock minus ``feed.heartb
 (``--lag-ms``). ``--source heartbeats`` publishes no ticks, only those clock heartbeats, for a
 prices topic another producer writes (:mod:`streamfolio.feeds.heartbeat_feed`).
 
+A broker outage loses nothing (docs/outage.md): what the producer accepted waits in its memory;
+Ctrl-C or SIGTERM stops the feed within seconds all the same, keeping what the broker has not
+acknowledged on disk for the next run, which publishes it first (:mod:`streamfolio.feeds.spool`).
+
 The options are :class:`~streamfolio.feeds.options.FeedOptions`, importable from here too.
 """
 
@@ -18,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +39,7 @@ from streamfolio.feeds.simulate import (
     daily_calibration,
     reference_calibration,
 )
+from streamfolio.feeds.spool import STOP_FLUSH_S, Spool, StopSignals, spool_path
 from streamfolio.kafka.clients import DeadLetters, RecordProducer
 from streamfolio.kafka.topics import contract
 
@@ -224,28 +230,23 @@ def run_feed(
     *,
     producer: RecordProducer | None = None,
 ) -> FeedStats:
-    """Run one feed until its source ends, ``--duration``/``--max-ticks``, or Ctrl-C.
+    """Run one feed until its source ends, ``--duration``/``--max-ticks``, Ctrl-C or SIGTERM.
 
     ``producer`` replaces the Kafka producer in tests.
     Unless ``feed.heartbeat_ms`` is 0, heartbeats go out on every partition of the prices
     topic all along, and a last round after the last tick. ``--source heartbeats`` sends
     nothing else, until ``--duration`` or Ctrl-C
     (:class:`~streamfolio.feeds.heartbeat_feed.HeartbeatFeed`).
+
+    Before anything new, the messages the last run kept on disk go out
+    (:meth:`~streamfolio.feeds.spool.Spool.republish`). At the end the feed waits for the
+    broker's acknowledgements: as long as it takes when the feed ended by itself, at most
+    :data:`~streamfolio.feeds.spool.STOP_FLUSH_S` on Ctrl-C or SIGTERM, after which what is left
+    is kept on disk for the next run (:meth:`~streamfolio.feeds.spool.Spool.finish`).
     """
     lag_ms = settings.feed.heartbeat_lag_ms if options.lag_ms is None else options.lag_ms
     if options.source == "heartbeats":
-        from streamfolio.feeds.heartbeat_feed import HeartbeatFeed
-
-        if options.max_ticks is not None:
-            raise UsageError(
-                "--source heartbeats publishes no ticks: stop it with --duration or Ctrl-C, "
-                "not --max-ticks"
-            )
-        feed = HeartbeatFeed(settings, lag_ms=lag_ms)
-        producer = producer or RecordProducer(settings.kafka)
-        stats = feed.run(producer, progress, duration_s=options.duration_s)
-        _flush(producer, progress, "heartbeat(s)")
-        return stats
+        return _run_heartbeats(settings, options, progress, producer, lag_ms)
     price_format: PriceFormat = (
         "bourse" if (options.price_format or settings.flink.price_format) == "bourse" else "tick"
     )
@@ -291,33 +292,66 @@ def run_feed(
         if heartbeats is not None
         else ", no heartbeats (feed.heartbeat_ms: 0)"
     )
-    progress(
-        f"feed {options.source}: publishing to {settings.topics.prices} at "
-        f"{settings.kafka.bootstrap_servers} ({price_format} format{beats}); Ctrl-C to stop"
-    )
-    try:
-        publisher.run(
-            source,
-            rate=rate,
-            max_ticks=options.max_ticks,
-            duration_s=options.duration_s,
-            progress=progress,
-            horizon=horizon,
-        )
-    except KeyboardInterrupt:
-        progress("stopping: flushing accepted ticks (Ctrl-C again to abandon them)")
-    _flush(producer, progress)
-    return publisher.stats
+    stats = publisher.stats
+    with StopSignals(on_stop=producer.stop_waiting) as signals:
+        spool = Spool(producer, feed_spool_path(settings), progress, signals)
+        republished = False
+        try:
+            stats.republished = spool.republish()
+            republished = True
+            progress(
+                f"feed {options.source}: publishing to {settings.topics.prices} at "
+                f"{settings.kafka.bootstrap_servers} ({price_format} format{beats}); "
+                "Ctrl-C to stop"
+            )
+            publisher.run(
+                source,
+                rate=rate,
+                max_ticks=options.max_ticks,
+                duration_s=options.duration_s,
+                progress=progress,
+                horizon=horizon,
+            )
+        except KeyboardInterrupt:
+            if not republished:
+                return stats  # nothing new accepted; the file keeps the last run's messages
+            progress(
+                f"stopping: waiting {STOP_FLUSH_S:g} s at most for the broker to acknowledge "
+                "what was accepted (the rest is kept on disk for the next run)"
+            )
+            stats.spooled = spool.finish(requested=True)
+            return stats
+        stats.spooled = spool.finish(requested=False)
+    return stats
 
 
-def _flush(producer: RecordProducer, progress: Progress, what: str = "tick(s)") -> None:
-    """Wait for every accepted message to be acknowledged, however long the broker is away."""
-    waited = 0.0
-    while True:
-        remaining = producer.flush(5.0)
-        if remaining == 0:
-            return
-        waited += 5.0
-        progress(
-            f"waiting for the broker: {remaining} {what} not yet acknowledged ({waited:.0f} s)"
+def feed_spool_path(settings: Settings) -> Path:
+    """Where this feed keeps what the broker had not acknowledged when it was stopped."""
+    return spool_path(settings.feed.spool_dir, settings.topics.prices, settings.kafka.client_id)
+
+
+def _run_heartbeats(
+    settings: Settings,
+    options: FeedOptions,
+    progress: Progress,
+    producer: RecordProducer | None,
+    lag_ms: int,
+) -> FeedStats:
+    from streamfolio.feeds.heartbeat_feed import HeartbeatFeed
+
+    if options.max_ticks is not None:
+        raise UsageError(
+            "--source heartbeats publishes no ticks: stop it with --duration or Ctrl-C, "
+            "not --max-ticks"
         )
+    feed = HeartbeatFeed(settings, lag_ms=lag_ms)
+    producer = producer or RecordProducer(settings.kafka)
+    with StopSignals(on_stop=producer.stop_waiting) as signals:
+        spool = Spool(producer, feed_spool_path(settings), progress, signals)
+        try:
+            feed.stats.republished = spool.republish()
+        except KeyboardInterrupt:
+            return feed.stats
+        stats = feed.run(producer, progress, duration_s=options.duration_s)
+        stats.spooled = spool.finish(requested=feed.interrupted)
+    return stats

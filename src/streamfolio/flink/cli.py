@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from streamfolio.cli_support import RequiredConfigOption, command_errors, one_of
+from streamfolio.cli_support import RequiredConfigOption, command_errors, one_of, stop_signals
 
 job_app = typer.Typer(
     name="job",
@@ -103,19 +103,37 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run the job here, on a local Flink MiniCluster, until stopped (Ctrl-C) or, with
+    """Run the job here, on a local Flink MiniCluster, until stopped (Ctrl-C or SIGTERM) or, with
     --bounded, to the end of the input. The first run fetches the Kafka connector jar with Maven.
+    While the Kafka brokers are unreachable it waits and says so on stderr (once, then once a
+    minute, then when they are back), and Flink restarts the job from its last checkpoint when
+    its Kafka clients give up. Flink's own log: $FLINK_LOG_DIR (default: site-packages/pyflink/log).
     """
+    from streamfolio.config import load_config
+    from streamfolio.flink import driver, gateway
     from streamfolio.flink.job import main
+    from streamfolio.kafka.outage import broker_watch
 
+    watch = broker_watch("job")
     with command_errors():
         _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
         _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
+        settings = load_config(config)
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, bounded)
+    driver.outages_to_stderr()
+    gateway.track_gateway()
+    # In this process, not in the job graph: the job's own clients are Java and log elsewhere.
+    probe = driver.BrokerProbe(driver.metadata_probe(settings), watch).start()
+    interrupted = False
     try:
-        with command_errors():
+        with stop_signals(), command_errors():
             main(args)
     except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        probe.stop()
+        gateway.stop_gateway()
+    if interrupted:
         typer.echo(
             "stopped; checkpoints are retained (resume with --from-checkpoint latest)", err=True
         )

@@ -31,6 +31,7 @@ from streamfolio.devtools import reraise_as
 from streamfolio.devtools.files import find_checkout
 from streamfolio.devtools.maven import cached_folder, find_mvn, run_maven
 from streamfolio.errors import StreamfolioError
+from streamfolio.kafka.outage import RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MS
 from streamfolio.kafka.topics import Role, contract
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "TRANSACTION_TIMEOUT_MS",
     "ConnectorError",
     "KafkaTableSinks",
+    "client_properties",
     "control_watermarks",
     "fetch_jars",
     "find_root",
@@ -224,9 +226,23 @@ def source_parallelism(settings: Settings, role: Role, parallelism: int) -> int:
 
 
 def client_properties(settings: Settings) -> dict[str, str]:
-    # kafka.security holds client properties (SASL/TLS); the Java client takes the same names
-    # for the common ones (security.protocol, sasl.mechanism, ssl.*).
-    return {k: v.get_secret_value() for k, v in settings.kafka.security.items()}
+    """Properties of every Kafka client of the job, Java or librdkafka (the names are shared).
+
+    Reconnection backs off exponentially from 100 ms to 10 s, as the Python components' clients
+    do (:mod:`streamfolio.kafka.outage`): the Java client's default cap of 1 s would try every
+    broker every second through an outage. Then ``kafka.security`` (SASL/TLS: the Java client
+    takes the same names for the common ones, security.protocol, sasl.mechanism, ssl.*).
+
+    >>> from streamfolio.config import example_config_path, load_config
+    >>> p = client_properties(load_config(example_config_path(), environ={}))
+    >>> p["reconnect.backoff.ms"], p["reconnect.backoff.max.ms"]
+    ('100', '10000')
+    """
+    return {
+        "reconnect.backoff.ms": str(RECONNECT_BACKOFF_MS),
+        "reconnect.backoff.max.ms": str(RECONNECT_BACKOFF_MAX_MS),
+        **{k: v.get_secret_value() for k, v in settings.kafka.security.items()},
+    }
 
 
 def kafka_source(
@@ -297,8 +313,8 @@ def sink_options(
     ...                  delivery="exactly-once", transactional_id_prefix="sf")
     >>> o["topic"], o["key.fields"], o["sink.transactional-id-prefix"]
     ('portfMetrics', 'k', 'sf-metrics')
-    >>> o["properties.transaction.timeout.ms"]
-    '900000'
+    >>> o["properties.transaction.timeout.ms"], o["properties.reconnect.backoff.max.ms"]
+    ('900000', '10000')
     """
     options = {
         "topic": contract(settings, role).name,

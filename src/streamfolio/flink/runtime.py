@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PYTHON_MODE_ENV",
-    "RESTART_ATTEMPTS",
+    "RESTART_ATTEMPTS_BEFORE_RESET",
     "CheckpointNotFoundError",
     "JobOptions",
     "create_environment",
@@ -36,9 +36,27 @@ __all__ = [
     "prepare_process",
 ]
 
-RESTART_ATTEMPTS = 3
-"""Restarts after a failure before the job fails for good. Flink's default with checkpointing
-is to restart forever, which turns a deterministic bug into an endless loop."""
+RESTART_INITIAL_BACKOFF_S = 1
+RESTART_MAX_BACKOFF_S = 30
+"""Restarts wait 1 s, 2 s, 4 s... doubling up to this (each ±10 %, jittered)."""
+RESTART_RESET_AFTER_MIN = 10
+"""A job that has run this long without failing starts again from the first back-off and a
+fresh count of attempts: failures that far apart are unrelated."""
+RESTART_ATTEMPTS_BEFORE_RESET = 40
+"""Restarts in a row (no :data:`RESTART_RESET_AFTER_MIN` without a failure in between) before the
+job fails for good. 40 outlasts a broker outage of at least 16 min even if every restart failed
+at once (back-offs of 1 to 16 s, then 35 of 30 s, all at the jitter's low end: 0.9 × 1,081 s);
+during a real outage each attempt also waits for the Kafka clients' timeouts, so for longer.
+And a deterministic bug still ends the job, after about 18 min, rather than restarting it
+forever (Flink's default with checkpointing)."""
+TOLERABLE_FAILED_CHECKPOINTS = 0
+"""Checkpoints in a row that may time out, or fail in their asynchronous part, before the job
+restarts: none (Flink's default), weighed for broker outages. An outage fails a checkpoint only
+in a sink's synchronous part (at-least-once: records it cannot deliver within the producer's
+delivery timeout; exactly-once: 60 s waiting for the next transaction's producer id), which
+restarts the job whatever this says; with nothing to deliver a checkpoint completes, the state
+being on local disk. And tolerating time-outs (10 min each) could keep an exactly-once
+transaction open past its 15 min timeout, when the broker aborts it."""
 REST_PORT_ENV = "STREAMFOLIO_FLINK_REST_PORT"
 """A port for the local MiniCluster's REST API and web UI (watermarks, metrics, back pressure
 of a running ``job run``); unset: a free port Flink picks."""
@@ -56,6 +74,21 @@ BUNDLE_TIME_MS = 100
 """...and how long: results are at most this late (plus the work itself)."""
 ARROW_BATCH_SIZE = 1000
 """Ticks per Arrow batch handed to the tick decoder."""
+
+RESTART_STRATEGY: Mapping[str, str] = {
+    # Exponential: a broker outage fails the job's Kafka clients again and again; restarting at
+    # a growing interval outlasts it without hammering, and resumes quickly after a blip.
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": f"{RESTART_INITIAL_BACKOFF_S} s",
+    "restart-strategy.exponential-delay.max-backoff": f"{RESTART_MAX_BACKOFF_S} s",
+    "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+    "restart-strategy.exponential-delay.jitter-factor": "0.1",
+    "restart-strategy.exponential-delay.reset-backoff-threshold": f"{RESTART_RESET_AFTER_MIN} min",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(
+        RESTART_ATTEMPTS_BEFORE_RESET
+    ),
+}
+"""Flink's restart strategy for the job (keys of Flink 2.2's ``RestartStrategyOptions``)."""
 
 Delivery = Literal["at-least-once", "exactly-once"]
 Offsets = Literal["latest", "earliest"]
@@ -166,7 +199,9 @@ def flink_configuration(
     >>> s = load_config(example_config_path(), environ={})
     >>> conf = flink_configuration(s, JobOptions.from_settings(s), [])
     >>> conf["python.execution-mode"], conf["state.backend.type"], conf["restart-strategy.type"]
-    ('thread', 'hashmap', 'fixed-delay')
+    ('thread', 'hashmap', 'exponential-delay')
+    >>> conf["restart-strategy.exponential-delay.attempts-before-reset-backoff"]
+    '40'
     """
     flink = settings.flink
     mode = os.environ.get(PYTHON_MODE_ENV, "thread")
@@ -193,9 +228,8 @@ def flink_configuration(
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
         "state.backend.type": flink.state_backend,
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": str(RESTART_ATTEMPTS),
-        "restart-strategy.fixed-delay.delay": "2 s",
+        "execution.checkpointing.tolerable-failed-checkpoints": str(TOLERABLE_FAILED_CHECKPOINTS),
+        **RESTART_STRATEGY,
     }
     if flink.state_backend == "rocksdb":
         conf["execution.checkpointing.incremental"] = "true"

@@ -2,7 +2,9 @@
 
 * :class:`RecordProducer` encodes records with their topic's schema and produces them keyed as
   the topic expects, with ``acks=all`` and idempotence. A message it has accepted is never given
-  up: ``message.timeout.ms=0`` makes librdkafka retry until the broker is back.
+  up: ``message.timeout.ms=0`` makes librdkafka retry until the broker is back. A process
+  that must stop first takes what is left out with :meth:`RecordProducer.purge`, to keep it in
+  an :class:`~streamfolio.kafka.unsent.UnsentFile` for its next run.
 * :class:`RecordConsumer` decodes what it reads; a message that does not decode comes back with
   its error instead of a record, so the caller can dead-letter it and go on.
 * :class:`DeadLetters` writes such messages to the dead-letter topic with a reason, counts them
@@ -11,21 +13,27 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamfolio.config import KafkaSettings
 from streamfolio.errors import SchemaError
+from streamfolio.kafka.outage import observed
 from streamfolio.kafka.topics import TopicContract
+from streamfolio.kafka.unsent import UnsentMessage
 from streamfolio.serde import codec_for
 
 log = logging.getLogger(__name__)
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -39,25 +47,46 @@ def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
-        # librdkafka's own notices (e.g. "broker down, retrying") go to logging, not raw stderr.
-        "logger": logging.getLogger("streamfolio.librdkafka"),
     }
     config.update(overrides)
-    return config
+    # librdkafka's notices go to logging, and a broker outage is reported once, not per retry.
+    return observed(config)
 
 
 class RecordProducer:
-    """Produces Avro-encoded records keyed as each topic's contract says."""
+    """Produces Avro-encoded records keyed as each topic's contract says.
+
+    Every message carries its place in the production order and its timestamp to its delivery
+    callback (librdkafka reports no timestamp with an error), so that :meth:`purge` can give
+    back what was not delivered exactly as it was produced.
+    """
 
     def __init__(self, kafka: KafkaSettings, **overrides: Any) -> None:
         self._producer = Producer(producer_config(kafka, **overrides))
         self.delivered = 0
         self.failed = 0
         self._errors: Counter[str] = Counter()
+        # next() on a count is atomic: the feed's thread and its heartbeat thread both produce.
+        self._order = itertools.count()
+        self._stopping = False
+        self._unsent: list[tuple[int, UnsentMessage]] = []
 
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(
+        self, order: int, timestamp_ms: int | None, error: KafkaError | None, message: Message
+    ) -> None:
         if error is None:
             self.delivered += 1
+            return
+        if error.code() in _PURGED:
+            # Taken out by purge(), to be kept by the caller: not a failure.
+            unsent = UnsentMessage(
+                message.topic() or "",
+                message.partition(),
+                message.key(),
+                message.value() or b"",
+                timestamp_ms,
+            )
+            self._unsent.append((order, unsent))
             return
         self.failed += 1
         name = error.name()
@@ -86,10 +115,18 @@ class RecordProducer:
         """Produce bytes as they are; waits for room when the local queue is full.
 
         ``partition`` None lets the partitioner choose from the key (heartbeats name theirs).
+        After :meth:`stop_waiting`, a message that finds the queue full is not waited for but
+        kept for :meth:`purge`.
         """
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
-        if timestamp_ms is not None:
-            kwargs["timestamp"] = int(timestamp_ms)
+        order = next(self._order)
+        stamp = None if timestamp_ms is None else int(timestamp_ms)
+        kwargs: dict[str, Any] = {
+            "key": key,
+            "value": value,
+            "on_delivery": partial(self._on_delivery, order, stamp),
+        }
+        if stamp is not None:
+            kwargs["timestamp"] = stamp
         if partition is not None:
             kwargs["partition"] = int(partition)
         while True:
@@ -97,8 +134,29 @@ class RecordProducer:
                 self._producer.produce(topic, **kwargs)
                 break
             except BufferError:
+                if self._stopping:
+                    self._unsent.append((order, UnsentMessage(topic, partition, key, value, stamp)))
+                    return
                 self._producer.poll(0.05)
         self._producer.poll(0)
+
+    def stop_waiting(self) -> None:
+        """From now on, :meth:`send_raw` never waits for room in a full queue (its caller is
+        stopping: what does not fit is kept for :meth:`purge`). Safe from a signal handler."""
+        self._stopping = True
+
+    def purge(self) -> list[UnsentMessage]:
+        """Take every message not yet delivered out of the producer, and return them in the
+        order they were produced (with those :meth:`send_raw` kept after :meth:`stop_waiting`).
+
+        Messages in flight are taken out too: the broker may have written some of them, so
+        producing them again may repeat them (at least once, never lost).
+        """
+        self._producer.purge()
+        self._producer.flush(0)  # serves the purged messages' delivery callbacks
+        unsent, self._unsent = self._unsent, []
+        unsent.sort()  # by production order: each order is unique, so messages never compare
+        return [message for _, message in unsent]
 
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
         """How many partitions ``topic`` has, from the producer's metadata; 0 if it has none yet.
@@ -140,13 +198,15 @@ class ConsumedRecord:
 def consumer_config(
     kafka: KafkaSettings, group_id: str, *, from_beginning: bool, read_committed: bool = True
 ) -> dict[str, Any]:
-    return {
-        **kafka.client_config(),
-        "group.id": group_id,
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-    }
+    return observed(
+        {
+            **kafka.client_config(),
+            "group.id": group_id,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+    )
 
 
 class RecordConsumer:
@@ -235,8 +295,14 @@ class RecordConsumer:
             count += 1
             yield item
 
-    def commit(self) -> None:
-        self._consumer.commit(asynchronous=False)
+    def commit(self, *, asynchronous: bool = False) -> None:
+        """Commit the positions. Synchronous waits for the coordinator's answer, without a
+        bound: a broker that goes away at that moment holds the caller (and its signals) until
+        it is back; asynchronous only queues the commit."""
+        if asynchronous:
+            self._consumer.commit(asynchronous=True)
+        else:
+            self._consumer.commit(asynchronous=False)
 
     def close(self) -> None:
         self._consumer.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from streamfolio.cli_support import RequiredConfigOption, command_errors
+from streamfolio.cli_support import RequiredConfigOption, command_errors, configure_logging
 
 __all__ = ["main", "rebalancer_command"]
 
@@ -43,18 +42,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    # apprise is chatty at INFO about every delivery; its failures still show.
-    logging.getLogger("apprise").setLevel(logging.WARNING)
 
 
 def rebalancer_command(
@@ -98,9 +85,13 @@ def rebalancer_command(
     and leaves the group.
     """
     from streamfolio.config import load_config
+    from streamfolio.kafka.outage import broker_watch
     from streamfolio.rebalancer.service import RebalancerService
 
-    _configure_logging()
+    configure_logging(logging.INFO)
+    # apprise is chatty at INFO about every delivery; its failures still show.
+    logging.getLogger("apprise").setLevel(logging.WARNING)
+    broker_watch("rebalancer")
     stop = threading.Event()
     with command_errors(interrupted=130):
         settings = load_config(config)

@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from streamfolio.config import Settings
 from streamfolio.errors import StreamfolioError
 from streamfolio.intake import Intake, Rejected
+from streamfolio.kafka.outage import observed
 from streamfolio.kafka.topics import TopicContract, contract
 from streamfolio.rebalancer.memory import DECISIONS, Memory
 
@@ -149,10 +150,9 @@ class TopicFollower:
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
-            "logger": logging.getLogger("streamfolio.librdkafka"),
             **(extra_config or {}),
         }
-        self._consumer = Consumer(config)
+        self._consumer = Consumer(observed(config))
         admin_config: dict[str, Any] = {
             **settings.kafka.client_config(),
             "logger": logging.getLogger("streamfolio.librdkafka"),

@@ -29,6 +29,7 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamfolio.config import Settings
+from streamfolio.kafka.outage import broker_watch, close_within, observed
 from streamfolio.kafka.topics import contract
 from streamfolio.messages import RebalanceEvent
 from streamfolio.rebalancer.batch import COMPONENT, Batch, RebalancerStats, Targets
@@ -63,6 +64,9 @@ _AbortableError = AbortableError  # the name tests/integration/test_rebalancer.p
 
 SESSION_TIMEOUT_MS: Final = 10_000
 """How soon the group notices an instance that died (kill -9) and gives its partitions away."""
+_CLOSE_S: Final = 1.5
+"""On the way out, each consumer's close (leaving the group, which waits for the broker) and
+the queued notifications get at most this long: a stop takes seconds, outage or not."""
 
 Progress = Callable[[str], None]
 
@@ -152,21 +156,22 @@ class RebalancerService:
         self._offsets.forget_reading()
 
     def _consumer_config(self) -> dict[str, Any]:
-        return {
-            **self.settings.kafka.client_config(),
-            "client.id": f"{self.settings.kafka.client_id}-rebalancer-{self.instance}",
-            "group.id": self.group_id,
-            # Co-partitioned topics: range gives partition i of both to the same instance.
-            "partition.assignment.strategy": "range",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest" if self.from_beginning else "latest",
-            "session.timeout.ms": SESSION_TIMEOUT_MS,
-            "heartbeat.interval.ms": 1000,
-            "fetch.wait.max.ms": 100,
-            "logger": logging.getLogger("streamfolio.librdkafka"),
-        }
+        return observed(
+            {
+                **self.settings.kafka.client_config(),
+                "client.id": f"{self.settings.kafka.client_id}-rebalancer-{self.instance}",
+                "group.id": self.group_id,
+                # Co-partitioned topics: range gives partition i of both to the same instance.
+                "partition.assignment.strategy": "range",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest" if self.from_beginning else "latest",
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 100,
+            }
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -179,6 +184,7 @@ class RebalancerService:
         consumer leaves the group, and queued notifications get a few seconds to go out.
         """
         started = time.monotonic()
+        self._txn.stopping = stop_event.is_set
         self._txn.start(producer_settings(self.settings, self.instance, self.transactional_id))
         self._follower = TopicFollower(
             self.settings, self.memory, group_id=self.group_id, intake=self.decider.intake
@@ -227,17 +233,23 @@ class RebalancerService:
     def _shutdown(self) -> None:
         try:
             if self._consumer is not None:
-                if not self._txn.fatal:
+                if broker_watch().down:
+                    log.warning(
+                        "Kafka unreachable: stopping without committing; what was read since "
+                        "the last commit is read again at the next start"
+                    )
+                    self._abort(rewind=False)
+                elif not self._txn.fatal:
                     try:
                         self._commit()
                     except (AbortableError, RebalancerError) as exc:
                         log.warning("could not commit on the way out (%s); aborting", exc)
                         self._abort(rewind=False)
-                self._consumer.close()  # leaves the group: the others take the partitions now
+                close_within(self._consumer.close, _CLOSE_S)  # the others take over at once
         finally:
             if self._follower is not None:
-                self._follower.close()
-            self.notifier.close()
+                close_within(self._follower.close, _CLOSE_S)
+            self.notifier.close(timeout=_CLOSE_S)
             self._progress(f"rebalancer {self.instance} stopped: {self.stats.line()}")
 
     # -- group membership ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streamfolio.config import Settings
 from streamfolio.errors import StreamfolioError
 from streamfolio.kafka.clients import producer_config
+from streamfolio.kafka.outage import broker_watch
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.serde import codec_for
 
@@ -46,6 +47,11 @@ TRANSACTION_TIMEOUT_MS: Final = 30_000
 """How long the broker lets a transaction stay open. A crashed instance's open transaction blocks
 ``read_committed`` readers of the output topics until it is aborted: by the instance restarting
 with the same ``--instance`` (at once) or by this timeout."""
+
+_CALL_TIMEOUT_S: Final = 3.0
+"""Each transactional call waits at most this long (then it is retried): a stop request is
+noticed between calls, so the service stops within seconds even while the broker is away."""
+_RETRY_MAX_S: Final = 2.0
 
 Partition = tuple[str, int]
 
@@ -176,6 +182,8 @@ class Transaction:
         self.producer: Producer | None = None
         self.open = False
         self.fatal = False
+        self.stopping: Callable[[], bool] = lambda: False
+        """Set by the service: once it says True, nothing waits for the broker any more."""
 
     def start(self, config: Mapping[str, Any]) -> None:
         """Create the producer and fence any older one with the same transactional id."""
@@ -220,8 +228,10 @@ class Transaction:
         self.begin()
         if offsets:
             metadata = consumer.consumer_group_metadata()
-            self.retry(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30.0))
-        self.retry(lambda: producer.commit_transaction(30.0))
+            self.retry(
+                lambda: producer.send_offsets_to_transaction(offsets, metadata, _CALL_TIMEOUT_S)
+            )
+        self.retry(lambda: producer.commit_transaction(_CALL_TIMEOUT_S))
         self.open = False
 
     def abort(self) -> bool:
@@ -230,24 +240,37 @@ class Transaction:
         assert producer is not None
         if not self.open or self.fatal:
             return False
+        if self.stopping() and broker_watch().down:
+            # The broker aborts it when the transaction times out, or at once when this
+            # instance starts again with the same transactional id (it fences this one).
+            log.warning("Kafka unreachable: the open transaction is left for the broker to abort")
+            self.open = False
+            return True
         try:
-            self.retry(lambda: producer.abort_transaction(30.0))
+            self.retry(lambda: producer.abort_transaction(_CALL_TIMEOUT_S))
         except AbortableError as exc:
             log.warning("abort failed: %s", exc)
         self.open = False
         return True
 
     def retry(self, call: Callable[[], object], attempts: int = 10) -> None:
-        """Run a transactional call, retrying what is retriable (see :meth:`classify`)."""
-        for attempt in range(attempts):
+        """Run a transactional call, retrying what is retriable (see :meth:`classify`).
+
+        While the broker is unreachable it retries until it is back (the outage is logged by
+        the broker watch), unless the service is stopping: then the transaction is given up.
+        """
+        attempt = 0
+        while True:
             try:
                 call()
                 return
             except KafkaException as exc:
-                if attempt == attempts - 1:
+                attempt += 1
+                waiting = broker_watch().down
+                if self.stopping() or (attempt >= attempts and not waiting):
                     raise AbortableError(str(exc.args[0])) from None
                 self.classify(exc)
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(min(0.2 * attempt, _RETRY_MAX_S))
 
     def classify(self, exc: KafkaException) -> None:
         """Return if ``exc`` is worth retrying; raise :class:`RebalancerError` if it is fatal

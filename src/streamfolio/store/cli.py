@@ -82,7 +82,10 @@ def store_command(
     are counted and sent to the dead-letter topic; the rest of their batch is stored. Ctrl-C (or
     SIGTERM) stops after storing what was read.
     """
+    from streamfolio.kafka.outage import broker_watch
     from streamfolio.store.service import StoreOptions, run_store
+
+    broker_watch("store")
 
     stop = threading.Event()
 

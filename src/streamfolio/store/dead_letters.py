@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 COMPONENT: Final = "store"
 """The ``component`` of the store's dead letters."""
 
-_DELIVERY_WAIT_S: Final = 10.0
+_DELIVERY_WAIT_S: Final = 1.0  # per round: a stop request is noticed within it
 _DETAIL_CHARS: Final = 500
 
 

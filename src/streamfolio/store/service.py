@@ -49,6 +49,7 @@ from streamfolio.config import Settings
 from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.clients import ConsumedRecord
+from streamfolio.kafka.outage import broker_watch, close_within
 from streamfolio.kafka.topics import Role, contract
 from streamfolio.store.consumer import KafkaStoreConsumer, StoreConsumer
 from streamfolio.store.dead_letters import (
@@ -87,6 +88,7 @@ STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", 
 
 _POLL_S: Final = 0.2
 _RETRY_FIRST_S: Final = 0.5
+_CLOSE_S: Final = 2.0
 _RETRY_MAX_S: Final = 30.0
 
 
@@ -199,7 +201,11 @@ class StoreService:
             try:
                 self._flush(consumer, writer)
             finally:
-                consumer.close()
+                # Leaving the group waits for the broker: during an outage, not for long.
+                if not close_within(consumer.close, _CLOSE_S):
+                    log.warning(
+                        "leaving the consumer group took over %g s; not waiting for it", _CLOSE_S
+                    )
                 self._dispose(writer)
         return self.stats
 
@@ -304,6 +310,11 @@ class StoreService:
         if self._batch:
             self._write(writer)
         self._deliver()
+        if broker_watch().down:
+            # Nothing to commit to: the rows are stored, and re-reading them after a restart
+            # (or once the broker is back) upserts the same rows.
+            self._pending = 0
+            return
         try:
             consumer.commit()
         except KafkaException as exc:

@@ -171,6 +171,11 @@ def server_properties(settings: KafkaSettings, log_dirs: Path) -> str:
             # Exactly-once Flink sinks use transaction.timeout.ms up to 15 min
             # (research/streaming.md §3.5); the broker must accept it.
             "transaction.max.timeout.ms=900000",
+            # Record timestamps are event times, which the demo's simulator and every replay
+            # put months in the past: time-based retention would delete those ticks at the
+            # first check after a (re)start, under a job that restarts from its checkpoint.
+            # A development broker keeps everything; `demo` empties its topics at each start.
+            "log.retention.ms=-1",
             "",
         ]
     )
