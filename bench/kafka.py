@@ -80,7 +80,7 @@ def bench(bootstrap: str, count: int, repeats: int) -> None:
     for _ in range(repeats):
         topic = f"bench-prices-{uuid.uuid4().hex[:8]}"
         ensure_topics(bootstrap, [TopicSpec(topic, 3, 1, {})])
-        producer = Producer(producer_config(kafka))
+        producer = Producer(producer_config(kafka, "feed"))
         start = time.perf_counter()
         for record, key, stamp in zip(records, keys, stamps, strict=True):
             value = codec.encode(record)

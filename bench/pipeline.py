@@ -188,7 +188,7 @@ def _produce_all(settings: Any, ticks: list[tuple[int, str, float]]) -> float:
     """Produce ``ticks`` (the rate is measured on them alone), then a heartbeat one past the
     last on every partition, as a feed that has finished does."""
     codec = codec_for("PriceTick")
-    producer = Producer(producer_config(settings.kafka))
+    producer = Producer(producer_config(settings.kafka, "feed"))
     topic = settings.topics.prices
     start = time.perf_counter()
     for ms, ticker, price in ticks:
@@ -296,7 +296,7 @@ def start_feed(
     ``linger_ms`` 0 sends each tick at once (latency runs), more batches them.
     """
     stop = threading.Event()
-    producer = Producer(producer_config(settings.kafka, **{"linger.ms": linger_ms}))
+    producer = Producer(producer_config(settings.kafka, "feed", **{"linger.ms": linger_ms}))
     codec = codec_for("PriceTick")
     topic = settings.topics.prices
     beats = Heartbeats(HeartbeatSink(producer), topic, interval_ms=HEARTBEAT_MS, source="bench")

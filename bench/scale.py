@@ -64,7 +64,7 @@ def _settings(bootstrap: str, tmp: Path, portfolios: int, universe: list[str]) -
 
 
 def _seed(settings: Any) -> None:
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     stats, weights = contract(settings, "initial_stats"), contract(settings, "weights")
     now = int(time.time() * 1000) - 60_000
     for p in settings.portfolios:

@@ -201,7 +201,11 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "STREAMFOLIO_KAFKA__BOOTSTRAP_SERVERS": "broker1:9092,broker2:9092",
             "STREAMFOLIO_FLINK__PARALLELISM": "4",
             "STREAMFOLIO_TOPICS__PRICES": "prices",
-            "STREAMFOLIO_KAFKA__SECURITY__SASL_PASSWORD": "12345",
+            "STREAMFOLIO_KAFKA__SECURITY__PROTOCOL": "SASL_SSL",
+            "STREAMFOLIO_KAFKA__SECURITY__USERNAME": "u",
+            "STREAMFOLIO_KAFKA__SECURITY__PASSWORD": "12345",
+            "STREAMFOLIO_KAFKA__LIBRDKAFKA__SOCKET_TIMEOUT_MS": "5000",
+            "STREAMFOLIO_KAFKA__JAVA__REQUEST_TIMEOUT_MS": "7000",
             "STREAMFOLIO_KAFKA__LOCAL__PORT": "19092",
             "STREAMFOLIO_CONFIG": "ignored because a path is given",
             "UNRELATED__VAR": "x",
@@ -212,7 +216,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert settings.kafka.local.port == 19092
     assert settings.flink.parallelism == 4
     assert settings.topics.prices == "prices"
-    assert settings.kafka.client_config()["sasl.password"] == "12345"
+    assert settings.kafka.client_config("feed")["sasl.password"] == "12345"
+    assert settings.kafka.client_config("feed")["socket.timeout.ms"] == "5000"
+    assert settings.kafka.java_properties()["request.timeout.ms"] == "7000"
     assert "12345" not in repr(settings)
     assert "12345" not in json.dumps(settings.model_dump(mode="json"))
 
@@ -356,8 +362,8 @@ def test_environment_errors_name_the_variable(tmp_path: Path) -> None:
         ({"flink": {"parallelism": 0}, **one()}, "flink.parallelism", "greater than or equal"),
         ({"kafka": {"partitions": "x"}, **one()}, "kafka.partitions", "valid integer"),
         (
-            {"kafka": {"security": {"bootstrap.servers": "x"}}, **one()},
-            "kafka.security.bootstrap.servers",
+            {"kafka": {"librdkafka": {"bootstrap.servers": "x"}}, **one()},
+            "kafka.librdkafka.bootstrap.servers",
             "belongs in kafka.bootstrap_servers",
         ),
         ({"kafka": {"local": {"port": 70000}}, **one()}, "kafka.local.port", "less than"),

@@ -34,7 +34,9 @@ TOKENS = ("XXXXSLACKTOKEN", "PASSWORD123", "QUERYTOKEN42", "SASLSECRET99")
 
 def _config(tmp_path: Path, notify: list[Any], **extra: Any) -> Path:
     data = {
-        "kafka": {"security": {"sasl.password": "SASLSECRET99"}},
+        "kafka": {
+            "security": {"protocol": "SASL_SSL", "username": "u", "password": "SASLSECRET99"}
+        },
         "portfolios": [{"id": "banks", "tickers": ["ATW", "BCP"], "notify": notify}],
         **extra,
     }
@@ -75,7 +77,7 @@ def test_the_secrets_are_still_there_for_who_needs_them(tmp_path: Path) -> None:
     urls = [u.get_secret_value() for u in settings.portfolio("banks").notify]
     assert urls == [SLACK, BASIC, QUERY]
     assert notification_for(_event(), settings.portfolio("banks")).urls == (SLACK, BASIC, QUERY)
-    assert settings.kafka.client_config()["sasl.password"] == "SASLSECRET99"
+    assert settings.kafka.client_config("feed")["sasl.password"] == "SASLSECRET99"
 
 
 @pytest.mark.parametrize(
@@ -127,11 +129,11 @@ def test_an_error_elsewhere_does_not_show_the_secrets(tmp_path: Path) -> None:
     _clean(str(error.value))
 
 
-def test_a_kafka_security_value_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
-    path = _config(tmp_path, [], kafka={"security": {"sasl.password": 987654321}})
+def test_a_kafka_property_value_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    path = _config(tmp_path, [], kafka={"librdkafka": {"sasl.password": 987654321}})
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
-    assert error.value.key == "kafka.security.sasl.password"
+    assert error.value.key == "kafka.librdkafka.sasl.password"
     assert "987654321" not in str(error.value)
 
 

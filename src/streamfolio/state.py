@@ -286,7 +286,7 @@ def publish_state(settings: Settings, state: dict[str, Any], progress: Progress 
     from streamfolio.kafka.clients import RecordProducer
     from streamfolio.kafka.topics import contract
 
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     stats_topic = contract(settings, "initial_stats")
     weights_topic = contract(settings, "weights")
     for entry in state["portfolios"]:

@@ -56,7 +56,7 @@ class FakeProducer:
 @pytest.fixture
 def producer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeProducer:
     fake = FakeProducer()
-    monkeypatch.setattr(run_module, "RecordProducer", lambda _kafka: fake)
+    monkeypatch.setattr(run_module, "RecordProducer", lambda _kafka, **_: fake)
     # feed.spool_dir is relative: the feed must not pick up a developer's own .cache/feed.
     monkeypatch.chdir(tmp_path)
     return fake

@@ -329,7 +329,7 @@ def unreachable() -> KafkaSettings:
 def test_record_producer_purge_gives_back_what_it_was_given_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    producer = RecordProducer(unreachable())
+    producer = RecordProducer(unreachable(), component="feed")
     sent = [
         UnsentMessage("t1", None if i % 2 else i % 3, b"k%d" % i, b"v%d" % i, 1000 + i)
         for i in range(40)
@@ -347,7 +347,9 @@ def test_record_producer_purge_gives_back_what_it_was_given_in_order(
 
 
 def test_record_producer_keeps_what_does_not_fit_once_stopping() -> None:
-    producer = RecordProducer(unreachable(), **{"queue.buffering.max.messages": 5})
+    producer = RecordProducer(
+        unreachable(), component="feed", **{"queue.buffering.max.messages": 5}
+    )
     for i in range(5):
         producer.send_raw("t", b"k", b"%d" % i, timestamp_ms=i)
     blocked = threading.Thread(target=producer.send_raw, args=("t", b"k", b"5"))

@@ -28,7 +28,7 @@ from streamfolio.kafka.outage import log as outage_log
 SETTINGS = settings_from_mapping(
     {
         "portfolios": [{"id": "a", "tickers": ["X"]}],
-        "kafka": {"security": {"security.protocol": "SSL"}},
+        "kafka": {"security": {"protocol": "SSL"}},
     }
 )
 

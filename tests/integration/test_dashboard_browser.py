@@ -92,7 +92,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, seed: int = 5) -> None:
         self.settings = settings
-        self.producer = RecordProducer(settings.kafka)
+        self.producer = RecordProducer(settings.kafka, component="admin")
         self.rng = np.random.default_rng(seed)
         self.sharpe = {"portf1": 0.9, "banks": 0.6, "telecoms": 0.2}
         self.count = dict.fromkeys(self.sharpe, 200)

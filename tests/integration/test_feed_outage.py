@@ -102,6 +102,7 @@ def _first_run_ticks(settings: Settings) -> set[tuple[int, str, float]]:
     with RecordConsumer(
         settings.kafka,
         [contract(settings, "prices")],
+        component="admin",
         group_id=f"t-{uuid.uuid4().hex}",
         from_beginning=True,
         assign_all=True,

@@ -82,7 +82,12 @@ def _read_all(
             items.append(item)
 
     with RecordConsumer(
-        settings.kafka, [c], group_id=f"t-{uuid.uuid4().hex}", from_beginning=True, assign_all=True
+        settings.kafka,
+        [c],
+        component="admin",
+        group_id=f"t-{uuid.uuid4().hex}",
+        from_beginning=True,
+        assign_all=True,
     ) as consumer:
         deadline = time.monotonic() + timeout
         while len(items) < expected and time.monotonic() < deadline:
@@ -376,7 +381,7 @@ def test_cse_feed_publishes_the_live_board_from_recorded_responses(sandbox: Sand
         return HttpResponse(200, page, {"Content-Type": "text/html"})
 
     settings = sandbox.settings
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     publisher = TickPublisher(
         producer,
         contract(settings, "prices"),
@@ -449,6 +454,7 @@ def test_heartbeats_feed_beats_every_prices_partition_until_ctrl_c(sandbox: Sand
     with RecordConsumer(
         sandbox.settings.kafka,
         [c],
+        component="admin",
         group_id=f"t-{uuid.uuid4().hex}",
         from_beginning=True,
         assign_all=True,

@@ -108,7 +108,7 @@ def _feed(settings: Settings, start_ms: int, stop: threading.Event) -> None:
         start=dt.datetime.fromtimestamp(start_ms / 1000, tz=dt.UTC).isoformat(),
         seed=5,
     )
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     prices = contract(settings, "prices")
     publisher = TickPublisher(
         producer,
@@ -141,6 +141,7 @@ def test_a_regime_change_triggers_one_rebalance_and_the_job_uses_the_new_weights
     consumer = RecordConsumer(
         settings.kafka,
         [contract(settings, r) for r in ("metrics", "weights", "rebalance_events")],
+        component="admin",
         group_id=f"loop-check-{uuid.uuid4().hex[:6]}",
         from_beginning=True,
         assign_all=True,

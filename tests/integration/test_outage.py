@@ -239,6 +239,7 @@ class Topics:
         self.consumer = RecordConsumer(
             settings.kafka,
             [contract(settings, r) for r in roles],
+            component="admin",
             group_id=f"outage-check-{uuid.uuid4().hex[:6]}",
             from_beginning=True,
             assign_all=True,
@@ -323,7 +324,7 @@ class GatedFeed:
         self.days = [
             list(group) for _, group in itertools.groupby(ticks, lambda t: bar_index(t[0], DAY_MS))
         ]
-        self.producer = RecordProducer(settings.kafka)
+        self.producer = RecordProducer(settings.kafka, component="admin")
         prices = contract(settings, "prices")
         self.heartbeats = Heartbeats(self.producer, prices.name, interval_ms=1_000, source="sim")
         self.publisher = TickPublisher(

@@ -118,7 +118,7 @@ class Job:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = Producer(settings.kafka.client_config())
+        self.producer = Producer(settings.kafka.client_config("admin"))
 
     def send(self, role: Role, record: Mapping[str, Any], partition: int | None = None) -> None:
         target = contract(self.settings, role)
@@ -192,6 +192,7 @@ def read_all(
     with RecordConsumer(
         settings.kafka,
         [contract(settings, role)],
+        component="admin",
         group_id=f"t-{uuid.uuid4().hex}",
         from_beginning=True,
         assign_all=True,

@@ -126,7 +126,7 @@ EXPECTED_ROWS = {"metrics": 80, "statistics": 20, "weights": 3, "rebalance_event
 
 def _publish(settings: Settings) -> int:
     """Produce the history, a re-sent duplicate and two bad messages; returns how many."""
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     history = _history()
     for message in [*history, history[5]]:  # history[5] again: a producer re-sending it
         producer.send(contract(settings, ROLE[type(message)]), message.to_record())  # type: ignore[arg-type]
@@ -351,6 +351,7 @@ def _read_all(settings: Settings, role: Any, *, idle_s: float = 5.0) -> list[Con
     with RecordConsumer(
         settings.kafka,
         [contract(settings, role)],
+        component="admin",
         group_id=f"reader-{uuid.uuid4().hex[:8]}",
         from_beginning=True,
         assign_all=True,
@@ -392,7 +393,7 @@ def test_store_dead_letters_what_postgresql_cannot_hold_and_keeps_running(
 ) -> None:
     settings, _ = _sandbox(kafka_broker, tmp_path)
     metrics = contract(settings, "metrics")
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
 
     def send(messages: list[PortfolioMetrics]) -> None:
         for message in messages:

@@ -8,13 +8,14 @@ as a dotted path, portfolios by id (``portfolios[banks].weights``), and saying h
 
 Environment overrides, for hosts and secrets that do not belong in a committed file: a variable
 ``STREAMFOLIO_<SECTION>__<KEY>[__<KEY>…]`` sets that key, case-insensitively, over the file. The
-value is read as YAML, so ``STREAMFOLIO_FLINK__PARALLELISM=4`` is a number. Under
-``kafka.security`` the value is always a string and ``_`` in the key stands for ``.``, so
-``STREAMFOLIO_KAFKA__SECURITY__SASL_PASSWORD`` sets the librdkafka property ``sasl.password``.
+value is read as YAML, so ``STREAMFOLIO_FLINK__PARALLELISM=4`` is a number; under
+``kafka.security`` it is always a string (``STREAMFOLIO_KAFKA__SECURITY__PASSWORD``). Under
+``kafka.librdkafka`` and ``kafka.java`` (raw client properties) ``_`` in the key stands for ``.``,
+so ``STREAMFOLIO_KAFKA__LIBRDKAFKA__SOCKET_TIMEOUT_MS`` sets ``socket.timeout.ms``.
 Portfolios cannot be set this way.
 
-Secrets: ``kafka.security`` values and notification URLs (``notify``) are kept as secrets, shown
-masked in reprs, dumps and error messages (``SecretStr('**********')``,
+Secrets: Kafka passwords, raw Kafka properties and notification URLs (``notify``) are kept as
+secrets, shown masked in reprs, dumps and error messages (``SecretStr('**********')``,
 ``SecretURL('https://hooks.slack.com/***')``). A ``notify`` entry ``env:NAME`` is read from the
 environment variable ``NAME`` and ``file:PATH`` from a file (relative to the configuration file's
 folder), when the configuration loads; ``STREAMFOLIO_DEFAULTS__NOTIFY`` sets every portfolio's.
@@ -38,6 +39,12 @@ environment overrides, :func:`load_config`), ``errors`` (pydantic errors → ``C
 from __future__ import annotations
 
 from streamfolio.config.base import CONFIG_ENV, WEIGHT_TOLERANCE
+from streamfolio.config.kafka_security import (
+    COMPONENTS,
+    Component,
+    KafkaCredentials,
+    KafkaSecurity,
+)
 from streamfolio.config.loading import example_config_path, load_config, settings_from_mapping
 from streamfolio.config.portfolio import (
     BlackLittermanSettings,
@@ -62,14 +69,18 @@ from streamfolio.config.sections import (
 from streamfolio.config.settings import Settings
 
 __all__ = [
+    "COMPONENTS",
     "CONFIG_ENV",
     "WEIGHT_TOLERANCE",
     "BlackLittermanSettings",
     "BoundsSettings",
+    "Component",
     "EstimatorSettings",
     "ExchangeSettings",
     "FeedSettings",
     "FlinkSettings",
+    "KafkaCredentials",
+    "KafkaSecurity",
     "KafkaSettings",
     "LocalKafkaSettings",
     "PortfolioDefaults",

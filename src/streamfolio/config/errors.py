@@ -43,7 +43,7 @@ def config_error(
     return ConfigError(key, problem, fix)
 
 
-_SECRET_KEYS = frozenset({"notify", "security"})
+_SECRET_KEYS = frozenset({"notify", "security", "librdkafka", "java"})
 
 
 def _describe(error: Mapping[str, Any], loc: tuple[int | str, ...]) -> tuple[str, str]:

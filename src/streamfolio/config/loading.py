@@ -161,8 +161,10 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[
                 '["env:NAME"]',
             )
         value: Any = environ[name]
-        if parts[:2] == ["kafka", "security"] and len(parts) > 2:
+        if parts[:2] in (["kafka", "librdkafka"], ["kafka", "java"]) and len(parts) > 2:
             parts = [*parts[:2], ".".join(parts[2:]).replace("_", ".")]
+        elif parts[:2] == ["kafka", "security"]:
+            pass  # names, passwords and paths: taken as they are, never as YAML numbers
         elif parts[-1] == "notify" and not value.lstrip().startswith("["):
             value = [value]  # one URL, taken as it is: YAML could mangle it
         else:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from streamfolio.config.base import StrictModel, invalid
+from streamfolio.config.kafka_security import Component, KafkaSecurity
 from streamfolio.core.calendar import CSE, ExchangeCalendar, parse_hhmm
 
 _TOPIC = re.compile(r"[A-Za-z0-9._\-]{1,249}")
@@ -88,47 +89,95 @@ class ExchangeSettings(StrictModel):
 
 
 class LocalKafkaSettings(StrictModel):
-    """The single-node KRaft broker the project's tooling starts for development and tests."""
+    """The KRaft brokers the project's tooling starts for development and tests: one combined
+    broker/controller by default, or a cluster of ``brokers`` nodes, node ``i`` (from 0)
+    listening on ``port + i`` (clients), ``internal_port + i`` (between brokers) and
+    ``controller_port + i`` (the KRaft quorum)."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 9092
     controller_port: Annotated[int, Field(ge=1, le=65535)] = 9093
+    internal_port: Annotated[int, Field(ge=1, le=65535)] = 9094
+    brokers: Annotated[int, Field(ge=1, le=9)] = 1
     kafka_version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")] = "4.1.1"
     data_dir: Path = Path(".cache/kafka")
 
+    @model_validator(mode="after")
+    def _ports_apart(self) -> LocalKafkaSettings:
+        ranges = {
+            "port": self.port,
+            "controller_port": self.controller_port,
+            "internal_port": self.internal_port,
+        }
+        for key, first in ranges.items():
+            if first + self.brokers - 1 > 65535:
+                raise invalid(f"{key} + brokers - 1 is past 65535", f"lower {key}", key)
+            for other, start in ranges.items():
+                if other != key and start <= first < start + self.brokers:
+                    raise invalid(
+                        f"{key} {first} falls in the {other} range {start}..."
+                        f"{start + self.brokers - 1} of {self.brokers} broker(s)",
+                        "give each listener its own range of ports",
+                        key,
+                    )
+        return self
+
 
 class KafkaSettings(StrictModel):
-    """How to reach Kafka. ``security`` holds extra librdkafka properties (SASL, TLS); they are
-    kept as secrets (masked in dumps and reprs), so set them from the environment, not the file."""
+    """How to reach Kafka. ``security`` says how to authenticate (typed, for both client stacks:
+    :mod:`~streamfolio.config.kafka_security`); ``librdkafka`` and ``java`` pass raw properties
+    to the Python components' clients and to the job's, over what ``security`` sets. All three
+    are kept as secrets (masked in dumps and reprs): set passwords from the environment or files.
+    """
 
     bootstrap_servers: Annotated[str, Field(min_length=1)] = "localhost:9092"
     partitions: Annotated[int, Field(ge=1)] = 3
     replication_factor: Annotated[int, Field(ge=1)] = 1
     client_id: Annotated[str, Field(min_length=1)] = "streamfolio"
-    security: dict[str, SecretStr] = Field(default_factory=dict)
+    security: KafkaSecurity = KafkaSecurity()
+    librdkafka: dict[str, SecretStr] = Field(default_factory=dict)
+    java: dict[str, SecretStr] = Field(default_factory=dict)
     local: LocalKafkaSettings = LocalKafkaSettings()
 
-    @field_validator("security")
+    @field_validator("librdkafka", "java")
     @classmethod
-    def _no_shadowing(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    def _no_shadowing(
+        cls, value: dict[str, SecretStr], info: ValidationInfo
+    ) -> dict[str, SecretStr]:
         for key in ("bootstrap.servers", "client.id"):
             if key in value:
                 raise invalid(
                     f"{key!r} belongs in kafka.{key.replace('.', '_')}",
-                    "move it out of kafka.security",
+                    f"move it out of kafka.{info.field_name}",
                     key,
                 )
         return value
 
-    def client_config(self) -> dict[str, str]:
-        """librdkafka properties for a producer, consumer or admin client, secrets revealed.
+    def client_config(self, component: Component) -> dict[str, str]:
+        """librdkafka properties for ``component``'s producers, consumers and admin clients,
+        secrets revealed.
 
-        >>> KafkaSettings(security={"security.protocol": "SASL_SSL"}).client_config()
-        {'bootstrap.servers': 'localhost:9092', 'client.id': 'streamfolio', \
-'security.protocol': 'SASL_SSL'}
+        >>> KafkaSettings(librdkafka={"socket.timeout.ms": "5000"}).client_config("feed")
+        {'bootstrap.servers': 'localhost:9092', 'client.id': 'streamfolio-feed', \
+'security.protocol': 'PLAINTEXT', 'socket.timeout.ms': '5000'}
         """
-        config = {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
-        config.update({k: v.get_secret_value() for k, v in self.security.items()})
-        return config
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": f"{self.client_id}-{component}",
+            **self.security.librdkafka(component),
+            **{k: v.get_secret_value() for k, v in self.librdkafka.items()},
+        }
+
+    def java_properties(self, component: Component = "job") -> dict[str, str]:
+        """Java client properties for ``component`` (the job), without ``bootstrap.servers``,
+        which the Flink connectors take apart; secrets revealed.
+
+        >>> KafkaSettings(java={"request.timeout.ms": "5000"}).java_properties()
+        {'security.protocol': 'PLAINTEXT', 'request.timeout.ms': '5000'}
+        """
+        return {
+            **self.security.java(component),
+            **{k: v.get_secret_value() for k, v in self.java.items()},
+        }
 
 
 class TopicSettings(StrictModel):
@@ -166,6 +215,22 @@ class TopicSettings(StrictModel):
         return self
 
 
+class FlinkClusterSettings(StrictModel):
+    """The local Flink standalone session cluster of ``streamfolio flink up``: one JobManager and
+    ``taskmanagers`` TaskManagers of ``slots`` slots each, separate JVMs on this machine, their
+    REST API and RPC on localhost only. ``data_dir`` (relative to the checkout) holds its
+    configuration, logs and savepoints. Memory sizes are Flink's (``1536m``, ``2g``): each JVM's
+    whole process, small enough to run beside three Kafka brokers on 2 cores (docs/flink.md)."""
+
+    rest_port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    rpc_port: Annotated[int, Field(ge=1, le=65535)] = 6123
+    taskmanagers: Annotated[int, Field(ge=1, le=32)] = 2
+    slots: Annotated[int, Field(ge=1, le=64)] = 1
+    jobmanager_memory: Annotated[str, Field(pattern=r"^\d+[kmg]$")] = "1024m"
+    taskmanager_memory: Annotated[str, Field(pattern=r"^\d+[kmg]$")] = "1536m"
+    data_dir: Path = Path(".cache/flink-cluster")
+
+
 class FlinkSettings(StrictModel):
     """The streaming job: event time, checkpoints and delivery guarantees."""
 
@@ -187,6 +252,7 @@ class FlinkSettings(StrictModel):
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
     starting_offsets: Literal["latest", "earliest"] = "latest"
     price_format: Literal["tick", "bourse"] = "tick"
+    cluster: FlinkClusterSettings = FlinkClusterSettings()
 
 
 class ValidationSettings(StrictModel):

@@ -205,7 +205,7 @@ class PortfolioMonitor:
         if perf is None or self.weights is None:
             return None
         key = (perf.expected_return, perf.risk, perf.sharpe, *self.weights.tolist())
-        if key == self._last_metrics:
+        if self._last_metrics is not None and _same_figures(key, self._last_metrics):
             return None
         self._last_metrics = key
         return {
@@ -255,3 +255,22 @@ class PortfolioMonitor:
         last = state["last_metrics"]
         monitor._last_metrics = None if last is None else tuple(float(v) for v in last)
         return monitor
+
+
+_FIGURE_RTOL = 1e-12
+"""Figures closer than this (relative) are the same: only the last bits of a float differ when
+the arithmetic's order does (a state restored by a later version computes risk in another
+order than the one that emitted the last metrics), and that is no change of the portfolio."""
+
+
+def _same_figures(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two metrics keys are equal up to float rounding.
+
+    >>> _same_figures((0.6484066560065098, 0.4), (0.6484066560065099, 0.4))
+    True
+    >>> _same_figures((0.64840665600, 0.4), (0.64840665601, 0.4)), _same_figures((1.0,), (1.0, 2.0))
+    (False, False)
+    """
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=_FIGURE_RTOL, abs_tol=0.0) for x, y in zip(a, b, strict=True)
+    )

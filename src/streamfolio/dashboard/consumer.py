@@ -150,7 +150,7 @@ class DashboardConsumer:
     def _config(self) -> dict[str, Any]:
         return observed(
             {
-                **self._settings.kafka.client_config(),
+                **self._settings.kafka.client_config("dashboard"),
                 # A group id is required by the client, but nothing is ever committed under it.
                 "group.id": f"streamfolio-dashboard-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
@@ -164,7 +164,7 @@ class DashboardConsumer:
         try:
             consumer = Consumer(self._config())
             admin_config: dict[str, Any] = {
-                **self._settings.kafka.client_config(),
+                **self._settings.kafka.client_config("dashboard"),
                 "logger": _LIBRDKAFKA_LOG,
             }
             self._admin = AdminClient(admin_config)

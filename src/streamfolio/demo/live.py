@@ -193,6 +193,7 @@ def live_consumer(settings: Settings) -> RecordConsumer:
     return RecordConsumer(
         settings.kafka,
         [contract(settings, role) for role in ("metrics", "rebalance_events", "dead_letter")],
+        component="dashboard",  # a viewer, with the dashboard's read-only principal
         group_id=f"streamfolio-demo-view-{uuid.uuid4().hex[:8]}",
         from_beginning=False,
         assign_all=True,

@@ -43,7 +43,7 @@ def cluster_id(settings: Settings, timeout: float = 10.0) -> str | None:
     from streamfolio.kafka.admin import admin_client
 
     admin = admin_client(
-        settings.kafka.bootstrap_servers, settings.kafka.client_config(), quiet=True
+        settings.kafka.bootstrap_servers, settings.kafka.client_config("admin"), quiet=True
     )
     described = admin.describe_cluster(request_timeout=timeout).result(timeout=timeout + 5)
     found = getattr(described, "cluster_id", None)
@@ -122,7 +122,8 @@ def reset_topics(settings: Settings, progress: Progress) -> None:
     from streamfolio.kafka.admin import admin_client, ensure_topics, topic_specs
 
     specs = topic_specs(settings)
-    admin = admin_client(settings.kafka.bootstrap_servers)
+    admin_config = settings.kafka.client_config("admin")
+    admin = admin_client(settings.kafka.bootstrap_servers, admin_config)
     existing = set(admin.list_topics(timeout=10).topics)
     doomed = [s.name for s in specs if s.name in existing]
     if doomed:
@@ -134,7 +135,7 @@ def reset_topics(settings: Settings, progress: Progress) -> None:
             admin.list_topics(timeout=10).topics
         ):
             time.sleep(0.5)
-    ensure_topics(settings.kafka.bootstrap_servers, specs)
+    ensure_topics(settings.kafka.bootstrap_servers, specs, config=admin_config)
     progress(f"topics ready (fresh): {', '.join(s.name for s in specs)}")
     # What an earlier demo's feed kept unsent belongs to the topics just emptied: published into
     # the fresh ones, its heartbeats would make the new run's first ticks late.

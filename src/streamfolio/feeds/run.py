@@ -250,7 +250,7 @@ def run_feed(
     price_format: PriceFormat = (
         "bourse" if (options.price_format or settings.flink.price_format) == "bourse" else "tick"
     )
-    producer = producer or RecordProducer(settings.kafka)
+    producer = producer or RecordProducer(settings.kafka, component="feed")
     prices = contract(settings, "prices")
     dead = DeadLetters(producer, contract(settings, "dead_letter"), component="feed")
     heartbeats: Heartbeats | None = None
@@ -345,7 +345,7 @@ def _run_heartbeats(
             "not --max-ticks"
         )
     feed = HeartbeatFeed(settings, lag_ms=lag_ms)
-    producer = producer or RecordProducer(settings.kafka)
+    producer = producer or RecordProducer(settings.kafka, component="feed")
     with StopSignals(on_stop=producer.stop_waiting) as signals:
         spool = Spool(producer, feed_spool_path(settings), progress, signals)
         try:

@@ -220,18 +220,18 @@ def source_parallelism(settings: Settings, role: Role, parallelism: int) -> int:
     found = partition_count(
         settings.kafka.bootstrap_servers,
         contract(settings, role).name,
-        config=client_properties(settings),
+        config=settings.kafka.client_config("job"),
     )
     return min(parallelism, found if found is not None else settings.kafka.partitions)
 
 
 def client_properties(settings: Settings) -> dict[str, str]:
-    """Properties of every Kafka client of the job, Java or librdkafka (the names are shared).
+    """Properties of every Java Kafka client of the job (sources, sinks, the SQL tables).
 
     Reconnection backs off exponentially from 100 ms to 10 s, as the Python components' clients
     do (:mod:`streamfolio.kafka.outage`): the Java client's default cap of 1 s would try every
-    broker every second through an outage. Then ``kafka.security`` (SASL/TLS: the Java client
-    takes the same names for the common ones, security.protocol, sasl.mechanism, ssl.*).
+    broker every second through an outage. Then the job principal's security properties
+    (``KafkaSettings.java_properties``: the JAAS line, the PEM truststore) and ``kafka.java``.
 
     >>> from streamfolio.config import example_config_path, load_config
     >>> p = client_properties(load_config(example_config_path(), environ={}))
@@ -241,7 +241,7 @@ def client_properties(settings: Settings) -> dict[str, str]:
     return {
         "reconnect.backoff.ms": str(RECONNECT_BACKOFF_MS),
         "reconnect.backoff.max.ms": str(RECONNECT_BACKOFF_MAX_MS),
-        **{k: v.get_secret_value() for k, v in settings.kafka.security.items()},
+        **settings.kafka.java_properties("job"),
     }
 
 

@@ -68,7 +68,7 @@ def metadata_probe(settings: Settings, *, timeout_s: float = PROBE_INTERVAL_S) -
     from streamfolio.kafka.outage import observed
 
     config: dict[str, Any] = {
-        **settings.kafka.client_config(),
+        **settings.kafka.client_config("job"),
         "client.id": f"{settings.kafka.client_id}-job-probe",
     }
     admin = AdminClient(observed(config))

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streamfolio.config import KafkaSettings
+from streamfolio.config import Component, KafkaSettings
 from streamfolio.errors import SchemaError
 from streamfolio.kafka.outage import observed
 from streamfolio.kafka.topics import TopicContract
@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
-def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
-    """librdkafka producer settings: durable and ordered per key, never drops accepted data."""
+def producer_config(kafka: KafkaSettings, component: Component, **overrides: Any) -> dict[str, Any]:
+    """librdkafka producer settings of ``component``: durable and ordered per key, never drops
+    accepted data."""
     config: dict[str, Any] = {
-        **kafka.client_config(),
+        **kafka.client_config(component),
         "acks": "all",
         "enable.idempotence": True,
         "message.timeout.ms": 0,  # infinite: wait out a broker restart rather than lose a tick
@@ -61,8 +62,8 @@ class RecordProducer:
     back what was not delivered exactly as it was produced.
     """
 
-    def __init__(self, kafka: KafkaSettings, **overrides: Any) -> None:
-        self._producer = Producer(producer_config(kafka, **overrides))
+    def __init__(self, kafka: KafkaSettings, *, component: Component, **overrides: Any) -> None:
+        self._producer = Producer(producer_config(kafka, component, **overrides))
         self.delivered = 0
         self.failed = 0
         self._errors: Counter[str] = Counter()
@@ -196,11 +197,16 @@ class ConsumedRecord:
 
 
 def consumer_config(
-    kafka: KafkaSettings, group_id: str, *, from_beginning: bool, read_committed: bool = True
+    kafka: KafkaSettings,
+    group_id: str,
+    *,
+    component: Component,
+    from_beginning: bool,
+    read_committed: bool = True,
 ) -> dict[str, Any]:
     return observed(
         {
-            **kafka.client_config(),
+            **kafka.client_config(component),
             "group.id": group_id,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,
@@ -217,6 +223,7 @@ class RecordConsumer:
         kafka: KafkaSettings,
         contracts: Sequence[TopicContract],
         *,
+        component: Component,
         group_id: str,
         from_beginning: bool = False,
         read_committed: bool = True,
@@ -228,7 +235,11 @@ class RecordConsumer:
         self._decode = decode
         self._consumer = Consumer(
             consumer_config(
-                kafka, group_id, from_beginning=from_beginning, read_committed=read_committed
+                kafka,
+                group_id,
+                component=component,
+                from_beginning=from_beginning,
+                read_committed=read_committed,
             )
         )
         names = list(self._contracts)

@@ -65,6 +65,7 @@ def tail(
     with RecordConsumer(
         settings.kafka,
         [contract],
+        component="admin",
         group_id=f"streamfolio-tail-{uuid.uuid4().hex[:8]}",
         from_beginning=from_beginning,
         assign_all=True,
@@ -108,7 +109,7 @@ def produce(settings: Settings, name: str, lines: Iterable[str]) -> int:
     """
     contract: TopicContract = contract_by_name(settings, name)
     codec = codec_for(contract.schema)
-    producer = RecordProducer(settings.kafka)
+    producer = RecordProducer(settings.kafka, component="admin")
     partitions: int | None = None
     count = 0
     for number, text in enumerate(lines, start=1):

@@ -142,7 +142,7 @@ class TopicFollower:
             )
         }
         config: dict[str, Any] = {
-            **settings.kafka.client_config(),
+            **settings.kafka.client_config("rebalancer"),
             # Required by librdkafka; this consumer never joins the group nor commits.
             "group.id": f"{group_id}.memory",
             "enable.auto.commit": False,
@@ -154,7 +154,7 @@ class TopicFollower:
         }
         self._consumer = Consumer(observed(config))
         admin_config: dict[str, Any] = {
-            **settings.kafka.client_config(),
+            **settings.kafka.client_config("rebalancer"),
             "logger": logging.getLogger("streamfolio.librdkafka"),
         }
         self._admin = AdminClient(admin_config)

@@ -158,7 +158,7 @@ class RebalancerService:
     def _consumer_config(self) -> dict[str, Any]:
         return observed(
             {
-                **self.settings.kafka.client_config(),
+                **self.settings.kafka.client_config("rebalancer"),
                 "client.id": f"{self.settings.kafka.client_id}-rebalancer-{self.instance}",
                 "group.id": self.group_id,
                 # Co-partitioned topics: range gives partition i of both to the same instance.

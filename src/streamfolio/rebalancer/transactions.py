@@ -159,6 +159,7 @@ def producer_settings(settings: Settings, instance: str, txn_id: str) -> dict[st
     """The transactional producer's configuration."""
     return producer_config(
         settings.kafka,
+        "rebalancer",
         **{
             "client.id": f"{settings.kafka.client_id}-rebalancer-{instance}",
             "transactional.id": txn_id,

@@ -46,7 +46,14 @@ class KafkaStoreConsumer(RecordConsumer):
     ) -> None:
         # A new group starts at the oldest message: the store wants all the history there is.
         # The service judges each record's bytes through its Intake: no decoding here too.
-        super().__init__(kafka, contracts, group_id=group_id, from_beginning=True, decode=False)
+        super().__init__(
+            kafka,
+            contracts,
+            component="store",
+            group_id=group_id,
+            from_beginning=True,
+            decode=False,
+        )
         self._rewound: set[tuple[str, int]] = set()
         if rewind:
             # Subscribing again before the first poll replaces the subscription made above.

@@ -93,7 +93,7 @@ class DeadLetterOutbox:
         """Send the dead letter of ``item`` (delivery is awaited by :meth:`deliver`)."""
         value = encode_dead_letter(item, reason, detail)
         if self._producer is None:
-            self._producer = RecordProducer(self._kafka)
+            self._producer = RecordProducer(self._kafka, component="store")
         self._producer.send_raw(self.topic, None, value)
         self._undelivered += 1
 

@@ -1,7 +1,7 @@
 """Topics of a Kafka cluster: create the configured ones, report offsets and consumer-group lag.
 
 Works against any cluster; ``config`` carries extra librdkafka properties (SASL, TLS), e.g.
-``KafkaSettings.client_config()`` without its ``bootstrap.servers``.
+``KafkaSettings.client_config("admin")``.
 
 * :mod:`~streamfolio.kafka.admin.specs`: the topics the configuration names (:func:`topic_specs`);
 * :mod:`~streamfolio.kafka.admin.ensure`: creating and growing them (:func:`ensure_topics`),

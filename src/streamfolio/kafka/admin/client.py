@@ -2,7 +2,7 @@
 the offsets consumer that reads a partition's start and end offsets.
 
 Works against any cluster; ``config`` carries extra librdkafka properties (SASL, TLS), e.g.
-``KafkaSettings.client_config()`` without its ``bootstrap.servers``. Failures are
+``KafkaSettings.client_config("admin")``. Failures are
 :class:`KafkaAdminError`.
 """
 
