@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka 4.x broker on this machine, without Docker.
+"""Real Apache Kafka 4.x brokers on this machine, without Docker: one development broker, or a
+secured multi-broker cluster like production.
 
 :class:`LocalKafka` runs one combined KRaft broker/controller (node id 1, dynamic quorum) on
 localhost with the machine's Java 17+:
@@ -16,15 +17,29 @@ Everything the broker writes lives in ``kafka.local.data_dir`` (relative to the 
 (warnings and errors, see ``tools/kafka/log4j2.properties``) and ``kraft/`` (the log dirs).
 Deleting the data dir while the broker is down starts over with an empty cluster.
 
+:class:`LocalCluster` runs ``kafka.local.brokers`` combined nodes instead (static quorum,
+replicated topics), secured when ``kafka.security.protocol`` is SASL_SSL or SASL_PLAINTEXT: SCRAM
+logins for the components, mutual TLS between the nodes, and ACLs per component principal
+(:mod:`~streamfolio.kafka.local.cluster`, ``docs/kafka-cluster.md``). :func:`wants_cluster` says
+which of the two a configuration asks for.
+
 Modules: :mod:`~streamfolio.kafka.local.install` (Java, jars, ``server.properties``),
 :mod:`~streamfolio.kafka.local.processes` (finding, starting and stopping the JVM, probing
-ports), :mod:`~streamfolio.kafka.local.broker` (:class:`LocalKafka` itself). Java and Maven
-themselves are found and run by :mod:`streamfolio.devtools`.
+ports), :mod:`~streamfolio.kafka.local.broker` (:class:`LocalKafka` itself); for the cluster
+:mod:`~streamfolio.kafka.local.nodes` (ports, ``server.properties``),
+:mod:`~streamfolio.kafka.local.launch` (formatting, starting),
+:mod:`~streamfolio.kafka.local.tls` (certificates), :mod:`~streamfolio.kafka.local.scram` (users,
+passwords), :mod:`~streamfolio.kafka.local.access` (the ACL table),
+:mod:`~streamfolio.kafka.local.cluster_admin` (admin API calls) and
+:mod:`~streamfolio.kafka.local.cluster_status` (what it reports). Java and Maven themselves are
+found and run by :mod:`streamfolio.devtools`.
 """
 
 from __future__ import annotations
 
 from streamfolio.kafka.local.broker import LocalKafka, LocalStatus, UpResult
+from streamfolio.kafka.local.cluster import LocalCluster, wants_cluster
+from streamfolio.kafka.local.cluster_status import ClusterStatus, ClusterUpResult
 from streamfolio.kafka.local.install import (
     HEAP,
     LIB_DIR,
@@ -42,10 +57,14 @@ __all__ = [
     "LOG4J_CONFIG",
     "MIN_JAVA",
     "POM",
+    "ClusterStatus",
+    "ClusterUpResult",
+    "LocalCluster",
     "LocalKafka",
     "LocalKafkaError",
     "LocalStatus",
     "UpResult",
     "find_java",
     "repo_root",
+    "wants_cluster",
 ]

@@ -18,15 +18,14 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from streamfolio.config import LocalKafkaSettings, Settings
-from streamfolio.devtools.files import locked, tail, tail_lines
+from streamfolio.config import KafkaSettings, LocalKafkaSettings, Settings
+from streamfolio.devtools.files import locked
 from streamfolio.kafka.admin.ensure import ensure_topics
 from streamfolio.kafka.admin.specs import TopicSpec
 from streamfolio.kafka.local import access, scram
@@ -37,34 +36,53 @@ from streamfolio.kafka.local.cluster_admin import (
     connect,
     ensure_acls,
     replicas,
+    wait_for_full_isr,
 )
 from streamfolio.kafka.local.cluster_status import ClusterStatus, ClusterUpResult, NodeState
 from streamfolio.kafka.local.install import (
     LIB_DIR,
-    LOG4J_CONFIG,
     LocalKafkaError,
     Progress,
     cluster_id,
     fetch_kafka_jars,
     find_java,
 )
+from streamfolio.kafka.local.launch import NodeLauncher, check_ports, node_failure
 from streamfolio.kafka.local.nodes import Node, node_properties, nodes_of, secured
 from streamfolio.kafka.local.processes import (
-    MAIN_CLASS,
-    bindable,
     broker_pids,
     is_broker,
     listening,
-    start_detached,
     stop,
 )
-from streamfolio.kafka.local.tls import TlsFiles, ensure_certificates
+from streamfolio.kafka.local.tls import TlsFiles, copy_ca, ensure_certificates
 
-__all__ = ["CLUSTER_HEAP", "LocalCluster"]
+__all__ = ["SHAPE_FILE", "LocalCluster", "wants_cluster"]
 
-CLUSTER_HEAP = ("-Xms128m", "-Xmx384m", "-XX:+UseSerialGC")
-"""Per node: three nodes fit beside a Flink cluster on a 2-core machine (docs/kafka.md)."""
-_STORAGE_TOOL = "kafka.tools.StorageTool"
+SHAPE_FILE = "cluster.json"
+"""In the data dir of a cluster: its node count (a static quorum cannot grow or shrink)."""
+
+
+def wants_cluster(kafka: KafkaSettings, data_dir: Path, brokers: int | None = None) -> int | None:
+    """How many nodes ``kafka up`` should start as a :class:`LocalCluster`, or None for the
+    single development broker of :class:`~streamfolio.kafka.local.broker.LocalKafka`.
+
+    A cluster when ``brokers`` (``--brokers``) or ``kafka.local.brokers`` is above 1, when
+    ``kafka.security.protocol`` is not PLAINTEXT (only the cluster is secured), or when
+    ``data_dir`` already holds one (so ``down`` and ``status`` find what ``up --brokers``
+    started).
+
+    >>> nowhere = Path("/nowhere")
+    >>> wants_cluster(KafkaSettings(), nowhere), wants_cluster(KafkaSettings(), nowhere, 3)
+    (None, 3)
+    """
+    secure = kafka.security.protocol != "PLAINTEXT"
+    if brokers is not None:
+        return brokers if brokers > 1 or secure else None
+    shape = data_dir / SHAPE_FILE
+    if shape.is_file():
+        return int(json.loads(shape.read_text(encoding="utf-8"))["nodes"])
+    return kafka.local.brokers if kafka.local.brokers > 1 or secure else None
 
 
 class LocalCluster:
@@ -107,7 +125,7 @@ class LocalCluster:
     @property
     def shape_file(self) -> Path:
         """Records the node count: a static quorum cannot grow or shrink."""
-        return self.data_dir / "cluster.json"
+        return self.data_dir / SHAPE_FILE
 
     def admin_config(self) -> dict[str, str]:
         """librdkafka properties of the tooling (the ``admin`` principal, trusting this
@@ -134,31 +152,6 @@ class LocalCluster:
         """True if any node runs."""
         return any(pid is not None for pid in self.node_pids().values())
 
-    def _java(self, java: str, node: Node, main: str, *args: str, heap: Sequence[str]) -> list[str]:
-        return [
-            java,
-            *heap,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.root / LOG4J_CONFIG}",
-            f"-Dkafka.logs.dir={node.folder}",
-            "-cp",
-            f"{self.lib_dir}/*",
-            main,
-            *args,
-        ]
-
-    def _check_ports(self, node: Node) -> None:
-        for key, port in (
-            ("port", node.client_port),
-            ("internal_port", node.internal_port),
-            ("controller_port", node.controller_port),
-        ):
-            if listening(port) or not bindable(port):
-                raise LocalKafkaError(
-                    f"localhost:{port} (kafka.local.{key} + {node.index}, node {node.index}) is in "
-                    f"use by another process; stop it or move kafka.local.{key}"
-                )
-
     def _check_shape(self) -> None:
         count = len(self.nodes)
         if self.shape_file.is_file():
@@ -178,17 +171,8 @@ class LocalCluster:
         assert self.tls is not None
         ensure_certificates(self.tls.folder, len(self.nodes))
         security = self.kafka.security
-        wanted = security.ca_file
-        if wanted is not None and wanted != self.tls.ca_file:
-            ours = self.tls.ca_file.read_bytes()
-            if not wanted.exists():
-                wanted.parent.mkdir(parents=True, exist_ok=True)
-                wanted.write_bytes(ours)
-            elif wanted.read_bytes() != ours:
-                raise LocalKafkaError(
-                    f"kafka.security.ca_file {wanted} is not this cluster's CA "
-                    f"({self.tls.ca_file}); point it there, or delete it to have it copied"
-                )
+        if security.ca_file is not None:
+            copy_ca(self.tls, security.ca_file)
         for key in scram.ensure_password_files(security):
             self._progress(f"created a random password for {key} (its password_file)")
         return scram.scram_users(security)
@@ -207,57 +191,22 @@ class LocalCluster:
             encoding="utf-8",
         )
 
-    def _format(self, java: str, nodes: Sequence[Node], users: Sequence[scram.ScramUser]) -> None:
+    def _launcher(self) -> NodeLauncher:
+        return NodeLauncher(find_java(), self.root, self.lib_dir)
+
+    def _format(
+        self, launcher: NodeLauncher, nodes: Sequence[Node], users: Sequence[scram.ScramUser]
+    ) -> None:
         id_file = self.data_dir / "cluster.id"
         if not id_file.is_file():
             id_file.write_text(cluster_id() + "\n", encoding="utf-8")
-        cluster = id_file.read_text(encoding="utf-8").strip()
-        extra = scram.format_arguments(users, self.kafka.security.sasl_mechanism) if users else []
+        mechanism = self.kafka.security.sasl_mechanism
         self._progress(f"formatting KRaft storage of node(s) {[n.index for n in nodes]}…")
-        runs = [
-            subprocess.Popen(
-                self._java(
-                    java,
-                    n,
-                    _STORAGE_TOOL,
-                    "format",
-                    "-t",
-                    cluster,
-                    "-c",
-                    str(n.properties_file),
-                    "--ignore-formatted",
-                    *extra,
-                    heap=("-Xmx128m",),
-                ),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for n in nodes
-        ]
-        for node, run in zip(nodes, runs, strict=True):
-            output, _ = run.communicate(timeout=300)
-            if run.returncode != 0:
-                raise LocalKafkaError(
-                    f"formatting node {node.index} in {node.log_dirs} failed (exit "
-                    f"{run.returncode}); delete {self.data_dir} to start over:\n"
-                    f"{tail_lines(output)}"
-                )
-
-    def _start(self, java: str, node: Node) -> int:
-        command = self._java(java, node, MAIN_CLASS, str(node.properties_file), heap=CLUSTER_HEAP)
-        node.out_file.write_text(f"# {' '.join(command)}\n", encoding="utf-8")
-        pid = start_detached(command, node.out_file)
-        node.pid_file.write_text(f"{pid}\n", encoding="utf-8")
-        return pid
-
-    def _failure(self, node: Node, what: str) -> LocalKafkaError:
-        tails = [
-            f"--- {path} (last lines)\n{tail(path)}"
-            for path in (node.out_file, node.log_file)
-            if tail(path).strip()
-        ]
-        return LocalKafkaError("\n".join([what, *tails]))
+        launcher.format(
+            nodes,
+            id_file.read_text(encoding="utf-8").strip(),
+            scram.format_arguments(users, mechanism) if users else [],
+        )
 
     def _wait_for_nodes(self, pids: dict[int, int], deadline: float) -> None:
         """Until every node in ``pids`` answers and the metadata lists all nodes as brokers."""
@@ -268,7 +217,7 @@ class LocalCluster:
                 node = self.nodes[index]
                 if not is_broker(pid, node.properties_file):
                     node.pid_file.unlink(missing_ok=True)
-                    raise self._failure(node, f"node {index} (pid {pid}) exited while starting")
+                    raise node_failure(node, f"node {index} (pid {pid}) exited while starting")
                 if listening(node.client_port) and _answers(node.bootstrap, config):
                     del waiting[index]
             if not waiting:
@@ -298,8 +247,8 @@ class LocalCluster:
             fresh = [n for n in stopped if not (n.log_dirs / "meta.properties").is_file()]
             if stopped:
                 for node in stopped:
-                    self._check_ports(node)
-                java = find_java()
+                    check_ports(node)
+                launcher = self._launcher()
                 fetch_kafka_jars(
                     self.root, self.kafka.local.kafka_version, self.lib_dir, self._progress
                 )
@@ -307,9 +256,9 @@ class LocalCluster:
                 for node in stopped:
                     self._write_properties(node)
                 if fresh:
-                    self._format(java, fresh, users)
+                    self._format(launcher, fresh, users)
                 for node in stopped:
-                    pids[node.index] = self._start(java, node)
+                    pids[node.index] = launcher.start(node)
                 self._progress(
                     f"starting {len(stopped)} Kafka node(s) {[n.index for n in stopped]} "
                     f"(pids {[pids[n.index] for n in stopped]}), logs {self.data_dir}/node-*/"
@@ -391,32 +340,16 @@ class LocalCluster:
             if pid is None:
                 if not (node.log_dirs / "meta.properties").is_file():
                     raise LocalKafkaError(f"node {index} was never formatted; run `kafka up`")
-                self._check_ports(node)
+                check_ports(node)
                 self._write_properties(node)
-                pid = self._start(find_java(), node)
+                pid = self._launcher().start(node)
             self._wait_for_nodes({index: pid}, time.monotonic() + timeout)
             return pid
 
     def wait_for_full_isr(self, timeout: float = 60.0, topics: Sequence[str] | None = None) -> None:
         """Wait until every partition of ``topics`` (default: all but internal ones) has a
         leader and all its replicas in sync, e.g. after :meth:`start_node`."""
-        config = self.admin_config()
-        deadline = time.monotonic() + timeout
-        while True:
-            _, metadata = connect(
-                self.bootstrap, config, timeout=max(deadline - time.monotonic(), 1)
-            )
-            lagging = [p for p in replicas(metadata, topics) if p.under_replicated]
-            if not lagging:
-                return
-            if time.monotonic() >= deadline:
-                names = ", ".join(
-                    f"{p.topic}[{p.partition}] isr {list(p.isr)}" for p in lagging[:5]
-                )
-                raise LocalKafkaError(
-                    f"partitions still under-replicated after {timeout:g} s: {names}"
-                )
-            time.sleep(0.25)
+        wait_for_full_isr(self.bootstrap, self.admin_config(), timeout=timeout, topics=topics)
 
     def status(self, timeout: float = 10.0) -> ClusterStatus:
         """Every node's process, and (if any answers) the partitions' ISR and the ACLs."""

@@ -35,6 +35,7 @@ __all__ = [
     "connect",
     "ensure_acls",
     "replicas",
+    "wait_for_full_isr",
 ]
 
 _AUTH_CODES = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
@@ -209,3 +210,25 @@ def ensure_acls(
     except KafkaException as exc:
         raise LocalKafkaError(f"cannot set the ACLs: {exc}") from None
     return len(missing), len(stale)
+
+
+def wait_for_full_isr(
+    bootstrap: str,
+    config: Mapping[str, str],
+    *,
+    timeout: float,
+    topics: Sequence[str] | None = None,
+) -> None:
+    """Wait until every partition of ``topics`` (default: all but internal ones) has a leader
+    and all its replicas in sync; :class:`LocalKafkaError` naming the laggards after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        _, metadata = connect(bootstrap, config, timeout=max(deadline - time.monotonic(), 1.0))
+        lagging = [p for p in replicas(metadata, topics) if p.under_replicated]
+        if not lagging:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(f"{p.topic}[{p.partition}] isr {list(p.isr)}" for p in lagging[:5])
+            raise LocalKafkaError(f"partitions still under-replicated after {timeout:g} s: {names}")
+        time.sleep(0.25)

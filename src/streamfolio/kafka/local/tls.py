@@ -28,10 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from streamfolio.kafka.local.install import LocalKafkaError
+
 __all__ = [
     "BROKER_CN",
     "HOSTS",
     "TlsFiles",
+    "copy_ca",
     "ensure_certificates",
     "node_certificate",
     "write_private",
@@ -212,3 +215,19 @@ def ensure_certificates(folder: Path, nodes: int) -> TlsFiles:
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (certificate, ca))
         write_private(keystore, _pem_key(key) + chain)
     return files
+
+
+def copy_ca(files: TlsFiles, wanted: Path) -> None:
+    """Put the cluster's CA certificate at ``wanted`` (``kafka.security.ca_file``) too, unless
+    it is there already; refuse another CA there, which clients would trust instead."""
+    if wanted == files.ca_file:
+        return
+    ours = files.ca_file.read_bytes()
+    if not wanted.exists():
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        wanted.write_bytes(ours)
+    elif wanted.read_bytes() != ours:
+        raise LocalKafkaError(
+            f"kafka.security.ca_file {wanted} is not this cluster's CA ({files.ca_file}); "
+            "point it there, or delete it to have it copied"
+        )
