@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -183,11 +184,13 @@ def _current(keystore: Path, ca: x509.Certificate, now: dt.datetime) -> bool:
     """True if ``keystore`` holds a certificate from ``ca`` that is not about to expire."""
     if not keystore.is_file():
         return False
-    certificates = x509.load_pem_x509_certificates(keystore.read_bytes())
-    return bool(certificates) and (
-        certificates[0].issuer == ca.subject
-        and certificates[0].not_valid_after_utc - RENEW_BEFORE > now
-    )
+    try:
+        leaf = x509.load_pem_x509_certificates(keystore.read_bytes())[0]
+        # Every CA made here has the same name: the signature tells them apart.
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, IndexError, InvalidSignature):
+        return False
+    return leaf.not_valid_after_utc - RENEW_BEFORE > now
 
 
 def ensure_certificates(folder: Path, nodes: int) -> TlsFiles:
