@@ -51,6 +51,7 @@ def _register() -> None:
     from streamfolio.commands.topic import topic_app
     from streamfolio.dashboard.cli import dashboard_command
     from streamfolio.flink.cli import job_app
+    from streamfolio.flink.cluster.cli import flink_app
     from streamfolio.kafka.cli import kafka_app
     from streamfolio.rebalancer.cli import rebalancer_command
     from streamfolio.store.cli import register as register_store
@@ -64,6 +65,7 @@ def _register() -> None:
     app.add_typer(topic_app)
     app.add_typer(kafka_app)
     app.add_typer(job_app)
+    app.add_typer(flink_app)
     register_store(app)
     app.command("rebalancer")(rebalancer_command)
     app.command("dashboard")(dashboard_command)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyflink
 import pytest
 from typer.testing import CliRunner
 
@@ -177,9 +179,20 @@ def test_submit_prints_a_flink_run_command(tmp_path: Path, monkeypatch: pytest.M
     )
     assert result.exit_code == 0, result.output
     line = result.output.strip()
-    assert line.startswith("/opt/flink/bin/flink run --detached --jarfile " + str(jar))
+    # By default the local cluster of `flink up`, with the wheel's own client (Flink 2.x's
+    # `flink run` has no --jarfile: the jars go in pipeline.jars).
+    wheel_flink = Path(pyflink.__file__).resolve().parent / "bin" / "flink"
+    words = shlex.split(line)
+    assert words[:5] == [str(wheel_flink), "run", "--detached", "-m", "localhost:8081"]
+    assert words[5].startswith("-Dpipeline.jars=" + jar.resolve().as_uri())
     assert "--python " + str(ROOT / "src/streamfolio/flink/job.py") in line
     assert line.endswith(f"--config {config} --parallelism 2 --delivery exactly-once")
+    elsewhere = CliRunner().invoke(
+        job_app, ["submit", "--config", str(config), "--target", "kubernetes-application"]
+    )
+    assert elsewhere.output.startswith("/opt/flink/bin/flink run --detached --target "), (
+        elsewhere.output
+    )
     command = submit_command([], jars=[], python="py", target="remote", detached=False)
     assert command[1:4] == ["run", "--target", "remote"]
 

@@ -1,23 +1,41 @@
-"""``streamfolio job run | submit``: the streaming job, locally or on a Flink cluster.
+"""``streamfolio job run | submit | status | stop``: the streaming job, in this process or on a
+Flink cluster.
 
 Registered by the main CLI with ``app.add_typer(job_app)``. ``run`` executes the job in this
 process on a local Flink MiniCluster (until it is stopped, or to the end of the input with
-``--bounded``); ``submit`` prints the ``flink run`` command for a real cluster, and runs it with
-``--execute``.
+``--bounded``). ``submit`` prints the ``flink run`` command for a session cluster (by default
+the local one of ``streamfolio flink up``, :mod:`streamfolio.flink.cluster`) and runs it with
+``--execute``; ``status`` lists the cluster's jobs; ``stop`` cancels one, or stops it with a
+savepoint to resume from.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streamfolio.cli_support import RequiredConfigOption, command_errors, one_of, stop_signals
+from streamfolio.cli_support import (
+    ConfigOption,
+    RequiredConfigOption,
+    command_errors,
+    load_settings,
+    one_of,
+    say,
+    stop_signals,
+)
+from streamfolio.errors import UsageError
+from streamfolio.flink.cluster.submit import flink_binary, submit_command
+
+if TYPE_CHECKING:
+    from streamfolio.flink.cluster.rest import FlinkRest
+
+__all__ = ["flink_binary", "job_app", "submit_command"]
 
 job_app = typer.Typer(
     name="job",
@@ -139,49 +157,16 @@ def run(
         )
 
 
-def flink_binary() -> str:
-    """``$FLINK_HOME/bin/flink`` if set, else the one shipped in the apache-flink wheel."""
-    home = os.environ.get("FLINK_HOME")
-    if home:
-        return str(Path(home) / "bin" / "flink")
-    import pyflink
-
-    return str(Path(pyflink.__file__).parent / "bin" / "flink")
-
-
-def submit_command(
-    job_args: list[str],
-    *,
-    jars: list[Path],
-    python: str,
-    target: str | None,
-    detached: bool,
-) -> list[str]:
-    """The ``flink run`` command line that submits the job to a cluster.
-
-    >>> submit_command(["--config", "/etc/sf.yaml"], jars=[Path("/j/kafka.jar")],
-    ...                python="/venv/bin/python", target=None, detached=True)[1:5]
-    ['run', '--detached', '--jarfile', '/j/kafka.jar']
-    """
-    from streamfolio.flink import job
-
-    command = [flink_binary(), "run"]
-    if detached:
-        command.append("--detached")
-    if target:
-        command += ["--target", target]
-    for jar in jars:
-        command += ["--jarfile", str(jar)]
-    command += [
-        "-pyexec",
-        python,
-        "-pyclientexec",
-        python,
-        "--python",
-        str(Path(job.__file__).resolve()),
-        *job_args,
-    ]
-    return command
+JobManagerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--jobmanager",
+        "-m",
+        help="HOST:PORT of a session cluster's REST API (default: the local cluster of "
+        "`streamfolio flink up`, localhost:flink.cluster.rest_port).",
+        show_default=False,
+    ),
+]
 
 
 @job_app.command()
@@ -191,6 +176,7 @@ def submit(
     from_checkpoint: FromCheckpointOption = None,
     starting_offsets: OffsetsOption = None,
     delivery: DeliveryOption = None,
+    jobmanager: JobManagerOption = None,
     target: Annotated[
         str | None,
         typer.Option(help="flink run --target: remote, kubernetes-application, yarn-session..."),
@@ -199,11 +185,18 @@ def submit(
         str,
         typer.Option(help="Python with streamfolio and apache-flink on the cluster's machines."),
     ] = sys.executable,
-    execute: Annotated[bool, typer.Option("--execute", help="Run the command.")] = False,
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Run the command; print the job id.")
+    ] = False,
 ) -> None:
-    """Print the `flink run` command that submits the job to a Flink cluster (or run it with
-    --execute). The cluster's machines need the same Python environment (see docs/flink.md).
+    """Print the `flink run` command that submits the job to a Flink cluster, by default the
+    local one of `streamfolio flink up`; with --execute, run it (detached) and print the job's
+    id. Resume with --from-checkpoint PATH (a savepoint of `job stop --savepoint`, or a retained
+    checkpoint) or 'latest'. The cluster's machines need the same Python environment and the
+    config file at the same path (docs/flink.md).
     """
+    from streamfolio.flink.cluster.local import LocalFlinkCluster
+    from streamfolio.flink.cluster.submit import run_submit
     from streamfolio.flink.connectors import job_jars
 
     with command_errors():
@@ -211,7 +204,101 @@ def submit(
         _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
         jars = job_jars()
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, False)
-    command = submit_command(args, jars=jars, python=python, target=target, detached=True)
-    typer.echo(shlex.join(command))
-    if execute:
-        raise typer.Exit(subprocess.run(command, check=False).returncode)
+    local = None
+    if target is None and jobmanager is None:
+        with command_errors():
+            local = LocalFlinkCluster(load_settings(config), progress=say)
+        command = local.submit_command(args, python=python, jars=jars)
+    else:
+        command = submit_command(
+            args, jars=jars, python=python, target=target, jobmanager=jobmanager
+        )
+    if not execute:
+        typer.echo(shlex.join(command))
+        return
+    with command_errors():
+        if local is not None:
+            job_id = local.submit(args, python=python, jars=jars)
+        else:
+            say("submitting: " + shlex.join(command))
+            job_id = run_submit(
+                command, os.environ, Path("flink-run.log").resolve(), timeout_s=300.0
+            )
+    say(f"submitted job {job_id}; `streamfolio job status` shows its state")
+    typer.echo(job_id)
+
+
+def _rest(config: Path | None, jobmanager: str | None) -> FlinkRest:
+    """The REST API of ``--jobmanager``, else of the local cluster of ``config``."""
+    from streamfolio.flink.cluster.local import LocalFlinkCluster
+    from streamfolio.flink.cluster.rest import FlinkRest
+
+    if jobmanager is not None:
+        return FlinkRest(jobmanager if "://" in jobmanager else f"http://{jobmanager}")
+    return LocalFlinkCluster(load_settings(config)).rest
+
+
+@job_app.command()
+def status(
+    config: ConfigOption = None,
+    jobmanager: JobManagerOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """The jobs on the cluster (running and ended), newest first: id, state, name."""
+    from streamfolio.flink.cluster.cli import job_lines
+
+    with command_errors():
+        jobs = _rest(config, jobmanager).jobs()
+    if as_json:
+        typer.echo(json.dumps([j.to_dict() for j in jobs], indent=2))
+        return
+    for line in job_lines(jobs):
+        typer.echo(line)
+
+
+@job_app.command()
+def stop(
+    job_id: Annotated[str, typer.Argument(help="The job's id (`streamfolio job status`).")],
+    directory: Annotated[
+        str | None,
+        typer.Argument(
+            help="With --savepoint: the folder for it (default: the cluster's "
+            "execution.checkpointing.savepoint-dir, <flink.cluster.data_dir>/savepoints "
+            "for the local cluster).",
+            show_default=False,
+        ),
+    ] = None,
+    savepoint: Annotated[
+        bool,
+        typer.Option(
+            "--savepoint",
+            help="Stop with a savepoint and print its path (else: cancel; the job's retained "
+            "checkpoints remain).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    jobmanager: JobManagerOption = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the savepoint.", min=1)
+    ] = 300.0,
+) -> None:
+    """Stop a job on the cluster: `job stop ID --savepoint [DIR]` takes a savepoint, waits
+    for it, and prints its path (resume with `job submit --execute --from-checkpoint PATH`);
+    without --savepoint the job is cancelled."""
+    from streamfolio.flink.cluster.rest import local_path
+
+    with command_errors():
+        if directory is not None and not savepoint:
+            raise UsageError(f"a folder ({directory}) is only taken with --savepoint")
+        rest = _rest(config, jobmanager)
+        if not savepoint:
+            rest.cancel(job_id)
+            say(f"cancelled job {job_id}; its last checkpoint stays (--from-checkpoint latest)")
+            return
+        target = None
+        if directory is not None:
+            target = directory if "://" in directory else Path(directory).resolve().as_uri()
+        say(f"stopping job {job_id} with a savepoint")
+        path = rest.stop_with_savepoint(job_id, target, timeout_s=timeout)
+    say("resume with: streamfolio job submit --execute --from-checkpoint " + local_path(path))
+    typer.echo(path)

@@ -1,0 +1,418 @@
+""":class:`LocalFlinkCluster`: start, inspect, and stop the local session cluster, and run the
+job on it, from the CLI (``streamfolio flink``, ``streamfolio job``) or from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from streamfolio.config import Settings
+from streamfolio.config.sections import FlinkClusterSettings
+from streamfolio.flink.cluster.layout import ClusterLayout, distribution, write_configuration
+from streamfolio.flink.cluster.processes import (
+    ClusterError,
+    ClusterProcess,
+    Role,
+    alive,
+    cluster_processes,
+    start_detached,
+    stop_processes,
+)
+from streamfolio.flink.cluster.rest import FlinkRest, JobInfo, RestError, TaskManagerInfo
+from streamfolio.flink.cluster.submit import run_submit, submit_command
+
+__all__ = [
+    "START_TIMEOUT_S",
+    "STOP_TIMEOUT_S",
+    "ClusterStatus",
+    "LocalFlinkCluster",
+    "TaskManagerStatus",
+]
+
+START_TIMEOUT_S = 120.0
+"""How long ``up`` waits for the REST API and every TaskManager (cold JVMs on a busy 2-core
+machine take tens of seconds)."""
+STOP_TIMEOUT_S = 15.0
+"""How long a process has after SIGTERM before it is killed."""
+SUBMIT_TIMEOUT_S = 300.0
+"""How long ``flink run`` may take to build and upload the job (a client JVM and Python)."""
+
+Progress = Callable[[str], None]
+
+
+def _silent(_line: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class TaskManagerStatus:
+    """A TaskManager as ``status`` shows it: registered with the JobManager, running here as
+    ``pid``, or both (a killed one stays registered, with no pid, until its heartbeat times
+    out; a starting one runs before it registers)."""
+
+    id: str
+    pid: int | None
+    slots: int | None
+    free_slots: int | None
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``streamfolio flink status`` reports."""
+
+    rest_url: str
+    data_dir: Path
+    jobmanager_pid: int | None
+    answering: bool
+    version: str | None = None
+    taskmanagers: list[TaskManagerStatus] = field(default_factory=list)
+    jobs: list[JobInfo] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.jobmanager_pid is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        data["running"] = self.running
+        return data
+
+
+class LocalFlinkCluster:
+    """The standalone session cluster of ``settings.flink.cluster``: one JobManager and
+    TaskManagers, separate JVMs started from the apache-flink wheel, data under ``data_dir``
+    (relative to ``root``, the checkout, when not absolute).
+
+    ``taskmanagers`` and ``slots`` override the settings' (``flink up --taskmanagers``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        root: Path | None = None,
+        taskmanagers: int | None = None,
+        slots: int | None = None,
+        progress: Progress = _silent,
+    ) -> None:
+        cluster = settings.flink.cluster
+        overrides = {"taskmanagers": taskmanagers, "slots": slots}
+        self.settings = settings
+        self.cluster: FlinkClusterSettings = cluster.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        data_dir = Path(self.cluster.data_dir)
+        if not data_dir.is_absolute():
+            data_dir = (root if root is not None else _checkout()) / data_dir
+        self.layout = ClusterLayout(data_dir.resolve())
+        self.rest = FlinkRest(self.rest_url)
+        self._progress = progress
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://localhost:{self.cluster.rest_port}"
+
+    @property
+    def jobmanager_address(self) -> str:
+        """What ``flink run -m`` takes: the REST API's host and port."""
+        return f"localhost:{self.cluster.rest_port}"
+
+    # ------------------------------------------------------------------------- processes
+
+    def processes(self) -> list[ClusterProcess]:
+        """This cluster's live JVMs."""
+        return cluster_processes(self.layout.conf_dir, self._recorded_pids())
+
+    def taskmanager_pids(self) -> list[int]:
+        """The pids of the TaskManagers running now (for tests that kill one)."""
+        return [p.pid for p in self.processes() if p.role == "taskmanager"]
+
+    def jobmanager_pid(self) -> int | None:
+        found = [p.pid for p in self.processes() if p.role == "jobmanager"]
+        return found[0] if found else None
+
+    def up(self, *, timeout_s: float = START_TIMEOUT_S) -> list[ClusterProcess]:
+        """Start whatever is missing: the JobManager if it is not running, and TaskManagers up
+        to ``taskmanagers`` (so after one died, ``up`` starts one in its place); wait until the
+        REST API answers and lists every running TaskManager. Returns the processes started
+        (none: everything ran already)."""
+        running = self.processes()
+        started: list[ClusterProcess] = []
+        if not any(p.role == "jobmanager" for p in running):
+            if running:  # TaskManagers of a JobManager gone: they would not find the new one
+                self._progress("TaskManagers without a JobManager: stopping them first")
+                stop_processes(running, self.layout.conf_dir, STOP_TIMEOUT_S, self._progress)
+                running = []
+            self._check_ports()
+            write_configuration(self.cluster, self.layout)
+            self._save_state({})  # a fresh start: TaskManagers are numbered from tm-1 again
+            self._progress(
+                f"starting the JobManager (REST {self.rest_url}, logs {self.layout.log_dir})"
+            )
+            started.append(self._start("jobmanager", "jobmanager"))
+        self._wait_for_rest(started[0].pid if started else None, timeout_s)
+        have = sum(p.role == "taskmanager" for p in running)
+        taskmanagers = [self._start_taskmanager() for _ in range(self.cluster.taskmanagers - have)]
+        self._wait_for_taskmanagers(taskmanagers, timeout_s)
+        started += taskmanagers
+        return started
+
+    def start_taskmanager(
+        self, *, wait: bool = True, timeout_s: float = START_TIMEOUT_S
+    ) -> ClusterProcess:
+        """Start one more TaskManager (a new resource id); with ``wait``, return once it has
+        registered with the JobManager."""
+        process = self._start_taskmanager()
+        if wait:
+            self._wait_for_taskmanagers([process], timeout_s)
+        return process
+
+    def _start_taskmanager(self) -> ClusterProcess:
+        state = self._state()
+        number = int(state.get("next_taskmanager", 1))
+        resource_id = f"tm-{number}"
+        state["next_taskmanager"] = number + 1
+        self._save_state(state)
+        self._progress(f"starting TaskManager {resource_id} ({self.cluster.slots} slot(s))")
+        return self._start(
+            "taskmanager", resource_id, "-D", f"taskmanager.resource-id={resource_id}"
+        )
+
+    def down(self, *, timeout_s: float = STOP_TIMEOUT_S) -> list[ClusterProcess]:
+        """Stop every process of this cluster (SIGTERM, then SIGKILL after ``timeout_s``);
+        the ones stopped. Jobs running on it stop too (their checkpoints are retained)."""
+        running = self.processes()
+        if running:
+            self._progress(f"stopping {len(running)} process(es)")
+            stop_processes(running, self.layout.conf_dir, timeout_s, self._progress)
+        state = self._state()
+        if state:
+            self._save_state({"next_taskmanager": state.get("next_taskmanager", 1)})
+        return running
+
+    def status(self) -> ClusterStatus:
+        """The processes, and (if the REST API answers) what the JobManager knows."""
+        running = self.processes()
+        jobmanager = next((p.pid for p in running if p.role == "jobmanager"), None)
+        pids = {p.resource_id: p.pid for p in running if p.role == "taskmanager"}
+        base = ClusterStatus(self.rest_url, self.layout.root, jobmanager, answering=False)
+        registered: list[TaskManagerInfo] = []
+        try:
+            version = self.rest.version()
+            registered = self.rest.taskmanagers()
+            jobs = self.rest.jobs()
+        except RestError:
+            return replace(
+                base,
+                taskmanagers=[TaskManagerStatus(str(i), p, None, None) for i, p in pids.items()],
+            )
+        taskmanagers = [
+            TaskManagerStatus(t.id, pids.get(t.id), t.slots, t.free_slots) for t in registered
+        ]
+        known = {t.id for t in registered}
+        taskmanagers += [
+            TaskManagerStatus(str(i), p, None, None) for i, p in pids.items() if i not in known
+        ]
+        return replace(base, answering=True, version=version, taskmanagers=taskmanagers, jobs=jobs)
+
+    # ------------------------------------------------------------------------------ jobs
+
+    def submit_command(
+        self,
+        job_args: Sequence[str],
+        *,
+        python: str = sys.executable,
+        jars: Sequence[Path] | None = None,
+    ) -> list[str]:
+        """The ``flink run --detached`` command that submits the job (``job.py`` with
+        ``job_args``) to this cluster, with the wheel's own ``flink`` client."""
+        from streamfolio.flink.connectors import job_jars
+
+        return submit_command(
+            job_args,
+            jars=job_jars() if jars is None else jars,
+            python=python,
+            jobmanager=self.jobmanager_address,
+            binary=str(distribution() / "bin" / "flink"),
+        )
+
+    def submit(
+        self,
+        job_args: Sequence[str],
+        *,
+        python: str = sys.executable,
+        environ: Mapping[str, str] | None = None,
+        jars: Sequence[Path] | None = None,
+    ) -> str:
+        """Submit the job (``job.py`` with ``job_args``) with ``flink run --detached``; its id.
+        ``environ`` (default: this process's) is the client's environment, e.g. with
+        ``STREAMFOLIO_FLINK_PYTHON_MODE``. The client's output goes to ``log/flink-run.log``."""
+        command = self.submit_command(job_args, python=python, jars=jars)
+        self._progress("submitting the job: " + " ".join(command))
+        env = self.layout.environment(os.environ if environ is None else environ)
+        return run_submit(
+            command, env, self.layout.log_dir / "flink-run.log", timeout_s=SUBMIT_TIMEOUT_S
+        )
+
+    def job_state(self, job_id: str) -> str:
+        """The job's state (``RUNNING`` once every task of it runs; ``STARTING`` before)."""
+        return self.rest.job_state(job_id)
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        states: Iterable[str] = ("RUNNING",),
+        *,
+        timeout_s: float = START_TIMEOUT_S,
+    ) -> str:
+        """Wait until the job is in one of ``states``; that state. A job that ends in another
+        terminal state (``FAILED``...) raises at once."""
+        wanted = set(states)
+        deadline = time.monotonic() + timeout_s
+        state = "?"
+        while time.monotonic() < deadline:
+            state = self.rest.job_state(job_id)
+            if state in wanted:
+                return state
+            if state in {"FAILED", "CANCELED", "FINISHED"}:
+                break
+            time.sleep(0.5)
+        raise ClusterError(
+            f"job {job_id} is {state}, not {' or '.join(sorted(wanted))}; see the logs in "
+            f"{self.layout.log_dir}"
+        )
+
+    def stop_with_savepoint(self, job_id: str, target_dir: Path | str | None = None) -> str:
+        """Stop the job with a savepoint (default folder: ``<data_dir>/savepoints``); its path."""
+        target = None if target_dir is None else _uri(target_dir)
+        return self.rest.stop_with_savepoint(job_id, target)
+
+    # ------------------------------------------------------------------------- internals
+
+    def _start(self, role: Role, name: str, *args: str) -> ClusterProcess:
+        script = distribution() / "bin" / f"{role}.sh"
+        env = self.layout.environment(_base_environment())
+        env["FLINK_IDENT_STRING"] = f"streamfolio-{name}"  # names its log files
+        out = self.layout.log_dir / f"{name}.launch.out"
+        pid = start_detached([str(script), "start-foreground", *args], env, out)
+        state = self._state()
+        if role == "jobmanager":
+            state["jobmanager"] = pid
+        else:
+            state.setdefault("taskmanagers", {})[name] = pid
+        self._save_state(state)
+        return ClusterProcess(role, pid, None if role == "jobmanager" else name)
+
+    def _check_ports(self) -> None:
+        for key, port in (
+            ("rest_port", self.cluster.rest_port),
+            ("rpc_port", self.cluster.rpc_port),
+        ):
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    raise ClusterError(
+                        f"port {port} (flink.cluster.{key}) is taken by another process; "
+                        f"stop it or set flink.cluster.{key}"
+                    ) from None
+
+    def _wait_for_rest(self, starting: int | None, timeout_s: float) -> None:
+        """Until the REST API answers; ``starting``: the pid of the JobManager just started."""
+        deadline = time.monotonic() + timeout_s
+        said = False
+        while not self.rest.answers():
+            if starting is not None and not alive(starting):
+                raise ClusterError(
+                    f"the JobManager exited at start; see {self._log_of('jobmanager')}"
+                )
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the JobManager's REST API did not answer at {self.rest_url} within "
+                    f"{timeout_s:g} s; see {self._log_of('jobmanager')}"
+                )
+            if not said:
+                self._progress("waiting for the JobManager's REST API")
+                said = True
+            time.sleep(0.5)
+
+    def _wait_for_taskmanagers(self, starting: Sequence[ClusterProcess], timeout_s: float) -> None:
+        """Until every running TaskManager, ``starting`` (just started) included, has
+        registered; one of ``starting`` that exits fails at once."""
+        deadline = time.monotonic() + timeout_s
+        said = False
+        while True:
+            for process in starting:
+                if not alive(process.pid):
+                    raise ClusterError(
+                        f"TaskManager {process.resource_id} exited at start; see "
+                        f"{self._log_of(str(process.resource_id))}"
+                    )
+            running = {p.resource_id for p in self.processes() if p.role == "taskmanager"}
+            running |= {p.resource_id for p in starting}
+            registered = {t.id for t in self.rest.taskmanagers()}
+            missing = sorted(str(r) for r in running - registered)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(self._log_of(m)) for m in missing)
+                raise ClusterError(
+                    f"TaskManager(s) {', '.join(missing)} did not register within "
+                    f"{timeout_s:g} s; see {logs}"
+                )
+            if not said:
+                self._progress(f"waiting for {len(missing)} TaskManager(s) to register")
+                said = True
+            time.sleep(0.5)
+
+    def _log_of(self, name: str) -> Path:
+        """The log file of process ``name`` (``jobmanager``, ``tm-2``), or its folder."""
+        found = sorted(self.layout.log_dir.glob(f"flink-streamfolio-{name}-*.log"))
+        return found[-1] if found else self.layout.log_dir
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.layout.processes_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_state(self, state: Mapping[str, Any]) -> None:
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.layout.processes_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        scratch.replace(self.layout.processes_file)
+
+    def _recorded_pids(self) -> list[int]:
+        state = self._state()
+        pids = [state.get("jobmanager"), *state.get("taskmanagers", {}).values()]
+        return [int(p) for p in pids if isinstance(p, int)]
+
+
+def _uri(path: Path | str) -> str:
+    """A folder as Flink takes it: URIs unchanged, local paths absolute ``file://``.
+
+    >>> _uri("/sp"), _uri("s3://b/sp")
+    ('file:///sp', 's3://b/sp')
+    """
+    text = str(path)
+    return text if "://" in text else Path(text).resolve().as_uri()
+
+
+def _base_environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def _checkout() -> Path:
+    from streamfolio.flink.connectors import find_root
+
+    return find_root()

@@ -1,0 +1,172 @@
+"""The local cluster's JVMs: start one detached, find ours, stop them.
+
+A process is started with the wheel's ``jobmanager.sh`` or ``taskmanager.sh start-foreground``,
+which ``exec`` their way into the JVM: the pid the launcher reports is the JVM's. It is known as
+this cluster's by its command line (``/proc/<pid>/cmdline``): its main class and ``--configDir``
+naming this cluster's ``conf/``, so a recycled pid or a zombie never passes for it, and a
+process whose pid was not recorded (a crash between start and write) is still found. Each
+TaskManager gets a resource id of its own (``taskmanager.resource-id``: ``tm-1``, ``tm-2``...),
+which the REST API reports, so the pid of each registered TaskManager is known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from streamfolio.errors import StreamfolioError
+
+__all__ = [
+    "MAIN_CLASSES",
+    "ClusterError",
+    "ClusterProcess",
+    "Role",
+    "alive",
+    "cluster_processes",
+    "process_of",
+    "start_detached",
+    "stop_processes",
+]
+
+Role = Literal["jobmanager", "taskmanager"]
+MAIN_CLASSES: Mapping[Role, str] = {
+    "jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+    "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+}
+_RESOURCE_ID = re.compile(r"^(?:-D)?taskmanager\.resource-id=(.+)$")
+
+Progress = Callable[[str], None]
+
+
+class ClusterError(StreamfolioError):
+    """The local Flink cluster could not be started, reached or stopped. Says where to look."""
+
+
+@dataclass(frozen=True)
+class ClusterProcess:
+    """One running JVM of the cluster: its role, pid, and (TaskManagers) resource id."""
+
+    role: Role
+    pid: int
+    resource_id: str | None = None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw.decode(errors="replace").split("\0")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not): for a process just started, which is still a
+    shell script on its way to ``exec`` the JVM."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def process_of(
+    pid: int, conf_dir: Path, args: Sequence[str] | None = None
+) -> ClusterProcess | None:
+    """What ``pid`` is, if it is a live JVM of the cluster configured in ``conf_dir``.
+
+    >>> args = ["java", "-cp", "x", MAIN_CLASSES["taskmanager"], "--configDir", "/d/conf",
+    ...         "-D", "taskmanager.resource-id=tm-2"]
+    >>> process_of(7, Path("/d/conf"), args)
+    ClusterProcess(role='taskmanager', pid=7, resource_id='tm-2')
+    >>> process_of(7, Path("/other/conf"), args) is None
+    True
+    """
+    args = list(args) if args is not None else _cmdline(pid)
+    if not args or "--configDir" not in args:
+        return None
+    where = args.index("--configDir")
+    if where + 1 >= len(args) or args[where + 1] != str(conf_dir):
+        return None
+    for role, main in MAIN_CLASSES.items():
+        if main in args:
+            ids = [m[1] for a in args if (m := _RESOURCE_ID.match(a))]
+            return ClusterProcess(role, pid, ids[-1] if ids else None)
+    return None
+
+
+def cluster_processes(conf_dir: Path, recorded: Sequence[int] = ()) -> list[ClusterProcess]:
+    """Every live JVM of the cluster of ``conf_dir``: the ``recorded`` pids still its own, and
+    any other found in ``/proc``; in pid order."""
+    candidates = set(recorded)
+    proc = Path("/proc")
+    if proc.is_dir():
+        candidates |= {int(entry.name) for entry in proc.iterdir() if entry.name.isdigit()}
+    found = [p for pid in sorted(candidates) if (p := process_of(pid, conf_dir)) is not None]
+    return found
+
+
+def start_detached(command: Sequence[str], env: Mapping[str, str], out_file: Path) -> int:
+    """Start ``command`` in the background, detached from this process; its pid.
+
+    A throwaway shell starts it and exits: the JVM is re-parented to init, so it outlives the
+    CLI, is never left a zombie of a long-lived caller (a test killing it with ``kill -9``), and
+    is in a session of its own, out of reach of the terminal's Ctrl-C. Whatever the scripts say
+    before the JVM redirects its own output is appended to ``out_file``.
+    """
+    launcher = 'out=$1; shift; "$@" </dev/null >>"$out" 2>&1 & echo $!'
+    try:
+        run = subprocess.run(
+            ["/bin/sh", "-c", launcher, "sh", str(out_file), *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            start_new_session=True,
+            env=dict(env),
+        )
+        return int(run.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise ClusterError(f"cannot start {command[0]}: {exc}") from None
+
+
+def stop_processes(
+    processes: Sequence[ClusterProcess], conf_dir: Path, timeout_s: float, progress: Progress
+) -> None:
+    """Stop ``processes``: SIGTERM (Flink shuts down cleanly), SIGKILL to those still there
+    after ``timeout_s``. Returns once every one is gone."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+    alive = _wait_gone(processes, conf_dir, timeout_s)
+    if alive:
+        names = ", ".join(f"{p.role} {p.pid}" for p in alive)
+        progress(f"not stopped within {timeout_s:g} s, killing: {names}")
+        for process in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        alive = _wait_gone(alive, conf_dir, 10.0)
+        if alive:
+            raise ClusterError(f"processes {[p.pid for p in alive]} survived SIGKILL")
+
+
+def _wait_gone(
+    processes: Sequence[ClusterProcess], conf_dir: Path, timeout_s: float
+) -> list[ClusterProcess]:
+    deadline = time.monotonic() + timeout_s
+    alive = list(processes)
+    while alive:
+        alive = [p for p in alive if process_of(p.pid, conf_dir) is not None]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return alive
