@@ -50,6 +50,11 @@ class Pod:
     owner: Manifest
     component: str
     spec: dict[str, Any]
+    role: str = ""
+    """``jobManager`` or ``taskManager`` in a FlinkDeployment."""
+
+    def __str__(self) -> str:
+        return f"{self.owner.name}{'.' + self.role if self.role else ''}"
 
     @property
     def container(self) -> dict[str, Any]:
@@ -106,7 +111,7 @@ def pods() -> Iterator[Pod]:
             yield Pod(m, component, m.doc["spec"]["template"]["spec"])
         elif m.kind == "FlinkDeployment":
             for role in ("jobManager", "taskManager"):
-                yield Pod(m, component, m.doc["spec"][role]["podTemplate"]["spec"])
+                yield Pod(m, component, m.doc["spec"][role]["podTemplate"]["spec"], role)
 
 
 def pyproject() -> dict[str, Any]:
