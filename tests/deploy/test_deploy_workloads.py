@@ -177,7 +177,7 @@ def test_the_image_is_the_flink_release_that_pyflink_is() -> None:
     assert args["FLINK_VERSION"] == _flink_pin()
     assert stage[0].text == "flink:${FLINK_VERSION}-java17"
     (install,) = [i.text for i in stage if i.keyword == "RUN" and "pip" in i.text]
-    assert '".[flink,postgres]"' in install and '"apache-flink==${FLINK_VERSION}"' in install
+    assert '[flink,postgres]"' in install and '"apache-flink==${FLINK_VERSION}"' in install
 
 
 def test_the_image_has_the_python_the_project_requires() -> None:
