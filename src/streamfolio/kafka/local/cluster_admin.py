@@ -8,6 +8,7 @@ ACLs of the managed principals exactly the wanted ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -223,8 +224,8 @@ def wait_for_full_isr(
     and all its replicas in sync; :class:`LocalKafkaError` naming the laggards after ``timeout``.
     """
     deadline = time.monotonic() + timeout
+    admin, metadata = connect(bootstrap, config, timeout=timeout)
     while True:
-        _, metadata = connect(bootstrap, config, timeout=max(deadline - time.monotonic(), 1.0))
         lagging = [p for p in replicas(metadata, topics) if p.under_replicated]
         if not lagging:
             return
@@ -232,3 +233,5 @@ def wait_for_full_isr(
             names = ", ".join(f"{p.topic}[{p.partition}] isr {list(p.isr)}" for p in lagging[:5])
             raise LocalKafkaError(f"partitions still under-replicated after {timeout:g} s: {names}")
         time.sleep(0.25)
+        with contextlib.suppress(KafkaException):  # a node going away: ask again
+            metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 1.0))
