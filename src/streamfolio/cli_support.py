@@ -83,16 +83,33 @@ def exit_code(error: StreamfolioError) -> int:
 @contextlib.contextmanager
 def command_errors(*, interrupted: int | None = None) -> Iterator[None]:
     """Run a command body: a :class:`StreamfolioError` prints ``error: <message>`` on stderr and
-    exits with :func:`exit_code`; with ``interrupted``, Ctrl-C exits with that code quietly."""
+    exits with :func:`exit_code`; with ``interrupted``, Ctrl-C exits with that code quietly.
+    A component whose Kafka credentials were refused (it stopped itself: see
+    :mod:`streamfolio.kafka.outage`) exits as on a configuration error."""
     try:
         yield
     except StreamfolioError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(exit_code(error)) from None
     except KeyboardInterrupt:
+        _exit_if_refused()
         if interrupted is None:
             raise
         raise typer.Exit(interrupted) from None
+    _exit_if_refused()
+
+
+def _exit_if_refused() -> None:
+    outage = sys.modules.get("streamfolio.kafka.outage")
+    watch = getattr(outage, "_watch", None)
+    if watch is not None and watch.refused is not None:
+        error = ConfigError(
+            "kafka.security",
+            f"Kafka refused the credentials ({watch.refused})",
+            "check the username and password (or password_file) of this component's principal",
+        )
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(exit_code(error))
 
 
 def load_settings(config: Path | None) -> Settings:

@@ -393,12 +393,12 @@ def arrival_order(ticks: Sequence[Tick], rng: np.random.Generator, bound_ms: int
 LOOP_TICKERS = ["AKT", "ATW", "BCP", "BOA", "IAM", "TGC"]
 
 
-def loop_config(broker: Any, tmp: Path, name: str, *, cooldown_s: int) -> tuple[Settings, Path]:
-    """The closed loop's test configuration (tests/integration/test_loop.py, test_outage.py):
-    ``broker``'s settings with topics and groups of their own, one portfolio ``loop`` of
-    :data:`LOOP_TICKERS` on daily EW bars whose policy rebalances once its Sharpe ratio falls
-    below 0.5 (then not again for ``cooldown_s``); written to ``tmp/<name>.yaml``, topics made."""
-    data = yaml.safe_load(broker.config_path.read_text())
+def loop_data(data: dict[str, Any], tmp: Path, name: str, *, cooldown_s: int) -> dict[str, Any]:
+    """The closed loop's test configuration over a broker's configuration ``data``: topics and
+    groups of their own, one portfolio ``loop`` of :data:`LOOP_TICKERS` on daily EW bars whose
+    policy rebalances once its Sharpe ratio falls below 0.5 (then not again for ``cooldown_s``).
+    """
+    data = dict(data)
     token = uuid.uuid4().hex[:8]
     data["topics"] = {role: f"{name}-{role}-{token}" for role in data["topics"]}
     data["flink"] = {
@@ -429,6 +429,14 @@ def loop_config(broker: Any, tmp: Path, name: str, *, cooldown_s: int) -> tuple[
             },
         }
     ]
+    return data
+
+
+def loop_config(broker: Any, tmp: Path, name: str, *, cooldown_s: int) -> tuple[Settings, Path]:
+    """:func:`loop_data` over ``broker``'s settings (tests/integration/test_loop.py,
+    test_outage.py), written to ``tmp/<name>.yaml``, topics made."""
+    base = yaml.safe_load(broker.config_path.read_text())
+    data = loop_data(base, tmp, name, cooldown_s=cooldown_s)
     settings = settings_from_mapping(data)
     ensure_topics(broker.bootstrap, topic_specs(settings))
     path = tmp / f"{name}.yaml"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import random
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -221,6 +223,34 @@ def test_a_wrong_password_is_refused_as_authentication_failed(
     assert result.exit_code == 0, result.output
     # Not "does not answer" after the timeout: the refusal itself.
     assert "authentication failed for user 'sf-admin'" in result.stdout
+
+
+def test_a_component_with_a_wrong_password_stops_and_says_why(
+    cluster: tuple[LocalCluster, Path],
+) -> None:
+    """Not "Kafka unreachable" for ever: waiting does not cure a wrong password."""
+    _, config_path = cluster
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    data["kafka"]["security"]["principals"]["rebalancer"] = {
+        "username": "sf-rebalancer",
+        "password": "not-the-password",
+    }
+    wrong = config_path.parent / "wrong-rebalancer-password.yaml"
+    wrong.write_text(yaml.safe_dump(data), encoding="utf-8")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamfolio.cli", "rebalancer", "--config", str(wrong)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"still running after 120 s: {exc.stderr}") from None
+    assert done.returncode == 2, done.stderr
+    assert "Kafka refused its credentials" in done.stderr
+    assert "error: config key 'kafka.security'" in done.stderr
+    assert "not-the-password" not in done.stderr + done.stdout
 
 
 def test_feed_cannot_write_weights(cluster: tuple[LocalCluster, Path]) -> None:

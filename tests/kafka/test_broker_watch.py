@@ -36,12 +36,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def watch(clock: Clock, tmp_path: Path) -> BrokerWatch:
+def stops() -> list[int]:
+    """The stop requests of the watch (a real one sends SIGTERM to its process)."""
+    return []
+
+
+@pytest.fixture
+def watch(clock: Clock, tmp_path: Path, stops: list[int]) -> BrokerWatch:
     return BrokerWatch(
         "store",
         clock=clock,
         logger=logging.getLogger("test.outage"),
         status_path=tmp_path / "store.status",
+        on_refused=lambda: stops.append(1),
     )
 
 
@@ -110,9 +117,23 @@ def test_other_errors_are_logged_once_each(
 ) -> None:
     caplog.set_level(logging.INFO)
     for _ in range(5):
-        watch.on_error(KafkaError(KafkaError._AUTHENTICATION, "bad password"))
-    assert _lines(caplog) == ["Kafka reports bad password; further ones are only counted"]
-    assert watch.errors["_AUTHENTICATION"] == 5 and not watch.down
+        watch.on_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "not allowed"))
+    assert _lines(caplog) == ["Kafka reports not allowed; further ones are only counted"]
+    assert watch.errors["TOPIC_AUTHORIZATION_FAILED"] == 5 and not watch.down
+
+
+def test_refused_credentials_stop_the_component_once_with_what_to_fix(
+    watch: BrokerWatch, caplog: pytest.LogCaptureFixture, stops: list[int], tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO)
+    for code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        watch.on_error(KafkaError(code, "SASL authentication error: Authentication failed"))
+    (line,) = _lines(caplog)
+    assert line.startswith("store: Kafka refused its credentials (SASL authentication error")
+    assert "fix kafka.security" in line
+    assert stops == [1] and not watch.down
+    assert watch.refused == "SASL authentication error: Authentication failed"
+    assert "refused" in (tmp_path / "store.status").read_text()
 
 
 def test_librdkafka_connection_attempts_are_counted_not_logged(watch: BrokerWatch) -> None:
@@ -141,3 +162,22 @@ def test_close_within_gives_up_on_a_close_that_waits_for_the_broker() -> None:
     assert time.monotonic() - started < 2
     release.set()
     assert close_within(lambda: None, 1.0) is True
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, None])
+def test_a_command_whose_credentials_were_refused_exits_as_on_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: type | None
+) -> None:
+    import typer
+
+    from streamfolio import cli_support
+    from streamfolio.kafka import outage
+
+    refused = BrokerWatch("feed", logger=None, on_refused=lambda: None)
+    refused.refuse("Authentication failed")
+    monkeypatch.setattr(outage, "_watch", refused)
+    with pytest.raises(typer.Exit) as exited, cli_support.command_errors():
+        if stop is not None:
+            raise stop  # the stop the watch asked for, or a component that returned
+    assert exited.value.exit_code == 2
+    assert "Kafka refused the credentials (Authentication failed)" in capsys.readouterr().err

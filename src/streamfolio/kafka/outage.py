@@ -8,6 +8,11 @@ logs an outage once when it starts, at most once a minute while it lasts (with h
 lasted) and once when it ends, and librdkafka's per-attempt connection failures are only counted.
 A component can ask :attr:`BrokerWatch.down` (e.g. not to wait for offset commits while the
 broker is away), and the demo reads its state from the file named by ``STREAMFOLIO_STATUS_FILE``.
+
+Refused credentials are no outage: waiting does not cure a wrong password. The watch logs the
+refusal once as an error, sets :attr:`BrokerWatch.refused` and asks the process to stop
+(SIGTERM to itself, so the component stops as on any stop request, spooling what it must);
+:func:`streamfolio.cli_support.command_errors` then exits with the configuration error's code.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -43,6 +49,12 @@ RECONNECT_BACKOFF_MAX_MS = 10_000
 
 # librdkafka log facilities that report one failed connection attempt: the outage is the news.
 _ATTEMPT_FACILITIES = frozenset({"FAIL"})
+# What a broker says to credentials it does not accept (SASL, or a client certificate).
+_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _duration(seconds: float) -> str:
@@ -84,6 +96,7 @@ class BrokerWatch:
         grace_s: float = GRACE_S,
         logger: logging.Logger | None = log,
         status_path: Path | None = None,
+        on_refused: Callable[[], None] = _stop_this_process,
     ) -> None:
         self.component = component
         self._clock = clock
@@ -91,6 +104,9 @@ class BrokerWatch:
         self._grace_s = grace_s
         self._log = logger
         self._status_path = status_path
+        self._on_refused = on_refused
+        self.refused: str | None = None
+        """Why the brokers refused this process's credentials, once they have."""
         self._lock = threading.Lock()
         self._suspected_since: float | None = None
         self._reason = ""
@@ -180,10 +196,38 @@ class BrokerWatch:
             return
         name = error.name()
         self.errors[name] += 1
+        if code in _REFUSED:
+            self.refuse(error.str())
+            return
         if code in (KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._TIMED_OUT):
             return  # one connection's trouble; the outage, if any, is reported as such
         if self.errors[name] == 1 and self._log is not None:
             self._log.warning("Kafka reports %s; further ones are only counted", error.str())
+
+    def refuse(self, reason: str) -> None:
+        """The brokers refused this process's credentials: say so once and stop the process.
+
+        >>> stopped = []
+        >>> watch = BrokerWatch("feed", logger=None, on_refused=lambda: stopped.append(1))
+        >>> watch.refuse("SASL authentication error: Authentication failed")
+        >>> watch.refuse("again")
+        >>> watch.refused, stopped
+        ('SASL authentication error: Authentication failed', [1])
+        """
+        with self._lock:
+            if self.refused is not None:
+                return
+            self.refused = reason
+        if self._log is not None:
+            self._log.error(
+                "%s: Kafka refused its credentials (%s); waiting will not help: fix "
+                "kafka.security (the %s's principal, docs/secrets.md) and start it again",
+                self.component,
+                reason,
+                self.component,
+            )
+        self._write_status("refused by Kafka")
+        self._on_refused()
 
     def on_statistics(self, text: str) -> None:
         """``stats_cb``: a broker in state UP ends any outage; otherwise time passes."""
