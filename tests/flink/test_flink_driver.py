@@ -239,3 +239,21 @@ def test_job_run_stops_on_sigterm_with_the_probe_and_the_gateway(
     assert "stopped; checkpoints are retained" in result.output
     assert done == ["tracked", "probe localhost:9092", "stopped"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_jobs_login_module_is_the_one_the_connector_jar_ships() -> None:
+    # flink-sql-connector-kafka relocates the Kafka client: the plain class name is not found
+    # there ("No LoginModule found for org.apache.kafka...ScramLoginModule").
+    settings = settings_from_mapping(
+        {
+            "portfolios": [{"id": "a", "tickers": ["X"]}],
+            "kafka": {
+                "security": {"protocol": "SASL_PLAINTEXT", "username": "job", "password": "p"}
+            },
+        }
+    )
+    jaas = client_properties(settings)["sasl.jaas.config"]
+    assert jaas.startswith(
+        "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule "
+    )
+    assert jaas.endswith('required username="job" password="p";')

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -67,6 +68,10 @@ LIB_DIR = Path(".cache/flink/lib")
 JARS_ENV = "STREAMFOLIO_FLINK_JARS"
 """A folder of jars, or ``:``-separated jar paths, used instead of the fetched ones."""
 TRANSACTION_TIMEOUT_MS = 900_000
+SHADED_KAFKA = "org.apache.flink.kafka.shaded."
+"""Where the connector jar (``flink-sql-connector-kafka``, a fat jar) relocated the Kafka client:
+a class named in a property (the JAAS login module) must be named there."""
+_KAFKA_CLASS = re.compile(r"(?<![\w.])org\.apache\.kafka\.")
 """Kafka transaction timeout of the exactly-once sinks: the broker's default maximum
 (``transaction.max.timeout.ms``, 15 min). The connector's own default (1 h) is refused by a broker
 with default settings."""
@@ -238,11 +243,33 @@ def client_properties(settings: Settings) -> dict[str, str]:
     >>> p["reconnect.backoff.ms"], p["reconnect.backoff.max.ms"]
     ('100', '10000')
     """
-    return {
+    properties = {
         "reconnect.backoff.ms": str(RECONNECT_BACKOFF_MS),
         "reconnect.backoff.max.ms": str(RECONNECT_BACKOFF_MAX_MS),
         **settings.kafka.java_properties("job"),
     }
+    return {key: shaded(key, value) for key, value in properties.items()}
+
+
+def shaded(key: str, value: str) -> str:
+    """``value`` with the Kafka client's classes named as the connector jar relocated them,
+    where ``key`` names classes (the JAAS line, ``*.class``); other values as they are.
+
+    >>> shaded("sasl.jaas.config", 'org.apache.kafka.common.security.plain.PlainLoginModule '
+    ...        'required username="u" password="org.apache.kafka.x";')[:68]
+    'org.apache.flink.kafka.shaded.org.apache.kafka.common.security.plain'
+    >>> shaded("sasl.jaas.config", shaded("sasl.jaas.config", "org.apache.kafka.A required;"))
+    'org.apache.flink.kafka.shaded.org.apache.kafka.A required;'
+    >>> shaded("client.rack", "org.apache.kafka.x")
+    'org.apache.kafka.x'
+    """
+    if key != "sasl.jaas.config" and not key.endswith(".class"):
+        return value
+    if key == "sasl.jaas.config":
+        # Only the login module, before "required": a password may hold any text.
+        module, sep, options = value.partition(" ")
+        return _KAFKA_CLASS.sub(SHADED_KAFKA + "org.apache.kafka.", module) + sep + options
+    return _KAFKA_CLASS.sub(SHADED_KAFKA + "org.apache.kafka.", value)
 
 
 def kafka_source(
