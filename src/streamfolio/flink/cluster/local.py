@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -17,13 +18,16 @@ from streamfolio.config import Settings
 from streamfolio.config.sections import FlinkClusterSettings
 from streamfolio.flink.cluster.layout import ClusterLayout, distribution, write_configuration
 from streamfolio.flink.cluster.processes import (
+    MARKER_ENV,
     ClusterError,
     ClusterProcess,
     Role,
     alive,
     cluster_processes,
     start_detached,
+    still_running,
     stop_processes,
+    strays,
 )
 from streamfolio.flink.cluster.rest import FlinkRest, JobInfo, RestError, TaskManagerInfo
 from streamfolio.flink.cluster.submit import run_submit, submit_command
@@ -149,7 +153,7 @@ class LocalFlinkCluster:
         if not any(p.role == "jobmanager" for p in running):
             if running:  # TaskManagers of a JobManager gone: they would not find the new one
                 self._progress("TaskManagers without a JobManager: stopping them first")
-                stop_processes(running, self.layout.conf_dir, STOP_TIMEOUT_S, self._progress)
+                self._stop(running, STOP_TIMEOUT_S)
                 running = []
             self._check_ports()
             write_configuration(self.cluster, self.layout)
@@ -187,16 +191,25 @@ class LocalFlinkCluster:
         )
 
     def down(self, *, timeout_s: float = STOP_TIMEOUT_S) -> list[ClusterProcess]:
-        """Stop every process of this cluster (SIGTERM, then SIGKILL after ``timeout_s``);
-        the ones stopped. Jobs running on it stop too (their checkpoints are retained)."""
+        """Stop every process of this cluster (SIGTERM, then SIGKILL after ``timeout_s``), and
+        then whatever they left behind (Python workers of a killed TaskManager); the ones
+        stopped. Jobs running on it stop too (their checkpoints are retained)."""
         running = self.processes()
         if running:
             self._progress(f"stopping {len(running)} process(es)")
-            stop_processes(running, self.layout.conf_dir, timeout_s, self._progress)
+            self._stop(running, timeout_s)
+        left = self.strays()
+        if left:
+            self._progress(f"stopping {len(left)} process(es) left by the cluster's JVMs")
+            self._stop(left, timeout_s)
         state = self._state()
         if state:
             self._save_state({"next_taskmanager": state.get("next_taskmanager", 1)})
-        return running
+        return running + left
+
+    def strays(self) -> list[ClusterProcess]:
+        """Processes started by this cluster's JVMs, or left by them, that are not its JVMs."""
+        return strays(str(self.layout.root), [p.pid for p in self.processes()])
 
     def status(self) -> ClusterStatus:
         """The processes, and (if the REST API answers) what the JobManager knows."""
@@ -256,7 +269,7 @@ class LocalFlinkCluster:
         ``environ`` (default: this process's) is the client's environment, e.g. with
         ``STREAMFOLIO_FLINK_PYTHON_MODE``. The client's output goes to ``log/flink-run.log``."""
         command = self.submit_command(job_args, python=python, jars=jars)
-        self._progress("submitting the job: " + " ".join(command))
+        self._progress("submitting the job: " + shlex.join(command))
         env = self.layout.environment(os.environ if environ is None else environ)
         return run_submit(
             command, env, self.layout.log_dir / "flink-run.log", timeout_s=SUBMIT_TIMEOUT_S
@@ -301,6 +314,7 @@ class LocalFlinkCluster:
         script = distribution() / "bin" / f"{role}.sh"
         env = self.layout.environment(_base_environment())
         env["FLINK_IDENT_STRING"] = f"streamfolio-{name}"  # names its log files
+        env[MARKER_ENV] = str(self.layout.root)  # inherited by whatever the JVM starts
         out = self.layout.log_dir / f"{name}.launch.out"
         pid = start_detached([str(script), "start-foreground", *args], env, out)
         state = self._state()
@@ -310,6 +324,15 @@ class LocalFlinkCluster:
             state.setdefault("taskmanagers", {})[name] = pid
         self._save_state(state)
         return ClusterProcess(role, pid, None if role == "jobmanager" else name)
+
+    def _stop(self, processes: Sequence[ClusterProcess], timeout_s: float) -> None:
+        root = str(self.layout.root)
+        stop_processes(
+            processes,
+            lambda p: still_running(p, self.layout.conf_dir, root),
+            timeout_s,
+            self._progress,
+        )
 
     def _check_ports(self) -> None:
         for key, port in (

@@ -1,4 +1,4 @@
-"""The local cluster's JVMs: start one detached, find ours, stop them.
+"""The local cluster's processes: start a JVM detached, find ours, stop them.
 
 A process is started with the wheel's ``jobmanager.sh`` or ``taskmanager.sh start-foreground``,
 which ``exec`` their way into the JVM: the pid the launcher reports is the JVM's. It is known as
@@ -7,6 +7,11 @@ naming this cluster's ``conf/``, so a recycled pid or a zombie never passes for 
 process whose pid was not recorded (a crash between start and write) is still found. Each
 TaskManager gets a resource id of its own (``taskmanager.resource-id``: ``tm-1``, ``tm-2``...),
 which the REST API reports, so the pid of each registered TaskManager is known.
+
+What the JVMs start in turn (the Python workers of the job's functions in process mode) carry
+:data:`MARKER_ENV` in their environment, as every process started here does: a TaskManager
+killed with ``kill -9`` may leave its workers behind, and :func:`strays` finds them for
+``flink down``. The ``flink run`` client is started without it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from streamfolio.errors import StreamfolioError
 
 __all__ = [
     "MAIN_CLASSES",
+    "MARKER_ENV",
     "ClusterError",
     "ClusterProcess",
     "Role",
@@ -33,10 +39,15 @@ __all__ = [
     "cluster_processes",
     "process_of",
     "start_detached",
+    "still_running",
     "stop_processes",
+    "strays",
 ]
 
-Role = Literal["jobmanager", "taskmanager"]
+Role = Literal["jobmanager", "taskmanager", "worker"]
+MARKER_ENV = "STREAMFOLIO_FLINK_CLUSTER"
+"""Set to the cluster's data folder in the environment of every process ``flink up`` starts,
+and so of theirs."""
 MAIN_CLASSES: Mapping[Role, str] = {
     "jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
     "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
@@ -139,34 +150,71 @@ def start_detached(command: Sequence[str], env: Mapping[str, str], out_file: Pat
         raise ClusterError(f"cannot start {command[0]}: {exc}") from None
 
 
+def _environ(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")
+
+
+def strays(marker: str, known: Sequence[int] = ()) -> list[ClusterProcess]:
+    """Live processes other than ``known`` whose environment holds ``MARKER_ENV=marker``:
+    descendants of the cluster's JVMs (``role="worker"``), e.g. left by a killed TaskManager."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    wanted = f"{MARKER_ENV}={marker}"
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in known or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        if wanted in (_environ(pid) or ()) and alive(pid):
+            found.append(ClusterProcess("worker", pid))
+    return sorted(found, key=lambda p: p.pid)
+
+
+def still_running(process: ClusterProcess, conf_dir: Path, marker: str) -> bool:
+    """Whether ``process`` still runs as what it was found to be (not a recycled pid)."""
+    if process.role == "worker":
+        return alive(process.pid) and f"{MARKER_ENV}={marker}" in (_environ(process.pid) or ())
+    return process_of(process.pid, conf_dir) is not None
+
+
 def stop_processes(
-    processes: Sequence[ClusterProcess], conf_dir: Path, timeout_s: float, progress: Progress
+    processes: Sequence[ClusterProcess],
+    running: Callable[[ClusterProcess], bool],
+    timeout_s: float,
+    progress: Progress,
 ) -> None:
-    """Stop ``processes``: SIGTERM (Flink shuts down cleanly), SIGKILL to those still there
-    after ``timeout_s``. Returns once every one is gone."""
+    """Stop ``processes``: SIGTERM (Flink shuts down cleanly), SIGKILL to those still
+    ``running`` after ``timeout_s``. Returns once every one is gone."""
     for process in processes:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
-    alive = _wait_gone(processes, conf_dir, timeout_s)
-    if alive:
-        names = ", ".join(f"{p.role} {p.pid}" for p in alive)
+    left = _wait_gone(processes, running, timeout_s)
+    if left:
+        names = ", ".join(f"{p.resource_id or p.role} ({p.pid})" for p in left)
         progress(f"not stopped within {timeout_s:g} s, killing: {names}")
-        for process in alive:
+        for process in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
-        alive = _wait_gone(alive, conf_dir, 10.0)
-        if alive:
-            raise ClusterError(f"processes {[p.pid for p in alive]} survived SIGKILL")
+        left = _wait_gone(left, running, 10.0)
+        if left:
+            raise ClusterError(f"processes {[p.pid for p in left]} survived SIGKILL")
 
 
 def _wait_gone(
-    processes: Sequence[ClusterProcess], conf_dir: Path, timeout_s: float
+    processes: Sequence[ClusterProcess],
+    running: Callable[[ClusterProcess], bool],
+    timeout_s: float,
 ) -> list[ClusterProcess]:
     deadline = time.monotonic() + timeout_s
-    alive = list(processes)
-    while alive:
-        alive = [p for p in alive if process_of(p.pid, conf_dir) is not None]
-        if not alive or time.monotonic() >= deadline:
+    left = list(processes)
+    while left:
+        left = [p for p in left if running(p)]
+        if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-    return alive
+    return left

@@ -156,6 +156,13 @@ class FlinkRest:
         path = completed.get("external_path")
         return local_path(str(path)) if path else None
 
+    def restored_from(self, job_id: str) -> str | None:
+        """The checkpoint or savepoint the job was last restored from, if any."""
+        stats = self._call("GET", f"/jobs/{job_id}/checkpoints")
+        restored = (stats.get("latest") or {}).get("restored") or {}
+        path = restored.get("external_path")
+        return local_path(str(path)) if path else None
+
     def cancel(self, job_id: str) -> None:
         """Cancel the job (its checkpoints are retained: the job retains them on cancellation)."""
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")

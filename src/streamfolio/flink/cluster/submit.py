@@ -5,9 +5,10 @@ graph, its Python functions run by ``-pyexec`` on the TaskManagers: both this en
 interpreter by default, which has streamfolio installed, so every process imports the same
 code. Flink 2.x's ``flink run`` has no ``--jarfile``: the connector jars go in
 ``pipeline.jars``, which the client uploads with the job (the job's own configuration names
-them too, ``runtime.flink_configuration``). Resuming needs no ``--fromSavepoint``: the job's
-``--from-checkpoint PATH`` sets ``execution.state-recovery.path`` in the job's own configuration,
-which a session cluster honours like the MiniCluster (tested).
+them too, ``runtime.flink_configuration``). ``--pyFiles`` ships :data:`WORKER_SITE`, without
+which the workers of process mode fail to import the job's modules. Resuming needs no
+``--fromSavepoint``: the job's ``--from-checkpoint PATH`` sets ``execution.state-recovery.path``
+in the job's own configuration, which a session cluster honours like the MiniCluster (tested).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from pathlib import Path
 
 from streamfolio.flink.cluster.processes import ClusterError
 
-__all__ = ["JOB_ID", "flink_binary", "job_id_of", "run_submit", "submit_command"]
+__all__ = ["JOB_ID", "WORKER_SITE", "flink_binary", "job_id_of", "run_submit", "submit_command"]
 
+WORKER_SITE = Path(__file__).resolve().parents[1] / "worker_site"
+"""Shipped with the job (``--pyFiles``): its ``sitecustomize`` imports the job's modules in each
+Python worker before the worker's threads do (``streamfolio.flink.worker_site.sitecustomize``)."""
 JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 """How ``flink run --detached`` names the job it submitted."""
 
@@ -64,6 +68,7 @@ def submit_command(
         command += ["-m", jobmanager]
     if jars:
         command.append("-Dpipeline.jars=" + ";".join(Path(j).resolve().as_uri() for j in jars))
+    command += ["--pyFiles", str(WORKER_SITE)]
     command += [
         "-pyexec",
         python,
