@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamfolio.config import Component, KafkaSettings
 from streamfolio.errors import SchemaError
-from streamfolio.kafka.outage import observed
+from streamfolio.kafka.outage import observed, stop_through_callbacks
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.kafka.unsent import UnsentMessage
 from streamfolio.serde import codec_for
@@ -261,7 +261,8 @@ class RecordConsumer:
     def poll(self, timeout: float = 1.0) -> ConsumedRecord | None:
         """The next message, decoded unless the consumer was made with ``decode=False``; None
         when nothing arrived within ``timeout``."""
-        message = self._consumer.poll(timeout)
+        with stop_through_callbacks():
+            message = self._consumer.poll(timeout)
         if message is None:
             return None
         error = message.error()

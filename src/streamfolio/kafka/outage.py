@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +300,30 @@ def observed(config: dict[str, Any], *, logger: logging.Logger | None = None) ->
         "statistics.interval.ms": STATISTICS_INTERVAL_MS,
         "logger": target,
     }
+
+
+@contextlib.contextmanager
+def stop_through_callbacks() -> Iterator[None]:
+    """Around a client's ``poll`` or ``consume``: a stop signal is never lost in a callback.
+
+    The watch's callbacks (statistics, errors, log lines) run inside ``poll``; a signal whose
+    handler raises there (Ctrl-C's KeyboardInterrupt, a SIGTERM's StopRequested) is dropped by
+    the client, which then returns nothing and sets no exception: Python reports a
+    ``SystemError``. Since those callbacks raise nothing of their own, that is the stop.
+
+    >>> try:
+    ...     with stop_through_callbacks():
+    ...         raise SystemError("<method 'poll'> returned NULL without setting an exception")
+    ... except KeyboardInterrupt as stop:
+    ...     print(stop)
+    stopped while a Kafka client ran a callback
+    """
+    try:
+        yield
+    except SystemError as exc:
+        if "without setting an exception" not in str(exc):
+            raise
+        raise KeyboardInterrupt("stopped while a Kafka client ran a callback") from None
 
 
 def close_within(close: Callable[[], object], seconds: float) -> bool:

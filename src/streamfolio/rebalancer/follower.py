@@ -38,7 +38,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from streamfolio.config import Settings
 from streamfolio.errors import StreamfolioError
 from streamfolio.intake import Intake, Rejected
-from streamfolio.kafka.outage import observed
+from streamfolio.kafka.outage import observed, stop_through_callbacks
 from streamfolio.kafka.topics import TopicContract, contract
 from streamfolio.rebalancer.memory import DECISIONS, Memory
 
@@ -183,7 +183,8 @@ class TopicFollower:
 
     def drain(self, max_messages: int = 1000) -> int:
         """Apply what has already been fetched, without waiting; returns how many were read."""
-        messages = self._consumer.consume(num_messages=max_messages, timeout=0)
+        with stop_through_callbacks():
+            messages = self._consumer.consume(num_messages=max_messages, timeout=0)
         for message in messages:
             self._handle(message)
         return len(messages)
@@ -202,7 +203,9 @@ class TopicFollower:
                     f"could not read the memory topics to their end within {timeout_s:g} s "
                     f"({len(behind)} partition(s) behind)"
                 )
-            for message in self._consumer.consume(num_messages=1000, timeout=0.05):
+            with stop_through_callbacks():
+                messages = self._consumer.consume(num_messages=1000, timeout=0.05)
+            for message in messages:
                 self._handle(message)
             if any(self._position(tp) < ends[tp] for tp in behind):
                 # Transaction markers and aborted records are skipped inside the client: only

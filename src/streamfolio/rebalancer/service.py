@@ -29,7 +29,7 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamfolio.config import Settings
-from streamfolio.kafka.outage import broker_watch, close_within, observed
+from streamfolio.kafka.outage import broker_watch, close_within, observed, stop_through_callbacks
 from streamfolio.kafka.topics import contract
 from streamfolio.messages import RebalanceEvent
 from streamfolio.rebalancer.batch import COMPONENT, Batch, RebalancerStats, Targets
@@ -299,7 +299,8 @@ class RebalancerService:
     def _step(self) -> None:
         assert self._consumer is not None and self._follower is not None
         assert self._txn.producer is not None
-        messages = self._consumer.consume(num_messages=500, timeout=0.2)
+        with stop_through_callbacks():
+            messages = self._consumer.consume(num_messages=500, timeout=0.2)
         if self._abort_before_next_step:
             self._abort_before_next_step = False
             self._abort(rewind=False)
