@@ -9,14 +9,16 @@ on localhost, everything it writes in ``flink.cluster.data_dir``. Modules:
 :mod:`~streamfolio.flink.cluster.layout` (the data folder and ``config.yaml``),
 :mod:`~streamfolio.flink.cluster.processes` (starting, finding and stopping the JVMs),
 :mod:`~streamfolio.flink.cluster.rest` (Flink's REST API),
+:mod:`~streamfolio.flink.cluster.status` (what ``flink status`` reports),
 :mod:`~streamfolio.flink.cluster.submit` (``flink run``).
 """
 
 from __future__ import annotations
 
-from streamfolio.flink.cluster.local import ClusterStatus, LocalFlinkCluster, TaskManagerStatus
+from streamfolio.flink.cluster.local import LocalFlinkCluster
 from streamfolio.flink.cluster.processes import ClusterError, ClusterProcess
 from streamfolio.flink.cluster.rest import FlinkRest, JobInfo, RestError, SavepointError
+from streamfolio.flink.cluster.status import ClusterStatus, TaskManagerStatus
 
 __all__ = [
     "ClusterError",

@@ -18,8 +18,9 @@ from streamfolio.cli_support import ConfigOption, command_errors, load_settings
 from streamfolio.cli_support import say as _say
 
 if TYPE_CHECKING:
-    from streamfolio.flink.cluster.local import ClusterStatus, LocalFlinkCluster
+    from streamfolio.flink.cluster.local import LocalFlinkCluster
     from streamfolio.flink.cluster.rest import JobInfo
+    from streamfolio.flink.cluster.status import ClusterStatus
 
 flink_app = typer.Typer(
     name="flink",

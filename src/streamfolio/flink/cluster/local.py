@@ -3,16 +3,12 @@ job on it, from the CLI (``streamfolio flink``, ``streamfolio job``) or from tes
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from streamfolio.config import Settings
 from streamfolio.config.sections import FlinkClusterSettings
@@ -21,23 +17,24 @@ from streamfolio.flink.cluster.processes import (
     MARKER_ENV,
     ClusterError,
     ClusterProcess,
+    ProcessRecord,
     Role,
     alive,
     cluster_processes,
+    ports_free,
     start_detached,
     still_running,
     stop_processes,
     strays,
 )
-from streamfolio.flink.cluster.rest import FlinkRest, JobInfo, RestError, TaskManagerInfo
+from streamfolio.flink.cluster.rest import FlinkRest
+from streamfolio.flink.cluster.status import ClusterStatus, cluster_status
 from streamfolio.flink.cluster.submit import run_submit, submit_command
 
 __all__ = [
     "START_TIMEOUT_S",
     "STOP_TIMEOUT_S",
-    "ClusterStatus",
     "LocalFlinkCluster",
-    "TaskManagerStatus",
 ]
 
 START_TIMEOUT_S = 120.0
@@ -53,41 +50,6 @@ Progress = Callable[[str], None]
 
 def _silent(_line: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class TaskManagerStatus:
-    """A TaskManager as ``status`` shows it: registered with the JobManager, running here as
-    ``pid``, or both (a killed one stays registered, with no pid, until its heartbeat times
-    out; a starting one runs before it registers)."""
-
-    id: str
-    pid: int | None
-    slots: int | None
-    free_slots: int | None
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What ``streamfolio flink status`` reports."""
-
-    rest_url: str
-    data_dir: Path
-    jobmanager_pid: int | None
-    answering: bool
-    version: str | None = None
-    taskmanagers: list[TaskManagerStatus] = field(default_factory=list)
-    jobs: list[JobInfo] = field(default_factory=list)
-
-    @property
-    def running(self) -> bool:
-        return self.jobmanager_pid is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["data_dir"] = str(self.data_dir)
-        data["running"] = self.running
-        return data
 
 
 class LocalFlinkCluster:
@@ -118,6 +80,7 @@ class LocalFlinkCluster:
             data_dir = (root if root is not None else _checkout()) / data_dir
         self.layout = ClusterLayout(data_dir.resolve())
         self.rest = FlinkRest(self.rest_url)
+        self._record = ProcessRecord(self.layout.processes_file)
         self._progress = progress
 
     @property
@@ -133,7 +96,7 @@ class LocalFlinkCluster:
 
     def processes(self) -> list[ClusterProcess]:
         """This cluster's live JVMs."""
-        return cluster_processes(self.layout.conf_dir, self._recorded_pids())
+        return cluster_processes(self.layout.conf_dir, self._record.pids())
 
     def taskmanager_pids(self) -> list[int]:
         """The pids of the TaskManagers running now (for tests that kill one)."""
@@ -155,9 +118,14 @@ class LocalFlinkCluster:
                 self._progress("TaskManagers without a JobManager: stopping them first")
                 self._stop(running, STOP_TIMEOUT_S)
                 running = []
-            self._check_ports()
+            ports_free(
+                {
+                    "flink.cluster.rest_port": self.cluster.rest_port,
+                    "flink.cluster.rpc_port": self.cluster.rpc_port,
+                }
+            )
             write_configuration(self.cluster, self.layout)
-            self._save_state({})  # a fresh start: TaskManagers are numbered from tm-1 again
+            self._record.save({})  # a fresh start: TaskManagers are numbered from tm-1 again
             self._progress(
                 f"starting the JobManager (REST {self.rest_url}, logs {self.layout.log_dir})"
             )
@@ -180,11 +148,11 @@ class LocalFlinkCluster:
         return process
 
     def _start_taskmanager(self) -> ClusterProcess:
-        state = self._state()
-        number = int(state.get("next_taskmanager", 1))
+        record = self._record.load()
+        number = int(record.get("next_taskmanager", 1))
         resource_id = f"tm-{number}"
-        state["next_taskmanager"] = number + 1
-        self._save_state(state)
+        record["next_taskmanager"] = number + 1
+        self._record.save(record)
         self._progress(f"starting TaskManager {resource_id} ({self.cluster.slots} slot(s))")
         return self._start(
             "taskmanager", resource_id, "-D", f"taskmanager.resource-id={resource_id}"
@@ -202,9 +170,9 @@ class LocalFlinkCluster:
         if left:
             self._progress(f"stopping {len(left)} process(es) left by the cluster's JVMs")
             self._stop(left, timeout_s)
-        state = self._state()
-        if state:
-            self._save_state({"next_taskmanager": state.get("next_taskmanager", 1)})
+        record = self._record.load()
+        if record:
+            self._record.save({"next_taskmanager": record.get("next_taskmanager", 1)})
         return running + left
 
     def strays(self) -> list[ClusterProcess]:
@@ -213,28 +181,7 @@ class LocalFlinkCluster:
 
     def status(self) -> ClusterStatus:
         """The processes, and (if the REST API answers) what the JobManager knows."""
-        running = self.processes()
-        jobmanager = next((p.pid for p in running if p.role == "jobmanager"), None)
-        pids = {p.resource_id: p.pid for p in running if p.role == "taskmanager"}
-        base = ClusterStatus(self.rest_url, self.layout.root, jobmanager, answering=False)
-        registered: list[TaskManagerInfo] = []
-        try:
-            version = self.rest.version()
-            registered = self.rest.taskmanagers()
-            jobs = self.rest.jobs()
-        except RestError:
-            return replace(
-                base,
-                taskmanagers=[TaskManagerStatus(str(i), p, None, None) for i, p in pids.items()],
-            )
-        taskmanagers = [
-            TaskManagerStatus(t.id, pids.get(t.id), t.slots, t.free_slots) for t in registered
-        ]
-        known = {t.id for t in registered}
-        taskmanagers += [
-            TaskManagerStatus(str(i), p, None, None) for i, p in pids.items() if i not in known
-        ]
-        return replace(base, answering=True, version=version, taskmanagers=taskmanagers, jobs=jobs)
+        return cluster_status(self.rest, self.layout.root, self.processes())
 
     # ------------------------------------------------------------------------------ jobs
 
@@ -317,12 +264,12 @@ class LocalFlinkCluster:
         env[MARKER_ENV] = str(self.layout.root)  # inherited by whatever the JVM starts
         out = self.layout.log_dir / f"{name}.launch.out"
         pid = start_detached([str(script), "start-foreground", *args], env, out)
-        state = self._state()
+        record = self._record.load()
         if role == "jobmanager":
-            state["jobmanager"] = pid
+            record["jobmanager"] = pid
         else:
-            state.setdefault("taskmanagers", {})[name] = pid
-        self._save_state(state)
+            record.setdefault("taskmanagers", {})[name] = pid
+        self._record.save(record)
         return ClusterProcess(role, pid, None if role == "jobmanager" else name)
 
     def _stop(self, processes: Sequence[ClusterProcess], timeout_s: float) -> None:
@@ -333,21 +280,6 @@ class LocalFlinkCluster:
             timeout_s,
             self._progress,
         )
-
-    def _check_ports(self) -> None:
-        for key, port in (
-            ("rest_port", self.cluster.rest_port),
-            ("rpc_port", self.cluster.rpc_port),
-        ):
-            with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    raise ClusterError(
-                        f"port {port} (flink.cluster.{key}) is taken by another process; "
-                        f"stop it or set flink.cluster.{key}"
-                    ) from None
 
     def _wait_for_rest(self, starting: int | None, timeout_s: float) -> None:
         """Until the REST API answers; ``starting``: the pid of the JobManager just started."""
@@ -401,24 +333,6 @@ class LocalFlinkCluster:
         """The log file of process ``name`` (``jobmanager``, ``tm-2``), or its folder."""
         found = sorted(self.layout.log_dir.glob(f"flink-streamfolio-{name}-*.log"))
         return found[-1] if found else self.layout.log_dir
-
-    def _state(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.layout.processes_file.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _save_state(self, state: Mapping[str, Any]) -> None:
-        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
-        scratch = self.layout.processes_file.with_suffix(".tmp")
-        scratch.write_text(json.dumps(state, indent=2), encoding="utf-8")
-        scratch.replace(self.layout.processes_file)
-
-    def _recorded_pids(self) -> list[int]:
-        state = self._state()
-        pids = [state.get("jobmanager"), *state.get("taskmanagers", {}).values()]
-        return [int(p) for p in pids if isinstance(p, int)]
 
 
 def _uri(path: Path | str) -> str:

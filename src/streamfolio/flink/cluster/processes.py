@@ -17,15 +17,17 @@ killed with ``kill -9`` may leave its workers behind, and :func:`strays` finds t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from streamfolio.errors import StreamfolioError
 
@@ -34,9 +36,11 @@ __all__ = [
     "MARKER_ENV",
     "ClusterError",
     "ClusterProcess",
+    "ProcessRecord",
     "Role",
     "alive",
     "cluster_processes",
+    "ports_free",
     "process_of",
     "start_detached",
     "still_running",
@@ -68,6 +72,48 @@ class ClusterProcess:
     role: Role
     pid: int
     resource_id: str | None = None
+
+
+class ProcessRecord:
+    """``run/processes.json``: the pids ``flink up`` started (``jobmanager``; ``taskmanagers``
+    by resource id) and the number of the next TaskManager; written whole, atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, record: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        scratch.replace(self.path)
+
+    def pids(self) -> list[int]:
+        """Every pid recorded (whether it still runs is for :func:`process_of` to say)."""
+        record = self.load()
+        pids = [record.get("jobmanager"), *dict(record.get("taskmanagers") or {}).values()]
+        return [p for p in pids if isinstance(p, int)]
+
+
+def ports_free(ports: Mapping[str, int]) -> None:
+    """Raise :class:`ClusterError` naming the setting of the first port in ``ports`` (setting
+    → port) that another process holds on localhost. ``SO_REUSEADDR`` as the JVM sets it, so
+    connections of a cluster just stopped, still in ``TIME_WAIT``, are no conflict."""
+    for key, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise ClusterError(
+                    f"port {port} ({key}) is taken by another process; stop it or set {key}"
+                ) from None
 
 
 def _cmdline(pid: int) -> list[str] | None:
