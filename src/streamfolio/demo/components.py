@@ -1,6 +1,6 @@
 """What each of the demo's components is doing, as the live view shows it: running, waiting for
 the broker (from the status file the component writes), restarting, finished, stopped or
-failed; and whether the broker answers (:func:`broker_probe`)."""
+failed; and whether the broker, or each node of a cluster, answers (:func:`broker_probe`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ __all__ = [
     "StatusReport",
     "broker_probe",
     "exit_text",
+    "is_reachable",
     "read_status",
+    "tcp_answering",
     "tcp_reachable",
 ]
 
@@ -94,6 +96,26 @@ def ago(since: float, now: float | None = None) -> str:
     return f"for {minutes} min {secs} s" if minutes else f"for {secs} s"
 
 
+def _servers(bootstrap: str) -> list[tuple[str, int]]:
+    """``bootstrap``'s ``host:port`` pairs; one without a port number is left out.
+
+    >>> _servers("localhost:19092, [::1]:19093,no-port")
+    [('localhost', 19092), ('::1', 19093)]
+    """
+    found = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        with contextlib.suppress(ValueError):
+            found.append((host.strip("[]") or "localhost", int(port)))
+    return found
+
+
+def _accepts(server: tuple[str, int], timeout: float) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(server, timeout):
+        return True
+    return False
+
+
 def tcp_reachable(bootstrap: str, timeout: float = 0.3) -> bool:
     """True if any ``host:port`` of ``bootstrap`` accepts a TCP connection within ``timeout``
     seconds each: cheap, and bounded, unlike a Kafka metadata request.
@@ -101,14 +123,19 @@ def tcp_reachable(bootstrap: str, timeout: float = 0.3) -> bool:
     >>> tcp_reachable("127.0.0.1:1", timeout=0.1)
     False
     """
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        with (
-            contextlib.suppress(OSError, ValueError),
-            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout),
-        ):
-            return True
-    return False
+    return any(_accepts(server, timeout) for server in _servers(bootstrap))
+
+
+def tcp_answering(bootstrap: str, timeout: float = 0.3) -> tuple[int, int]:
+    """How many servers of ``bootstrap`` accept a TCP connection (within ``timeout`` seconds
+    each), of how many: a cluster with one node down still serves every client, which the live
+    view says rather than calling it down.
+
+    >>> tcp_answering("127.0.0.1:1,127.0.0.1:2", timeout=0.1)
+    (0, 2)
+    """
+    servers = _servers(bootstrap)
+    return sum(_accepts(server, timeout) for server in servers), len(servers)
 
 
 class _Broker(Protocol):
@@ -118,24 +145,44 @@ class _Broker(Protocol):
 def broker_probe(
     bootstrap: str,
     broker: _Broker,
-    reachable: Callable[[str], bool] = tcp_reachable,
+    reachable: Callable[[str], bool | tuple[int, int]] = tcp_answering,
 ) -> Callable[[], str]:
-    """A check of the broker for the live view: ``reachable``, ``not answering (its process
-    runs)`` or ``down (no broker process)``; its process is looked for only when it does not
-    answer.
+    """A check of the broker (or every node of a cluster) for the live view: ``reachable``,
+    ``reachable (2 of 3 brokers)`` when some nodes of several do not answer, ``not answering
+    (its process runs)`` or ``down (no broker process)``; its processes are looked for only when
+    none answers. ``reachable`` says whether the servers answer: a bool, or how many of how
+    many (:func:`tcp_answering`).
 
     >>> class Gone:
     ...     def is_running(self) -> bool:
     ...         return False
     >>> broker_probe("localhost:9092", Gone(), reachable=lambda _b: False)()
     'down (no broker process)'
+    >>> broker_probe("localhost:19092,localhost:19093", Gone(), reachable=lambda _b: (1, 2))()
+    'reachable (1 of 2 brokers)'
     """
 
     def probe() -> str:
-        if reachable(bootstrap):
+        found = reachable(bootstrap)
+        answering, total = (int(found), 1) if isinstance(found, bool) else found
+        if answering and answering >= total:
             return "reachable"
+        if answering:
+            return f"reachable ({answering} of {total} brokers)"
         if broker.is_running():
             return "not answering (its process runs)"
         return "down (no broker process)"
 
     return probe
+
+
+def is_reachable(probed: str) -> bool:
+    """Whether what :func:`broker_probe` said lets the components work: some broker answers
+    (a cluster missing a node still serves every partition from the others).
+
+    >>> is_reachable("reachable"), is_reachable("reachable (2 of 3 brokers)")
+    (True, True)
+    >>> is_reachable("down (no broker process)")
+    False
+    """
+    return probed.startswith("reachable")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streamfolio.config import Settings
-from streamfolio.demo.components import ComponentView
+from streamfolio.demo.components import ComponentView, is_reachable
 from streamfolio.kafka.clients import RecordConsumer
 from streamfolio.kafka.topics import contract
 
@@ -108,8 +108,21 @@ _STYLES = {
 }
 
 
+def _style(state: str) -> str:
+    """The colour of a state: a cluster with a node down still works, but is worth a look.
+
+    >>> _style("running"), _style("reachable (2 of 3 brokers)"), _style("down (no broker process)")
+    ('green', 'yellow', 'red')
+    """
+    if state in _STYLES:
+        return _STYLES[state]
+    if state.startswith("reachable ("):
+        return "yellow"
+    return "red" if state.startswith(("down", "not")) else ""
+
+
 def _styled(state: str) -> str:
-    style = _STYLES.get(state, "red" if state.startswith(("down", "not")) else "")
+    style = _style(state)
     return f"[{style}]{state}[/{style}]" if style else state
 
 
@@ -238,7 +251,7 @@ def live_view(
                     BROKER_PROBE_EVERY_S
                 ):
                     state.broker = broker_probe()
-                    supervisor.broker_reachable = state.broker == "reachable"
+                    supervisor.broker_reachable = is_reachable(state.broker)
                     last_probe = time.monotonic()
                 state.components = supervisor.views()
                 if failure is not None:

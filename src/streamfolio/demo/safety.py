@@ -1,6 +1,7 @@
-"""The demo empties its topics only on the local broker: :func:`check_local_cluster` refuses any
-other cluster (naming the key, its value and the fix) before :func:`reset_topics` deletes
-anything."""
+"""The demo empties its topics only on the local broker or cluster: :func:`check_local_cluster`
+refuses any other cluster (naming the key, its value and the fix) before :func:`reset_topics`
+deletes anything. Both work as the ``admin`` principal (``kafka.security``), the only one a
+secured local cluster lets delete and create topics."""
 
 from __future__ import annotations
 
@@ -9,33 +10,61 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from streamfolio.config import Settings
 from streamfolio.errors import ConfigError
 
 if TYPE_CHECKING:
     from streamfolio.demo.supervision import Progress
-    from streamfolio.kafka.local import LocalKafka
+
+
+class LocalBrokers(Protocol):
+    """What the check needs of the local broker (``LocalKafka``) or cluster (``LocalCluster``):
+    where its storage is, and where its clients reach it (every node, comma-separated)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def bootstrap(self) -> str: ...
+
+
+def _meta_cluster_id(meta: Path) -> str | None:
+    """The ``cluster.id`` of a KRaft ``meta.properties`` file, or None."""
+    with contextlib.suppress(OSError):
+        for line in meta.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id" and value.strip():
+                return value.strip()
+    return None
 
 
 def local_cluster_id(data_dir: Path) -> str | None:
-    """The cluster id of the KRaft storage in ``data_dir`` (``kraft/meta.properties``, else the
-    ``cluster.id`` file the storage is formatted with), or None if it holds none.
+    """The cluster id of the KRaft storage in ``data_dir``, or None if it holds none.
+
+    Where the storage says it: ``kraft/meta.properties`` for the single broker,
+    ``node-<i>/kraft/meta.properties`` for a local cluster (the lowest node formatted; every
+    node is formatted with the same id), else the ``cluster.id`` file both format it with.
 
     >>> local_cluster_id(Path("/nonexistent")) is None
     True
     """
-    with contextlib.suppress(OSError):
-        for line in (
-            (data_dir / "kraft" / "meta.properties").read_text(encoding="utf-8").splitlines()
-        ):
-            key, _, value = line.partition("=")
-            if key.strip() == "cluster.id" and value.strip():
-                return value.strip()
+    metas = [data_dir / "kraft" / "meta.properties"]
+    nodes = [n for n in data_dir.glob("node-*") if n.name.removeprefix("node-").isdigit()]
+    metas += [n / "kraft" / "meta.properties" for n in sorted(nodes, key=_node_index)]
+    for meta in metas:
+        found = _meta_cluster_id(meta)
+        if found is not None:
+            return found
     with contextlib.suppress(OSError):
         return (data_dir / "cluster.id").read_text(encoding="utf-8").strip() or None
     return None
+
+
+def _node_index(folder: Path) -> int:
+    """``node-12`` -> 12 (so node-10 comes after node-9)."""
+    return int(folder.name.removeprefix("node-"))
 
 
 def cluster_id(settings: Settings, timeout: float = 10.0) -> str | None:
@@ -53,40 +82,54 @@ def cluster_id(settings: Settings, timeout: float = 10.0) -> str | None:
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"})
 
 
-def _is_local_address(bootstrap: str, port: int) -> bool:
-    """True if every server of ``bootstrap`` is this machine's ``port``.
+def _ports(bootstrap: str) -> set[str]:
+    """The ports of ``bootstrap``'s servers.
 
-    >>> _is_local_address("localhost:9092, 127.0.0.1:9092", 9092)
+    >>> sorted(_ports("localhost:19092,localhost:19093"))
+    ['19092', '19093']
+    """
+    return {server.strip().rpartition(":")[2] for server in bootstrap.split(",")}
+
+
+def _is_local_address(bootstrap: str, local: str) -> bool:
+    """True if every server of ``bootstrap`` is on this machine, at a port of ``local`` (the
+    local broker's or cluster's own servers).
+
+    >>> _is_local_address("localhost:9092, 127.0.0.1:9092", "localhost:9092")
     True
-    >>> _is_local_address("localhost:9092,kafka.example.com:9092", 9092)
+    >>> _is_local_address("localhost:19093", "localhost:19092,localhost:19093")
+    True
+    >>> _is_local_address("localhost:9092,kafka.example.com:9092", "localhost:9092")
     False
     """
+    ports = _ports(local)
     for server in bootstrap.split(","):
         host, _, found = server.strip().rpartition(":")
-        if host.lower() not in _LOOPBACK or found != str(port):
+        if host.lower() not in _LOOPBACK or found not in ports:
             return False
     return True
 
 
 def check_local_cluster(
     settings: Settings,
-    broker: LocalKafka,
+    broker: LocalBrokers,
     describe: Callable[[Settings], str | None] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse (:class:`~streamfolio.errors.ConfigError`) unless ``kafka.bootstrap_servers`` is
-    the local broker ``broker`` (the one the demo started or found running from its data dir).
+    the local broker or cluster ``broker`` (the one the demo started or found running from its
+    data dir).
 
-    The cluster id the servers report (``describe``, default :func:`cluster_id`) must be the
-    one formatted into the data dir, which holds whatever the servers are called (``localhost``
-    or ``127.0.0.1``); when the data dir has none yet, the servers must be ``broker``'s own port
-    on this machine.
+    The cluster id the servers report (``describe``, default :func:`cluster_id`, asked as the
+    ``admin`` principal) must be the one formatted into the data dir, which holds whatever the
+    servers are called (``localhost`` or ``127.0.0.1``); when the data dir has none yet, every
+    server must be one of ``broker``'s own ports on this machine.
     """
     bootstrap = settings.kafka.bootstrap_servers
     expected = local_cluster_id(broker.data_dir)
     reason = ""
     if expected is None:
-        if not _is_local_address(bootstrap, broker.local.port):
+        if not _is_local_address(bootstrap, broker.bootstrap):
             reason = f"it is not the local broker's address {broker.bootstrap}"
     else:
         try:

@@ -15,6 +15,8 @@ import json
 import os
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -188,12 +190,23 @@ def submit(
     execute: Annotated[
         bool, typer.Option("--execute", help="Run the command; print the job id.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="With --execute: stay with the job, printing its state at each change; exit 1 "
+            "with the reason once it ends (FAILED, CANCELED, FINISHED); Ctrl-C or SIGTERM "
+            "cancels it (its checkpoints stay) and exits 0. What `streamfolio demo --flink "
+            "cluster` runs as its job.",
+        ),
+    ] = False,
 ) -> None:
     """Print the `flink run` command that submits the job to a Flink cluster, by default the
     local one of `streamfolio flink up`; with --execute, run it (detached) and print the job's
-    id. Resume with --from-checkpoint PATH (a savepoint of `job stop --savepoint`, or a retained
-    checkpoint) or 'latest'. The cluster's machines need the same Python environment and the
-    config file at the same path (docs/flink.md).
+    id; with --follow too, stay with the job until it ends or is stopped. Resume with
+    --from-checkpoint PATH (a savepoint of `job stop --savepoint`, or a retained checkpoint) or
+    'latest'. The cluster's machines need the same Python environment and the config file at
+    the same path (docs/flink.md).
     """
     from streamfolio.flink.cluster.local import LocalFlinkCluster
     from streamfolio.flink.cluster.submit import run_submit
@@ -202,6 +215,7 @@ def submit(
     with command_errors():
         _choice(starting_offsets, ("latest", "earliest"), "--starting-offsets")
         _choice(delivery, ("at-least-once", "exactly-once"), "--delivery")
+        _check_follow(follow, execute, target, jobmanager)
         jars = job_jars()
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, False)
     local = None
@@ -216,16 +230,70 @@ def submit(
     if not execute:
         typer.echo(shlex.join(command))
         return
-    with command_errors():
+
+    def run() -> str:
         if local is not None:
-            job_id = local.submit(args, python=python, jars=jars)
-        else:
-            say("submitting: " + shlex.join(command))
-            job_id = run_submit(
-                command, os.environ, Path("flink-run.log").resolve(), timeout_s=300.0
-            )
+            return local.submit(args, python=python, jars=jars)
+        say("submitting: " + shlex.join(command))
+        return run_submit(command, os.environ, Path("flink-run.log").resolve(), timeout_s=300.0)
+
+    if follow:
+        raise typer.Exit(_submit_and_follow(run, _rest(config, jobmanager)))
+    with command_errors():
+        job_id = run()
     say(f"submitted job {job_id}; `streamfolio job status` shows its state")
     typer.echo(job_id)
+
+
+def _check_follow(follow: bool, execute: bool, target: str | None, jobmanager: str | None) -> None:
+    if not follow:
+        return
+    if not execute:
+        raise UsageError(
+            "--follow follows the job that --execute submits (fix: add --execute, or drop --follow)"
+        )
+    if target is not None and jobmanager is None:
+        raise UsageError(
+            f"--follow asks the cluster's REST API, which --target {target} does not name (fix: "
+            "add --jobmanager HOST:PORT, or drop --follow)"
+        )
+
+
+def _submit_and_follow(submit_job: Callable[[], str], rest: FlinkRest) -> int:
+    """Submit with ``submit_job``, print the job id, follow the job
+    (:func:`~streamfolio.flink.cluster.follow.follow_job`); the exit code. A stop while
+    submitting cancels what the interrupted ``flink run`` may have submitted."""
+    from streamfolio.flink.cluster.follow import (
+        StatusFile,
+        cancel_job,
+        cancel_submitted,
+        failure_reason,
+        follow_job,
+    )
+
+    status = StatusFile.from_environment()
+    started_ms = int(time.time() * 1000)
+    with stop_signals():
+        try:
+            status.write("submitting to the Flink cluster")
+            with command_errors():
+                job_id = submit_job()
+        except KeyboardInterrupt:
+            cancel_submitted(rest, started_ms, say)
+            return 0
+        try:
+            say(f"submitted job {job_id}; following it (Ctrl-C or SIGTERM cancels it)")
+            typer.echo(job_id)
+        except KeyboardInterrupt:
+            cancel_job(job_id, rest, say)
+            return 0
+        return follow_job(
+            job_id,
+            rest,
+            say,
+            reason=lambda job: failure_reason(rest.base_url, job),
+            status=status,
+        )
 
 
 def _rest(config: Path | None, jobmanager: str | None) -> FlinkRest:
