@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 export OPENBLAS_NUM_THREADS ?= 1
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit test-event-time bench setup clean kafka-up kafka-down
+.PHONY: demo test lint typecheck unit test-event-time bench setup clean kafka-up kafka-down \
+	cluster-up cluster-demo cluster-down
 
 setup: $(STAMP)
 
@@ -47,6 +48,21 @@ kafka-up: setup
 
 kafka-down: setup
 	$(BIN)/streamfolio kafka down
+
+# The loop on clusters (examples/cluster.yaml): three SASL_SSL Kafka brokers with ACLs, and a
+# Flink session cluster of two TaskManagers running the job at parallelism 2.
+CLUSTER_CONFIG ?= examples/cluster.yaml
+
+cluster-up: setup
+	$(BIN)/streamfolio kafka up --config $(CLUSTER_CONFIG)
+	$(BIN)/streamfolio flink up --config $(CLUSTER_CONFIG)
+
+cluster-demo: setup
+	$(BIN)/streamfolio demo --config $(CLUSTER_CONFIG) --flink cluster
+
+cluster-down: setup
+	$(BIN)/streamfolio flink down --config $(CLUSTER_CONFIG)
+	$(BIN)/streamfolio kafka down --config $(CLUSTER_CONFIG)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,13 +12,23 @@ from streamfolio.cli_support import command_errors, config_option, load_settings
 from streamfolio.errors import UsageError
 
 ON_FAILURE = ("restart", "stop")
+FLINK = ("local", "cluster")
 
 __all__ = ["demo"]
 
 DemoConfigOption = Annotated[Path | None, config_option("the packaged examples/demo.yaml")]
 
 # The options only the live demo uses (--bars is the one only --offline uses).
-_LIVE_ONLY = ("duration", "source", "prices", "speed", "port", "keep_topics", "on_failure")
+_LIVE_ONLY = (
+    "duration",
+    "source",
+    "prices",
+    "speed",
+    "port",
+    "keep_topics",
+    "on_failure",
+    "flink",
+)
 
 
 def demo(
@@ -45,6 +55,16 @@ def demo(
             "a component exits 1 with the reason and the component's log.",
         ),
     ] = "restart",
+    flink: Annotated[
+        str,
+        typer.Option(
+            metavar="local|cluster",
+            help="Where the job runs: local (its own process, on a Flink MiniCluster) or cluster "
+            "(the local Flink session cluster of `streamfolio flink up`, started if it is not "
+            "running and then stopped again; the job submitted there and followed, cancelled "
+            "at the end; docs/flink.md).",
+        ),
+    ] = "local",
     offline: Annotated[
         bool,
         typer.Option(
@@ -64,6 +84,11 @@ def demo(
     everything and leaves nothing running; a requested stop exits with code 0. The topics are
     emptied first, on the local broker only: pointed at another cluster the demo refuses.
 
+    Kafka is what `streamfolio kafka up` starts for the configuration: with
+    examples/cluster.yaml a secured cluster of three brokers, every component its own principal
+    (docs/kafka-cluster.md). With --flink cluster the job runs on the local Flink session
+    cluster (`streamfolio flink up`). A broker or Flink cluster found running is left running.
+
     The live view shows each component's state (running, waiting for the broker, restarting,
     stopped) and whether the broker answers; logs are under .cache/demo/, where a restarted
     component's log goes on after a line naming the restart.
@@ -72,11 +97,12 @@ def demo(
 
     path = config or example_config_path().with_name("demo.yaml")
     with command_errors():
-        _check_options(ctx, offline, source, prices, on_failure)
+        _check_options(ctx, offline, source, prices, on_failure, flink)
     if offline:
         _offline_demo(path, bars, seed)
         return
     from streamfolio.demo import DemoOptions, run_demo
+    from streamfolio.demo.engines import FlinkMode
     from streamfolio.demo.supervision import OnFailure
 
     options = DemoOptions(
@@ -89,6 +115,7 @@ def demo(
         dashboard_port=port,
         keep_topics=keep_topics,
         on_failure=cast(OnFailure, on_failure),
+        flink=cast(FlinkMode, flink),
     )
     with command_errors():
         code = run_demo(options, progress=say)
@@ -96,7 +123,12 @@ def demo(
 
 
 def _check_options(
-    ctx: typer.Context, offline: bool, source: str, prices: Path | None, on_failure: str
+    ctx: typer.Context,
+    offline: bool,
+    source: str,
+    prices: Path | None,
+    on_failure: str,
+    flink: str = "local",
 ) -> None:
     """Refuse options given on the command line that the chosen mode would ignore."""
 
@@ -120,6 +152,7 @@ def _check_options(
         )
     one_of(source, ("sim", "replay", "cse"), "--source")
     one_of(on_failure, ON_FAILURE, "--on-failure")
+    one_of(flink, FLINK, "--flink")
     if source == "replay" and prices is None:
         raise UsageError("--source replay needs --prices FILE (a tick CSV time,ticker,price)")
 

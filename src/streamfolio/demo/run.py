@@ -1,7 +1,8 @@
-"""The demo's steps: start (or find) the local broker, empty the topics, publish the initial
-state, start the job, the feed, the rebalancer, the store and the dashboard as child processes
-(restarted when they exit, the job from its newest checkpoint), then show the live view; every
-stop runs the same shutdown (:func:`run_demo`)."""
+"""The demo's steps: start (or find) the local broker or cluster, and with ``--flink cluster``
+the local Flink session cluster, empty the topics, publish the initial state, start the job,
+the feed, the rebalancer, the store and the dashboard as child processes (restarted when they
+exit, the job from its newest checkpoint), then show the live view; every stop runs the same
+shutdown (:func:`run_demo`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import streamfolio.demo.safety as safety
+from streamfolio.config import Settings
 from streamfolio.demo.components import broker_probe
+from streamfolio.demo.engines import Engines, FlinkMode
 from streamfolio.demo.live import live_view
 from streamfolio.demo.supervision import OnFailure, Progress, Supervisor, supervise, tolerant
 from streamfolio.errors import UsageError
@@ -38,6 +41,9 @@ class DemoOptions:
     keep_topics: bool = False
     log_dir: Path = Path(".cache/demo")
     on_failure: OnFailure = "restart"
+    flink: FlinkMode = "local"
+    """``local``: the job in its own process, on a MiniCluster (``job run``); ``cluster``: on
+    the local Flink session cluster (``job submit --execute --follow``)."""
 
 
 SIM_ARGS = (
@@ -109,6 +115,56 @@ def resume_command(fresh: list[str], checkpoint_dir: Path, since: float) -> Call
     return command
 
 
+def job_command(flink: FlinkMode, config: str) -> list[str]:
+    """The job's child process: the job itself on a MiniCluster, or a follower of the job it
+    submits to the session cluster (it cancels the job when stopped, and exits when the job
+    ends, so the supervisor restarts it like any child).
+
+    >>> job_command("local", "c.yaml")[-4:]
+    ['job', 'run', '--config', 'c.yaml']
+    >>> job_command("cluster", "c.yaml")[-6:]
+    ['job', 'submit', '--execute', '--follow', '--config', 'c.yaml']
+    """
+    if flink == "cluster":
+        return python_command("job", "submit", "--execute", "--follow", "--config", config)
+    return python_command("job", "run", "--config", config)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A child process of the demo: its name (and log's), command, and what a restart runs."""
+
+    name: str
+    argv: list[str]
+    restart_argv: Callable[[], list[str]] | None = None
+    may_finish: bool = False
+
+
+def components(
+    options: DemoOptions, settings: Settings, state: dict[str, Any], since: float
+) -> list[Component]:
+    """The demo's children in start order: the job (resuming, when restarted, from its newest
+    checkpoint written since ``since``), the feed, the rebalancer, the store, the dashboard.
+    Every one is given ``--config``: each connects as its own principal."""
+    config = str(options.config_path)
+    job = job_command(options.flink, config)
+    checkpoints = Path(settings.flink.checkpoint_dir).resolve()
+    return [
+        Component("job", job, resume_command(job, checkpoints, since)),
+        Component(
+            "feed",
+            python_command("feed", *_feed_args(options, state), "--config", config),
+            may_finish=options.source == "replay",  # done at the end of its file
+        ),
+        Component("rebalancer", python_command("rebalancer", "--config", config)),
+        Component("store", python_command("store", "--config", config)),
+        Component(
+            "dashboard",
+            python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
+        ),
+    ]
+
+
 def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
 
@@ -120,49 +176,34 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     from rich.live import Live
 
     from streamfolio.config import load_config
-    from streamfolio.kafka.admin import topic_specs
-    from streamfolio.kafka.local import LocalKafka, repo_root
+    from streamfolio.kafka.local import repo_root
     from streamfolio.state import initial_state, publish_state
 
     progress = tolerant(progress)
     settings = load_config(options.config_path)
-    config = str(options.config_path)
-    broker = LocalKafka(settings.kafka, repo_root(), progress=progress)
+    engines = Engines(settings, repo_root(), progress, flink=options.flink)
     supervisor = Supervisor(options.log_dir, progress, on_failure=options.on_failure)
-    started_broker = False
 
     def body() -> int:
-        nonlocal started_broker
-        started_broker = not broker.is_running()
-        broker.up(topic_specs(settings), timeout=120)
+        engines.up_kafka()
         if not options.keep_topics:
-            safety.check_local_cluster(settings, broker)
+            safety.check_local_cluster(settings, engines.kafka)
             safety.reset_topics(settings, progress)
+        engines.up_flink()
         state = initial_state(settings, progress=progress)
         publish_state(settings, state, progress=progress)
-        job = python_command("job", "run", "--config", config)
-        checkpoints = Path(settings.flink.checkpoint_dir).resolve()
-        supervisor.start("job", job, restart_argv=resume_command(job, checkpoints, time.time()))
-        supervisor.start(
-            "feed",
-            python_command("feed", *_feed_args(options, state), "--config", config),
-            may_finish=options.source == "replay",  # done at the end of its file
-        )
-        supervisor.start("rebalancer", python_command("rebalancer", "--config", config))
-        supervisor.start("store", python_command("store", "--config", config))
-        supervisor.start(
-            "dashboard",
-            python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
-        )
+        for child in components(options, settings, state, since=time.time()):
+            supervisor.start(
+                child.name, child.argv, restart_argv=child.restart_argv, may_finish=child.may_finish
+            )
         progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
-        probe = broker_probe(settings.kafka.bootstrap_servers, broker)
+        probe = broker_probe(settings.kafka.bootstrap_servers, engines.kafka)
         console = Console(stderr=True)
         return live_view(settings, supervisor, options.duration_s, console, Live, probe)
 
     def shutdown() -> None:
-        supervisor.stop_all()
-        if started_broker:
-            broker.down()
+        supervisor.stop_all()  # the job's follower cancels the job on the Flink cluster
+        engines.down()
 
     return supervise(body, shutdown, progress)
 
