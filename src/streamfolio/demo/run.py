@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,27 +131,57 @@ def job_command(flink: FlinkMode, config: str) -> list[str]:
     return python_command("job", "run", "--config", config)
 
 
+def job_environment(flink: FlinkMode, environ: Mapping[str, str]) -> dict[str, str]:
+    """What the job's child adds to the environment: on the session cluster, the job's Python
+    functions in process mode unless ``environ`` chooses (``STREAMFOLIO_FLINK_PYTHON_MODE``).
+
+    Thread mode, the default, hung on the local cluster: the TaskManager's operators opened
+    their Python functions in one embedded interpreter at once and some never returned (the
+    tasks stayed INITIALIZING, a cancel never completed); process mode is what every test of
+    the job on a cluster runs.
+
+    >>> job_environment("cluster", {})
+    {'STREAMFOLIO_FLINK_PYTHON_MODE': 'process'}
+    >>> job_environment("cluster", {"STREAMFOLIO_FLINK_PYTHON_MODE": "thread"}), job_environment(
+    ...     "local", {})
+    ({}, {})
+    """
+    from streamfolio.flink.runtime import PYTHON_MODE_ENV
+
+    if flink != "cluster" or environ.get(PYTHON_MODE_ENV):
+        return {}
+    return {PYTHON_MODE_ENV: "process"}
+
+
 @dataclass(frozen=True)
 class Component:
-    """A child process of the demo: its name (and log's), command, and what a restart runs."""
+    """A child process of the demo: its name (and log's), command, what a restart runs, and
+    what it adds to the demo's environment."""
 
     name: str
     argv: list[str]
     restart_argv: Callable[[], list[str]] | None = None
     may_finish: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def components(
-    options: DemoOptions, settings: Settings, state: dict[str, Any], since: float
+    options: DemoOptions,
+    settings: Settings,
+    state: dict[str, Any],
+    since: float,
+    environ: Mapping[str, str] | None = None,
 ) -> list[Component]:
     """The demo's children in start order: the job (resuming, when restarted, from its newest
     checkpoint written since ``since``), the feed, the rebalancer, the store, the dashboard.
-    Every one is given ``--config``: each connects as its own principal."""
+    Every one is given ``--config``: each connects as its own principal. ``environ``: the
+    demo's environment (default ``os.environ``)."""
     config = str(options.config_path)
     job = job_command(options.flink, config)
     checkpoints = Path(settings.flink.checkpoint_dir).resolve()
+    job_env = job_environment(options.flink, os.environ if environ is None else environ)
     return [
-        Component("job", job, resume_command(job, checkpoints, since)),
+        Component("job", job, resume_command(job, checkpoints, since), env=job_env),
         Component(
             "feed",
             python_command("feed", *_feed_args(options, state), "--config", config),
@@ -194,7 +225,11 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
         publish_state(settings, state, progress=progress)
         for child in components(options, settings, state, since=time.time()):
             supervisor.start(
-                child.name, child.argv, restart_argv=child.restart_argv, may_finish=child.may_finish
+                child.name,
+                child.argv,
+                child.env,
+                restart_argv=child.restart_argv,
+                may_finish=child.may_finish,
             )
         progress(f"dashboard: http://127.0.0.1:{options.dashboard_port}  (Ctrl-C stops everything)")
         probe = broker_probe(settings.kafka.bootstrap_servers, engines.kafka)
