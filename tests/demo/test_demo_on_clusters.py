@@ -137,7 +137,10 @@ def test_the_job_runs_in_its_own_process_with_flink_local() -> None:
     settings = load_config(CLUSTER_YAML, environ={})
     [job, *_] = components(_options("local"), settings, STATE, since=0.0, environ={})
     assert job.argv[-4:] == ["job", "run", "--config", "examples/cluster.yaml"]
-    assert job.env == {}
+    assert job.env == {PYTHON_MODE: "process"}, "parallelism 2: process mode"
+    demo = load_config(REPO / "examples" / "demo.yaml", environ={})
+    [job, *_] = components(_options("local"), demo, STATE, since=0.0, environ={})
+    assert job.env == {}, "parallelism 1: thread mode, as ever"
 
 
 def test_a_python_mode_chosen_in_the_environment_is_kept() -> None:

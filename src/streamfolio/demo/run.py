@@ -131,24 +131,30 @@ def job_command(flink: FlinkMode, config: str) -> list[str]:
     return python_command("job", "run", "--config", config)
 
 
-def job_environment(flink: FlinkMode, environ: Mapping[str, str]) -> dict[str, str]:
-    """What the job's child adds to the environment: on the session cluster, the job's Python
-    functions in process mode unless ``environ`` chooses (``STREAMFOLIO_FLINK_PYTHON_MODE``).
+def job_environment(
+    flink: FlinkMode, parallelism: int, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """What the job's child adds to the environment: the job's Python functions in process
+    mode on the session cluster or at a parallelism above 1, unless ``environ`` chooses
+    (``STREAMFOLIO_FLINK_PYTHON_MODE``).
 
-    Thread mode, the default, hung on the local cluster: the TaskManager's operators opened
-    their Python functions in one embedded interpreter at once and some never returned (the
-    tasks stayed INITIALIZING, a cancel never completed); process mode is what every test of
-    the job on a cluster runs.
+    Thread mode, the default, hung at parallelism 2 (examples/cluster.yaml), on the session
+    cluster as on ``job run``'s MiniCluster: some tasks opening their Python functions in the
+    one embedded interpreter of their JVM never returned (INITIALIZING for minutes, no bar
+    processed, and on the cluster a cancel that never completed). Process mode is what every
+    test of the job at parallelism 2 or on a cluster runs; at parallelism 1 (examples/demo.yaml)
+    thread mode works and stays.
 
-    >>> job_environment("cluster", {})
-    {'STREAMFOLIO_FLINK_PYTHON_MODE': 'process'}
-    >>> job_environment("cluster", {"STREAMFOLIO_FLINK_PYTHON_MODE": "thread"}), job_environment(
-    ...     "local", {})
-    ({}, {})
+    >>> job_environment("cluster", 1, {}), job_environment("local", 2, {})
+    ({'STREAMFOLIO_FLINK_PYTHON_MODE': 'process'}, {'STREAMFOLIO_FLINK_PYTHON_MODE': 'process'})
+    >>> job_environment("cluster", 2, {"STREAMFOLIO_FLINK_PYTHON_MODE": "thread"})
+    {}
+    >>> job_environment("local", 1, {})
+    {}
     """
     from streamfolio.flink.runtime import PYTHON_MODE_ENV
 
-    if flink != "cluster" or environ.get(PYTHON_MODE_ENV):
+    if environ.get(PYTHON_MODE_ENV) or (flink == "local" and parallelism == 1):
         return {}
     return {PYTHON_MODE_ENV: "process"}
 
@@ -179,7 +185,9 @@ def components(
     config = str(options.config_path)
     job = job_command(options.flink, config)
     checkpoints = Path(settings.flink.checkpoint_dir).resolve()
-    job_env = job_environment(options.flink, os.environ if environ is None else environ)
+    job_env = job_environment(
+        options.flink, settings.flink.parallelism, os.environ if environ is None else environ
+    )
     return [
         Component("job", job, resume_command(job, checkpoints, since), env=job_env),
         Component(
