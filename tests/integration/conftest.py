@@ -12,6 +12,7 @@ with a message saying what to install, rather than skip, so CI cannot pass witho
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import uuid
@@ -27,6 +28,7 @@ import yaml
 from streamfolio.config import Settings, example_config_path, settings_from_mapping
 from streamfolio.kafka.admin import topic_specs
 from streamfolio.kafka.local import LocalKafka, LocalKafkaError, find_java
+from streamfolio.kafka.local.processes import bindable, listening
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seconds; a cold JVM on a busy 2-core CI machine is slower than a laptop
@@ -53,6 +55,18 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))  # held open together, so the ports differ
         return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def free_port_ranges(count: int, width: int) -> list[int]:
+    """``count`` first ports of ``width`` consecutive free ports each, all distinct."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count * width * 10, 10)
+        starts = [base + 100 * i for i in range(count)]
+        ports = [s + j for s in starts for j in range(width)]
+        if all(bindable(p) and not listening(p) for p in ports):
+            return starts
+    raise RuntimeError("no free port ranges")
 
 
 def broker_settings(data_dir: Path, port: int, controller_port: int, token: str) -> dict[str, Any]:

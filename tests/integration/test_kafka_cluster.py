@@ -8,7 +8,6 @@ example's 19092+); tests run in file order, the last stops it.
 from __future__ import annotations
 
 import json
-import random
 import stat
 import subprocess
 import sys
@@ -21,14 +20,13 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from conftest import broker_settings  # tests/integration/conftest.py
+from conftest import broker_settings, free_port_ranges  # tests/integration/conftest.py
 from typer.testing import CliRunner
 
 from streamfolio.config import COMPONENTS, Component, Settings, load_config
 from streamfolio.kafka.admin import topic_specs
 from streamfolio.kafka.cli import kafka_app
 from streamfolio.kafka.local import LocalCluster, LocalKafkaError, find_java
-from streamfolio.kafka.local.processes import bindable, listening
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
 START_TIMEOUT = 180.0  # three cold JVMs on a busy 2-core machine
 REFUSED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
-
-
-def _free_ranges(count: int, width: int) -> list[int]:
-    """``count`` first ports of ``width`` consecutive free ports each, all distinct."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000 - count * width * 10, 10)
-        starts = [base + 100 * i for i in range(count)]
-        ports = [s + j for s in starts for j in range(width)]
-        if all(bindable(p) and not listening(p) for p in ports):
-            return starts
-    raise RuntimeError("no free port ranges")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClu
     except LocalKafkaError as exc:
         pytest.fail(f"integration tests need Java 17+: {exc}", pytrace=False)
     base = tmp_path_factory.mktemp("kafka-cluster")
-    port, internal, controller = _free_ranges(3, NODES)
+    port, internal, controller = free_port_ranges(3, NODES)
     data = broker_settings(base / "kafka", port, controller, uuid.uuid4().hex[:8])
     data["kafka"]["bootstrap_servers"] = ",".join(f"localhost:{port + i}" for i in range(NODES))
     data["kafka"]["replication_factor"] = NODES
