@@ -26,16 +26,13 @@ results, so the loop waits for ever at the first rebalance. See issue 14's note.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +48,14 @@ from loopkit import (
     GatedFeed,
     Process,
     Topics,
-    assert_equal,
+    assert_loop_equals_replay,
     closed_loop,
     initial_controls,
     prices_on_topic,
     simulated_ticks,
     start_ms,
     wait_for,
+    wait_until_done,
 )
 
 from streamfolio.config import COMPONENTS, Settings, load_config
@@ -202,28 +200,11 @@ def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed
         assert not feeder.is_alive() and feed.error is None, feed.error
         assert feed.producer.flush(60) == 0
 
-        def complete() -> bool:
-            return len(topics.records("metrics")) >= len(expected["metrics"]) and len(
-                topics.records("updated_stats")
-            ) >= len(expected["stats"])
-
-        wait_for(complete, "every bar's results", TIMEOUT_S, check)
-
-        def stored() -> int:
-            try:
-                with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as db:
-                    return int(db.execute("select count(*) from metrics").fetchone()[0])
-            except sqlite3.Error:  # not created yet, or busy: ask again
-                return 0
-
-        bars = len({m["timestamp"] for m in expected["metrics"]})
-        wait_for(lambda: stored() >= bars, "the store", TIMEOUT_S, check)
-        time.sleep(5)  # anything more (it must not come) and the rebalancer's last decisions
-        topics.poll(2.0)
+        wait_until_done(topics, expected, tmp_path / "store.db", check)
         history = _exception_history(flink, job_id)
         assert flink.job_state(job_id) == "RUNNING"
         topics.close()
-        on_topic = Counter(prices_on_topic(settings))
+        on_topic = prices_on_topic(settings)
     finally:
         stop.set()
         for c in reversed(components):
@@ -231,18 +212,5 @@ def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed
         flink.down()
         kafka.down()
 
-    published = Counter(ticks)
-    assert not published - on_topic, f"missing: {list((published - on_topic).items())[:5]}"
-    copies = on_topic - published
-    assert set(copies) <= set(published), f"not published: {list(copies)[:5]}"
-    assert_equal(topics.records("updated_stats"), expected["stats"], "statistics")
-    assert_equal(topics.records("metrics"), expected["metrics"], "metrics")
-    rebalances_seen = [
-        e for e in topics.records("rebalance_events") if e["decision"] == "rebalance"
-    ]
-    assert_equal(rebalances_seen, expected["rebalance"], "rebalance events")
-    new_weights = [w for w in topics.records("weights") if w["source"] == "rebalancer"]
-    assert_equal(new_weights, expected["weights"], "weights")
-    refused = [d for d in topics.records("dead_letter") if d["component"] == "job"]
-    assert {d["reason"] for d in refused} <= {"late"} and len(refused) <= copies.total(), refused
+    assert_loop_equals_replay(topics, expected, ticks, on_topic)
     assert history, "the job did not restart after its TaskManager was killed"

@@ -18,14 +18,11 @@ A second test sends SIGTERM to every component during an outage: each is gone wi
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
-import sqlite3
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +36,14 @@ from loopkit import (
     GatedFeed,
     Process,
     Topics,
-    assert_equal,
+    assert_loop_equals_replay,
     closed_loop,
     initial_controls,
     prices_on_topic,
     simulated_ticks,
     start_ms,
     wait_for,
+    wait_until_done,
 )
 
 from streamfolio.config import Settings
@@ -168,52 +166,14 @@ def test_the_loop_outlives_a_killed_broker_and_ends_as_the_replay_says(
         assert not feeder.is_alive() and feed.error is None, feed.error
         assert feed.producer.flush(60) == 0
 
-        def complete() -> bool:
-            return len(topics.records("metrics")) >= len(expected["metrics"]) and len(
-                topics.records("updated_stats")
-            ) >= len(expected["stats"])
-
-        wait_for(complete, "every bar's results", TIMEOUT_S, check)
-
-        def stored() -> int:
-            try:
-                with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as db:
-                    return int(db.execute("select count(*) from metrics").fetchone()[0])
-            except sqlite3.Error:  # not created yet, or busy: ask again
-                return 0
-
-        # The store resumes from its committed offsets once it has rejoined its group. Its rows
-        # are keyed by portfolio and time: the metrics under the new weights replace those
-        # of the bar that decided them.
-        bars = len({m["timestamp"] for m in expected["metrics"]})
-        wait_for(lambda: stored() >= bars, "the store", TIMEOUT_S, check)
-        time.sleep(5)  # anything more (it must not come) and the rebalancer's last decisions
-        topics.poll(2.0)
+        wait_until_done(topics, expected, tmp_path / "store.db", check)
     finally:
         stop.set()
         for c in reversed(components):
             c.stop()
         topics.close()
 
-    # No tick missing. A broker killed mid-delivery may keep a few twice: idempotence holds
-    # within a producer id, and librdkafka resends what was in flight under a new one after
-    # the crash. A copy changes no close (same price, or late and dead-lettered).
-    on_topic = Counter(prices_on_topic(settings))
-    published = Counter(ticks)
-    assert not published - on_topic, f"missing: {list((published - on_topic).items())[:5]}"
-    copies = on_topic - published
-    assert set(copies) <= set(published), f"not published: {list(copies)[:5]}"
-    # The results equal the closed-loop replay's, bar for bar.
-    assert_equal(topics.records("updated_stats"), expected["stats"], "statistics")
-    assert_equal(topics.records("metrics"), expected["metrics"], "metrics")
-    rebalances_seen = [
-        e for e in topics.records("rebalance_events") if e["decision"] == "rebalance"
-    ]
-    assert_equal(rebalances_seen, expected["rebalance"], "rebalance events")
-    new_weights = [w for w in topics.records("weights") if w["source"] == "rebalancer"]
-    assert_equal(new_weights, expected["weights"], "weights")
-    refused = [d for d in topics.records("dead_letter") if d["component"] == "job"]
-    assert {d["reason"] for d in refused} <= {"late"} and len(refused) <= copies.total(), refused
+    assert_loop_equals_replay(topics, expected, ticks, prices_on_topic(settings))
     # Every component said when the outage started and when it ended, and did not flood.
     for c in components:
         started, ended = _outage_lines(c)
