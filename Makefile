@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OPENBLAS_NUM_THREADS ?= 1
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit test-event-time bench setup clean kafka-up kafka-down \
+.PHONY: demo test lint typecheck unit test-event-time test-cluster-loop bench setup clean kafka-up kafka-down \
 	cluster-up cluster-demo cluster-down
 
 setup: $(STAMP)
@@ -38,6 +38,11 @@ unit: setup
 SEEDS ?= 10
 test-event-time: setup
 	STREAMFOLIO_EVENT_TIME_SEEDS=$(SEEDS) $(BIN)/python -m pytest tests/integration/test_event_time.py
+
+# The whole loop on the secured 3-broker Kafka cluster and a Flink session cluster, with a broker
+# and a TaskManager killed (tests/integration/test_cluster_loop.py; not yet in `make test`).
+test-cluster-loop: setup
+	STREAMFOLIO_CLUSTER_LOOP=1 $(BIN)/python -m pytest tests/integration/test_cluster_loop.py
 
 bench: setup
 	$(BIN)/python bench/analytics.py
