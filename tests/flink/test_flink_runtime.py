@@ -63,10 +63,15 @@ def test_routing_sends_each_ticker_to_its_bar_sizes_and_portfolios() -> None:
     assert r.specs["b"].bar_ms == 300_000
 
 
-def test_configuration_for_thread_mode_checkpoints_and_bounded_restarts(tmp_path: Path) -> None:
+def test_configuration_for_python_mode_checkpoints_and_bounded_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STREAMFOLIO_FLINK_PYTHON_MODE", raising=False)
     s = make_settings(checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval_ms=1234)
+    one = flink_configuration(s, JobOptions.from_settings(s, parallelism=1), [])
+    assert one["python.execution-mode"] == "thread"  # the fastest, where it does not hang
     conf = flink_configuration(s, JobOptions.from_settings(s, parallelism=2), [tmp_path / "k.jar"])
-    assert conf["python.execution-mode"] == "thread"
+    assert conf["python.execution-mode"] == "process"
     assert conf["python.executable"] == sys.executable
     assert conf["parallelism.default"] == "2"
     assert conf["execution.checkpointing.interval"] == "1234 ms"

@@ -202,9 +202,15 @@ def flink_configuration(
     ('thread', 'hashmap', 'exponential-delay')
     >>> conf["restart-strategy.exponential-delay.attempts-before-reset-backoff"]
     '40'
+    >>> two = flink_configuration(s, JobOptions.from_settings(s, parallelism=2), [])
+    >>> two["python.execution-mode"]
+    'process'
     """
     flink = settings.flink
-    mode = os.environ.get(PYTHON_MODE_ENV, "thread")
+    # Thread mode hangs at parallelism 2 and more: several tasks never leave INITIALIZING, their
+    # threads in pemja's openPythonInterpreter (seen on a MiniCluster and on a session cluster).
+    default = "thread" if options.parallelism == 1 else "process"
+    mode = os.environ.get(PYTHON_MODE_ENV, default)
     if mode not in ("thread", "process"):
         raise StreamfolioError(f"{PYTHON_MODE_ENV}={mode!r}: use thread or process")
     conf = {
