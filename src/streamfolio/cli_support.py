@@ -89,6 +89,7 @@ def command_errors(*, interrupted: int | None = None) -> Iterator[None]:
     try:
         yield
     except StreamfolioError as error:
+        _exit_if_refused()  # whatever failed next, the refusal is the cause to report
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(exit_code(error)) from None
     except KeyboardInterrupt:

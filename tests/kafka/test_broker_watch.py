@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
+from streamfolio.errors import StreamfolioError
 from streamfolio.kafka.outage import BrokerWatch, close_within, observed
 
 
@@ -164,9 +165,13 @@ def test_close_within_gives_up_on_a_close_that_waits_for_the_broker() -> None:
     assert close_within(lambda: None, 1.0) is True
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, None])
+@pytest.mark.parametrize(
+    "stop", [KeyboardInterrupt, None, StreamfolioError("cannot start transactions: timed out")]
+)
 def test_a_command_whose_credentials_were_refused_exits_as_on_a_config_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: type | None
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stop: type | BaseException | None,
 ) -> None:
     import typer
 
@@ -178,6 +183,8 @@ def test_a_command_whose_credentials_were_refused_exits_as_on_a_config_error(
     monkeypatch.setattr(outage, "_watch", refused)
     with pytest.raises(typer.Exit) as exited, cli_support.command_errors():
         if stop is not None:
-            raise stop  # the stop the watch asked for, or a component that returned
+            raise stop  # the stop the watch asked for, or what failed after the refusal
     assert exited.value.exit_code == 2
-    assert "Kafka refused the credentials (Authentication failed)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Kafka refused the credentials (Authentication failed)" in err
+    assert "timed out" not in err

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streamfolio.config import Settings
 from streamfolio.errors import StreamfolioError
 from streamfolio.kafka.clients import producer_config
-from streamfolio.kafka.outage import broker_watch
+from streamfolio.kafka.outage import broker_watch, stop_through_callbacks
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.serde import codec_for
 
@@ -48,6 +48,8 @@ TRANSACTION_TIMEOUT_MS: Final = 30_000
 ``read_committed`` readers of the output topics until it is aborted: by the instance restarting
 with the same ``--instance`` (at once) or by this timeout."""
 
+_INIT_TIMEOUT_S: Final = 60.0
+"""How long the transactional producer may take to start (fencing an older instance)."""
 _CALL_TIMEOUT_S: Final = 3.0
 """Each transactional call waits at most this long (then it is retried): a stop request is
 noticed between calls, so the service stops within seconds even while the broker is away."""
@@ -189,10 +191,20 @@ class Transaction:
     def start(self, config: Mapping[str, Any]) -> None:
         """Create the producer and fence any older one with the same transactional id."""
         self.producer = Producer(dict(config))
-        try:
-            self.producer.init_transactions(60.0)
-        except KafkaException as exc:
-            raise RebalancerError(f"cannot start transactions: {exc.args[0]}") from None
+        # In short calls, serving the client's callbacks between them: refused credentials are
+        # reported there (the process then stops), not by a call that waits a whole minute.
+        deadline = time.monotonic() + _INIT_TIMEOUT_S
+        while True:
+            try:
+                self.producer.init_transactions(_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                with stop_through_callbacks():
+                    self.producer.poll(0)
+                given_up = self.stopping() or broker_watch().refused is not None
+                if given_up or not error.retriable() or time.monotonic() >= deadline:
+                    raise RebalancerError(f"cannot start transactions: {error}") from None
 
     def begin(self) -> None:
         producer = self.producer
