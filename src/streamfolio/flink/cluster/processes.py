@@ -22,13 +22,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from streamfolio.devtools import detached
 from streamfolio.errors import StreamfolioError
 
 __all__ = [
@@ -173,26 +173,11 @@ def cluster_processes(conf_dir: Path, recorded: Sequence[int] = ()) -> list[Clus
 
 
 def start_detached(command: Sequence[str], env: Mapping[str, str], out_file: Path) -> int:
-    """Start ``command`` in the background, detached from this process; its pid.
-
-    A throwaway shell starts it and exits: the JVM is re-parented to init, so it outlives the
-    CLI, is never left a zombie of a long-lived caller (a test killing it with ``kill -9``), and
-    is in a session of its own, out of reach of the terminal's Ctrl-C. Whatever the scripts say
-    before the JVM redirects its own output is appended to ``out_file``.
-    """
-    launcher = 'out=$1; shift; "$@" </dev/null >>"$out" 2>&1 & echo $!'
+    """Start ``command`` detached (:func:`streamfolio.devtools.detached.start_detached`: it
+    outlives the CLI and the terminal's Ctrl-C), its output appended to ``out_file``; its pid."""
     try:
-        run = subprocess.run(
-            ["/bin/sh", "-c", launcher, "sh", str(out_file), *command],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-            start_new_session=True,
-            env=dict(env),
-        )
-        return int(run.stdout.strip())
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        return detached.start_detached(command, out_file, env)
+    except detached.DetachError as exc:
         raise ClusterError(f"cannot start {command[0]}: {exc}") from None
 
 

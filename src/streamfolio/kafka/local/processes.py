@@ -13,11 +13,11 @@ import errno
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamfolio.devtools import detached
 from streamfolio.kafka.local.install import LocalKafkaError, Progress
 
 __all__ = [
@@ -106,23 +106,10 @@ def broker_pids(pid_file: Path, properties_file: Path) -> list[int]:
 
 
 def start_detached(command: Sequence[str], out_file: Path) -> int:
-    """Start ``command`` in the background, its output appended to ``out_file``; its pid."""
-    # A throwaway shell starts the JVM in the background and exits: the broker is re-parented
-    # to init, so it survives this process, is never left a zombie of it (which would look
-    # alive), and Popen has no running child to warn about. start_new_session puts it in its
-    # own session, out of reach of the terminal's Ctrl-C.
-    launcher = 'out=$1; shift; "$@" </dev/null >>"$out" 2>&1 & echo $!'
+    """Start the broker ``command`` detached, its output appended to ``out_file``; its pid."""
     try:
-        run = subprocess.run(
-            ["/bin/sh", "-c", launcher, "sh", str(out_file), *command],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-            start_new_session=True,
-        )
-        return int(run.stdout.strip())
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        return detached.start_detached(command, out_file)
+    except detached.DetachError as exc:
         raise LocalKafkaError(f"cannot start the broker: {exc}") from None
 
 
