@@ -66,7 +66,12 @@ RequiredConfigOption = Annotated[Path | None, config_option(None)]
 
 def say(line: str) -> None:
     """Progress and status for people: stderr, so stdout stays data. A terminal that is gone
-    (closed: EIO after its SIGHUP) does not stop the work the line was about."""
+    (closed: EIO after its SIGHUP) does not stop the work the line was about. With
+    ``--log-format json`` the line is logged instead (:mod:`streamfolio.observability.logs`)."""
+    logs = sys.modules.get("streamfolio.observability.logs")
+    if logs is not None and logs.json_logging():
+        logging.getLogger(logs.PROGRESS_LOGGER).info(line)
+        return
     with contextlib.suppress(OSError, ValueError):  # ValueError: a closed stream
         typer.echo(line, err=True)
 

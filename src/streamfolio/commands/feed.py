@@ -20,6 +20,7 @@ from streamfolio.cli_support import (
     say,
 )
 from streamfolio.errors import UsageError
+from streamfolio.observability.options import LogFormatOption, MetricsPortOption
 
 __all__ = ["feed", "fetch_history_command"]
 
@@ -112,6 +113,8 @@ def feed(
             show_default=False,
         ),
     ] = None,
+    metrics_port: MetricsPortOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Publish price ticks to the prices topic: simulated, replayed from a CSV, or from the CSE.
 
@@ -140,8 +143,12 @@ def feed(
     from streamfolio.feeds.options import FeedOptions
     from streamfolio.feeds.run import run_feed
     from streamfolio.kafka.outage import broker_watch
+    from streamfolio.observability.logs import use_log_format
+    from streamfolio.observability.metrics import start_metrics
 
     configure_logging()
+    with command_errors():
+        use_log_format(log_format)
     broker_watch("feed")
 
     with command_errors():
@@ -171,6 +178,7 @@ def feed(
     )
     with command_errors():
         settings = load_settings(config)
+        start_metrics(settings, "feed", metrics_port)
         stats = run_feed(settings, options, progress=say)
     say(f"feed stopped: {stats.line()}")
 

@@ -304,3 +304,20 @@ class FeedSettings(StrictModel):
     """Where a feed stopped during a broker outage keeps the messages the broker had not
     acknowledged (one file per prices topic and ``kafka.client_id``), to publish them first
     when it starts again (docs/outage.md). Relative to the working directory."""
+
+
+class MetricsSettings(StrictModel):
+    """Prometheus endpoints (``/metrics``, docs/operations.md): one port per long-running
+    component, 0 for none (the default, so parallel runs never fight over a port). A
+    component's ``--metrics-port`` replaces its key here."""
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    """The address the endpoints listen on: local by default; ``0.0.0.0`` for a Prometheus on
+    another machine."""
+    feed_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    rebalancer_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    store_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    dashboard_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    job_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """The streaming job's: Flink's own Prometheus reporter (its JobManager and TaskManagers
+    on a local run share this one port; a cluster takes a range, see docs/operations.md)."""

@@ -17,6 +17,7 @@ from streamfolio.config.sections import (
     FeedSettings,
     FlinkSettings,
     KafkaSettings,
+    MetricsSettings,
     RebalancerSettings,
     TopicSettings,
     ValidationSettings,
@@ -34,6 +35,7 @@ class Settings(StrictModel):
     validation: ValidationSettings = ValidationSettings()
     rebalancer: RebalancerSettings = RebalancerSettings()
     feed: FeedSettings = FeedSettings()
+    metrics: MetricsSettings = MetricsSettings()
     defaults: PortfolioDefaults = PortfolioDefaults()
     portfolios: tuple[PortfolioSettings, ...]
 

@@ -66,6 +66,7 @@ from streamfolio.dashboard.security import (
 )
 from streamfolio.dashboard.state import DashboardState
 from streamfolio.errors import StreamfolioError
+from streamfolio.observability.metrics import DASHBOARD_CLIENTS, DASHBOARD_CONNECTIONS
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
@@ -140,19 +141,24 @@ async def event_stream(
     """
     sent = 0
     next_health = 0.0
-    yield "retry: 2000\n\n"  # reconnect quickly after a server restart
-    while not closing.is_set() and (max_events is None or sent < max_events):
-        if portfolio_id is not None:
-            delta = state.delta(portfolio_id, since)
-            if delta is not None:
-                since = delta["seq"]
-                yield sse("portfolio", delta, f"{delta['token']}-{since}")
+    DASHBOARD_CONNECTIONS.inc()
+    DASHBOARD_CLIENTS.inc()
+    try:
+        yield "retry: 2000\n\n"  # reconnect quickly after a server restart
+        while not closing.is_set() and (max_events is None or sent < max_events):
+            if portfolio_id is not None:
+                delta = state.delta(portfolio_id, since)
+                if delta is not None:
+                    since = delta["seq"]
+                    yield sse("portfolio", delta, f"{delta['token']}-{since}")
+                    sent += 1
+            if time.monotonic() >= next_health:
+                yield sse("health", state.health_report())
                 sent += 1
-        if time.monotonic() >= next_health:
-            yield sse("health", state.health_report())
-            sent += 1
-            next_health = time.monotonic() + health_every_s
-        await asyncio.sleep(interval_s)
+                next_health = time.monotonic() + health_every_s
+            await asyncio.sleep(interval_s)
+    finally:  # the client went away (cancelled), the server closes, or max_events
+        DASHBOARD_CLIENTS.dec()
 
 
 def _index_html() -> str:

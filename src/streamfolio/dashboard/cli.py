@@ -11,7 +11,8 @@ from typing import Annotated, Final
 
 import typer
 
-from streamfolio.cli_support import ConfigOption, command_errors, load_settings
+from streamfolio.cli_support import ConfigOption, command_errors, load_settings, say
+from streamfolio.observability.options import LogFormatOption, MetricsPortOption
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "dashboard_command", "listen", "url_for"]
 
@@ -93,6 +94,8 @@ def dashboard_command(
     duration: Annotated[
         float | None, typer.Option(min=0, help="Stop after this many seconds.")
     ] = None,
+    metrics_port: MetricsPortOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Serve a live web dashboard of the pipeline's topics (Ctrl-C to stop).
 
@@ -112,10 +115,15 @@ def dashboard_command(
     import threading
 
     from streamfolio.kafka.outage import broker_watch
+    from streamfolio.observability.logs import use_log_format
+    from streamfolio.observability.metrics import start_metrics
 
+    with command_errors():
+        use_log_format(log_format)
     broker_watch("dashboard")
     with command_errors():
         settings = load_settings(config)
+        start_metrics(settings, "dashboard", metrics_port)
         options = ConsumerOptions(from_beginning=from_beginning, lookback_minutes=lookback)
         limits = Limits(metrics=history)
         hosts = allowed_hosts(host, allowed_host or ())
@@ -137,7 +145,7 @@ def dashboard_command(
     finally:
         consumer.stop()  # also after a forced exit, which skips the app's shutdown
         sock.close()
-    typer.echo("dashboard stopped", err=True)
+    say("dashboard stopped")
 
 
 def main() -> None:  # pragma: no cover - `python -m streamfolio.dashboard.cli`, before registration

@@ -36,6 +36,7 @@ from typing import Final, Protocol
 
 from streamfolio.errors import SchemaError
 from streamfolio.messages import Heartbeat
+from streamfolio.observability.metrics import FEED_HEARTBEATS
 from streamfolio.serde import encode_heartbeat
 
 __all__ = ["HeartbeatSink", "Heartbeats", "wall_clock_floor"]
@@ -208,6 +209,7 @@ class Heartbeats:
             self._sink.send_raw(self.topic, None, value, timestamp_ms=floor, partition=partition)
         self._promised = floor
         self.sent += self.partitions
+        FEED_HEARTBEATS.inc(self.partitions)
         self.rounds += 1
         return self.partitions
 

@@ -27,6 +27,7 @@ from streamfolio.feeds.heartbeat import Heartbeats
 from streamfolio.kafka.clients import DeadLetters, RecordProducer
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.messages import PriceTick, bourse_from_price_tick
+from streamfolio.observability.metrics import FEED_REJECTS, FEED_TICKS
 from streamfolio.serde import codec_for
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class TickPublisher:
 
     def reject(self, reason: str, detail: str, payload: bytes) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        FEED_REJECTS.labels(reason).inc()
         self._dead.send(reason, detail, payload, source_topic=self._prices.name)
 
     def publish(
@@ -152,6 +154,7 @@ class TickPublisher:
             self._prices.name, ticker.encode(), value, timestamp_ms=event_time_ms
         )
         self.stats.published += 1
+        FEED_TICKS.inc()
         if self.heartbeats is not None:
             promised = self.heartbeats.promised
             if promised is not None and event_time_ms < promised:

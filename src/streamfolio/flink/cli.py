@@ -33,6 +33,7 @@ from streamfolio.cli_support import (
 )
 from streamfolio.errors import UsageError
 from streamfolio.flink.cluster.submit import flink_binary, submit_command
+from streamfolio.observability.options import LogFormatOption
 
 if TYPE_CHECKING:
     from streamfolio.flink.cluster.rest import FlinkRest
@@ -122,6 +123,7 @@ def run(
             help="Stop at the end offsets found at start, closing every open bar (finite runs)."
         ),
     ] = False,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run the job here, on a local Flink MiniCluster, until stopped (Ctrl-C or SIGTERM) or, with
     --bounded, to the end of the input. The first run fetches the Kafka connector jar with Maven.
@@ -133,6 +135,7 @@ def run(
     from streamfolio.flink import driver, gateway
     from streamfolio.flink.job import main
     from streamfolio.kafka.outage import broker_watch
+    from streamfolio.observability.logs import use_log_format
 
     watch = broker_watch("job")
     with command_errors():
@@ -141,6 +144,8 @@ def run(
         settings = load_config(config)
     args = _job_args(config, parallelism, from_checkpoint, starting_offsets, delivery, bounded)
     driver.outages_to_stderr()
+    with command_errors():
+        use_log_format(log_format)  # after: the outage lines' own handler writes JSON too
     gateway.track_gateway()
     # In this process, not in the job graph: the job's own clients are Java and log elsewhere.
     probe = driver.BrokerProbe(driver.metadata_probe(settings), watch).start()

@@ -34,6 +34,7 @@ __all__ = [
     "flink_configuration",
     "latest_checkpoint",
     "prepare_process",
+    "prometheus_reporter",
 ]
 
 RESTART_INITIAL_BACKOFF_S = 1
@@ -243,12 +244,32 @@ def flink_configuration(
         conf["rest.port"] = conf["rest.bind-port"] = os.environ[REST_PORT_ENV]
     if jars:
         conf["pipeline.jars"] = ";".join(j.resolve().as_uri() for j in jars)
+    if settings.metrics.job_port:
+        conf.update(prometheus_reporter(settings.metrics.job_port))
     if options.from_checkpoint:
         path = options.from_checkpoint
         conf["execution.state-recovery.path"] = (
             Path(path).resolve().as_uri() if "://" not in path else path
         )
     return conf
+
+
+def prometheus_reporter(port: int | str) -> dict[str, str]:
+    """Flink settings of its Prometheus reporter (the plugin shipped in the apache-flink wheel,
+    ``pyflink/plugins/metrics-prometheus``, which the gateway finds through
+    ``FLINK_PLUGINS_DIR``) on ``port``: a number, or a range such as ``"9250-9259"`` for a
+    cluster whose JobManager and TaskManagers each take one (docs/operations.md).
+
+    >>> prometheus_reporter(9249)["metrics.reporter.prom.port"]
+    '9249'
+    """
+    return {
+        "metrics.reporters": "prom",
+        "metrics.reporter.prom.factory.class": (
+            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        ),
+        "metrics.reporter.prom.port": str(port),
+    }
 
 
 def create_environment(

@@ -22,6 +22,13 @@ from typing import Final
 from streamfolio.intake import Rejected
 from streamfolio.kafka.topics import TopicContract
 from streamfolio.messages import PortfolioStats, RebalanceEvent
+from streamfolio.observability.metrics import (
+    REBALANCER_DEAD_LETTERS,
+    REBALANCER_DECISION_SECONDS,
+    REBALANCER_DECISIONS,
+    REBALANCER_LAG_SECONDS,
+    REBALANCER_RECORDS,
+)
 from streamfolio.rebalancer.decider import Decider, Outcome
 from streamfolio.rebalancer.follower import MemoryTopicsError, TopicFollower
 from streamfolio.rebalancer.join import PendingMetrics, Source, StatsJoin
@@ -111,6 +118,13 @@ class Batch:
         """Add the staged counts to the committed ones (the transaction committed)."""
         self.stats.counts.update(self.counts)
         self.stats.dead_letters.update(self.dead_letters)
+        for kind, count in self.counts.items():
+            if kind in ("metrics", "stats"):
+                REBALANCER_RECORDS.labels(kind).inc(count)
+            else:
+                REBALANCER_DECISIONS.labels(kind).inc(count)
+        for reason, count in self.dead_letters.items():
+            REBALANCER_DEAD_LETTERS.labels(reason).inc(count)
         self.counts.clear()
         self.dead_letters.clear()
 
@@ -148,6 +162,7 @@ class Batch:
         try:
             if is_metrics:
                 metrics = self.decider.metrics_from(source.value, source.key)
+                REBALANCER_LAG_SECONDS.set((self._clock() - metrics.timestamp) / 1000)
                 self.join.add_metrics(metrics, source, self.seq)
             else:
                 self.join.add_stats(self.decider.stats_from(source.value, source.key), source)
@@ -182,7 +197,8 @@ class Batch:
     def _decide(self, item: PendingMetrics, stats: PortfolioStats) -> Outcome | None:
         pid = item.metrics.portfolio_id
         try:
-            outcome = self.decider.decide(item.metrics, stats, self.memory.view(pid))
+            with REBALANCER_DECISION_SECONDS.time():
+                outcome = self.decider.decide(item.metrics, stats, self.memory.view(pid))
             if outcome.kind == "stale" and item.seq > self._refreshed_seq:
                 # Perhaps someone published weights we have not read yet: read to the end and
                 # judge again, so every instance judges against every weights record that was
@@ -190,7 +206,7 @@ class Batch:
                 self.refresh_memory()
                 outcome = self.decider.decide(item.metrics, stats, self.memory.view(pid))
         except Exception as exc:  # a bug must cost one decision, not the service
-            log.exception("deciding on metrics of %s failed", pid)
+            log.exception("deciding on metrics of %s failed", pid, extra={"portfolio_id": pid})
             self.dead_letter(
                 Rejected("decision_failed", f"{type(exc).__name__}: {exc}"), item.source
             )
@@ -225,7 +241,15 @@ class Batch:
         reason = refused.reason
         if self.stats.dead_letters[reason] + self.dead_letters[reason] == 0:
             log.warning(
-                "dead-lettered (%s): %s; further ones are only counted", reason, refused.detail
+                "dead-lettered (%s): %s; further ones are only counted",
+                reason,
+                refused.detail,
+                extra={
+                    "topic": source.topic,
+                    "partition": source.partition,
+                    "offset": source.offset,
+                    "reason": reason,
+                },
             )
         self.dead_letters[reason] += 1
         letter = refused.dead_letter(

@@ -24,6 +24,7 @@ from streamfolio.cli_support import (
     say,
 )
 from streamfolio.errors import UsageError
+from streamfolio.observability.options import LogFormatOption, MetricsPortOption
 from streamfolio.store import DEFAULT_DATABASE
 
 __all__ = ["register", "report_command", "store_command"]
@@ -71,6 +72,8 @@ def store_command(
     status_interval: Annotated[
         float, typer.Option(min=0.1, help="Seconds between status lines.")
     ] = 10.0,
+    metrics_port: MetricsPortOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Keep the pipeline's history: statistics, metrics, weights and rebalance decisions.
 
@@ -83,8 +86,12 @@ def store_command(
     SIGTERM) stops after storing what was read.
     """
     from streamfolio.kafka.outage import broker_watch
+    from streamfolio.observability.logs import use_log_format
+    from streamfolio.observability.metrics import start_metrics
     from streamfolio.store.service import StoreOptions, run_store
 
+    with command_errors():
+        use_log_format(log_format)
     broker_watch("store")
 
     stop = threading.Event()
@@ -106,7 +113,9 @@ def store_command(
                 batch_seconds=batch_seconds,
                 status_interval_s=status_interval,
             )
-            stats = run_store(load_settings(config), options, stop=stop, progress=say)
+            settings = load_settings(config)
+            start_metrics(settings, "store", metrics_port)
+            stats = run_store(settings, options, stop=stop, progress=say)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

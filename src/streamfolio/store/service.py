@@ -51,6 +51,7 @@ from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.clients import ConsumedRecord
 from streamfolio.kafka.outage import broker_watch, close_within
 from streamfolio.kafka.topics import Role, contract
+from streamfolio.observability.metrics import STORE_DEAD_LETTERS, STORE_READ, STORE_ROWS
 from streamfolio.store.consumer import KafkaStoreConsumer, StoreConsumer
 from streamfolio.store.dead_letters import (
     COMPONENT,
@@ -258,6 +259,7 @@ class StoreService:
 
     def _take(self, item: ConsumedRecord) -> None:
         self.stats.consumed += 1
+        STORE_READ.inc()
         self._pending += 1
         try:
             message = self._intake.read(self._role_of[item.topic], item.value, item.key)
@@ -279,6 +281,12 @@ class StoreService:
                 where,
                 detail,
                 self._dead_letters.topic,
+                extra={
+                    "topic": item.topic,
+                    "partition": item.partition,
+                    "offset": item.offset,
+                    "reason": reason,
+                },
             )
         self.stats.skipped[reason] += 1
         self._dead_letter(item, reason, detail)
@@ -286,6 +294,7 @@ class StoreService:
     def _dead_letter(self, item: ConsumedRecord, reason: str, detail: str) -> None:
         self._dead_letters.send(item, reason, detail)
         self.stats.dead_lettered += 1
+        STORE_DEAD_LETTERS.labels(reason).inc()
 
     def _refused(self, refused: Refused) -> None:
         source = refused.provenance
@@ -356,6 +365,8 @@ class StoreService:
                 self.stop.wait(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
         self.stats.written.update(result.written)
+        for table, rows in result.written.items():
+            STORE_ROWS.labels(table).inc(rows)
         self.stats.transactions += result.transactions
         for refused in result.refused:
             self._refused(refused)

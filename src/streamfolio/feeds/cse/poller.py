@@ -28,6 +28,7 @@ from streamfolio.feeds.cse.client import CseClient
 from streamfolio.feeds.cse.errors import CseSourceError
 from streamfolio.feeds.cse.parsing import local_date
 from streamfolio.messages import PriceTick
+from streamfolio.observability.metrics import FEED_POLL_ERRORS, FEED_POLL_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +223,10 @@ class CsePoller:
                     continue
             polls += 1
             try:
-                result = self.poll_once()
+                with FEED_POLL_SECONDS.time():
+                    result = self.poll_once()
             except CseSourceError as exc:
+                FEED_POLL_ERRORS.labels(exc.kind).inc()
                 failures += 1
                 if exc.permanent or (
                     self.max_consecutive_failures is not None
