@@ -42,4 +42,7 @@ def policy_settings(portfolio: PortfolioSettings, exchange: ExchangeSettings) ->
         periods_per_year=portfolio.periods_per_year_value(exchange),
         gamma=portfolio.gamma,
         bounds=weight_bounds(portfolio),
+        objective=portfolio.objective.kind,
+        target_volatility=portfolio.objective.target_volatility,
+        target_return=portfolio.objective.target_return,
     )

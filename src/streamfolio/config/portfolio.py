@@ -87,6 +87,40 @@ class RebalancePolicySettings(StrictModel):
     min_observations: Annotated[int, Field(ge=1)] = 20
 
 
+class ObjectiveSettings(StrictModel):
+    """What the policy optimises when it rebalances (``streamfolio.core.policy``).
+
+    ``max_sharpe`` (the default), ``min_volatility``, ``efficient_risk`` (the most return for
+    ``target_volatility``) or ``efficient_return`` (the least risk for ``target_return``); the
+    targets are annual decimals. A bare name stands for ``{kind: name}``.
+
+    >>> ObjectiveSettings.model_validate("min_volatility").kind
+    'min_volatility'
+    """
+
+    kind: Literal["max_sharpe", "min_volatility", "efficient_risk", "efficient_return"] = (
+        "max_sharpe"
+    )
+    target_volatility: Annotated[float, Field(gt=0, lt=5)] | None = None
+    target_return: Annotated[float, Field(gt=-1, lt=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _targets(self) -> ObjectiveSettings:
+        needs = {"efficient_risk": "target_volatility", "efficient_return": "target_return"}
+        wanted = needs.get(self.kind)
+        if wanted is not None and getattr(self, wanted) is None:
+            raise invalid(f"kind {self.kind} needs {wanted}", f"set {wanted}, e.g. 0.15", wanted)
+        for name in ("target_volatility", "target_return"):
+            if name != wanted and getattr(self, name) is not None:
+                raise invalid(f"{name} is not used by kind {self.kind}", f"remove {name}", name)
+        return self
+
+
 class ViewSettings(StrictModel):
     """A Black-Litterman view: ``Σ assets[t]·r_t = return`` (annual), held with ``confidence``.
 
@@ -140,6 +174,7 @@ class _PortfolioParams(StrictModel):
     bounds: BoundsSettings = BoundsSettings()
     gamma: NonNegative = 0.1
     policy: RebalancePolicySettings = RebalancePolicySettings()
+    objective: ObjectiveSettings = ObjectiveSettings()
     notify: tuple[SecretURL, ...] = ()
     """Apprise URLs, kept secret; ``env:NAME`` and ``file:PATH`` entries are read at load."""
 

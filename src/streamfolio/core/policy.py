@@ -14,22 +14,42 @@ The rules, in order:
    found nothing worth doing also re-arms after the cool-down, since the statistics move on.
 3. **Cool-down.** At least ``cooldown_ms`` since the last attempt.
 4. **Warm-up.** At least ``min_observations`` observations in the statistics.
-5. **Improvement.** The optimised weights (max-Sharpe + L2; min-volatility when no asset beats
-   the risk-free rate), moved at most ``max_turnover`` from the current ones, must raise the
-   expected Sharpe by at least ``min_improvement``.
+5. **Improvement.** The optimised weights, moved at most ``max_turnover`` from the current ones,
+   must improve the objective's own score by at least ``min_improvement``.
+
+The optimiser is the portfolio's ``objective`` (:data:`OBJECTIVES`): ``max_sharpe`` (the
+default: max-Sharpe + L2; min-volatility when no asset beats the risk-free rate), whose score is
+the expected Sharpe ratio; ``min_volatility`` and ``efficient_return`` (the least risk for
+``target_return``), scored by the fall in annual volatility; ``efficient_risk`` (the most return
+for ``target_volatility``), scored by the rise in annual expected return.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import numpy as np
 
-from streamfolio.core.metrics import portfolio_performance
-from streamfolio.core.optimize import max_sharpe
+from streamfolio.core.metrics import PortfolioPerformance, portfolio_performance
+from streamfolio.core.optimize import (
+    OptimizationResult,
+    efficient_return,
+    efficient_risk,
+    max_sharpe,
+    min_volatility,
+)
 from streamfolio.core.types import ArrayLike, FloatArray
+
+Objective: TypeAlias = Literal["max_sharpe", "min_volatility", "efficient_risk", "efficient_return"]
+OBJECTIVES: tuple[Objective, ...] = (
+    "max_sharpe",
+    "min_volatility",
+    "efficient_risk",
+    "efficient_return",
+)
+"""What the policy optimises when it rebalances."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,44 @@ class PolicySettings:
     gamma: float = 0.0
     """L2 regularisation in annual units, as PyPortfolioOpt's ``L2_reg``."""
     bounds: tuple[tuple[float, float], ...] | tuple[float, float] = (0.0, 1.0)
+    objective: Objective = "max_sharpe"
+    target_volatility: float | None = None
+    """Annual volatility for ``efficient_risk``."""
+    target_return: float | None = None
+    """Annual expected return for ``efficient_return``."""
+
+    def optimise(self, mean: FloatArray, covariance: FloatArray) -> OptimizationResult:
+        """The configured objective's weights for per-bar ``mean`` and ``covariance``."""
+        q = self.periods_per_year
+        mu, sigma = mean * q, covariance * q
+        if self.objective == "min_volatility":
+            return min_volatility(sigma, gamma=self.gamma, bounds=self.bounds)
+        if self.objective == "efficient_risk":
+            target = math.nan if self.target_volatility is None else self.target_volatility
+            return efficient_risk(
+                mu, sigma, target, self.gamma, self.bounds, risk_free_rate=self.risk_free_rate
+            )
+        if self.objective == "efficient_return":
+            target = math.nan if self.target_return is None else self.target_return
+            return efficient_return(
+                mu, sigma, target, self.gamma, self.bounds, risk_free_rate=self.risk_free_rate
+            )
+        return max_sharpe(mu, sigma, self.risk_free_rate, self.gamma, self.bounds)
+
+    def gain(self, before: PortfolioPerformance, after: PortfolioPerformance) -> float:
+        """How much ``after`` improves on ``before`` in the objective's own score.
+
+        >>> from streamfolio.core.metrics import PortfolioPerformance
+        >>> before = PortfolioPerformance(0.0, 0.0, 0.08, 0.20, 0.3, 252, 0.0)
+        >>> after = PortfolioPerformance(0.0, 0.0, 0.07, 0.15, 0.4, 252, 0.0)
+        >>> [round(PolicySettings(objective=o).gain(before, after), 6) for o in OBJECTIVES]
+        [0.1, 0.05, -0.01, 0.05]
+        """
+        if self.objective in ("min_volatility", "efficient_return"):
+            return before.risk - after.risk
+        if self.objective == "efficient_risk":
+            return after.expected_return - before.expected_return
+        return after.sharpe - before.sharpe
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,20 +232,14 @@ class RebalancePolicy:
         attempted = PolicyState(
             armed=False, last_attempt_ms=now_ms, last_decision_sharpe=sharpe, last_attempt_held=True
         )
-        result = max_sharpe(
-            mu * s.periods_per_year,
-            sigma * s.periods_per_year,
-            risk_free_rate=s.risk_free_rate,
-            gamma=s.gamma,
-            bounds=s.bounds,
-        )
+        result = s.optimise(mu, sigma)
         if not result.solved or result.weights is None:
             return Hold(f"no feasible weights: {result.message}", sharpe, notify=True), attempted
         target = cap_turnover(w, result.weights, s.max_turnover)
         after = portfolio_performance(
             target, mu, sigma, periods_per_year=s.periods_per_year, risk_free_rate=s.risk_free_rate
         )
-        gain = after.sharpe - sharpe
+        gain = s.gain(before, after)
         if not (gain >= s.min_improvement):
             reason = f"best expected gain {gain:.3f} is below the minimum {s.min_improvement:.3f}"
             return Hold(reason, sharpe, notify=True), attempted
