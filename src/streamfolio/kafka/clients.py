@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -65,6 +65,8 @@ class RecordProducer:
     def __init__(self, kafka: KafkaSettings, *, component: Component, **overrides: Any) -> None:
         self._producer = Producer(producer_config(kafka, component, **overrides))
         self.delivered = 0
+        self.delivered_to: Counter[tuple[str, int]] = Counter()
+        """Messages delivered, by topic and partition (``topic produce`` reports them)."""
         self.failed = 0
         self._errors: Counter[str] = Counter()
         # next() on a count is atomic: the feed's thread and its heartbeat thread both produce.
@@ -77,6 +79,7 @@ class RecordProducer:
     ) -> None:
         if error is None:
             self.delivered += 1
+            self.delivered_to[(message.topic() or "", message.partition() or 0)] += 1
             return
         if error.code() in _PURGED:
             # Taken out by purge(), to be kept by the caller: not a failure.
@@ -229,32 +232,48 @@ class RecordConsumer:
         read_committed: bool = True,
         assign_all: bool = False,
         decode: bool = True,
+        partitions: Collection[int] | None = None,
+        start_at_ms: int | None = None,
+        partition_eof: bool = False,
     ) -> None:
+        """With ``assign_all`` (tools that read whole topics, outside any group), ``partitions``
+        keeps only those partitions, ``start_at_ms`` starts each at its first message with a
+        Kafka timestamp at or after it, and ``partition_eof`` notes in :attr:`at_end` each
+        partition whose end the consumer reached."""
         self._contracts = {c.name: c for c in contracts}
+        self.at_end: set[tuple[str, int]] = set()
+        """Partitions read to their end (``partition_eof``) since last cleared."""
         # A reader that judges the raw bytes itself (through streamfolio.intake) skips this.
         self._decode = decode
-        self._consumer = Consumer(
-            consumer_config(
-                kafka,
-                group_id,
-                component=component,
-                from_beginning=from_beginning,
-                read_committed=read_committed,
-            )
+        config = consumer_config(
+            kafka,
+            group_id,
+            component=component,
+            from_beginning=from_beginning,
+            read_committed=read_committed,
         )
+        if partition_eof:
+            config["enable.partition.eof"] = True
+        self._consumer = Consumer(config)
         names = list(self._contracts)
         if assign_all:
             # Tools that read a whole topic (tail) take every partition without joining a group.
-            partitions = []
+            chosen: list[TopicPartition] = []
             metadata = self._consumer.list_topics(timeout=10)
             for name in names:
                 topic = metadata.topics.get(name)
                 if topic is None or topic.error is not None:
                     raise KafkaException(f"topic {name!r} does not exist")
                 for p in topic.partitions:
+                    if partitions is not None and p not in partitions:
+                        continue
                     offset = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
-                    partitions.append(TopicPartition(name, p, offset))
-            self._consumer.assign(partitions)
+                    chosen.append(TopicPartition(name, p, offset))
+            if start_at_ms is not None:
+                wanted = [TopicPartition(tp.topic, tp.partition, start_at_ms) for tp in chosen]
+                # -1 (none that late) starts at the end: nothing of that partition qualifies.
+                chosen = self._consumer.offsets_for_times(wanted, timeout=10)
+            self._consumer.assign(chosen)
         else:
             self._consumer.subscribe(names)
 
@@ -268,6 +287,7 @@ class RecordConsumer:
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
+                self.at_end.add((message.topic() or "", message.partition() or 0))
                 return None
             raise KafkaException(error)
         topic = message.topic() or ""
@@ -306,6 +326,21 @@ class RecordConsumer:
             idle_since = time.monotonic()
             count += 1
             yield item
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this consumer reads, as (topic, partition)."""
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
+    def end_offsets(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
+        """The broker's end offset (the next offset to be written) of every assigned partition,
+        asked now."""
+        ends: dict[tuple[str, int], int] = {}
+        for topic, partition in self.assignment():
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout
+            )
+            ends[(topic, partition)] = high
+        return ends
 
     def commit(self, *, asynchronous: bool = False) -> None:
         """Commit the positions. Synchronous waits for the coordinator's answer, without a
