@@ -10,6 +10,7 @@ prints one JSON document).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +21,7 @@ from streamfolio.cli_support import say as _say
 
 if TYPE_CHECKING:
     from streamfolio.config import Settings
+    from streamfolio.kafka.admin.report import GroupLag
     from streamfolio.kafka.local.broker import LocalKafka, LocalStatus
     from streamfolio.kafka.local.cluster import LocalCluster
     from streamfolio.kafka.local.cluster_status import ClusterStatus
@@ -148,16 +150,21 @@ def _print_status(status: LocalStatus) -> None:
             typer.echo(
                 f"{topic.name:<{width}}  {len(topic.partitions):>10}  {topic.messages:>8}  {ends}"
             )
-    if report.groups:
-        typer.echo("")
-        width = max(len("group"), *(len(g.group_id) for g in report.groups))
-        typer.echo(f"{'group':<{width}}  {'state':<18}  {'lag':>6}  lag by partition")
-        for group in report.groups:
-            parts = " ".join(
-                f"{p.topic}[{p.partition}]={'-' if p.lag is None else p.lag}"
-                for p in group.partitions
-            )
-            typer.echo(f"{group.group_id:<{width}}  {group.state:<18}  {group.lag:>6}  {parts}")
+    _print_groups(report.groups)
+
+
+def _print_groups(groups: Sequence[GroupLag]) -> None:
+    """Each consumer group's state and lag, total and per partition."""
+    if not groups:
+        return
+    typer.echo("")
+    width = max(len("group"), *(len(g.group_id) for g in groups))
+    typer.echo(f"{'group':<{width}}  {'state':<18}  {'lag':>6}  lag by partition")
+    for group in groups:
+        parts = " ".join(
+            f"{p.topic}[{p.partition}]={'-' if p.lag is None else p.lag}" for p in group.partitions
+        )
+        typer.echo(f"{group.group_id:<{width}}  {group.state:<18}  {group.lag:>6}  {parts}")
 
 
 def _print_cluster(status: ClusterStatus) -> None:
@@ -197,6 +204,7 @@ def _print_cluster(status: ClusterStatus) -> None:
             typer.echo(f"{principal}:")
             for line in lines:
                 typer.echo(f"  {line}")
+    _print_groups(status.groups)
 
 
 @kafka_app.command()

@@ -88,6 +88,25 @@ class GroupLag:
         """Total lag over the partitions the group committed on."""
         return sum(p.lag or 0 for p in self.partitions)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view: state, total lag, and each partition's committed offset, end
+        offset and lag (``kafka status --json``)."""
+        return {
+            "group_id": self.group_id,
+            "state": self.state,
+            "lag": self.lag,
+            "partitions": [
+                {
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "committed": p.committed,
+                    "end_offset": p.end_offset,
+                    "lag": p.lag,
+                }
+                for p in self.partitions
+            ],
+        }
+
 
 @dataclass(frozen=True)
 class TopicReport:
@@ -133,24 +152,7 @@ class TopicReport:
                 }
                 for t in self.topics
             ],
-            "groups": [
-                {
-                    "group_id": g.group_id,
-                    "state": g.state,
-                    "lag": g.lag,
-                    "partitions": [
-                        {
-                            "topic": p.topic,
-                            "partition": p.partition,
-                            "committed": p.committed,
-                            "end_offset": p.end_offset,
-                            "lag": p.lag,
-                        }
-                        for p in g.partitions
-                    ],
-                }
-                for g in self.groups
-            ],
+            "groups": [g.to_dict() for g in self.groups],
         }
 
 

@@ -26,7 +26,9 @@ from pydantic import ValidationError
 
 from streamfolio.config import KafkaSettings, LocalKafkaSettings, Settings
 from streamfolio.devtools.files import locked
+from streamfolio.kafka.admin.client import KafkaAdminError
 from streamfolio.kafka.admin.ensure import ensure_topics
+from streamfolio.kafka.admin.report import GroupLag, describe
 from streamfolio.kafka.admin.specs import TopicSpec
 from streamfolio.kafka.local import access, scram
 from streamfolio.kafka.local.cluster_admin import (
@@ -357,6 +359,7 @@ class LocalCluster:
         partitions: tuple[PartitionReplicas, ...] = ()
         acls = None
         error = None
+        groups: tuple[GroupLag, ...] = ()
         registered: set[int] = set()
         if any(p is not None for p in pids.values()):
             try:
@@ -365,7 +368,10 @@ class LocalCluster:
                 partitions = tuple(replicas(metadata))
                 if self.secured:
                     acls = acls_by_principal(admin, timeout=timeout)
-            except LocalKafkaError as exc:
+                groups = describe(
+                    self.bootstrap, timeout=timeout, config=self.admin_config()
+                ).groups
+            except (LocalKafkaError, KafkaAdminError) as exc:
                 error = str(exc)
         nodes = tuple(
             NodeState(
@@ -379,7 +385,7 @@ class LocalCluster:
             for n in self.nodes
         )
         return ClusterStatus(
-            self.bootstrap, self.data_dir, self.secured, nodes, partitions, acls, error
+            self.bootstrap, self.data_dir, self.secured, nodes, partitions, acls, error, groups
         )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamfolio.kafka.admin.ensure import EnsureResult
+from streamfolio.kafka.admin.report import GroupLag
 from streamfolio.kafka.local.cluster_admin import PartitionReplicas
 
 __all__ = ["ClusterStatus", "ClusterUpResult", "NodeState"]
@@ -69,6 +70,8 @@ class ClusterStatus:
     partitions: tuple[PartitionReplicas, ...] = ()
     acls: dict[str, list[str]] | None = None
     error: str | None = None
+    groups: tuple[GroupLag, ...] = ()
+    """Consumer groups and their lag per partition (empty when no node answers)."""
 
     @property
     def running(self) -> bool:
@@ -91,5 +94,6 @@ class ClusterStatus:
             "partitions": [p.to_dict() for p in self.partitions],
             "under_replicated": len(self.under_replicated),
             "acls": self.acls or {},
+            "groups": [g.to_dict() for g in self.groups],
             "error": self.error,
         }
