@@ -44,6 +44,7 @@ def main(
 
 
 def _register() -> None:
+    from streamfolio.commands.backtest import backtest
     from streamfolio.commands.demo import demo
     from streamfolio.commands.feed import feed, fetch_history_command
     from streamfolio.commands.replay import replay
@@ -58,6 +59,7 @@ def _register() -> None:
 
     app.command()(init)
     app.command()(replay)
+    app.command()(backtest)
     app.command()(simulate)
     app.command()(demo)
     app.command()(feed)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -268,9 +269,10 @@ def prepare_backtest(
     before = [t for t in ticks if t.event_time_ms < start_ms]
     if not before:
         raise DataError(f"no prices before the backtest's start {_iso(start_ms)}", str(prices))
+    first_day = dt.datetime.fromtimestamp(start_ms / 1000, tz=ZoneInfo(settings.exchange.timezone))
     progress(
-        f"read {len(ticks)} prices from {prices}; initial state from {len(before)} before "
-        f"{_iso(start_ms)[:10]}, backtest on the {len(ticks) - len(before)} after"
+        f"read {len(ticks)} prices from {prices}; initial state from the {len(before)} before "
+        f"{first_day.date()}, backtest on the {len(ticks) - len(before)} from it"
     )
     with tempfile.TemporaryDirectory(prefix="streamfolio-backtest-") as tmp:
         history = Path(tmp) / "before.csv"
