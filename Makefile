@@ -40,9 +40,9 @@ test-event-time: setup
 	STREAMFOLIO_EVENT_TIME_SEEDS=$(SEEDS) $(BIN)/python -m pytest tests/integration/test_event_time.py
 
 # The whole loop on the secured 3-broker Kafka cluster and a Flink session cluster, with a broker
-# and a TaskManager killed (tests/integration/test_cluster_loop.py; not yet in `make test`).
+# and a TaskManager killed (tests/integration/test_cluster_loop.py, also part of `make test`).
 test-cluster-loop: setup
-	STREAMFOLIO_CLUSTER_LOOP=1 $(BIN)/python -m pytest tests/integration/test_cluster_loop.py
+	$(BIN)/python -m pytest tests/integration/test_cluster_loop.py
 
 bench: setup
 	$(BIN)/python bench/analytics.py

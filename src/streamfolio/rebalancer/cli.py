@@ -66,11 +66,12 @@ def rebalancer_command(
     from_beginning: Annotated[
         bool,
         typer.Option(
-            "--from-beginning",
-            help="A group with no committed offsets starts at the oldest records "
-            "(default: only new ones).",
+            "--from-beginning/--only-new",
+            help="Where a group with no committed offsets starts: at the oldest records, so "
+            "that no metrics written before this rebalancer joined are missed (already "
+            "decided ones are skipped), or only at new ones.",
         ),
-    ] = False,
+    ] = True,
     status_interval: Annotated[
         float, typer.Option("--status-interval", help="Seconds between status lines.", min=0.1)
     ] = 30.0,

@@ -86,7 +86,10 @@ class RebalancerService:
         ``transactional.id``; give each instance of a group its own, and a restarted instance
         the one it had.
     from_beginning
-        Where a group without committed offsets starts: the oldest records (True) or new ones.
+        Where a group without committed offsets starts: the oldest records (True, the default)
+        or new ones. From the oldest, a rebalancer started after the job decides on every
+        metrics record the job wrote, as the replay does, however late it joined; what was
+        already decided is known from the events topic and skipped.
     notifier
         Where notifications go (default: a :class:`~.notify.Notifier` using apprise).
     clock
@@ -100,7 +103,7 @@ class RebalancerService:
         *,
         group_id: str | None = None,
         instance: str | None = None,
-        from_beginning: bool = False,
+        from_beginning: bool = True,
         notifier: Notifier | None = None,
         progress: Progress | None = None,
         status_interval_s: float = 30.0,
