@@ -72,9 +72,10 @@ class Pod:
 
 @functools.cache
 def manifests() -> tuple[Manifest, ...]:
-    """Every YAML document under deploy/ (empty ones skipped)."""
+    """Every YAML document under deploy/kubernetes (empty ones skipped; deploy/grafana's are
+    Grafana's and Prometheus' files, tests/deploy/test_grafana.py)."""
     found = []
-    for path in sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]):
+    for path in sorted([*KUBERNETES.rglob("*.yaml"), *KUBERNETES.rglob("*.yml")]):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc is not None:
                 found.append(Manifest(path, doc))

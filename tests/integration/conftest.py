@@ -12,9 +12,13 @@ with a message saying what to install, rather than skip, so CI cannot pass witho
 
 from __future__ import annotations
 
+import os
+import pwd
 import random
 import shutil
 import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -167,3 +171,67 @@ def flink_jars() -> Path:
         return fetch_jars(ROOT)
     except ConnectorError as exc:
         pytest.fail(f"cannot fetch the Flink connector jar: {exc}", pytrace=False)
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found is not None and Path(found).with_name("initdb").exists():
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts)
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary folder, on a free loopback port, for one test
+    (skipped where PostgreSQL is not installed): the store's tests and the Grafana queries'."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no pg_ctl/initdb)")
+    # PostgreSQL refuses to run as root; then it runs as the postgres account.
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres account to run PostgreSQL as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    # Not pytest's tmp_path: its parents are private to root, and the server must reach it.
+    base = Path(tempfile.mkdtemp(prefix="streamfolio-pg-"))
+    if prefix:
+        os.chown(base, account.pw_uid, account.pw_gid)
+    data, (port,) = base / "data", free_ports(1)
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+        options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"cannot start PostgreSQL: {exc.stderr.decode(errors='replace')}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,18 +15,13 @@ The history fits the example configuration's portfolios (the store reads through
 from __future__ import annotations
 
 import os
-import pwd
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,70 +240,7 @@ def test_store_command_stops_cleanly_on_ctrl_c(kafka_broker: KafkaBroker, tmp_pa
 # ---------------------------------------------------------------------------------- PostgreSQL
 
 
-def _postgres_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found is not None and Path(found).with_name("initdb").exists():
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts)
-    return versions[-1].parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL cluster in a temporary folder, on a free loopback port, for one test."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (no pg_ctl/initdb)")
-    # PostgreSQL refuses to run as root; then it runs as the postgres account.
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres account to run PostgreSQL as")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    # Not pytest's tmp_path: its parents are private to root, and the server must reach it.
-    base = Path(tempfile.mkdtemp(prefix="streamfolio-pg-"))
-    if prefix:
-        os.chown(base, account.pw_uid, account.pw_gid)
-    data, port = base / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
-        options = f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(base / "log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        )
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"cannot start PostgreSQL: {exc.stderr.decode(errors='replace')}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+# postgres_url: tests/integration/conftest.py
 
 
 def test_postgresql_upserts_replays_queries_and_report(postgres_url: str, tmp_path: Path) -> None:
