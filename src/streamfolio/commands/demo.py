@@ -10,6 +10,7 @@ import typer
 
 from streamfolio.cli_support import command_errors, config_option, load_settings, one_of, say
 from streamfolio.errors import UsageError
+from streamfolio.observability.options import LogFormatOption
 
 ON_FAILURE = ("restart", "stop")
 FLINK = ("local", "cluster")
@@ -74,6 +75,7 @@ def demo(
     ] = False,
     bars: Annotated[int, typer.Option(min=10, help="--offline: bars to simulate.")] = 600,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run the whole loop on this machine: Kafka, the streaming job, the simulator, the rebalancer,
     the store and the dashboard, with a live view per portfolio.
@@ -98,6 +100,7 @@ def demo(
     path = config or example_config_path().with_name("demo.yaml")
     with command_errors():
         _check_options(ctx, offline, source, prices, on_failure, flink)
+        one_of(log_format, ("text", "json"), "--log-format")
     if offline:
         _offline_demo(path, bars, seed)
         return
@@ -116,6 +119,7 @@ def demo(
         keep_topics=keep_topics,
         on_failure=cast(OnFailure, on_failure),
         flink=cast(FlinkMode, flink),
+        log_format=log_format,
     )
     with command_errors():
         code = run_demo(options, progress=say)

@@ -45,6 +45,8 @@ class DemoOptions:
     flink: FlinkMode = "local"
     """``local``: the job in its own process, on a MiniCluster (``job run``); ``cluster``: on
     the local Flink session cluster (``job submit --execute --follow``)."""
+    log_format: str = "text"
+    """``json``: the feed, rebalancer, store and dashboard log JSON lines (``--log-format``)."""
 
 
 SIM_ARGS = (
@@ -188,18 +190,21 @@ def components(
     job_env = job_environment(
         options.flink, settings.flink.parallelism, os.environ if environ is None else environ
     )
+    logs = ("--log-format", "json") if options.log_format == "json" else ()
     return [
         Component("job", job, resume_command(job, checkpoints, since), env=job_env),
         Component(
             "feed",
-            python_command("feed", *_feed_args(options, state), "--config", config),
+            python_command("feed", *_feed_args(options, state), "--config", config, *logs),
             may_finish=options.source == "replay",  # done at the end of its file
         ),
-        Component("rebalancer", python_command("rebalancer", "--config", config)),
-        Component("store", python_command("store", "--config", config)),
+        Component("rebalancer", python_command("rebalancer", "--config", config, *logs)),
+        Component("store", python_command("store", "--config", config, *logs)),
         Component(
             "dashboard",
-            python_command("dashboard", "--config", config, "--port", str(options.dashboard_port)),
+            python_command(
+                "dashboard", "--config", config, "--port", str(options.dashboard_port), *logs
+            ),
         ),
     ]
 
