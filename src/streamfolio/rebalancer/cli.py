@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from streamfolio.cli_support import RequiredConfigOption, command_errors, configure_logging
+from streamfolio.cli_support import RequiredConfigOption, command_errors, configure_logging, say
+from streamfolio.observability.options import LogFormatOption, MetricsPortOption
 
 __all__ = ["main", "rebalancer_command"]
 
@@ -75,6 +76,8 @@ def rebalancer_command(
     status_interval: Annotated[
         float, typer.Option("--status-interval", help="Seconds between status lines.", min=0.1)
     ] = 30.0,
+    metrics_port: MetricsPortOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Rebalance portfolios whose Sharpe ratio falls below their threshold (SEMANTICS §7).
 
@@ -87,21 +90,26 @@ def rebalancer_command(
     """
     from streamfolio.config import load_config
     from streamfolio.kafka.outage import broker_watch
+    from streamfolio.observability.logs import use_log_format
+    from streamfolio.observability.metrics import start_metrics
     from streamfolio.rebalancer.service import RebalancerService
 
     configure_logging(logging.INFO)
     # apprise is chatty at INFO about every delivery; its failures still show.
     logging.getLogger("apprise").setLevel(logging.WARNING)
+    with command_errors():
+        use_log_format(log_format, logging.INFO)
     broker_watch("rebalancer")
     stop = threading.Event()
     with command_errors(interrupted=130):
         settings = load_config(config)
+        start_metrics(settings, "rebalancer", metrics_port)
         service = RebalancerService(
             settings,
             group_id=group_id,
             instance=instance,
             from_beginning=from_beginning,
-            progress=lambda line: typer.echo(line, err=True),
+            progress=say,
             status_interval_s=status_interval,
         )
         with _stop_on_signals(stop):

@@ -32,6 +32,7 @@ from streamfolio.config import Settings
 from streamfolio.kafka.outage import broker_watch, close_within, observed, stop_through_callbacks
 from streamfolio.kafka.topics import contract
 from streamfolio.messages import RebalanceEvent
+from streamfolio.observability.metrics import REBALANCER_ABORTS, REBALANCER_TRANSACTIONS
 from streamfolio.rebalancer.batch import COMPONENT, Batch, RebalancerStats, Targets
 from streamfolio.rebalancer.decider import Decider, Outcome, OutcomeKind
 from streamfolio.rebalancer.follower import TopicFollower
@@ -375,6 +376,7 @@ class RebalancerService:
         self._txn.commit(offsets, self._consumer)
         self._offsets.mark_committed(offsets)
         self.stats.transactions += 1
+        REBALANCER_TRANSACTIONS.inc()
         self.memory.commit()
         self._batch.merge()
         self._batch.announce(self._progress, self.notifier)
@@ -384,6 +386,7 @@ class RebalancerService:
         the last committed offsets."""
         if self._txn.abort():
             self.stats.aborted += 1
+            REBALANCER_ABORTS.inc()
         self.memory.rollback()
         self._batch.discard()
         if rewind and self._consumer is not None:
