@@ -5,7 +5,8 @@ semantics the streaming job follows; this package adds what the replay does not 
 portfolio would have been worth. :mod:`~streamfolio.backtest.accounting` keeps the holdings bar
 by bar, :mod:`~streamfolio.backtest.costs` the CSE's fees, :mod:`~streamfolio.backtest.data` the
 split that keeps the future out of the initial state, :mod:`~streamfolio.backtest.strategies`
-the schedules compared, :mod:`~streamfolio.backtest.run` one run and
+the schedules compared, :mod:`~streamfolio.backtest.run` one run (its records in
+:mod:`~streamfolio.backtest.results`) and
 :mod:`~streamfolio.backtest.sweep` a grid of policy parameters. The figures are those of
 :mod:`streamfolio.core.performance`.
 """

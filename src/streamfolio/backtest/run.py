@@ -18,7 +18,7 @@ import datetime as dt
 import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,20 +26,27 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from streamfolio.backtest.accounting import HoldingsPath, simulate_holdings
-from streamfolio.backtest.costs import CSE_COSTS, CostSchedule
 from streamfolio.backtest.data import (
     ClosePanel,
-    IntArray,
     close_panel,
     read_ticks,
     split_start_ms,
     ticks_from_start,
     write_rows,
 )
+from streamfolio.backtest.results import (
+    STRATEGY_LABELS,
+    BacktestOptions,
+    BacktestResult,
+    PortfolioBacktest,
+    StrategyResult,
+    iso,
+    session,
+)
 from streamfolio.backtest.strategies import month_end_rows, run_policy
 from streamfolio.config import PortfolioSettings, Settings
 from streamfolio.core.calendar import periods_per_year
-from streamfolio.core.performance import PerformanceFigures, drawdown_series, performance_figures
+from streamfolio.core.performance import performance_figures
 from streamfolio.core.policy import PolicySettings
 from streamfolio.core.portfolio import PortfolioSpec
 from streamfolio.core.types import FloatArray
@@ -60,30 +67,9 @@ __all__ = [
 
 Progress = Callable[[str], None]
 
-STRATEGY_LABELS = {
-    "policy": "policy (as configured)",
-    "buy_and_hold": "buy and hold",
-    "monthly": "monthly to initial",
-    "equal_weight": "equal weight (monthly)",
-    "masi": "MASI index",
-}
-
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestOptions:
-    """What a backtest is asked: where to split, costs, capital, lot, bar, portfolios."""
-
-    start: dt.date | None = None
-    split: float = 0.5
-    costs: CostSchedule = CSE_COSTS
-    capital: float = 1_000_000.0
-    lot: float | None = None
-    bar_seconds: int = 86_400
-    portfolio_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,116 +93,6 @@ class PreparedBacktest:
             if entry["portfolio_id"] == portfolio_id:
                 return dict(entry)
         raise DataError(f"no initial state for portfolio {portfolio_id!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyResult:
-    """One strategy's path (values from 1.0) and figures."""
-
-    key: str
-    times_ms: IntArray = field(repr=False)
-    values: FloatArray = field(repr=False)
-    figures: PerformanceFigures
-    turnover: float
-    costs: float
-    """Costs paid, as a fraction of the starting value."""
-    rebalances: int
-    note: str = ""
-
-    @property
-    def label(self) -> str:
-        return STRATEGY_LABELS.get(self.key, self.key)
-
-    @property
-    def drawdowns(self) -> FloatArray:
-        return drawdown_series(self.values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.key,
-            "label": self.label,
-            **self.figures.as_dict(),
-            "turnover": self.turnover,
-            "costs": self.costs,
-            "rebalances": self.rebalances,
-            "first": _session(int(self.times_ms[0])),
-            "last": _session(int(self.times_ms[-1])),
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PortfolioBacktest:
-    """The comparison for one portfolio."""
-
-    portfolio_id: str
-    tickers: tuple[str, ...]
-    initial_weights: dict[str, float]
-    periods_per_year: float
-    risk_free_rate: float
-    strategies: tuple[StrategyResult, ...]
-    policy: PolicySettings
-
-    def strategy(self, key: str) -> StrategyResult | None:
-        return next((s for s in self.strategies if s.key == key), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "portfolio_id": self.portfolio_id,
-            "tickers": list(self.tickers),
-            "initial_weights": self.initial_weights,
-            "periods_per_year": self.periods_per_year,
-            "risk_free_rate": self.risk_free_rate,
-            "policy": _policy_dict(self.policy),
-            "strategies": [s.as_dict() for s in self.strategies],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestResult:
-    """A whole run: the comparisons of every portfolio, and a sweep's rows if one was asked."""
-
-    source: str
-    index_source: str | None
-    start_ms: int
-    options: BacktestOptions
-    portfolios: tuple[PortfolioBacktest, ...]
-    sweep: tuple[Mapping[str, Any], ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        o = self.options
-        return {
-            "prices": self.source,
-            "index": self.index_source,
-            "start": _iso(self.start_ms),
-            "costs": {"rate_per_side": o.costs.rate, "schedule": o.costs.describe()},
-            "capital": o.capital,
-            "lot": o.lot,
-            "bar_seconds": o.bar_seconds,
-            "portfolios": [p.as_dict() for p in self.portfolios],
-            "sweep": [dict(row) for row in self.sweep],
-        }
-
-
-def _iso(time_ms: int) -> str:
-    return dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat()
-
-
-def _session(bar_end_ms: int) -> str:
-    """The UTC date of the bar ending at ``bar_end_ms`` (its session, for daily bars)."""
-    return _iso(bar_end_ms - 1)[:10]
-
-
-def _policy_dict(policy: PolicySettings) -> dict[str, Any]:
-    return {
-        "sharpe_threshold": policy.sharpe_threshold,
-        "band": policy.band,
-        "cooldown_ms": policy.cooldown_ms,
-        "min_improvement": policy.min_improvement,
-        "max_turnover": policy.max_turnover,
-        "gamma": policy.gamma,
-        "objective": getattr(policy, "objective", "max_sharpe"),
-    }
 
 
 def backtest_settings(settings: Settings, bar_seconds: int) -> Settings:
@@ -268,7 +144,7 @@ def prepare_backtest(
     )
     before = [t for t in ticks if t.event_time_ms < start_ms]
     if not before:
-        raise DataError(f"no prices before the backtest's start {_iso(start_ms)}", str(prices))
+        raise DataError(f"no prices before the backtest's start {iso(start_ms)}", str(prices))
     first_day = dt.datetime.fromtimestamp(start_ms / 1000, tz=ZoneInfo(settings.exchange.timezone))
     progress(
         f"read {len(ticks)} prices from {prices}; initial state from the {len(before)} before "
@@ -379,7 +255,7 @@ def _index_result(
         return None
     first = int(covered[0])
     values = series[first:] / series[first]
-    note = "" if first == 0 else f"index from {_session(int(panel.times_ms[first]))} only"
+    note = "" if first == 0 else f"index from {session(int(panel.times_ms[first]))} only"
     return StrategyResult(
         key="masi" if ticker == "MASI" else ticker.lower(),
         times_ms=panel.times_ms[first:],
@@ -450,8 +326,3 @@ def run_backtest(
         portfolios=tuple(results),
         sweep=tuple(sweep),
     )
-
-
-def with_policy(policy: PolicySettings, **changes: Any) -> PolicySettings:
-    """``policy`` with ``changes`` (names of :class:`PolicySettings` fields)."""
-    return replace(policy, **changes)
