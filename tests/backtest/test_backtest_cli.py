@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -55,11 +56,14 @@ def test_the_report_page_is_self_contained(report: tuple[dict[str, object], str,
     assert not re.search(r"""(src|href)=["']https?:""", page)
 
 
-def test_a_sweep_on_two_workers_and_a_table() -> None:
+def test_a_sweep_on_two_workers_and_a_table(tmp_path: Path) -> None:
+    page = tmp_path / "sweep.html"
     result = runner.invoke(
         app,
         [
             "backtest",
+            "--out",
+            str(page),
             "--config",
             CONFIG,
             "--portfolio",
@@ -80,6 +84,7 @@ def test_a_sweep_on_two_workers_and_a_table() -> None:
     assert "banks sweep, best Sharpe first:" in text
     assert len(re.findall(r"^\s+(0\.0|20\.0)\s+0\.[15]\s", text, flags=re.MULTILINE)) == 4
     assert "sweep: 4 backtests on 2 worker(s)" in result.stderr
+    assert "<h3>Sweep</h3>" in page.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
