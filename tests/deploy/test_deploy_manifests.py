@@ -207,9 +207,9 @@ def test_kafka_users_may_do_what_the_local_cluster_grants_and_no_more() -> None:
         assert _acls(one("KafkaUser", principal.username)) == expected, component
 
 
-def test_the_admin_only_publishes_the_initial_state() -> None:
+def test_the_admin_only_publishes_the_portfolios_and_their_initial_state() -> None:
     loaded = settings()
     admin = one("KafkaUser", loaded.kafka.security.principals["admin"].username)
-    control = {loaded.topics.initial_stats, loaded.topics.weights}
+    control = {loaded.topics.initial_stats, loaded.topics.weights, loaded.topics.portfolios}
     writes = {("TOPIC", topic, False, op) for topic in control for op in ("WRITE", "DESCRIBE")}
     assert _acls(admin) == writes

@@ -17,7 +17,9 @@ import pytest
 from fastavro.schema import to_parsing_canonical_form
 
 from streamfolio import messages
+from streamfolio.config import example_config_path, load_config
 from streamfolio.errors import DataError, SchemaError
+from streamfolio.portfolios import definition_of
 from streamfolio.schemas import (
     SCHEMA_DIR,
     load_schema,
@@ -33,6 +35,7 @@ ALL = [
     "BourseData",
     "DeadLetter",
     "Heartbeat",
+    "PortfolioDefinition",
     "PortfolioMetrics",
     "PortfolioStats",
     "PriceTick",
@@ -48,6 +51,7 @@ MESSAGE_CLASSES: dict[str, Any] = {
     "RebalanceEvent": messages.RebalanceEvent,
     "DeadLetter": messages.DeadLetter,
     "Heartbeat": messages.Heartbeat,
+    "PortfolioDefinition": messages.PortfolioDefinition,
 }
 
 
@@ -102,6 +106,9 @@ def sample_records() -> dict[str, dict[str, Any]]:
         "RebalanceEvent": event.to_record(),
         "DeadLetter": letter.to_record(),
         "Heartbeat": messages.Heartbeat(1750427972000, "sim").to_record(),
+        "PortfolioDefinition": definition_of(
+            load_config(example_config_path(), environ={}).portfolio("banks"), 1750427972000
+        ).to_record(),
     }
 
 

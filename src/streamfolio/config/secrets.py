@@ -62,8 +62,30 @@ class SecretURL(SecretStr):
     (SecretURL('https://example.com/***'), 'https://example.com/***')
     """
 
+    def __init__(self, secret_value: str, reference: str | None = None) -> None:
+        super().__init__(secret_value)
+        self.reference = reference
+        """The ``env:NAME`` or ``file:PATH`` entry it was read from, or None (written as is)."""
+
     def _display(self) -> str:
         return mask_url(self.get_secret_value())
+
+    def shareable(self) -> str | None:
+        """What may be published for this entry where others read it (a portfolio definition):
+        its reference, or the URL itself when masking hides nothing; None for a URL with a
+        secret in it.
+
+        >>> SecretURL("json://user:pass@localhost/hook").shareable() is None
+        True
+        >>> SecretURL("tgram://123:token/42", "env:TELEGRAM").shareable()
+        'env:TELEGRAM'
+        >>> SecretURL("https://example.com/***").shareable()
+        'https://example.com/***'
+        """
+        if self.reference is not None:
+            return self.reference
+        url = self.get_secret_value()
+        return url if mask_url(url) == url else None
 
 
 def notify_entry(item: Any, i: int, context: Mapping[str, Any]) -> Any:
@@ -107,6 +129,7 @@ def notify_entry(item: Any, i: int, context: Mapping[str, Any]) -> Any:
         source = f"file {path}"
     else:
         value, source = item, ""
+    reference = item.strip() if source else None
     value = value.strip()
     if not value or "\n" in value or "://" not in value or " " in value:
         what = f"{source} does not hold" if source else "this entry is not"
@@ -116,4 +139,4 @@ def notify_entry(item: Any, i: int, context: Mapping[str, Any]) -> Any:
             'variable holding one) or "file:PATH" (a file holding one)',
             subkey,
         )
-    return SecretURL(value)
+    return SecretURL(value, reference)

@@ -33,6 +33,10 @@ class ExchangeSettings(StrictModel):
     session_close: str = "15:30"
     trading_days_per_year: Annotated[float, Field(gt=0, le=366)] = 246.0
     extra_holidays: tuple[dt.date, ...] = ()
+    universe: tuple[str, ...] = ()
+    """Tickers a portfolio added while the job runs may hold, besides those of the configured
+    portfolios (the job computes bars for all of them from the start; a tick of any other
+    ticker is dead-lettered as unknown)."""
 
     @field_validator("timezone")
     @classmethod
@@ -190,6 +194,8 @@ class TopicSettings(StrictModel):
     metrics: str = "portfMetrics"
     rebalance_events: str = "rebalanceEvents"
     dead_letter: str = "deadLetters"
+    portfolios: str = "portfolioDefinitions"
+    """The portfolio definitions (compacted, keyed by portfolio id): portfolios as data."""
 
     @field_validator("*")
     @classmethod
@@ -242,6 +248,9 @@ class FlinkSettings(StrictModel):
     drop ticks nobody had judged late; producers without heartbeats run next to
     ``streamfolio feed --source heartbeats`` instead (docs/flink.md). Kept so that existing
     configurations load."""
+    bar_seconds: tuple[Annotated[int, Field(gt=0)], ...] = ()
+    """Bar sizes the job computes besides those of the configured portfolios: a portfolio
+    added while it runs must use one of them (they are operators of the job, fixed at start)."""
     control_idleness_ms: Annotated[int, Field(ge=1)] = 5000
     """How long a control-topic reader with nothing (more) to read holds the portfolio step
     back: at start, after a restore and after each control message, so that control messages

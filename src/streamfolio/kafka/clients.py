@@ -111,12 +111,13 @@ class RecordProducer:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         *,
         timestamp_ms: int | None = None,
         partition: int | None = None,
     ) -> None:
-        """Produce bytes as they are; waits for room when the local queue is full.
+        """Produce bytes as they are (None: a tombstone); waits for room when the local queue
+        is full.
 
         ``partition`` None lets the partitioner choose from the key (heartbeats name theirs).
         After :meth:`stop_waiting`, a message that finds the queue full is not waited for but
@@ -139,7 +140,9 @@ class RecordProducer:
                 break
             except BufferError:
                 if self._stopping:
-                    self._unsent.append((order, UnsentMessage(topic, partition, key, value, stamp)))
+                    self._unsent.append(
+                        (order, UnsentMessage(topic, partition, key, value or b"", stamp))
+                    )
                     return
                 self._producer.poll(0.05)
         self._producer.poll(0)

@@ -19,6 +19,7 @@ Role = Literal[
     "metrics",
     "rebalance_events",
     "dead_letter",
+    "portfolios",
 ]
 ROLES: tuple[Role, ...] = (
     "prices",
@@ -28,6 +29,7 @@ ROLES: tuple[Role, ...] = (
     "metrics",
     "rebalance_events",
     "dead_letter",
+    "portfolios",
 )
 
 
@@ -55,6 +57,7 @@ _SCHEMA_AND_KEY: dict[Role, tuple[str, str | None]] = {
     "metrics": ("PortfolioMetrics", "portfolioId"),
     "rebalance_events": ("RebalanceEvent", "portfolio_id"),
     "dead_letter": ("DeadLetter", None),
+    "portfolios": ("PortfolioDefinition", "portfolio_id"),
 }
 
 

@@ -41,6 +41,7 @@ from streamfolio.messages.bourse import (
 )
 from streamfolio.messages.checks import SYMMETRY_TOLERANCE
 from streamfolio.messages.decisions import DeadLetter, RebalanceEvent
+from streamfolio.messages.definitions import PortfolioDefinition
 from streamfolio.messages.portfolio import (
     Estimator,
     PortfolioMetrics,
@@ -57,6 +58,7 @@ __all__ = [
     "DeadLetter",
     "Estimator",
     "Heartbeat",
+    "PortfolioDefinition",
     "PortfolioMetrics",
     "PortfolioStats",
     "PriceTick",

@@ -4,8 +4,8 @@ The ``.avsc`` files next to this module are the single source of truth for what 
 :mod:`streamfolio.messages` mirrors them and :mod:`streamfolio.serde` encodes with them.
 
 >>> schema_names()  # doctest: +NORMALIZE_WHITESPACE
-['BourseData', 'DeadLetter', 'Heartbeat', 'PortfolioMetrics', 'PortfolioStats', 'PriceTick',
- 'RebalanceEvent', 'Weights']
+['BourseData', 'DeadLetter', 'Heartbeat', 'PortfolioDefinition', 'PortfolioMetrics',
+ 'PortfolioStats', 'PriceTick', 'RebalanceEvent', 'Weights']
 >>> load_schema("PriceTick")["name"]
 'io.streamfolio.PriceTick'
 """

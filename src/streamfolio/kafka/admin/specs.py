@@ -16,13 +16,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from streamfolio.config import Settings
 
-__all__ = ["ANY_TIMESTAMP", "KEEP_FOREVER", "TopicSpec", "topic_specs"]
+__all__ = ["ANY_TIMESTAMP", "COMPACTED", "KEEP_FOREVER", "TopicSpec", "topic_specs"]
 
 KEEP_FOREVER = {"retention.ms": "-1"}
 ANY_TIMESTAMP = {"message.timestamp.after.max.ms": str(2**63 - 1)}
 """Topic configs for the topics that are a service's memory: the rebalancer rebuilds its latest
 weights per portfolio from ``weights`` and the job its starting statistics from ``initial_stats``,
 so these must outlive the default 7 days. Delete policy (not compact) keeps the full history."""
+
+COMPACTED = {"cleanup.policy": "compact", "retention.ms": "-1"}
+"""The portfolio definitions: the latest definition of every portfolio is kept for ever, older
+ones and those a tombstone removed go (what a reader at the start of the topic must know)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     Every role gets the same partition count, the dead-letter topic included, so that keyed
     records of one portfolio or ticker stay in one partition across topics. ``weights`` and
-    ``initial_stats`` keep their records forever (:data:`KEEP_FOREVER`). Record timestamps are
+    ``initial_stats`` keep their records forever (:data:`KEEP_FOREVER`); ``portfolios`` is
+    compacted (:data:`COMPACTED`). Record timestamps are
     event times, which a replay or a sped-up simulation puts far from the wall clock, so no
     topic refuses a timestamp for being in the future (Kafka 4 refuses beyond one hour by
     default, :data:`ANY_TIMESTAMP`).
@@ -53,7 +58,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             name=name,
             partitions=settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
-            configs={**ANY_TIMESTAMP, **(KEEP_FOREVER if name in kept else {})},
+            configs={
+                **ANY_TIMESTAMP,
+                **(KEEP_FOREVER if name in kept else {}),
+                **(COMPACTED if name == topics.portfolios else {}),
+            },
         )
         for name in topics.model_dump().values()
     ]

@@ -73,7 +73,7 @@ ACCESS: dict[Component, Access] = {
     # Ticks and heartbeats go to the prices topic; malformed input to dead letters.
     "feed": Access(writes=("prices", "dead_letter")),
     "job": Access(
-        reads=("prices", "initial_stats", "weights"),
+        reads=("prices", "initial_stats", "weights", "portfolios"),
         writes=("updated_stats", "metrics", "dead_letter"),
         groups=(Named("{kafka.client_id}-job"),),
         # Exactly-once sinks: <prefix>-<role>-<subtask>-<checkpoint>.
@@ -82,7 +82,14 @@ ACCESS: dict[Component, Access] = {
     "rebalancer": Access(
         # Decisions from metrics and statistics; its memory from weights, events and the
         # initial statistics (rebalancer/follower.py).
-        reads=("metrics", "updated_stats", "rebalance_events", "initial_stats", "weights"),
+        reads=(
+            "metrics",
+            "updated_stats",
+            "rebalance_events",
+            "initial_stats",
+            "weights",
+            "portfolios",
+        ),
         writes=("weights", "rebalance_events", "dead_letter"),
         groups=(Named("{rebalancer.group_id}"), Named("{rebalancer.group_id}.memory")),
         transactional_ids=(Named("{rebalancer.group_id}.", prefixed=True),),
@@ -90,7 +97,7 @@ ACCESS: dict[Component, Access] = {
     # The store keeps what it reads and dead-letters what it cannot store: bad input loses
     # nothing. store.service.DEFAULT_GROUP.
     "store": Access(
-        reads=("updated_stats", "metrics", "weights", "rebalance_events"),
+        reads=("updated_stats", "metrics", "weights", "rebalance_events", "portfolios"),
         writes=("dead_letter",),
         groups=(Named("streamfolio-store"),),
     ),
@@ -104,6 +111,7 @@ ACCESS: dict[Component, Access] = {
             "metrics",
             "updated_stats",
             "dead_letter",
+            "portfolios",
         ),
         describes=("prices",),
         groups=(
