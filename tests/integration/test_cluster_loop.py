@@ -196,7 +196,9 @@ def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed
 
         wait_until_done(topics, expected, tmp_path / "store.db", check)
         history = _exception_history(flink, job_id)
-        assert flink.job_state(job_id) == "RUNNING"
+        # Still running (a restart can still be deploying its last tasks when the results
+        # are complete: the exception history shows a failure before the job leaves RUNNING).
+        flink.wait_for_job(job_id, ("RUNNING",), timeout_s=START_TIMEOUT_S)
         topics.close()
         on_topic = prices_on_topic(settings)
     finally:
