@@ -47,6 +47,7 @@ def _register() -> None:
     from streamfolio.commands.backtest import backtest
     from streamfolio.commands.demo import demo
     from streamfolio.commands.feed import feed, fetch_history_command
+    from streamfolio.commands.portfolio import portfolio_app
     from streamfolio.commands.replay import replay
     from streamfolio.commands.state import init, simulate
     from streamfolio.commands.topic import topic_app
@@ -65,6 +66,7 @@ def _register() -> None:
     app.command()(feed)
     app.command("fetch-history")(fetch_history_command)
     app.add_typer(topic_app)
+    app.add_typer(portfolio_app)
     app.add_typer(kafka_app)
     app.add_typer(job_app)
     app.add_typer(flink_app)

@@ -282,15 +282,24 @@ def _num(value: float) -> str:
 
 
 def publish_state(settings: Settings, state: dict[str, Any], progress: Progress = _quiet) -> None:
-    """Send each portfolio's initial statistics and weights to their topics and wait for acks."""
+    """Send each portfolio's definition (the portfolios topic), initial statistics and weights
+    to their topics, the definition stamped as the statistics, and wait for acks."""
     from streamfolio.kafka.clients import RecordProducer
+    from streamfolio.kafka.definitions import publish_definition
     from streamfolio.kafka.topics import contract
+    from streamfolio.portfolios import definition_of
 
     producer = RecordProducer(settings.kafka, component="admin")
     stats_topic = contract(settings, "initial_stats")
     weights_topic = contract(settings, "weights")
+    configured = {p.id: p for p in settings.portfolios}
     for entry in state["portfolios"]:
         stats = {k: v for k, v in entry["stats"].items()}
+        portfolio = configured.get(entry["portfolio_id"])
+        if portfolio is not None:
+            publish_definition(
+                producer, settings, definition_of(portfolio, int(stats["timestamp"]))
+            )
         producer.send(stats_topic, stats, timestamp_ms=int(stats["timestamp"]))
         weights = entry["weights"]
         producer.send(weights_topic, weights, timestamp_ms=int(weights["timestamp"]))
@@ -300,6 +309,7 @@ def publish_state(settings: Settings, state: dict[str, Any], progress: Progress 
             f"{remaining} message(s) not acknowledged by {settings.kafka.bootstrap_servers}"
         )
     progress(
-        f"published initial statistics and weights of {len(state['portfolios'])} portfolio(s) to "
+        f"published the definitions, initial statistics and weights of "
+        f"{len(state['portfolios'])} portfolio(s) to {contract(settings, 'portfolios').name}, "
         f"{stats_topic.name} and {weights_topic.name}"
     )

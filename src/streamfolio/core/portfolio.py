@@ -46,6 +46,25 @@ class PortfolioSpec:
     """Per ticker (in ``tickers`` order) the ``(lo, hi)`` its weight must lie in; None: long-only
     within [0, 1]."""
 
+    def keeps_moments_of(self, old: PortfolioSpec) -> bool:
+        """Whether a portfolio redefined from ``old`` to this keeps its statistics: the same
+        tickers in the same order, bar size and estimator. Otherwise its moments mean
+        something else and it starts again from new initial statistics; a changed threshold,
+        risk-free rate, bounds or annualisation only changes the metrics from then on.
+
+        >>> a = PortfolioSpec("p", ("A", "B"), 60_000, 252.0)
+        >>> PortfolioSpec("p", ("A", "B"), 60_000, 252.0, sharpe_threshold=1.0).keeps_moments_of(a)
+        True
+        >>> PortfolioSpec("p", ("A", "B", "C"), 60_000, 252.0).keeps_moments_of(a)
+        False
+        """
+        return (self.tickers, self.bar_ms, self.estimator, self.half_life_bars) == (
+            old.tickers,
+            old.bar_ms,
+            old.estimator,
+            old.half_life_bars,
+        )
+
 
 def check_weights(
     tickers: Sequence[str],

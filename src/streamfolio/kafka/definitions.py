@@ -26,6 +26,8 @@ __all__ = [
     "publish_removal",
     "read_definitions",
     "read_one",
+    "read_topic",
+    "removed_ids",
 ]
 
 
@@ -59,8 +61,21 @@ def read_definitions(
     """The latest definition of every portfolio on the topic (removed ones left out), read
     from its start to the end offsets found now. Unreadable records are skipped (the job
     dead-letters them)."""
+    return read_topic(settings, component=component, timeout_s=timeout_s)[0]
+
+
+def removed_ids(settings: Settings, *, component: Component = "admin") -> set[str]:
+    """The portfolios whose newest record on the topic is a removal."""
+    return read_topic(settings, component=component)[1]
+
+
+def read_topic(
+    settings: Settings, *, component: Component = "admin", timeout_s: float = 30.0
+) -> tuple[dict[str, PortfolioDefinition], set[str]]:
+    """The newest definition of every portfolio on the topic, and the ids removed last."""
     topic = contract(settings, "portfolios")
     found: dict[str, PortfolioDefinition] = {}
+    removed: set[str] = set()
     with RecordConsumer(
         settings.kafka,
         [topic],
@@ -85,12 +100,14 @@ def read_definitions(
             if read.error is None:
                 if read.definition is None:
                     found.pop(read.portfolio_id, None)
+                    removed.add(read.portfolio_id)
                 else:
                     found[read.portfolio_id] = read.definition
+                    removed.discard(read.portfolio_id)
             where = (record.topic, record.partition)
             if where in left and record.offset + 1 >= left[where]:
                 del left[where]
-    return found
+    return found, removed
 
 
 def publish_definition(
