@@ -345,6 +345,14 @@ class RecordConsumer:
             ends[(topic, partition)] = high
         return ends
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset this consumer reads from each assigned partition (negative: none
+        yet); past compacted gaps and transaction markers, which no record shows."""
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.position(self._consumer.assignment())
+        }
+
     def commit(self, *, asynchronous: bool = False) -> None:
         """Commit the positions. Synchronous waits for the coordinator's answer, without a
         bound: a broker that goes away at that moment holds the caller (and its signals) until
