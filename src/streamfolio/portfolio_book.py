@@ -68,6 +68,22 @@ class _LatestSpecs(Mapping[str, PortfolioSpec]):
         return len(self._book._defined)
 
 
+class _LatestTickers(Mapping[str, tuple[str, ...]]):
+    """Every portfolio's tickers in its newest definition, live (:attr:`PortfolioBook.tickers`)."""
+
+    def __init__(self, book: PortfolioBook) -> None:
+        self._book = book
+
+    def __getitem__(self, portfolio_id: str) -> tuple[str, ...]:
+        return tuple(self._book._defined[portfolio_id].tickers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._book._defined)
+
+    def __len__(self) -> int:
+        return len(self._book._defined)
+
+
 class PortfolioBook:
     """The configured portfolios and every definition read, as a history per portfolio.
 
@@ -119,6 +135,8 @@ class PortfolioBook:
         """Every portfolio ever defined (removed ones too, so that what they emitted before
         their removal is still judged) in its newest definition, as the streaming view: what
         :class:`~streamfolio.intake.Intake` takes as ``portfolios``, kept current."""
+        self.tickers: Mapping[str, tuple[str, ...]] = _LatestTickers(self)
+        """The tickers of the same portfolios, as :attr:`specs` has them."""
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -223,14 +241,17 @@ class DefinitionsFollower:
         book: PortfolioBook,
         *,
         component: Component,
+        group_id: str | None = None,
     ) -> None:
+        """``group_id`` is only what the client requires: nothing joins or commits under it
+        (default: a new one, ``streamfolio-<component>-portfolios-<random>``)."""
         self.book = book
         self.read = 0
         self._consumer = RecordConsumer(
             settings.kafka,
             [contract(settings, "portfolios")],
             component=component,
-            group_id=f"streamfolio-{component}-portfolios-{uuid.uuid4().hex[:8]}",
+            group_id=group_id or f"streamfolio-{component}-portfolios-{uuid.uuid4().hex[:8]}",
             from_beginning=True,
             assign_all=True,
             decode=False,

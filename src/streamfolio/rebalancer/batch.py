@@ -61,7 +61,9 @@ class RebalancerStats:
         return (
             f"{c['metrics']} metrics and {c['stats']} statistics read; "
             f"{c['rebalance']} rebalance(s), {c['hold']} hold(s), {c['rearm']} re-arm(s), "
-            f"{c['stale']} stale, {c['already_decided']} already decided; "
+            f"{c['stale']} stale, {c['already_decided']} already decided"
+            + (f", {c['removed']} of removed portfolios" if c["removed"] else "")
+            + "; "
             f"{dead} dead letter(s){f' ({reasons})' if reasons else ''}; "
             f"{self.transactions} transaction(s), {self.aborted} aborted"
         )

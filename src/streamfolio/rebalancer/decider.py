@@ -11,6 +11,11 @@ output topics, so a restarted or second instance decides the same way. Metrics n
 portfolio's last decision event are not decided again; metrics computed with other weights than
 those in force, or older than them, are ``stale`` (weights stamped before those in force would be
 ignored by the job).
+
+The portfolios and their policies are those of a :class:`~streamfolio.portfolio_book.PortfolioBook`
+(the configured ones plus the definitions topic): a metrics record stamped at the end of a bar is
+decided by the definition in force for that bar (its policy, bounds, objective, risk-free rate and
+notify targets), and one of a portfolio removed before that bar is not decided (``removed``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from streamfolio.core.portfolio import check_weights
 from streamfolio.errors import OptimizationError, SchemaError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
-from streamfolio.portfolios import policy_settings
+from streamfolio.portfolio_book import PortfolioBook
+from streamfolio.portfolios import policy_settings, weight_bounds
 from streamfolio.rebalancer.memory import (
     DECISION_HOLD,
     DECISION_REARM,
@@ -47,7 +53,9 @@ __all__ = ["Decider", "Outcome", "OutcomeKind"]
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["rebalance", "hold", "rearm", "unchanged", "stale", "already_decided"]
+OutcomeKind = Literal[
+    "rebalance", "hold", "rearm", "unchanged", "stale", "already_decided", "removed"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +64,9 @@ class Outcome:
 
     ``kind``: ``rebalance`` (weights and an event), ``hold`` (an event: an attempt found nothing
     worth doing), ``rearm`` (an event: the policy re-armed), ``unchanged`` (nothing to publish),
-    ``stale`` (computed with weights the portfolio no longer has) or ``already_decided``
-    (not newer than the portfolio's last decision).
+    ``stale`` (computed with weights the portfolio no longer has), ``already_decided``
+    (not newer than the portfolio's last decision) or ``removed`` (the portfolio was removed
+    before its bar).
     """
 
     kind: OutcomeKind
@@ -75,7 +84,8 @@ class Decider:
     the same outcome, whichever instance computes it. Only reading a record
     (:meth:`metrics_from`, :meth:`stats_from`) looks at the wall clock, through ``intake``
     (default: :meth:`Intake.from_settings <streamfolio.intake.Intake.from_settings>` with
-    ``clock``), to refuse what is stamped in the future.
+    ``clock``), to refuse what is stamped in the future. The portfolios are those of ``book``
+    (default: the configured ones); the default intake judges by the book's portfolios.
     """
 
     def __init__(
@@ -84,32 +94,48 @@ class Decider:
         *,
         intake: Intake | None = None,
         clock: Callable[[], int] | None = None,
+        book: PortfolioBook | None = None,
     ) -> None:
-        self._portfolios: dict[str, PortfolioSettings] = {p.id: p for p in settings.portfolios}
+        self.settings = settings
+        self.book = book if book is not None else PortfolioBook(settings)
         if intake is None:
-            intake = (
+            base = (
                 Intake.from_settings(settings)
                 if clock is None
                 else Intake.from_settings(settings, clock=clock)
             )
-        if intake.portfolios is None or set(intake.portfolios) != set(self._portfolios):
+            intake = replace(base, portfolios=self.book.specs)
+        if intake.portfolios is None:
             # A programming error of the caller (the service builds its intake from settings).
-            raise ValueError("the intake must judge exactly the configured portfolios")
+            raise ValueError("the intake must judge the portfolios")
         self.intake = intake
-        self._policies = {
-            p.id: RebalancePolicy(policy_settings(p, settings.exchange))
-            for p in settings.portfolios
-        }
-        self._periods = {
-            p.id: p.periods_per_year_value(settings.exchange) for p in settings.portfolios
-        }
+        # One policy per definition (a definition's settings object is never changed).
+        self._policies: dict[int, tuple[PortfolioSettings, RebalancePolicy]] = {}
 
     @property
     def portfolio_ids(self) -> tuple[str, ...]:
-        return tuple(self._portfolios)
+        """The portfolios in force now (removed ones left out)."""
+        return self.book.ids()
 
     def tickers(self, portfolio_id: str) -> tuple[str, ...]:
-        return self._portfolios[portfolio_id].tickers
+        """The tickers of the newest definition of ``portfolio_id`` (removed or not)."""
+        return self.book.tickers[portfolio_id]
+
+    def _policy(self, portfolio: PortfolioSettings) -> RebalancePolicy:
+        known = self._policies.get(id(portfolio))
+        if known is None or known[0] is not portfolio:
+            known = (portfolio, RebalancePolicy(policy_settings(portfolio, self.settings.exchange)))
+            self._policies[id(portfolio)] = known
+        return known[1]
+
+    def _defined(self, portfolio_id: str, timestamp: int) -> PortfolioSettings:
+        """The definition in force for the bar ending at ``timestamp``, else the newest (a
+        record the intake accepted is of a portfolio the book knows)."""
+        portfolio = self.book.for_bar(portfolio_id, timestamp)
+        if portfolio is None:
+            portfolio = self.book.last_defined(portfolio_id)
+        assert portfolio is not None, portfolio_id
+        return portfolio
 
     def metrics_from(self, value: bytes, key: bytes | None) -> PortfolioMetrics:
         """A metrics record read from the topic (its bytes and Kafka key), judged by the
@@ -132,7 +158,7 @@ class Decider:
         Raises :class:`~streamfolio.intake.Rejected` with the dead letter's reason.
         """
         stats = self.intake.updated_stats(value, key)
-        portfolio = self._portfolios[stats.portfolio_id]  # the intake knows no other
+        portfolio = self._defined(stats.portfolio_id, stats.timestamp)
         try:
             aligned = align_stats(stats, portfolio.tickers)
         except SchemaError as exc:
@@ -144,10 +170,6 @@ class Decider:
                 f"portfolio has {portfolio.bar_seconds} s bars",
             )
         return aligned
-
-    def _bounds(self, portfolio_id: str) -> tuple[tuple[float, float], ...] | None:
-        spec = None if self.intake.portfolios is None else self.intake.portfolios[portfolio_id]
-        return None if spec is None else spec.bounds
 
     @staticmethod
     def already_decided(metrics: PortfolioMetrics, memory: PortfolioMemory) -> bool:
@@ -165,7 +187,9 @@ class Decider:
         job would reject (outside the portfolio's bounds).
         """
         pid = metrics.portfolio_id
-        portfolio = self._portfolios[pid]
+        portfolio = self.book.for_bar(pid, metrics.timestamp)
+        if portfolio is None:
+            return Outcome("removed", memory, detail=f"{pid} is not defined for this bar")
         if self.already_decided(metrics, memory):
             return Outcome("already_decided", memory, detail=f"decided at {memory.last_event_ms}")
         if memory.weights is not None and not same_weights(metrics.weights, memory.weights):
@@ -184,13 +208,24 @@ class Decider:
                 detail=f"stamped {metrics.timestamp}, before the weights in force "
                 f"(stamped {memory.weights_timestamp})",
             )
-        if stats.timestamp != metrics.stats_timestamp or stats.tickers != portfolio.tickers:
-            # A programming error: the join hands over the named statistics, aligned.
-            raise ValueError("decide() needs the statistics the metrics name, in ticker order")
+        if stats.timestamp != metrics.stats_timestamp:
+            # A programming error: the join hands over the named statistics.
+            raise ValueError("decide() needs the statistics the metrics name")
         tickers = portfolio.tickers
+        if stats.tickers != tickers or set(metrics.weights) != set(tickers):
+            try:
+                stats = align_stats(stats, tickers)
+            except SchemaError:
+                return Outcome(
+                    "stale",
+                    memory,
+                    detail="statistics or weights of other tickers than the definition in force",
+                )
+            if set(metrics.weights) != set(tickers):
+                return Outcome("stale", memory, detail="weights of other tickers than in force")
         mean, covariance = stats.mean_vector(), stats.covariance_matrix()
         current = np.array([metrics.weights[t] for t in tickers], dtype=np.float64)
-        decision, state = self._policies[pid].decide(
+        decision, state = self._policy(portfolio).decide(
             mean=mean,
             covariance=covariance,
             count=stats.count,
@@ -202,7 +237,7 @@ class Decider:
         event_id = RebalanceEvent.make_event_id(pid, metrics.timestamp)
         if isinstance(decision, Rebalance):
             new = {t: float(w) for t, w in zip(tickers, decision.weights.tolist(), strict=True)}
-            problem = check_weights(tickers, new, self._bounds(pid))
+            problem = check_weights(tickers, new, weight_bounds(portfolio))
             if problem is not None:  # the optimiser's contract; never publish what the job rejects
                 raise OptimizationError(
                     f"the policy proposed weights the job would reject: {problem}"
@@ -256,7 +291,7 @@ class Decider:
             current,
             mean,
             covariance,
-            periods_per_year=self._periods[pid],
+            periods_per_year=portfolio.periods_per_year_value(self.settings.exchange),
             risk_free_rate=portfolio.risk_free_rate,
         )
         event = RebalanceEvent(

@@ -12,6 +12,10 @@ outside its bounds, statistics of other tickers) changes nothing and is counted 
 first of each reason is logged). The memory is only a reader of these topics and reads them again
 at every start, so it dead-letters nothing: the streaming job dead-letters the weights and
 initial statistics it refuses, once.
+
+A record for a portfolio the intake does not know (or does not fit) may be of a portfolio defined
+a moment ago on the portfolios topic: ``refresh`` (reading that topic to its end) is called and
+the record judged again once, if it brought anything new.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 from confluent_kafka import (
@@ -64,33 +68,46 @@ class MemoryReader:
     reason is logged. Nothing is dead-lettered (see the module doc).
     """
 
-    def __init__(self, memory: Memory, intake: Intake) -> None:
+    def __init__(
+        self, memory: Memory, intake: Intake, refresh: Callable[[], int] | None = None
+    ) -> None:
         self.memory = memory
         self.intake = intake
         self.skipped: Counter[str] = Counter()
+        self._refresh = refresh
 
     def read(self, role: MemoryRole, value: bytes, key: bytes | None, topic: str = "") -> bool:
         """Judge and apply one record of topic ``role``; True if it changed the memory."""
         try:
-            if role == "weights":
-                weights = self.intake.weights(value, key)
-                stale = self.memory.committed(weights.portfolio_id).stale_weights(weights)
-                if stale is not None:
-                    raise Rejected("stale", f"{weights.portfolio_id}: {stale}")
-                return self.memory.on_weights(weights)
-            if role == "rebalance_events":
-                event = self.intake.rebalance_event(value, key)
-                if event.decision not in DECISIONS:
-                    raise Rejected(
-                        "invalid_event",
-                        f"{event.portfolio_id}: decision {event.decision[:32]!r} is not one of "
-                        f"{', '.join(DECISIONS)}",
-                    )
-                return self.memory.on_event(event)
-            return self.memory.on_initial_stats(self.intake.initial_stats(value, key))
+            return self._apply(role, value, key)
         except Rejected as refused:
+            retry = refused.reason in _PERHAPS_NEWLY_DEFINED and self._refresh is not None
+            if retry and self._refresh is not None and self._refresh():
+                try:
+                    return self._apply(role, value, key)
+                except Rejected as again:
+                    refused = again
             self._skip(refused, topic or role)
             return False
+
+    def _apply(self, role: MemoryRole, value: bytes, key: bytes | None) -> bool:
+        # Raises Rejected: the caller counts it.
+        if role == "weights":
+            weights = self.intake.weights(value, key)
+            stale = self.memory.committed(weights.portfolio_id).stale_weights(weights)
+            if stale is not None:
+                raise Rejected("stale", f"{weights.portfolio_id}: {stale}")
+            return self.memory.on_weights(weights)
+        if role == "rebalance_events":
+            event = self.intake.rebalance_event(value, key)
+            if event.decision not in DECISIONS:
+                raise Rejected(
+                    "invalid_event",
+                    f"{event.portfolio_id}: decision {event.decision[:32]!r} is not one of "
+                    f"{', '.join(DECISIONS)}",
+                )
+            return self.memory.on_event(event)
+        return self.memory.on_initial_stats(self.intake.initial_stats(value, key))
 
     def _skip(self, refused: Rejected, topic: str) -> None:
         if self.skipped[refused.reason] == 0:
@@ -102,6 +119,9 @@ class MemoryReader:
             )
         self.skipped[refused.reason] += 1
 
+
+_PERHAPS_NEWLY_DEFINED: Final = frozenset({"unknown_portfolio", "invalid_stats", "invalid_weights"})
+"""Refusals a definition read since could undo (a new portfolio, changed tickers or bounds)."""
 
 _LATEST: Final = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
@@ -129,9 +149,10 @@ class TopicFollower:
         group_id: str,
         intake: Intake | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        refresh: Callable[[], int] | None = None,
     ) -> None:
         self.reader = MemoryReader(
-            memory, intake if intake is not None else Intake.from_settings(settings)
+            memory, intake if intake is not None else Intake.from_settings(settings), refresh
         )
         self._contracts: dict[str, TopicContract] = {
             c.name: c

@@ -228,7 +228,8 @@ class Memory:
     """
 
     def __init__(self, tickers: Mapping[str, Sequence[str]]) -> None:
-        self._tickers = {pid: tuple(t) for pid, t in tickers.items()}
+        # Kept as given: a live mapping (PortfolioBook.tickers) brings portfolios added later.
+        self._tickers = tickers
         self._committed: dict[str, PortfolioMemory] = {}
         self._staged: dict[str, PortfolioMemory] = {}
         self._seeds: dict[str, dict[int, PortfolioStats]] = {}

@@ -14,6 +14,9 @@ join) or ``decision_failed``. A metrics record waits for the statistics it names
 staged by a :class:`~.batch.Batch`, and every batch is one Kafka transaction
 (:mod:`.transactions`). Notifications are sent after the transaction commits, never for aborted
 work.
+
+The portfolios follow their topic (:class:`~streamfolio.portfolio_book.PortfolioBook`), read to
+its end before a step's records are handled: every definition in force for them is known then.
 """
 
 from __future__ import annotations
@@ -22,20 +25,21 @@ import logging
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamfolio.config import Settings
-from streamfolio.kafka.outage import broker_watch, close_within, observed, stop_through_callbacks
+from streamfolio.kafka.outage import broker_watch, close_within, stop_through_callbacks
 from streamfolio.kafka.topics import contract
 from streamfolio.messages import RebalanceEvent
 from streamfolio.observability.metrics import REBALANCER_ABORTS, REBALANCER_TRANSACTIONS
+from streamfolio.portfolio_book import DefinitionsFollower, PortfolioBook
 from streamfolio.rebalancer.batch import COMPONENT, Batch, RebalancerStats, Targets
 from streamfolio.rebalancer.decider import Decider, Outcome, OutcomeKind
 from streamfolio.rebalancer.follower import TopicFollower
+from streamfolio.rebalancer.group import describe, group_consumer_config, ignored, unread
 from streamfolio.rebalancer.join import Source
 from streamfolio.rebalancer.memory import Memory
 from streamfolio.rebalancer.notify import Notifier
@@ -63,8 +67,6 @@ log = logging.getLogger(__name__)
 
 _AbortableError = AbortableError  # the name tests/integration/test_rebalancer.py imports
 
-SESSION_TIMEOUT_MS: Final = 10_000
-"""How soon the group notices an instance that died (kill -9) and gives its partitions away."""
 _CLOSE_S: Final = 1.5
 """On the way out, each consumer's close (leaving the group, which waits for the broker) and
 the queued notifications get at most this long: a stop takes seconds, outage or not."""
@@ -96,6 +98,8 @@ class RebalancerService:
     clock
         The wall clock in epoch milliseconds (default: the system's), against which records
         stamped in the future are refused (``validation.max_future_skew_ms``).
+    book
+        The portfolios (default: the configured ones, then the portfolios topic's).
     """
 
     def __init__(
@@ -110,14 +114,16 @@ class RebalancerService:
         status_interval_s: float = 30.0,
         commit_interval_s: float = 0.5,
         clock: Callable[[], int] | None = None,
+        book: PortfolioBook | None = None,
     ) -> None:
         self.settings = settings
+        self.book = book if book is not None else PortfolioBook(settings)
         self.group_id = group_id or settings.rebalancer.group_id
         self.instance = instance or socket.gethostname()
         self.transactional_id = transactional_id(self.group_id, self.instance)
         self.from_beginning = from_beginning
-        self.decider = Decider(settings, clock=clock)
-        self.memory = Memory({pid: self.decider.tickers(pid) for pid in self.decider.portfolio_ids})
+        self.decider = Decider(settings, clock=clock, book=self.book)
+        self.memory = Memory(self.book.tickers)
         self.notifier = notifier or Notifier()
         self.stats = RebalancerStats()
         self._progress = progress or log.info
@@ -130,6 +136,7 @@ class RebalancerService:
         self._txn = Transaction(self.transactional_id)
         self._consumer: Consumer | None = None
         self._follower: TopicFollower | None = None
+        self._definitions: DefinitionsFollower | None = None
         self._offsets = OffsetBook()
         self._batch = Batch(
             self.decider,
@@ -160,21 +167,11 @@ class RebalancerService:
         self._offsets.forget_reading()
 
     def _consumer_config(self) -> dict[str, Any]:
-        return observed(
-            {
-                **self.settings.kafka.client_config("rebalancer"),
-                "client.id": f"{self.settings.kafka.client_id}-rebalancer-{self.instance}",
-                "group.id": self.group_id,
-                # Co-partitioned topics: range gives partition i of both to the same instance.
-                "partition.assignment.strategy": "range",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest" if self.from_beginning else "latest",
-                "session.timeout.ms": SESSION_TIMEOUT_MS,
-                "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": 100,
-            }
+        return group_consumer_config(
+            self.settings,
+            group_id=self.group_id,
+            instance=self.instance,
+            from_beginning=self.from_beginning,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -190,8 +187,16 @@ class RebalancerService:
         started = time.monotonic()
         self._txn.stopping = stop_event.is_set
         self._txn.start(producer_settings(self.settings, self.instance, self.transactional_id))
+        self._definitions = DefinitionsFollower(
+            self.settings, self.book, component=COMPONENT, group_id=f"{self.group_id}.memory"
+        )
+        self._definitions.catch_up(timeout_s=30.0)
         self._follower = TopicFollower(
-            self.settings, self.memory, group_id=self.group_id, intake=self.decider.intake
+            self.settings,
+            self.memory,
+            group_id=self.group_id,
+            intake=self.decider.intake,
+            refresh=self._read_definitions,
         )
         self._batch.follower = self._follower
         try:
@@ -200,7 +205,7 @@ class RebalancerService:
                 f"rebalancer {self.instance}: memory rebuilt from {self._follower.read} record(s) "
                 f"of {self._weights.name}, {self._events.name} and "
                 f"{self.settings.topics.initial_stats}"
-                + _ignored(self._follower.skipped)
+                + ignored(self._follower.skipped)
                 + f"; {len(self.decider.portfolio_ids)} portfolio(s): "
                 + ", ".join(self.decider.portfolio_ids)
             )
@@ -253,6 +258,8 @@ class RebalancerService:
         finally:
             if self._follower is not None:
                 close_within(self._follower.close, _CLOSE_S)
+            if self._definitions is not None:
+                close_within(self._definitions.close, _CLOSE_S)
             self.notifier.close(timeout=_CLOSE_S)
             self._progress(f"rebalancer {self.instance} stopped: {self.stats.line()}")
 
@@ -268,12 +275,12 @@ class RebalancerService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment = [(tp.topic, tp.partition) for tp in partitions]
         self._just_assigned = True
-        self._progress(f"rebalancer {self.instance}: assigned {_describe(partitions)}")
+        self._progress(f"rebalancer {self.instance}: assigned {describe(partitions)}")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._forget_partitions()
         if partitions:
-            self._progress(f"rebalancer {self.instance}: revoked {_describe(partitions)}")
+            self._progress(f"rebalancer {self.instance}: revoked {describe(partitions)}")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("rebalancer %s lost its partitions (session expired)", self.instance)
@@ -311,6 +318,10 @@ class RebalancerService:
         if self._just_assigned:
             self._after_assign()
         try:
+            if messages:
+                self._read_definitions()  # those in force for what was just read
+            elif self._definitions is not None:
+                self._definitions.poll_some()
             self._follower.drain()
             for message in messages:
                 self._on_message(message)
@@ -339,21 +350,14 @@ class RebalancerService:
         source = Source(topic, partition, offset, message.key(), message.value() or b"", replayed)
         self._batch.read(source)
 
+    def _read_definitions(self) -> int:
+        """Read the portfolios topic to its end offsets as of now; how many were read."""
+        return 0 if self._definitions is None else self._definitions.catch_up(timeout_s=10.0)
+
     def _stats_unread(self, source: Source) -> bool:
-        """Whether the statistics partition co-partitioned with ``source`` still has records
-        this instance has not read (as far as the consumer knows, without asking the broker)."""
-        if self._consumer is None:
-            return False
+        """Whether the statistics partition co-partitioned with ``source`` has unread records."""
         tp = TopicPartition(self._updated.name, source.partition)
-        try:
-            marks = self._consumer.get_watermark_offsets(tp, cached=True)
-            (position,) = self._consumer.position([tp])
-        except (KafkaException, RuntimeError, ValueError) as exc:
-            log.debug("no position for %s[%d]: %s", tp.topic, tp.partition, exc)
-            return False
-        if marks is None or marks[1] < 0 or position.offset < 0:
-            return False
-        return bool(position.offset < marks[1])
+        return self._consumer is not None and unread(self._consumer, tp)
 
     # -- committing ---------------------------------------------------------------------------
 
@@ -392,16 +396,3 @@ class RebalancerService:
         if rewind and self._consumer is not None:
             self._offsets.rewind(self._consumer)
         self._reset_buffers()
-
-
-def _describe(partitions: list[TopicPartition]) -> str:
-    by_topic: dict[str, list[int]] = {}
-    for tp in partitions:
-        by_topic.setdefault(tp.topic, []).append(tp.partition)
-    return "; ".join(f"{t} {sorted(ps)}" for t, ps in sorted(by_topic.items())) or "nothing"
-
-
-def _ignored(skipped: Counter[str]) -> str:
-    if not skipped:
-        return ""
-    return " (ignored: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")"
