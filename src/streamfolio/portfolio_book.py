@@ -28,9 +28,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Final
+from typing import Final, Protocol
 
 from streamfolio.config import Component, PortfolioSettings, Settings
 from streamfolio.core.portfolio import PortfolioSpec
@@ -40,12 +40,25 @@ from streamfolio.kafka.definitions import DefinitionRead, read_one
 from streamfolio.kafka.topics import contract
 from streamfolio.portfolios import portfolio_of, portfolio_spec
 
-__all__ = ["BEGINNING", "DefinitionsFollower", "PortfolioBook"]
+__all__ = [
+    "BEGINNING",
+    "PERHAPS_NEWLY_DEFINED",
+    "DefinitionsFollower",
+    "DefinitionsSource",
+    "PortfolioBook",
+]
 
 log = logging.getLogger(__name__)
 
 BEGINNING: Final = -(2**63)
 """The effective time of a configured portfolio: before any record."""
+
+PERHAPS_NEWLY_DEFINED: Final = frozenset(
+    {"unknown_portfolio", "invalid_stats", "invalid_weights", "invalid_metrics"}
+)
+"""Refusals of :class:`~streamfolio.intake.Intake` that a definition not read yet could undo (a
+new portfolio, changed tickers or bounds): a service judges such a record again after reading the
+portfolios topic to its end."""
 
 Entry = tuple[int, PortfolioSettings | None]
 """One step of a portfolio's history: from time T on, this definition (None: removed)."""
@@ -231,6 +244,17 @@ class PortfolioBook:
             self._specs.pop(pid, None)
 
 
+class DefinitionsSource(Protocol):
+    """What reads the portfolios topic into a book (a :class:`DefinitionsFollower`; tests give
+    their own)."""
+
+    def catch_up(self, timeout_s: float = 10.0) -> int: ...
+
+    def poll_some(self, max_records: int = 100) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class DefinitionsFollower:
     """Reads the portfolios topic into a :class:`PortfolioBook`: every partition from the
     beginning, outside any consumer group, nothing committed."""
@@ -242,10 +266,14 @@ class DefinitionsFollower:
         *,
         component: Component,
         group_id: str | None = None,
+        listener: Callable[[ConsumedRecord, DefinitionRead, str | None], None] | None = None,
     ) -> None:
         """``group_id`` is only what the client requires: nothing joins or commits under it
-        (default: a new one, ``streamfolio-<component>-portfolios-<random>``)."""
+        (default: a new one, ``streamfolio-<component>-portfolios-<random>``). ``listener``
+        hears of every record read once the book took it: the record, what it holds, and why
+        the book refused it (None: taken)."""
         self.book = book
+        self._listener = listener
         self.read = 0
         self._consumer = RecordConsumer(
             settings.kafka,
@@ -288,7 +316,10 @@ class DefinitionsFollower:
     def _take(self, record: ConsumedRecord) -> int:
         self._next[(record.topic, record.partition)] = record.offset + 1
         self.read += 1
-        self.book.apply(read_one(record))
+        read = read_one(record)
+        problem = self.book.apply(read)
+        if self._listener is not None:
+            self._listener(record, read, problem)
         return 1
 
     def _behind(self, ends: Mapping[tuple[str, int], int]) -> bool:

@@ -116,7 +116,13 @@ def _history() -> list[StoredMessage]:
     return history
 
 
-EXPECTED_ROWS = {"metrics": 80, "statistics": 20, "weights": 3, "rebalance_events": 2}
+EXPECTED_ROWS = {
+    "metrics": 80,
+    "statistics": 20,
+    "weights": 3,
+    "rebalance_events": 2,
+    "portfolio_definitions": 0,
+}
 
 
 def _publish(settings: Settings) -> int:

@@ -172,6 +172,7 @@ def test_row_counts(db: Engine) -> None:
         "statistics": 3,
         "weights": 4,
         "rebalance_events": 3,
+        "portfolio_definitions": 0,
     }
 
 

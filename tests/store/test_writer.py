@@ -215,7 +215,13 @@ def test_replaying_the_same_messages_adds_no_rows(engine: Engine) -> None:
     writer = StoreWriter(engine)
     writer.write(history)
     first = writer.row_counts()
-    assert first == {"metrics": 20, "statistics": 20, "weights": 2, "rebalance_events": 2}
+    assert first == {
+        "metrics": 20,
+        "statistics": 20,
+        "weights": 2,
+        "rebalance_events": 2,
+        "portfolio_definitions": 0,
+    }
     for _ in range(2):
         writer.write(history)
     assert writer.row_counts() == first

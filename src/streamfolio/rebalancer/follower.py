@@ -44,6 +44,7 @@ from streamfolio.errors import StreamfolioError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.outage import observed, stop_through_callbacks
 from streamfolio.kafka.topics import TopicContract, contract
+from streamfolio.portfolio_book import PERHAPS_NEWLY_DEFINED
 from streamfolio.rebalancer.memory import DECISIONS, Memory
 
 __all__ = ["MemoryReader", "MemoryRole", "MemoryTopicsError", "TopicFollower"]
@@ -81,7 +82,7 @@ class MemoryReader:
         try:
             return self._apply(role, value, key)
         except Rejected as refused:
-            retry = refused.reason in _PERHAPS_NEWLY_DEFINED and self._refresh is not None
+            retry = refused.reason in PERHAPS_NEWLY_DEFINED and self._refresh is not None
             if retry and self._refresh is not None and self._refresh():
                 try:
                     return self._apply(role, value, key)
@@ -119,9 +120,6 @@ class MemoryReader:
             )
         self.skipped[refused.reason] += 1
 
-
-_PERHAPS_NEWLY_DEFINED: Final = frozenset({"unknown_portfolio", "invalid_stats", "invalid_weights"})
-"""Refusals a definition read since could undo (a new portfolio, changed tickers or bounds)."""
 
 _LATEST: Final = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 

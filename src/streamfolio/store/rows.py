@@ -22,6 +22,7 @@ from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
 
+from streamfolio.kafka.definitions import DefinitionRead
 from streamfolio.messages import PortfolioMetrics, PortfolioStats, RebalanceEvent, Weights
 from streamfolio.store import schema
 
@@ -35,8 +36,11 @@ __all__ = [
     "table_of",
 ]
 
-StoredMessage: TypeAlias = PortfolioMetrics | PortfolioStats | Weights | RebalanceEvent
-"""The messages the history database keeps."""
+StoredMessage: TypeAlias = (
+    PortfolioMetrics | PortfolioStats | Weights | RebalanceEvent | DefinitionRead
+)
+"""The messages the history database keeps (a :class:`DefinitionRead`: a definition or a
+removal read from the portfolios topic)."""
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -74,6 +78,8 @@ def table_of(message: StoredMessage) -> sa.Table:
         return schema.weights
     if isinstance(message, RebalanceEvent):
         return schema.rebalance_events
+    if isinstance(message, DefinitionRead):
+        return schema.portfolio_definitions
     raise TypeError(f"the history store does not keep {type(message).__name__}")
 
 
@@ -82,13 +88,14 @@ def row_of(
 ) -> dict[str, Any]:
     """The row (column -> value) that stores ``message``."""
     source = provenance or Provenance()
+    timestamp = message.timestamp_ms if isinstance(message, DefinitionRead) else message.timestamp
     row: dict[str, Any] = {
         "kafka_topic": source.topic,
         "kafka_partition": source.partition,
         "kafka_offset": source.offset,
         "stored_at_ms": stored_at_ms,
-        "timestamp_ms": message.timestamp,
-        "event_time": _instant(message.timestamp),
+        "timestamp_ms": timestamp,
+        "event_time": _instant(timestamp),
         "portfolio_id": message.portfolio_id,
     }
     if isinstance(message, PortfolioMetrics):
@@ -136,6 +143,9 @@ def row_of(
             turnover=message.turnover,
             optimizer_status=message.optimizer_status,
         )
+    elif isinstance(message, DefinitionRead):
+        definition = message.definition
+        row.update(definition=None if definition is None else definition.to_record())
     else:  # pragma: no cover - table_of has the same cases
         raise TypeError(f"the history store does not keep {type(message).__name__}")
     return row
@@ -179,7 +189,7 @@ def refusal_of(table: sa.Table, row: Mapping[str, Any]) -> str | None:
             for text in _texts(value):
                 if "\x00" in text:
                     return f"{column.name} contains a NUL character"
-                if len(text) > schema.TICKER_LENGTH:
+                if len(text) > schema.TICKER_LENGTH and not column.info.get("free_text"):
                     return (
                         f"{column.name} has a ticker of {len(text)} characters, longer than the "
                         f"{schema.TICKER_LENGTH} the store keeps"

@@ -10,7 +10,13 @@ table                         topic role                                natural 
                                                                         kind
 ``weights``                   ``weights`` (``Weights``)                 portfolio_id, timestamp_ms
 ``rebalance_events``          ``rebalance_events`` (``RebalanceEvent``) event_id
+``portfolio_definitions``     ``portfolios`` (``PortfolioDefinition``)  portfolio_id, timestamp_ms
 ============================  ========================================  ==========================
+
+A row of ``portfolio_definitions`` is a definition the services took (its ``definition`` the
+record as JSON) or a removal (``definition`` null), from ``timestamp_ms`` on: the audit trail of
+what each portfolio was when. Compaction keeps only a portfolio's newest definition on the topic;
+the store keeps every one it read.
 
 Writing a message whose key is already stored replaces the row (:mod:`streamfolio.store.writer`),
 so replaying a topic, or a producer re-sending after a restart, never duplicates history: the
@@ -29,7 +35,7 @@ keep it.
 
 >>> engine = open_store("sqlite://")  # in memory
 >>> sorted(table_names())
-['metrics', 'rebalance_events', 'statistics', 'weights']
+['metrics', 'portfolio_definitions', 'rebalance_events', 'statistics', 'weights']
 >>> stored_schema_version(engine) == SCHEMA_VERSION
 True
 """
@@ -58,6 +64,7 @@ __all__ = [
     "metadata",
     "metrics",
     "open_store",
+    "portfolio_definitions",
     "rebalance_events",
     "safe_url",
     "statistics",
@@ -170,6 +177,22 @@ rebalance_events = sa.Table(
     sa.Index("ix_rebalance_events_portfolio_time", "portfolio_id", "timestamp_ms"),
 )
 
+portfolio_definitions = sa.Table(
+    "portfolio_definitions",
+    metadata,
+    sa.Column("portfolio_id", sa.String(_PORTFOLIO_ID), primary_key=True),
+    *_time_columns(),
+    # Free text (notify references, estimator names): not held to the ticker length.
+    sa.Column(
+        "definition",
+        _JSON,
+        nullable=True,
+        comment="the PortfolioDefinition record; null: removed",
+        info={"free_text": True},
+    ),
+    *_provenance_columns(),
+)
+
 store_meta = sa.Table(
     "store_meta",
     metadata,
@@ -177,7 +200,7 @@ store_meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-_HISTORY_TABLES: Final = (metrics, statistics, weights, rebalance_events)
+_HISTORY_TABLES: Final = (metrics, statistics, weights, rebalance_events, portfolio_definitions)
 
 
 def table_names() -> list[str]:

@@ -27,6 +27,12 @@ Dead letters go through a producer of their own, made at the first one; it is fl
 offsets are committed, so a dead letter is never lost: if it cannot be delivered, the offsets
 stay uncommitted and the messages are read again (:mod:`streamfolio.store.dead_letters`).
 
+The portfolios follow the portfolios topic (:class:`~streamfolio.portfolio_book.PortfolioBook`,
+read from its start outside the group at every start, then as it grows): a record of a portfolio
+the store does not know yet (or no longer fits) is judged again once the topic is read to its end,
+so a portfolio added at run time is stored from its first record. Every definition and removal
+read is kept in ``portfolio_definitions`` (upserted: reading the topic again changes nothing).
+
 A new consumer group starts at the oldest message the topics still hold (a history store wants
 all of it); ``from_beginning`` also rewinds a group that has committed offsets, to rebuild a
 database from scratch (:mod:`streamfolio.store.consumer`).
@@ -39,19 +45,25 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import OperationalError
 
 from streamfolio.config import Settings
-from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.clients import ConsumedRecord
+from streamfolio.kafka.definitions import DefinitionRead
 from streamfolio.kafka.outage import broker_watch, close_within
 from streamfolio.kafka.topics import Role, contract
 from streamfolio.observability.metrics import STORE_DEAD_LETTERS, STORE_READ, STORE_ROWS
+from streamfolio.portfolio_book import (
+    PERHAPS_NEWLY_DEFINED,
+    DefinitionsFollower,
+    DefinitionsSource,
+    PortfolioBook,
+)
 from streamfolio.store.consumer import KafkaStoreConsumer, StoreConsumer
 from streamfolio.store.dead_letters import (
     COMPONENT,
@@ -59,12 +71,11 @@ from streamfolio.store.dead_letters import (
     DeadLetterProducer,
     one_line,
 )
+from streamfolio.store.options import DEFAULT_GROUP, StoreOptions, StoreStats
 from streamfolio.store.schema import (
-    DEFAULT_DATABASE,
     StoreError,
     open_store,
     safe_url,
-    table_names,
 )
 from streamfolio.store.writer import Batch, Provenance, Refused, StoreWriter
 
@@ -83,7 +94,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
-DEFAULT_GROUP: Final = "streamfolio-store"
 STORED_ROLES: Final[tuple[Role, ...]] = ("updated_stats", "metrics", "weights", "rebalance_events")
 """The topics the store reads, by role."""
 
@@ -91,56 +101,6 @@ _POLL_S: Final = 0.2
 _RETRY_FIRST_S: Final = 0.5
 _CLOSE_S: Final = 2.0
 _RETRY_MAX_S: Final = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoreOptions:
-    """How the store service runs (the CLI's options)."""
-
-    database: str = DEFAULT_DATABASE
-    group_id: str = DEFAULT_GROUP
-    from_beginning: bool = False
-    duration_s: float | None = None
-    batch_size: int = 500
-    batch_seconds: float = 1.0
-    status_interval_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, not {self.batch_size}")
-        if self.batch_seconds <= 0:
-            raise UsageError(f"batch seconds must be positive, not {self.batch_seconds}")
-        if self.duration_s is not None and self.duration_s < 0:
-            raise UsageError(f"duration must not be negative, not {self.duration_s}")
-
-
-@dataclass
-class StoreStats:
-    """What the service did so far."""
-
-    consumed: int = 0
-    """Messages read (stored or skipped)."""
-    written: Counter[str] = field(default_factory=Counter)
-    """Rows upserted per table (a replayed message counts again)."""
-    skipped: Counter[str] = field(default_factory=Counter)
-    """Messages not stored, by reason: the intake's reasons or ``store_refused``."""
-    dead_lettered: int = 0
-    """Dead letters sent (each skipped message once; a replayed one again)."""
-    transactions: int = 0
-    lag: int | None = None
-    """Messages behind the end of the topics at the last status, None if unknown."""
-    started: float = field(default_factory=time.monotonic)
-
-    def line(self) -> str:
-        """One status line: rows per table, skipped, lag, rate."""
-        rows = ", ".join(f"{name} {self.written.get(name, 0)}" for name in table_names())
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        text = f"{self.consumed} read, rows written: {rows}"
-        if self.skipped:
-            text += "; skipped " + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
-            text += f"; dead-lettered {self.dead_lettered}"
-        text += f"; lag {'?' if self.lag is None else self.lag}"
-        return text + f"; {self.consumed / elapsed:.0f} msg/s over {elapsed:.0f} s"
 
 
 class StoreService:
@@ -157,9 +117,14 @@ class StoreService:
         consumer: StoreConsumer | None = None,
         producer: DeadLetterProducer | None = None,
         intake: Intake | None = None,
+        book: PortfolioBook | None = None,
+        definitions: DefinitionsSource | None = None,
     ) -> None:
         self.settings = settings
-        self._intake = intake or Intake.from_settings(settings)
+        # The store sends no notifications: their env:/file: references are not its business.
+        self.book = book if book is not None else PortfolioBook(settings, resolve_notify=False)
+        self._intake = intake or replace(Intake.from_settings(settings), portfolios=self.book.specs)
+        self._definitions = definitions
         self.options = options
         self.stop = stop or threading.Event()
         self.progress = progress
@@ -186,6 +151,17 @@ class StoreService:
                 group_id=self.options.group_id,
                 rewind=self.options.from_beginning,
             )
+            if self._definitions is None and self._consumer is None:
+                # (A consumer given, as in unit tests, and no definitions: the configured ones.)
+                self._definitions = DefinitionsFollower(
+                    self.settings,
+                    self.book,
+                    component="store",
+                    group_id=self.options.group_id,
+                    listener=self.on_definition,
+                )
+            if self._definitions is not None:
+                self._definitions.catch_up(timeout_s=30.0)
         except BaseException:
             self._dispose(writer)
             raise
@@ -207,6 +183,8 @@ class StoreService:
                     log.warning(
                         "leaving the consumer group took over %g s; not waiting for it", _CLOSE_S
                     )
+                if self._definitions is not None:
+                    close_within(self._definitions.close, _CLOSE_S)
                 self._dispose(writer)
         return self.stats
 
@@ -227,10 +205,11 @@ class StoreService:
                 break
             wait = _POLL_S if deadline is None else max(min(_POLL_S, deadline - now), 0.0)
             item = self._poll(consumer, wait)
+            read = self._definitions.poll_some() if self._definitions is not None else 0
             if item is not None:
                 self._take(item)
-                if batch_started is None:
-                    batch_started = time.monotonic()
+            if (item is not None or read) and batch_started is None:
+                batch_started = time.monotonic()
             now = time.monotonic()
             full = len(self._batch) >= options.batch_size
             due = batch_started is not None and now - batch_started >= options.batch_seconds
@@ -261,13 +240,33 @@ class StoreService:
         self.stats.consumed += 1
         STORE_READ.inc()
         self._pending += 1
+        role = self._role_of[item.topic]
         try:
-            message = self._intake.read(self._role_of[item.topic], item.value, item.key)
+            try:
+                message = self._intake.read(role, item.value, item.key)
+            except Rejected as refused:
+                if refused.reason not in PERHAPS_NEWLY_DEFINED or not self._read_definitions():
+                    raise
+                message = self._intake.read(role, item.value, item.key)
         except Rejected as refused:
             self._skip(item, refused.reason, refused.detail)
             return
         self._read[(item.topic, item.partition, item.offset)] = item
         self._batch.add(message, Provenance(item.topic, item.partition, item.offset))
+
+    def _read_definitions(self) -> int:
+        """Read the portfolios topic to its end as of now; how many records were read."""
+        return 0 if self._definitions is None else self._definitions.catch_up(timeout_s=10.0)
+
+    def on_definition(
+        self, record: ConsumedRecord, read: DefinitionRead, problem: str | None
+    ) -> None:
+        """Keep a definition or removal the book took in ``portfolio_definitions`` (one it
+        refused is the job's to dead-letter, and the book's to count)."""
+        if problem is not None or read.error is not None:
+            return
+        self._pending += 1
+        self._batch.add(read, Provenance(record.topic, record.partition, record.offset))
 
     def _skip(self, item: ConsumedRecord, reason: str, detail: str) -> None:
         """Count a message not stored, log the first of each reason, and dead-letter it."""
