@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from confluent_kafka import (
@@ -54,6 +54,12 @@ from streamfolio.errors import UsageError
 from streamfolio.intake import Intake, Rejected
 from streamfolio.kafka.outage import broker_watch, observed
 from streamfolio.kafka.topics import Role as TopicRole
+from streamfolio.portfolio_book import (
+    PERHAPS_NEWLY_DEFINED,
+    DefinitionsFollower,
+    DefinitionsSource,
+    PortfolioBook,
+)
 
 __all__ = ["DENSE_ROLES", "SPARSE_ROLES", "ConsumerOptions", "DashboardConsumer", "start_offset"]
 
@@ -118,11 +124,21 @@ class DashboardConsumer:
         options: ConsumerOptions | None = None,
         *,
         intake: Intake | None = None,
+        book: PortfolioBook | None = None,
+        definitions: DefinitionsSource | None = None,
     ) -> None:
         self._settings = settings
         self._state = state
         self._options = options or ConsumerOptions()
-        self._intake = intake if intake is not None else Intake.from_settings(settings)
+        # The portfolios shown follow the portfolios topic (read by ``definitions``, by default a
+        # reader of its own made when the loop starts).
+        self.book = book if book is not None else PortfolioBook(settings, resolve_notify=False)
+        self._definitions = definitions
+        self._intake = (
+            intake
+            if intake is not None
+            else replace(Intake.from_settings(settings), portfolios=self.book.specs)
+        )
         self._roles: dict[str, Role] = {
             getattr(settings.topics, role): role for role in (*SPARSE_ROLES, *DENSE_ROLES)
         }
@@ -172,6 +188,18 @@ class DashboardConsumer:
             log.error("dashboard consumer cannot start: %s", exc)
             self._state.set_status("error", error=str(exc))
             return
+        if self._definitions is None:
+            try:
+                self._definitions = DefinitionsFollower(
+                    self._settings,
+                    self.book,
+                    component="dashboard",
+                    group_id=f"streamfolio-dashboard-{uuid.uuid4().hex[:8]}",
+                )
+                self._definitions.catch_up(timeout_s=10.0)
+            except KafkaException as exc:  # no portfolios topic yet: the configured ones
+                log.warning("not following the portfolios topic: %s", exc)
+        self._state.follow(self.book)
         try:
             self._loop(consumer)
         except Exception as exc:  # the thread must report why it died, not vanish
@@ -179,6 +207,8 @@ class DashboardConsumer:
             self._state.set_status("error", error=f"{type(exc).__name__}: {exc}")
         finally:
             consumer.close()
+            if self._definitions is not None:
+                self._definitions.close()
 
     def _loop(self, consumer: Consumer) -> None:
         next_topics = next_sample = 0.0
@@ -200,6 +230,8 @@ class DashboardConsumer:
             if now >= next_sample:
                 self._sample_offsets()
                 next_sample = now + opts.sample_every_s
+            if self._definitions is not None and self._definitions.poll_some(1000):
+                self._state.follow(self.book)
             if not self._assigned:
                 self._stop.wait(opts.poll_timeout_s)
                 continue
@@ -222,11 +254,26 @@ class DashboardConsumer:
         if role is None:
             return False
         try:
-            message = self._intake.read(role, value or b"", key)
+            try:
+                message = self._intake.read(role, value or b"", key)
+            except Rejected as refused:
+                if refused.reason not in PERHAPS_NEWLY_DEFINED or not self._read_definitions():
+                    raise
+                message = self._intake.read(role, value or b"", key)
         except Rejected as refused:
             self._state.refused(role, refused.reason)
             return False
         return self._state.accept(role, message)
+
+    def _read_definitions(self) -> int:
+        """Read the portfolios topic to its end as of now (a record of a portfolio not known
+        yet may be of one defined a moment ago); how many records were read."""
+        if self._definitions is None:
+            return 0
+        read = self._definitions.catch_up(timeout_s=5.0)
+        if read:
+            self._state.follow(self.book)
+        return read
 
     def _assign_missing(self, consumer: Consumer) -> None:
         try:

@@ -58,7 +58,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from streamfolio.config import Settings, example_config_path, load_config  # noqa: F401 (doctest)
 from streamfolio.dashboard.bounds import (
@@ -78,6 +78,9 @@ from streamfolio.dashboard.health import Health
 from streamfolio.dashboard.view import PortfolioInfo, PortfolioView, correlation, sharpe_status
 from streamfolio.errors import SchemaError
 from streamfolio.intake import REASONS as INTAKE_REASONS
+
+if TYPE_CHECKING:
+    from streamfolio.portfolio_book import PortfolioBook
 from streamfolio.messages import (
     DeadLetter,
     PortfolioMetrics,
@@ -229,6 +232,35 @@ class DashboardState:
         if view.last_seq == seq:  # something changed
             self._seq = seq
         return verdict
+
+    def follow(self, book: PortfolioBook) -> bool:
+        """Show the portfolios of ``book`` (the portfolios topic): a new one appears (with its
+        tickers, before its first record), a changed one keeps its history unless its tickers
+        changed, a removed one disappears. True if anything changed."""
+        infos = {}
+        for pid in book.ids():
+            p = book.latest(pid)
+            if p is not None:
+                infos[pid] = PortfolioInfo(
+                    p.id, tuple(p.tickers), p.owner, p.policy.sharpe_threshold, p.policy.band
+                )
+        with self._lock:
+            changed = False
+            for pid in [pid for pid in self._views if pid not in infos]:
+                del self._views[pid]
+                changed = True
+            for pid, info in infos.items():
+                view = self._views.get(pid)
+                if view is not None and view.info == info:
+                    continue
+                if view is not None and view.info.tickers == info.tickers:
+                    view.info = info
+                else:
+                    self._views[pid] = PortfolioView(info, self.limits)
+                changed = True
+            if changed:
+                self._seq += 1
+        return changed
 
     # ------------------------------------------------------------------------------ reading
 

@@ -15,13 +15,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaException
+
 from streamfolio.config import Settings
 from streamfolio.demo.components import ComponentView, is_reachable
 from streamfolio.kafka.clients import RecordConsumer
 from streamfolio.kafka.topics import contract
+from streamfolio.portfolio_book import DefinitionsFollower, DefinitionsSource, PortfolioBook
 
 if TYPE_CHECKING:
     from streamfolio.demo.supervision import Supervisor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +39,9 @@ class PortfolioView:
     as_of: int = 0
     rebalances: int = 0
     last_event: str = ""
+    tickers: tuple[str, ...] = ()
+    removed: bool = False
+    """Removed on the portfolios topic: shown as such, its last figures kept."""
 
 
 @dataclass
@@ -44,6 +52,32 @@ class LiveState:
     components: Sequence[ComponentView] = ()
     broker: str = ""
     """What the last probe of the broker said (``reachable``...); empty: not probed."""
+
+
+def follow_book(state: LiveState, book: PortfolioBook) -> None:
+    """Show every portfolio of ``book``: a new one appears with its tickers and threshold
+    before its first metrics, a removed one is marked removed.
+
+    >>> from streamfolio.config import example_config_path, load_config
+    >>> from streamfolio.kafka.definitions import DefinitionRead
+    >>> state, book = LiveState(), PortfolioBook(load_config(example_config_path(), environ={}))
+    >>> follow_book(state, book); sorted(state.portfolios), state.portfolios["banks"].tickers
+    (['banks', 'portf1'], ('ATW', 'BCP', 'BOA'))
+    >>> _ = book.apply(DefinitionRead("banks", 5, None)); follow_book(state, book)
+    >>> state.portfolios["banks"].removed
+    True
+    """
+    for pid in book.ids():
+        portfolio = book.latest(pid)
+        if portfolio is None:  # pragma: no cover - ids() are those in force
+            continue
+        view = state.portfolios.setdefault(pid, PortfolioView())
+        view.tickers = tuple(portfolio.tickers)
+        view.threshold = portfolio.policy.sharpe_threshold
+        view.removed = False
+    for pid in book.removed():
+        if pid in state.portfolios:
+            state.portfolios[pid].removed = True
 
 
 def _when(ms: int) -> str:
@@ -162,7 +196,7 @@ def _portfolio_table(state: LiveState) -> Any:
         below = view.sharpe < view.threshold  # False when either is NaN
         sharpe = f"[red]{view.sharpe:.2f}[/red]" if below else f"[green]{view.sharpe:.2f}[/green]"
         table.add_row(
-            pid,
+            f"{pid} (removed)" if view.removed else pid,
             _when(view.as_of) if view.as_of else "",
             sharpe,
             f"{view.threshold:.2f}",
@@ -180,8 +214,10 @@ def summary_lines(state: LiveState) -> list[str]:
     elapsed = time.monotonic() - state.started
     lines = [f"[{elapsed:,.0f} s] dead letters {state.dead_letters}"]
     for pid, v in sorted(state.portfolios.items()):
+        held = f" [{', '.join(v.tickers)}]" if v.tickers else ""
         lines.append(
-            f"  {pid}: {_when(v.as_of) if v.as_of else '-'} Sharpe {v.sharpe:.2f} "
+            f"  {pid}{' (removed)' if v.removed else ''}{held}: "
+            f"{_when(v.as_of) if v.as_of else '-'} Sharpe {v.sharpe:.2f} "
             f"(threshold {v.threshold:.2f}), return {v.expected_return:.1%}, risk {v.risk:.1%}, "
             f"{v.bars} obs, {v.rebalances} rebalance(s); {v.last_event or 'no decision yet'}"
         )
@@ -225,15 +261,23 @@ def live_view(
     live_cls: Any,
     broker_probe: Callable[[], str] | None = None,
     consumer_factory: Callable[[Settings], Any] | None = None,
+    definitions: DefinitionsSource | None = None,
+    book: PortfolioBook | None = None,
 ) -> int:
     """Show the live state until ``duration_s`` (None: until stopped), checking on the children
     of ``supervisor`` each second (:meth:`Supervisor.check` restarts them); 1 as soon as it
     gives up on one (printing why and its log), else 0. ``live_cls`` is rich's ``Live``, used on
-    a terminal; ``broker_probe`` says whether the broker answers (every few seconds)."""
+    a terminal; ``broker_probe`` says whether the broker answers (every few seconds).
+
+    The portfolios shown follow the portfolios topic (``definitions`` reading it into ``book``;
+    by default a reader of its own, unless ``consumer_factory`` replaces the view's reader)."""
     from rich.markup import escape
 
     state = LiveState()
     consumer = (consumer_factory or live_consumer)(settings)
+    book = book if book is not None else PortfolioBook(settings, resolve_notify=False)
+    if definitions is None and consumer_factory is None:
+        definitions = _definitions_reader(settings, book)
     deadline = None if duration_s is None else time.monotonic() + duration_s
     interactive = console.is_terminal
     last_probe = -math.inf
@@ -246,6 +290,9 @@ def live_view(
             last_print = 0.0
             while deadline is None or time.monotonic() < deadline:
                 watch(settings, state, consumer, 1.0)
+                if definitions is not None:
+                    definitions.poll_some(1000)
+                follow_book(state, book)
                 failure = supervisor.check()
                 if broker_probe is not None and time.monotonic() - last_probe >= (
                     BROKER_PROBE_EVERY_S
@@ -272,4 +319,20 @@ def live_view(
             console.print(line, highlight=False, soft_wrap=True, markup=False)
     finally:
         consumer.close()
+        if definitions is not None:
+            definitions.close()
     return 0
+
+
+def _definitions_reader(settings: Settings, book: PortfolioBook) -> DefinitionsSource | None:
+    try:
+        reader = DefinitionsFollower(
+            settings,
+            book,
+            component="dashboard",  # the viewer's read-only principal
+            group_id=f"streamfolio-demo-view-{uuid.uuid4().hex[:8]}",
+        )
+    except KafkaException as exc:  # an older deployment without the topic: the configured ones
+        log.warning("not following the portfolios topic: %s", exc)
+        return None
+    return reader
