@@ -81,6 +81,12 @@ def plan_changes(
         if old is None:
             changes.append(Change(portfolio, definition, True, "added"))
             continue
+        if portfolio.bar_seconds != old.bar_seconds:
+            raise ConfigError(
+                f"portfolios[{portfolio.id}].bar_seconds",
+                f"cannot change from {old.bar_seconds} to {portfolio.bar_seconds} s bars",
+                "remove the portfolio and add it under a new id",
+            )
         new_spec = portfolio_spec(portfolio, settings.exchange)
         keeps = new_spec.keeps_moments_of(portfolio_spec(old, settings.exchange))
         changes.append(

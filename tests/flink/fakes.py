@@ -26,6 +26,8 @@ from streamfolio.core.returns import BarCloses, bar_end_ms, bar_index
 from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink import operators as op
 from streamfolio.flink import prices, records
+from streamfolio.flink.bars import ChainCloses, GatherBars
+from streamfolio.flink.definitions import DecodeDefinitions, membership_changes
 from streamfolio.flink.job import routing
 from streamfolio.intake import Intake
 from streamfolio.kafka.topics import contract
@@ -176,11 +178,15 @@ class BarWindows:
                 yield last_ms, Row(ticker, bar_ms, close, None)
 
 
-def kafka_record_bytes(partition: int, offset: int, key: bytes | None, value: bytes) -> bytes:
-    """A record as the job's Java deserializer ``KafkaRecordBytes`` hands it to Python."""
+def kafka_record_bytes(
+    partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp: int = 0
+) -> bytes:
+    """A record as the job's Java deserializer ``KafkaRecordBytes`` hands it to Python (value
+    None: a tombstone)."""
     head = partition.to_bytes(4, "big") + offset.to_bytes(8, "big")
     head += (-1 if key is None else len(key)).to_bytes(4, "big", signed=True) + (key or b"")
-    return head + len(value).to_bytes(4, "big") + value
+    size = (-1 if value is None else len(value)).to_bytes(4, "big", signed=True)
+    return head + size + (value or b"") + timestamp.to_bytes(8, "big", signed=True)
 
 
 class Pipeline:
@@ -205,12 +211,19 @@ class Pipeline:
             intake = Intake.from_settings(settings)
             self.decoders[kind] = op.DecodeControls(kind, intake, c.name)
             self.decoders[kind].open(None)
-        self.chains = KeyedRuntime(prices.ChainCloses(route.shards))
-        self.shards = KeyedRuntime(prices.GatherBars(route.members))
+        self.definitions = DecodeDefinitions(settings, contract(settings, "portfolios").name)
+        self.definitions.open(None)
+        self.bar_sizes = sorted({size for sizes in route.bar_sizes.values() for size in sizes})
+        self.chains = KeyedRuntime(ChainCloses())
+        self.shards = KeyedRuntime(GatherBars(route.members))
         self.portfolios = KeyedRuntime(
             op.PortfolioProcess(
                 route.specs,
-                {"stats": contract(settings, "initial_stats").name, "weights": "w"},
+                {
+                    "stats": contract(settings, "initial_stats").name,
+                    "weights": "w",
+                    "definition": "d",
+                },
             )
         )
         self.max_timestamp: int | None = None
@@ -264,6 +277,16 @@ class Pipeline:
         for row in main:
             self._collect(self.portfolios.process(records.control_key(row), row, input_index=2))
 
+    def definition(self, key: bytes, value: bytes | None, timestamp: int = 0) -> None:
+        """Read one record of the portfolios topic (value None: a tombstone at ``timestamp``)."""
+        whole = kafka_record_bytes(0, next(self.control_offsets), key, value, timestamp)
+        main, side = split(self.definitions.process_element(whole))
+        self.dead.extend(side.get("dead-letters", []))
+        for row in main:
+            for change in membership_changes(row, self.bar_sizes):
+                self.shards.process(records.membership_key(change), change, input_index=2)
+            self._collect(self.portfolios.process(records.control_key(row), row, input_index=2))
+
     def advance(self, watermark: int) -> None:
         for last_ms, row in self.windows.fire(watermark):
             self.chains.watermark = max(self.chains.watermark, watermark)
@@ -272,7 +295,7 @@ class Pipeline:
             )
             self.dead.extend(side.get("dead-letters", []))
             for item in sharded:
-                self.shards.process(records.shard_key(item), item)
+                self.shards.process(records.shard_key(item), item, input_index=1)
         for bar in self.shards.advance(watermark):
             self._collect(self.portfolios.process(records.bar_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))

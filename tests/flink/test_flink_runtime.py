@@ -50,9 +50,10 @@ def make_settings(**flink: object) -> Settings:
     )
 
 
-def test_routing_sends_each_ticker_to_its_bar_sizes_and_portfolios() -> None:
+def test_routing_gives_every_ticker_every_bar_size_and_each_shard_its_portfolios() -> None:
     r = routing(make_settings())
-    assert r.bar_sizes == {"X": (60_000,), "Y": (60_000, 300_000), "Z": (60_000,)}
+    # Any portfolio defined later may hold any ticker at any of the job's bar sizes.
+    assert r.bar_sizes == {t: (60_000, 300_000) for t in ("X", "Y", "Z")}
     # Each ticker goes to the shards of the portfolios holding it, at their bar size...
     shard = {p: f"{r.specs[p].bar_ms}|{shard_of(p)}" for p in ("a", "b", "c")}
     assert set(r.shards[("Y", 60_000)]) == {shard["a"], shard["c"]}

@@ -8,8 +8,9 @@
         → TUMBLE + Top-1      Flink SQL, per bar size: each (ticker, bar)'s close  │ letters
         ── from here on, Python once per bar ──                                   │
         → key (ticker, bar)   ChainCloses: log returns, to the portfolio shards  ─┤
-        → key (shard)         GatherBars: one bar row per portfolio               │
-    initial-stats topic ─┐                                                         │
+        → key (shard)         GatherBars: one bar row per member portfolio   ←──┐ │
+    portfolios topic ────→ DecodeDefinitions → read ─→ memberships ────────────┤ │
+    initial-stats topic ─┐                                                      │ │
     weights topic ───────┴→ DecodeControls → read (holds bars only until first read) ─┤
         → key (portfolio)    PortfolioProcess: statistics & metrics in keyed state ─┘
         → updated-stats topic, metrics topic (keyed by portfolio id); dead-letter topic
@@ -27,8 +28,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streamfolio.config import Settings, load_config
+from streamfolio.flink.records import JobControlKind
 from streamfolio.flink.routing import Routing, routing
-from streamfolio.intake import ControlKind, Intake
+from streamfolio.intake import Intake
 from streamfolio.kafka.topics import contract
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ def build_pipeline(
 
     from streamfolio.flink import operators as op
     from streamfolio.flink import prices, records
+    from streamfolio.flink.bars import ChainCloses, GatherBars
     from streamfolio.flink.closes import bar_closes
     from streamfolio.flink.connectors import (
         KafkaTableSinks,
@@ -57,36 +60,24 @@ def build_pipeline(
         source_parallelism,
     )
     from streamfolio.flink.dead_letters import dead_letter_tag
+    from streamfolio.flink.definitions import DecodeDefinitions, MembershipChanges
     from streamfolio.flink.runtime import JobOptions
 
     options = options or JobOptions.from_settings(settings)
     route = routing(settings)
-    topics = {role: contract(settings, role) for role in ("initial_stats", "weights")}
+    topics = {role: contract(settings, role) for role in ("initial_stats", "weights", "portfolios")}
     t_env = StreamTableEnvironment.create(env)
 
     # 1-3. Prices, per tick in Flink SQL: Kafka table with per-partition watermarks → decode
     # and validate (the one Python call per tick) → each (ticker, bar)'s close in windows.
     closes = t_env.to_data_stream(bar_closes(t_env, settings, options, route))
 
-    # From here on Python runs once per bar. Log returns per (ticker, bar size), sent to the
-    # shards of the portfolios holding the ticker; dead letters of the SQL stage leave here.
-    returns = (
-        closes.key_by(prices.close_key, key_type=Types.STRING())
-        .process(prices.ChainCloses(route.shards))
-        .name("chain closes")
-        .uid("chain-closes")
-    )
-    bars = (
-        returns.key_by(records.shard_key, key_type=Types.STRING())
-        .process(prices.GatherBars(route.members))
-        .name("gather bars")
-        .uid("gather-bars")
-    )
-
-    # 4. Control messages: initial statistics and weights, keyed by portfolio id. They are read
-    # from the start of their topics: they are the portfolios' configuration, not a feed.
+    # 4. Control messages: portfolio definitions, initial statistics and weights, keyed by
+    # portfolio id. They are read from the start of their topics: they are the portfolios'
+    # configuration, not a feed.
     controls = []
-    inputs: tuple[tuple[Role, ControlKind], ...] = (
+    inputs: tuple[tuple[Role, JobControlKind], ...] = (
+        ("portfolios", "definition"),
         ("initial_stats", "stats"),
         ("weights", "weights"),
     )
@@ -104,10 +95,13 @@ def build_pipeline(
             .set_parallelism(readers)
             .uid(f"source-{role}")
         )
+        decode = (
+            DecodeDefinitions(settings, topics[role].name)
+            if kind == "definition"
+            else op.DecodeControls(kind, Intake.from_settings(settings), topics[role].name)
+        )
         decoded = (
-            source.process(
-                op.DecodeControls(kind, Intake.from_settings(settings), topics[role].name)
-            )
+            source.process(decode)
             .set_parallelism(readers)
             .name(f"decode {kind}")
             .uid(f"decode-{kind}")
@@ -120,14 +114,37 @@ def build_pipeline(
             .uid(f"{kind}-read")
         )
 
+    # From here on Python runs once per bar. Log returns per (ticker, bar size), sent to every
+    # shard of the bar size; dead letters of the SQL stage leave here. Each shard sends a bar
+    # to the portfolios that are its members then: the definitions say which.
+    returns = (
+        closes.key_by(prices.close_key, key_type=Types.STRING())
+        .process(ChainCloses())
+        .name("chain closes")
+        .uid("chain-closes")
+    )
+    sizes = sorted({size for sizes in route.bar_sizes.values() for size in sizes})
+    memberships = controls[0].flat_map(MembershipChanges(sizes)).name("memberships")
+    bars = (
+        returns.connect(memberships)
+        .key_by(records.shard_key, records.membership_key, key_type=Types.STRING())
+        .process(GatherBars(route.members))
+        .name("gather bars")
+        .uid("gather-bars")
+    )
+
     # 5. Per portfolio: statistics and metrics in keyed state, bar by bar in event time.
     portfolios = (
-        bars.connect(controls[0].union(controls[1]))
+        bars.connect(controls[0].union(controls[1], controls[2]))
         .key_by(records.bar_key, records.control_key, key_type=Types.STRING())
         .process(
             op.PortfolioProcess(
                 route.specs,
-                {"stats": topics["initial_stats"].name, "weights": topics["weights"].name},
+                {
+                    "stats": topics["initial_stats"].name,
+                    "weights": topics["weights"].name,
+                    "definition": topics["portfolios"].name,
+                },
             ),
             output_type=op.keyed_bytes_type(),
         )

@@ -21,10 +21,11 @@ What cannot be used becomes an encoded ``DeadLetter`` in the side output
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
@@ -34,6 +35,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
 from streamfolio.flink.dead_letters import DeadLetterLog
+from streamfolio.flink.definitions import spec_from_record
 from streamfolio.flink.records import ControlMessage, PortfolioBar, kafka_record
 from streamfolio.flink.state import (
     PortfolioState,
@@ -41,7 +43,7 @@ from streamfolio.flink.state import (
     load_portfolio_state,
     state_type,
 )
-from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected
+from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected, control_problem
 from streamfolio.serde import codec_for
 
 if TYPE_CHECKING:
@@ -93,7 +95,11 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
         self.source_topic = source_topic
 
     def open(self, runtime_context: Any = None) -> None:
-        self._read = self.intake.initial_stats if self.kind == "stats" else self.intake.weights
+        # Whether a message fits its portfolio depends on the definition in force at its time
+        # (the portfolios topic may change it, or define the portfolio, read later or not):
+        # PortfolioProcess judges that when the time comes. Here: the message's own rules.
+        intake = dataclasses.replace(self.intake, portfolios=None)
+        self._read = intake.initial_stats if self.kind == "stats" else intake.weights
         self._dead = DeadLetterLog(f"decode {self.kind}")
 
     def process_element(self, value: bytes, ctx: Any = None) -> Iterator[Any]:
@@ -125,6 +131,12 @@ class ControlTime(TimestampAssigner):  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------------------- portfolios
+
+
+_RANK: Final[dict[str, int]] = {"definition": -1, **CONTROL_RANK}
+"""Equal timestamps: a definition, then a seed, then weights (as the replay)."""
+_NO_BARS: Final = PortfolioSpec("", (), 1, 1.0)
+"""Stands for the spec of a portfolio not defined yet: no bar of it is due."""
 
 
 class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
@@ -208,11 +220,13 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
         portfolio_id, k = value.portfolio_id, value.bar
         state = self._load(portfolio_id)
+        # A bar of a portfolio whose definition is still pending was gathered with it.
+        spec = self._spec(portfolio_id, state) or self._spec(portfolio_id, state, pending=True)
+        if spec is None:  # removed: GatherBars sends it nothing after its removal
+            return
         state["bars"][k] = (value.closes, value.returns)
         self._save(portfolio_id, state)
-        ctx.timer_service().register_event_time_timer(
-            bar_end_ms(k, self.specs[portfolio_id].bar_ms) - 1
-        )
+        ctx.timer_service().register_event_time_timer(bar_end_ms(k, spec.bar_ms) - 1)
         if not state["seeded"] and portfolio_id not in self._waiting_logged:
             # The usual cause of "the job runs but writes nothing": say it once.
             log.warning(
@@ -229,7 +243,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         timestamp = int(record["timestamp"])
         # Where it was read, for a dead letter should it turn out stale.
         origin = (value.payload, value.partition, value.offset, value.key)
-        state["pending"].append([timestamp, CONTROL_RANK[kind], state["seq"], kind, record, origin])
+        state["pending"].append([timestamp, _RANK[kind], state["seq"], kind, record, origin])
         state["pending"].sort(key=lambda entry: (entry[0], entry[1], entry[2]))
         if kind == "stats":
             state["seeded"] = True
@@ -250,12 +264,28 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     # -- processing -----------------------------------------------------------------------
 
+    def _spec(
+        self, portfolio_id: str, state: PortfolioState, *, pending: bool = False
+    ) -> PortfolioSpec | None:
+        """The portfolio's spec in force (None: unknown or removed): the configured one until a
+        definition replaced it. With ``pending``, the newest definition received counts
+        already (what the bars GatherBars sends now were gathered with)."""
+        defined = state.get("spec")
+        if pending:
+            definitions = [e for e in state["pending"] if e[3] == "definition"]
+            if definitions:
+                defined = definitions[-1][4]["spec"] or False
+        if defined is None:
+            return self.specs.get(portfolio_id)
+        return spec_from_record(defined) if defined else None
+
     def _advance(self, portfolio_id: str, state: PortfolioState, up_to: int) -> Iterator[Any]:
         """Process, in event-time order, the control messages stamped at or before ``up_to``
         and the bars whose last millisecond is at or before it (``state`` is updated)."""
-        if not state["seeded"]:
+        spec = self._spec(portfolio_id, state)
+        if not state["seeded"] and self._spec(portfolio_id, state, pending=True) is not None:
             return  # everything waits for the first initial statistics
-        spec = self.specs[portfolio_id]
+        # (a portfolio never defined has none to wait for: its messages are dead letters)
         due: list[tuple[int, int, int, int, Any]] = []
         waiting = []
         for entry in state["pending"]:
@@ -265,38 +295,51 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             else:
                 waiting.append(entry)
         bars = state["bars"]
+        bar_ms = (spec or self._spec(portfolio_id, state, pending=True) or _NO_BARS).bar_ms
         for k in list(bars):
-            last_ms = bar_end_ms(k, spec.bar_ms) - 1
+            last_ms = bar_end_ms(k, bar_ms) - 1
             if last_ms <= up_to:
                 due.append((last_ms, 1, 0, k, k))
         if not due:
             return
         due.sort(key=lambda item: item[:4])
         monitor = (
-            PortfolioMonitor(spec)
+            None
+            if spec is None
+            else PortfolioMonitor(spec)
             if state["monitor"] is None
             else PortfolioMonitor.from_state(spec, state["monitor"])
         )
         for _, what, _, _, item in due:
             if what == 0:
                 _, _, _, kind, record, (payload, partition, offset, key) = item
+                where: dict[str, Any] = {"partition": partition, "offset": offset, "key": key}
+                if kind == "definition":
+                    spec, monitor = self._redefine(state, spec, monitor, record["spec"])
+                    continue
+                problem = (
+                    ("unknown_portfolio", f"no portfolio {portfolio_id!r}")
+                    if spec is None or monitor is None
+                    else control_problem(spec, kind, record)
+                )
+                if problem is not None:
+                    reason, detail = problem
+                    topic = self.control_topics[kind]
+                    yield self._dead(reason, detail, topic, payload, **where)
+                    continue
+                assert monitor is not None
                 if kind == "stats":
                     stale = monitor.seed(record)
                 else:
                     stale = monitor.set_weights(record["weights"], record["timestamp"])
                 if stale is not None:  # the fit was checked when read: only its age is left
-                    yield self._dead(
-                        "stale",
-                        f"{portfolio_id}: {stale}",
-                        self.control_topics[kind],
-                        payload,
-                        partition=partition,
-                        offset=offset,
-                        key=key,
-                    )
+                    detail = f"{portfolio_id}: {stale}"
+                    yield self._dead("stale", detail, self.control_topics[kind], payload, **where)
                     continue
             else:
                 closes, returns = bars.pop(item)
+                if monitor is None or spec is None:
+                    continue  # removed before this bar was processed
                 if self._bars_closed is not None:
                     self._bars_closed.inc()
                 stats = monitor.on_bar(BarReturns(item, closes, returns))
@@ -304,7 +347,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                     continue
                 stats.update(kind="updated", bar_seconds=spec.bar_ms // 1000)
                 yield Row(portfolio_id.encode(), self._stats_codec.encode(stats))
-            metrics = monitor.metrics()
+            metrics = None if monitor is None else monitor.metrics()
             if metrics is not None:
                 if self._portfolio_updates is not None:
                     self._portfolio_updates.inc()
@@ -312,5 +355,24 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                     self._metrics_tag,
                     Row(portfolio_id.encode(), self._metrics_codec.encode(metrics)),
                 )
-        state["monitor"] = monitor.to_state()
+        state["monitor"] = None if monitor is None else monitor.to_state()
         state["pending"] = waiting
+
+    @staticmethod
+    def _redefine(
+        state: PortfolioState,
+        old: PortfolioSpec | None,
+        monitor: PortfolioMonitor | None,
+        defined: dict[str, Any] | None,
+    ) -> tuple[PortfolioSpec | None, PortfolioMonitor | None]:
+        """Apply a definition (None: a removal): the new spec, and the monitor that carries on
+        (its moments kept when :meth:`PortfolioSpec.keeps_moments_of` says so)."""
+        if defined is None:
+            state["spec"] = False
+            state["bars"] = {}
+            return None, None
+        state["spec"] = defined
+        spec = spec_from_record(defined)
+        if monitor is not None and old is not None and spec.keeps_moments_of(old):
+            return spec, PortfolioMonitor.from_state(spec, monitor.to_state())
+        return spec, PortfolioMonitor(spec)

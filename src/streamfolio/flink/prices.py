@@ -1,42 +1,27 @@
-"""From price ticks to per-portfolio bars: the job's Python functions on the price path.
+"""From price ticks to bar closes: the job's Python function on the price path.
 
 Per tick only :class:`DecodeTick` runs in Python (a Flink SQL scalar function, see
-:mod:`streamfolio.flink.closes`); Flink SQL windows pick each bar's close. From there on the
-functions run once per bar:
-
-* :class:`ChainCloses` (keyed by ``TICKER|bar_ms``) chains a ticker's closes into log returns
-  and sends each ``(ticker, bar, close, return)`` to the portfolio shards holding the ticker;
-* :class:`GatherBars` (keyed by shard ``bar_ms|n``) collects a bar's results for the shard's
-  portfolios and, once the watermark passes the bar's end, sends every portfolio one
-  :class:`~streamfolio.flink.records.PortfolioBar` holding all its tickers' closes and returns.
-
-A shard is a fixed slice of the portfolios (:func:`~streamfolio.flink.routing.shard_of`), so a
-bar costs one record per (ticker, shard) and one per portfolio, not one per (ticker, portfolio
-holding it): with 1,000 portfolios of 20 tickers that is 20× fewer records into the portfolio
-operator.
+:mod:`streamfolio.flink.closes`); Flink SQL windows pick each bar's close. From there on
+:mod:`streamfolio.flink.bars` chains the closes into returns and gathers them per portfolio.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.common import Row
 from pyflink.table.udf import ScalarFunction
 
-from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
+from streamfolio.core.returns import bar_end_ms, bar_index
 from streamfolio.flink.dead_letters import (
     DEAD_LETTER_KEY,
     DeadLetterLog,
     dead_letter,
-    dead_letter_tag,
 )
-from streamfolio.flink.records import DecodedTick, PortfolioBar, ShardedClose
-from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
+from streamfolio.flink.records import DecodedTick
 from streamfolio.intake import Intake, PriceFormat, Rejected
 from streamfolio.messages import Heartbeat
 from streamfolio.serde import is_heartbeat
@@ -46,9 +31,7 @@ if TYPE_CHECKING:
     from pyflink.table.types import DataType
 
 __all__ = [
-    "ChainCloses",
     "DecodeTick",
-    "GatherBars",
     "TickCounts",
     "close_key",
     "decoded_tick_type",
@@ -304,83 +287,3 @@ def close_key(row: Row) -> str:
     """Key of a row of the bar-closes table: ``TICKER|bar_ms``, or the dead-letter key."""
     ticker = row[0]
     return DEAD_LETTER_KEY if ticker is None else f"{ticker}|{row[1]}"
-
-
-class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
-    """Per (ticker, bar size): each bar's close → its log return (SEMANTICS §3), to the shards.
-
-    Input: rows of the bar-closes table ``(ticker, bar_ms, close, dead_letter, bar time)``,
-    whose record timestamp is the bar's last millisecond. The windows emit a ticker's bars in
-    time order, so the chain needs no buffering. Dead letters of the SQL stage (key
-    :data:`~streamfolio.flink.operators.DEAD_LETTER_KEY`) go to the side output.
-    """
-
-    def __init__(self, shards: Mapping[tuple[str, int], Sequence[str]]) -> None:
-        self.shards = {key: tuple(keys) for key, keys in shards.items()}
-
-    def open(self, runtime_context: Any) -> None:
-        self._last_close = runtime_context.get_state(
-            ValueStateDescriptor("last_close", Types.DOUBLE())
-        )
-
-    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
-        ticker, bar_ms, close, dead_letter = value[0], value[1], value[2], value[3]
-        if ticker is None:  # refused by DecodeTick (logged and counted there)
-            yield dead_letter_tag(), dead_letter
-            return
-        k = bar_index(ctx.timestamp(), bar_ms)
-        log_return = ReturnChain(self._last_close.value()).update(close)
-        self._last_close.update(close)
-        for shard in self.shards.get((ticker, bar_ms), ()):
-            yield ShardedClose(shard, ticker, k, close, log_return)
-
-
-class GatherBars(KeyedProcessFunction):  # type: ignore[misc]
-    """Per shard: one bar's closes and returns → one :class:`PortfolioBar` per portfolio.
-
-    An event-time timer at the bar's last millisecond sends each portfolio of the shard its
-    tickers' results, if any of them traded in the bar. Every ticker's result for bar k is
-    emitted by the windows before the watermark that passes bar k, so it is here before the
-    timer fires.
-    """
-
-    def __init__(self, portfolios: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
-        self.portfolios = {
-            shard: {pid: tuple(tickers) for pid, tickers in members.items()}
-            for shard, members in portfolios.items()
-        }
-
-    def open(self, runtime_context: Any) -> None:
-        self._open_bars = runtime_context.get_map_state(
-            MapStateDescriptor("open_bars", Types.LONG(), state_type())
-        )
-
-    def process_element(self, value: ShardedClose, ctx: Any) -> Iterator[PortfolioBar]:
-        k = value.bar
-        data = self._open_bars.get(k)
-        if data is None:
-            bar: OpenBar = ({}, {})
-            bar_ms = int(value.shard.partition("|")[0])
-            ctx.timer_service().register_event_time_timer(bar_end_ms(k, bar_ms) - 1)
-        else:
-            bar = load_open_bar(data)
-        bar[0][value.ticker] = value.close
-        if value.log_return is not None:
-            bar[1][value.ticker] = value.log_return
-        self._open_bars.put(k, dump_open_bar(bar))
-        return iter(())
-
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[PortfolioBar]:
-        shard = ctx.get_current_key()
-        k = bar_index(timestamp, int(shard.partition("|")[0]))
-        data = self._open_bars.get(k)
-        if data is None:  # cannot happen: a timer is registered with its bar
-            return
-        self._open_bars.remove(k)
-        closes, returns = load_open_bar(data)
-        for portfolio_id, tickers in self.portfolios.get(shard, {}).items():
-            mine = {t: closes[t] for t in tickers if t in closes}
-            if mine:
-                yield PortfolioBar(
-                    portfolio_id, k, mine, {t: returns[t] for t in mine if t in returns}
-                )

@@ -8,18 +8,25 @@ are named in the SQL.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from streamfolio.intake import ControlKind
+
+JobControlKind = ControlKind | Literal["definition"]
+"""What the portfolio step applies in event time: a seed, weights, or a portfolio definition."""
 
 __all__ = [
     "ControlMessage",
     "DecodedTick",
+    "JobControlKind",
+    "MembershipChange",
     "PortfolioBar",
     "ShardedClose",
     "bar_key",
     "control_key",
     "kafka_record",
+    "kafka_record_time",
+    "membership_key",
     "shard_key",
 ]
 
@@ -59,17 +66,33 @@ class PortfolioBar(NamedTuple):
 
 
 class ControlMessage(NamedTuple):
-    """An accepted initial-statistics or weights message, and where it was read."""
+    """An accepted initial-statistics, weights or definition message, and where it was read."""
 
     portfolio_id: str
-    kind: ControlKind
+    kind: JobControlKind
     record: dict[str, Any]
-    """The message's Avro record (schema field names)."""
+    """The message's Avro record (schema field names); for a definition ``{"timestamp": T,
+    "spec": the PortfolioSpec's fields, or None for a removal}``."""
     payload: bytes
     """The original value, for a dead letter should it turn out stale."""
     partition: int
     offset: int
     key: bytes | None
+
+
+class MembershipChange(NamedTuple):
+    """A portfolio joins (``tickers``) or leaves (None) a shard of one bar size from its
+    definition's time ``timestamp`` on."""
+
+    shard: str
+    portfolio_id: str
+    timestamp: int
+    tickers: tuple[str, ...] | None
+
+
+def membership_key(row: MembershipChange) -> str:
+    """Key of a :class:`MembershipChange`: its shard."""
+    return row.shard
 
 
 def shard_key(row: ShardedClose) -> str:
@@ -104,3 +127,21 @@ def kafka_record(blob: bytes) -> tuple[int, int, bytes | None, bytes]:
     value_size = int.from_bytes(view[at : at + 4], "big", signed=True)
     value = b"" if value_size < 0 else bytes(view[at + 4 : at + 4 + value_size])
     return partition, offset, key, value
+
+
+def kafka_record_time(blob: bytes) -> int | None:
+    """The Kafka timestamp of a record read whole, after its value (None from a deserializer
+    that did not write it): the only time a tombstone has.
+
+    >>> kafka_record_time(bytes.fromhex("00000000" "0000000000000000" "ffffffff" "ffffffff"
+    ...                                 "0000000000000007"))
+    7
+    """
+    view = memoryview(blob)
+    key_size = int.from_bytes(view[12:16], "big", signed=True)
+    at = 16 + max(key_size, 0)
+    value_size = int.from_bytes(view[at : at + 4], "big", signed=True)
+    end = at + 4 + max(value_size, 0)
+    if len(view) < end + 8:
+        return None
+    return int.from_bytes(view[end : end + 8], "big", signed=True)

@@ -1,9 +1,13 @@
 """Where the job sends each ticker's ticks and each bar: the routing tables of the portfolios.
 
-Built once from the configured portfolios when the job is built (membership is static while it
-runs) and captured by the operators that need them. The portfolios of one bar size are cut into
-:data:`PORTFOLIO_SHARDS` slices, so a bar of a ticker reaches each slice holding it once rather
-than each portfolio.
+Built once from the configuration when the job is built and captured by the operators that need
+them: every ticker of the universe (``exchange.universe`` and the configured portfolios') gets a
+close in every bar size the job computes (``flink.bar_seconds`` and the configured portfolios'),
+so that a portfolio defined while the job runs (the portfolios topic) finds its tickers' closes
+and returns chained from the start. The portfolios of one bar size are cut into
+:data:`PORTFOLIO_SHARDS` slices, so a bar of a ticker reaches each slice once rather than each
+portfolio; the configured portfolios are the slices' first members, the definitions change them
+(:class:`~streamfolio.flink.bars.GatherBars`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Final
 
 from streamfolio.config import Settings
 from streamfolio.core.portfolio import PortfolioSpec
-from streamfolio.portfolios import portfolio_spec
+from streamfolio.portfolios import job_bar_seconds, portfolio_spec, universe
 
 __all__ = ["PORTFOLIO_SHARDS", "Routing", "routing", "shard_of"]
 
@@ -41,7 +45,7 @@ class Routing:
 
     specs: dict[str, PortfolioSpec]
     bar_sizes: dict[str, tuple[int, ...]]
-    """Ticker → the bar sizes (ms) of the portfolios holding it."""
+    """Ticker of the universe → the bar sizes (ms) the job computes."""
     shards: dict[tuple[str, int], tuple[str, ...]]
     """(ticker, bar ms) → keys ``bar_ms|n`` of the shards with a portfolio holding it."""
     members: dict[str, dict[str, tuple[str, ...]]]
@@ -53,7 +57,7 @@ def routing(settings: Settings) -> Routing:
 
     >>> from streamfolio.config import example_config_path, load_config
     >>> r = routing(load_config(example_config_path(), environ={}))
-    >>> r.bar_sizes["ATW"], r.shards[("ATW", 300_000)], r.members["300000|6"]
+    >>> r.bar_sizes["IAM"], r.shards[("ATW", 300_000)], r.members["300000|6"]
     ((60000, 300000), ('300000|6',), {'banks': ('ATW', 'BCP', 'BOA')})
     """
     specs = {p.id: portfolio_spec(p, settings.exchange) for p in settings.portfolios}
@@ -66,12 +70,10 @@ def routing(settings: Settings) -> Routing:
             keys = shards.setdefault((ticker, spec.bar_ms), [])
             if shard not in keys:
                 keys.append(shard)
-    bar_sizes: dict[str, list[int]] = {}
-    for ticker, bar_ms in shards:
-        bar_sizes.setdefault(ticker, []).append(bar_ms)
+    sizes = tuple(b * 1000 for b in job_bar_seconds(settings))
     return Routing(
         specs,
-        {t: tuple(sorted(sizes)) for t, sizes in bar_sizes.items()},
+        {t: sizes for t in sorted(universe(settings))},
         {key: tuple(keys) for key, keys in shards.items()},
         members,
     )

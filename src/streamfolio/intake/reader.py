@@ -48,11 +48,12 @@ REASONS: Final[Mapping[str, str]] = {
     "invalid": "breaks its message's own rules (non-finite number, bad price, bad time...)",
     "future": "stamped further ahead of the reader's wall clock than max_future_skew_ms",
     "key_mismatch": "the Kafka key is not the portfolio id in the value",
-    "unknown_portfolio": "for a portfolio that is not configured",
+    "unknown_portfolio": "for a portfolio neither configured nor defined on the portfolios topic",
     "invalid_stats": "initial statistics that do not fit their portfolio",
     "invalid_weights": "weights that do not fit their portfolio",
     "invalid_metrics": "metrics that break their rules or do not fit their portfolio",
     "invalid_event": "a rebalance event that breaks its rules",
+    "invalid_definition": "a portfolio definition the configuration's validation refuses",
     "stale": "older than what is in force (a replayed or duplicated record)",
 }
 """Every reason :class:`Intake` and the portfolio state give, and what it means (docs/trust.md)."""

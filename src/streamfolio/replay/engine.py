@@ -23,15 +23,13 @@ interleaved.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from streamfolio.core.policy import PolicyState, RebalancePolicy
 from streamfolio.core.portfolio import PortfolioMonitor
 from streamfolio.core.returns import bar_end_ms, bar_index, chain_bar
-from streamfolio.intake import CONTROL_RANK, ControlKind, control_problem
 from streamfolio.replay.clock import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
     BarClock,
@@ -40,6 +38,7 @@ from streamfolio.replay.clock import (
     partition_ids,
     wall_clock_ms,
 )
+from streamfolio.replay.controls import ControlMessages
 from streamfolio.replay.decisions import after_change
 from streamfolio.replay.records import (
     Heartbeat,
@@ -51,7 +50,7 @@ from streamfolio.replay.records import (
 )
 
 
-class ReplayEngine:
+class ReplayEngine(ControlMessages):
     """Runs portfolios over the prices topic's records; yields :class:`ReplayEvent` in order.
 
     ``partitions`` names the prices topic's partitions (a count or the ids; default one,
@@ -91,6 +90,7 @@ class ReplayEngine:
         partitions: int | Collection[int] = 1,
         max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS,
         now_ms: Callable[[], int] = wall_clock_ms,
+        bar_sizes_ms: Collection[int] = (),
     ) -> None:
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
         self.max_future_skew_ms = max_future_skew_ms
@@ -106,7 +106,7 @@ class ReplayEngine:
         # A lower bound of the open bars' ends and the pending controls' stamps: below it a
         # watermark has nothing to emit.
         self._next_due = math.inf
-        self._pending: dict[str, list[tuple[int, int, int, ControlKind, Mapping[str, Any]]]] = {}
+        self._pending: dict[str, list[tuple[int, int, int, str, Any]]] = {}
         self._control_seq = 0
         self.late_ticks = 0
         """(Tick, bar size) pairs dead-lettered as late."""
@@ -127,6 +127,10 @@ class ReplayEngine:
                 self.policy_states[spec.portfolio_id] = PolicyState()
             self._clocks.setdefault(spec.bar_ms, BarClock(spec.bar_ms))
             self._by_bar.setdefault(spec.bar_ms, []).append(spec.portfolio_id)
+        # Bar sizes for portfolios defined while it runs (define): their bars from the start.
+        for bar_ms in sorted(bar_sizes_ms):
+            self._clocks.setdefault(bar_ms, BarClock(bar_ms))
+            self._by_bar.setdefault(bar_ms, [])
 
     # -- watermarks ---------------------------------------------------------------------------
 
@@ -267,71 +271,6 @@ class ReplayEngine:
             return math.inf
         return self.now_ms() + self.max_future_skew_ms
 
-    def control(self, kind: ControlKind, record: Mapping[str, Any]) -> Iterator[ReplayEvent]:
-        """Read a control message: initial statistics (``"stats"``, a seed that replaces the
-        statistics) or ``"weights"``, as the streaming job reads them from their topics.
-
-        It takes effect in event time, at its ``timestamp`` T: after every bar that ends at or
-        before T, before the first bar that ends after T, whenever it is passed, as long as no
-        bar ending after T is final yet. Otherwise (it arrived after such a bar was emitted) it
-        takes effect at once, before the bars not yet final: the one case where the output
-        depends on when a message is read. Equal timestamps: a seed before weights, then in the
-        order passed. After it takes effect the metrics are emitted if they changed. A message
-        for an unknown portfolio, or one that does not fit its portfolio, is a dead letter and
-        changes nothing. Control messages never move a watermark.
-
-        Unlike the job, which buffers a portfolio's bars until its first initial statistics
-        arrive, the replay starts from the state given at construction.
-
-        >>> from streamfolio.core.portfolio import PortfolioSpec
-        >>> spec = PortfolioSpec("p", ("A",), bar_ms=1_000, periods_per_year=1_000)
-        >>> engine = ReplayEngine([ReplayPortfolio(spec)])
-        >>> [e.kind for e in engine.control("weights", {"timestamp": 1_500,
-        ...                                              "portfolio_id": "p", "weights": {"A": 1}})]
-        []
-        >>> ticks = [Tick(t, "A", p) for t, p in [(0, 10), (1_000, 11), (2_000, 12), (3_000, 9)]]
-        >>> [(e.kind, e.record["timestamp"]) for e in engine.run(ticks)]
-        [('stats', 2000), ('stats', 3000), ('metrics', 3000), ('stats', 4000), ('metrics', 4000)]
-        """
-        portfolio_id = str(record.get("portfolio_id", ""))
-        monitor = self.monitors.get(portfolio_id)
-        if monitor is None:
-            yield ReplayEvent(
-                "dead_letter",
-                portfolio_id,
-                {"reason": "unknown_portfolio", "detail": f"no portfolio {portfolio_id!r}"},
-            )
-            return
-        problem = control_problem(monitor.spec, kind, record)
-        if problem is None and int(record["timestamp"]) > self._future_limit():
-            problem = "future", f"{kind} stamped {record['timestamp']}, beyond the future skew"
-        if problem is not None:
-            reason, detail = problem
-            yield ReplayEvent("dead_letter", portfolio_id, {"reason": reason, "detail": detail})
-            return
-        self._control_seq += 1
-        entry = (int(record["timestamp"]), CONTROL_RANK[kind], self._control_seq, kind, record)
-        bisect.insort(self._pending.setdefault(portfolio_id, []), entry, key=lambda e: e[:3])
-        self._next_due = min(self._next_due, entry[0])
-        # T at or before the watermark: every bar ending at or before T is final (a tick for
-        # one now would be late), and no bar still open ends at or before T.
-        yield from self._apply_controls(portfolio_id, self.watermark_ms)
-
-    def _apply_controls(self, portfolio_id: str, up_to: float) -> Iterator[ReplayEvent]:
-        """Apply the pending control messages stamped at or before ``up_to``, in time order."""
-        pending = self._pending.get(portfolio_id)
-        while pending and pending[0][0] <= up_to:
-            timestamp, _, _, kind, record = pending.pop(0)
-            monitor = self.monitors[portfolio_id]
-            if kind == "stats":
-                stale = monitor.seed(record)
-            else:
-                stale = monitor.set_weights(record["weights"], timestamp_ms=timestamp)
-            if stale is not None:  # the fit was checked on arrival: only its age is left
-                yield ReplayEvent("dead_letter", portfolio_id, {"reason": "stale", "detail": stale})
-                continue
-            yield from self._after_change(portfolio_id, now_ms=timestamp)
-
     def _fire(self, watermark: float) -> Iterator[ReplayEvent]:
         """Emit the bars ending at or before ``watermark``, in bar order, then the control
         messages stamped at or before it."""
@@ -342,7 +281,10 @@ class ReplayEngine:
             for k in ready:
                 bar = chain_bar(clock.chains, k, clock.open_bars.pop(k).closes)
                 end = bar_end_ms(k, bar_ms)
-                for portfolio_id in self._by_bar[bar_ms]:
+                # Who takes this bar: the definitions stamped before its end first.
+                for portfolio_id in list(self._pending):
+                    yield from self._apply_definitions(portfolio_id, end - 1)
+                for portfolio_id in list(self._by_bar[bar_ms]):
                     # Control messages stamped before this bar's end come first.
                     yield from self._apply_controls(portfolio_id, end - 1)
                     monitor = self.monitors[portfolio_id]

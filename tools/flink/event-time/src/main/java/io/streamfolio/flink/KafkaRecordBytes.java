@@ -9,7 +9,8 @@ import org.apache.flink.util.Collector;
 
 /**
  * A Kafka record as one byte array, for a Python operator: partition (int32), offset (int64),
- * key length (int32, -1 for null), key, value length (int32, -1 for null), value; big-endian.
+ * key length (int32, -1 for null), key, value length (int32, -1 for null), value, timestamp
+ * (int64: a tombstone's only time); big-endian.
  *
  * <p>PyFlink's {@code KafkaSource} only takes value-only deserializers, so without this the
  * Python side never sees a record's key (which must equal the portfolio id in its value) nor
@@ -23,7 +24,8 @@ public final class KafkaRecordBytes implements KafkaRecordDeserializationSchema<
   public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<byte[]> out) {
     byte[] key = record.key();
     byte[] value = record.value();
-    int size = 4 + 8 + 4 + (key == null ? 0 : key.length) + 4 + (value == null ? 0 : value.length);
+    int size =
+        4 + 8 + 4 + (key == null ? 0 : key.length) + 4 + (value == null ? 0 : value.length) + 8;
     ByteBuffer buffer = ByteBuffer.allocate(size);
     buffer.putInt(record.partition());
     buffer.putLong(record.offset());
@@ -35,6 +37,7 @@ public final class KafkaRecordBytes implements KafkaRecordDeserializationSchema<
     if (value != null) {
       buffer.put(value);
     }
+    buffer.putLong(record.timestamp());
     out.collect(buffer.array());
   }
 

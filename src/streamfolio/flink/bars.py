@@ -1,0 +1,154 @@
+"""From bar closes to per-portfolio bars: the job's Python functions that run once per bar.
+
+* :class:`ChainCloses` (keyed by ``TICKER|bar_ms``) chains a ticker's closes into log returns
+  and sends each ``(ticker, bar, close, return)`` to every portfolio shard of its bar size;
+* :class:`GatherBars` (keyed by shard ``bar_ms|n``) collects a bar's results for the shard's
+  portfolios and, once the watermark passes the bar's end, sends every portfolio one
+  :class:`~streamfolio.flink.records.PortfolioBar` holding all its tickers' closes and returns.
+
+A shard is a fixed slice of the portfolios (:func:`~streamfolio.flink.routing.shard_of`), so a
+bar costs one record per (ticker, shard) and one per portfolio, not one per (ticker, portfolio
+holding it): with 1,000 portfolios of 20 tickers that is 20× fewer records into the portfolio
+operator. Which portfolios a shard holds is data: the configured ones, changed by the
+definitions read from the portfolios topic (:class:`~streamfolio.flink.records.MembershipChange`)
+in event time, each from its definition's time on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
+from streamfolio.flink.dead_letters import dead_letter_tag
+from streamfolio.flink.records import MembershipChange, PortfolioBar, ShardedClose
+from streamfolio.flink.routing import PORTFOLIO_SHARDS
+from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
+
+__all__ = ["ChainCloses", "GatherBars"]
+
+
+class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
+    """Per (ticker, bar size): each bar's close → its log return (SEMANTICS §3), to the shards.
+
+    Input: rows of the bar-closes table ``(ticker, bar_ms, close, dead_letter, bar time)``,
+    whose record timestamp is the bar's last millisecond. The windows emit a ticker's bars in
+    time order, so the chain needs no buffering. Every shard of the bar size gets the result:
+    which of them hold the ticker changes as portfolios are defined. Dead letters of the SQL
+    stage (key :data:`~streamfolio.flink.dead_letters.DEAD_LETTER_KEY`) go to the side output.
+    """
+
+    def __init__(self, shards: int = PORTFOLIO_SHARDS) -> None:
+        self.shards = shards
+
+    def open(self, runtime_context: Any) -> None:
+        self._last_close = runtime_context.get_state(
+            ValueStateDescriptor("last_close", Types.DOUBLE())
+        )
+
+    def process_element(self, value: Row, ctx: Any) -> Iterator[Any]:
+        ticker, bar_ms, close, dead_letter = value[0], value[1], value[2], value[3]
+        if ticker is None:  # refused by DecodeTick (logged and counted there)
+            yield dead_letter_tag(), dead_letter
+            return
+        k = bar_index(ctx.timestamp(), bar_ms)
+        log_return = ReturnChain(self._last_close.value()).update(close)
+        self._last_close.update(close)
+        for n in range(self.shards):
+            yield ShardedClose(f"{bar_ms}|{n}", ticker, k, close, log_return)
+
+
+class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
+    """Per shard: one bar's closes and returns → one :class:`PortfolioBar` per member.
+
+    Input 1: :class:`ShardedClose`; input 2: :class:`MembershipChange`. An event-time timer at
+    the bar's last millisecond first applies the membership changes stamped at or before it,
+    then sends each member its tickers' results, if any of them traded in the bar. A change
+    whose time the watermark has passed applies on arrival. Every ticker's result for bar k is
+    emitted by the windows before the watermark that passes bar k, so it is here before the
+    timer fires.
+    """
+
+    def __init__(self, portfolios: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
+        self.portfolios = {
+            shard: {pid: tuple(tickers) for pid, tickers in members.items()}
+            for shard, members in portfolios.items()
+        }
+
+    def open(self, runtime_context: Any) -> None:
+        self._open_bars = runtime_context.get_map_state(
+            MapStateDescriptor("open_bars", Types.LONG(), state_type())
+        )
+        # {"changed": {pid: tickers | None}, "pending": [[T, seq, pid, tickers | None]...]}
+        self._membership = runtime_context.get_state(
+            ValueStateDescriptor("membership", state_type())
+        )
+
+    def process_element1(self, value: ShardedClose, ctx: Any) -> Iterator[PortfolioBar]:
+        k = value.bar
+        data = self._open_bars.get(k)
+        if data is None:
+            bar: OpenBar = ({}, {})
+            bar_ms = int(value.shard.partition("|")[0])
+            ctx.timer_service().register_event_time_timer(bar_end_ms(k, bar_ms) - 1)
+        else:
+            bar = load_open_bar(data)
+        bar[0][value.ticker] = value.close
+        if value.log_return is not None:
+            bar[1][value.ticker] = value.log_return
+        self._open_bars.put(k, dump_open_bar(bar))
+        return iter(())
+
+    def process_element2(self, value: MembershipChange, ctx: Any) -> Iterator[PortfolioBar]:
+        membership = self._load()
+        tickers = None if value.tickers is None else list(value.tickers)
+        membership["seq"] = membership.get("seq", 0) + 1  # ties: in the order read
+        membership["pending"].append(
+            [value.timestamp, membership["seq"], value.portfolio_id, tickers]
+        )
+        self._apply(membership, ctx.timer_service().current_watermark())
+        self._membership.update(json.dumps(membership))
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[PortfolioBar]:
+        shard = ctx.get_current_key()
+        k = bar_index(timestamp, int(shard.partition("|")[0]))
+        membership = self._load()
+        if membership["pending"]:
+            self._apply(membership, timestamp)
+            self._membership.update(json.dumps(membership))
+        data = self._open_bars.get(k)
+        if data is None:  # cannot happen: a timer is registered with its bar
+            return
+        self._open_bars.remove(k)
+        closes, returns = load_open_bar(data)
+        members = dict(self.portfolios.get(shard, {}))
+        for portfolio_id, tickers in membership["changed"].items():
+            if tickers is None:
+                members.pop(portfolio_id, None)
+            else:
+                members[portfolio_id] = tuple(tickers)
+        for portfolio_id, tickers in members.items():
+            mine = {t: closes[t] for t in tickers if t in closes}
+            if mine:
+                yield PortfolioBar(
+                    portfolio_id, k, mine, {t: returns[t] for t in mine if t in returns}
+                )
+
+    def _load(self) -> dict[str, Any]:
+        data = self._membership.value()
+        return {"changed": {}, "pending": []} if data is None else dict(json.loads(data))
+
+    @staticmethod
+    def _apply(membership: dict[str, Any], up_to: float) -> None:
+        """Apply the pending changes stamped at or before ``up_to``, in time order."""
+        pending = sorted(membership["pending"], key=lambda e: (e[0], e[1]))
+        due = [e for e in pending if e[0] <= up_to]
+        for _, _, portfolio_id, tickers in due:
+            membership["changed"][portfolio_id] = tickers
+        membership["pending"] = [e for e in pending if e[0] > up_to]
