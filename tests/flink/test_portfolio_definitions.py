@@ -3,6 +3,7 @@ flow, against the replay given the same definitions at the same places (no JVM, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from test_flink_operators import (
 
 from streamfolio.config import Settings
 from streamfolio.core.moments import moments_from_prior, stats_record
+from streamfolio.flink.state import load_portfolio_state
 from streamfolio.messages import PortfolioDefinition
 from streamfolio.portfolios import definition_of, portfolio_of, portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio
@@ -121,6 +123,18 @@ def test_added_changed_and_removed_portfolios_follow_their_definitions_as_the_re
     p1 = metrics["p1"]
     assert max(m["timestamp"] for m in p1) <= removed  # nothing after its removal
     assert {m["riskFreeRate"] for m in p1 if m["timestamp"] > changed} == {0.2}
+    # The removed portfolio's keyed state holds nothing but the fact of its removal.
+    state = load_portfolio_state(pipeline.portfolios.stores[("portfolio", "p1")]["value"])
+    assert state["spec"] is False
+    assert (state["monitor"], state["bars"], state["pending"]) == (None, {}, [])
+    # ...and no shard sends it anything.
+    memberships = [
+        json.loads(v["value"])["changed"]
+        for (name, _), v in pipeline.shards.stores.items()
+        if name == "membership" and "value" in v
+    ]
+    of_p1 = [changed["p1"] for changed in memberships if "p1" in changed]
+    assert of_p1 and all(tickers is None for tickers in of_p1)
 
 
 def test_controls_of_a_portfolio_never_defined_are_dead_letters_when_their_time_comes() -> None:

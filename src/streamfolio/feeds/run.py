@@ -47,8 +47,11 @@ log = logging.getLogger(__name__)
 
 
 def configured_tickers(settings: Settings) -> list[str]:
-    """Every ticker of every configured portfolio, sorted."""
-    return sorted({t for p in settings.portfolios for t in p.tickers})
+    """Every ticker a portfolio may hold, sorted: the configured portfolios' and
+    ``exchange.universe`` (a portfolio added at run time may hold any of them)."""
+    from streamfolio.portfolios import universe
+
+    return sorted(universe(settings))
 
 
 def _last_closes() -> dict[str, float]:

@@ -7,7 +7,7 @@ the prices and control topics hold, which is what the streaming job must produce
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +36,8 @@ def replay_topic_records(
     prices: Mapping[int, Iterable[PriceRecord]],
     controls: Iterable[tuple[ControlKind, Mapping[str, Any]]] = (),
     *,
+    definitions: Iterable[tuple[str, int, ReplayPortfolio | None]] = (),
+    bar_sizes_ms: Collection[int] = (),
     max_out_of_orderness_ms: int = 0,
     max_future_skew_ms: int | None = DEFAULT_MAX_FUTURE_SKEW_MS,
     now_ms: Callable[[], int] = wall_clock_ms,
@@ -44,9 +46,12 @@ def replay_topic_records(
 
     ``prices`` maps every partition of the prices topic (an empty one too: it holds the
     watermark back until the end) to its decoded records in offset order; a record's
-    ``partition`` is set to its key. ``controls`` (initial statistics and weights) are passed
-    first, so each takes effect at its timestamp (:meth:`ReplayEngine.control`); a job that reads
-    one only after a bar ending after its timestamp is final differs, by design. The partitions
+    ``partition`` is set to its key. ``definitions`` (the portfolios topic: ``(portfolio_id,
+    T, portfolio or None for a removal)``, :meth:`ReplayEngine.define`) and ``controls``
+    (initial statistics and weights) are passed first, so each takes effect at its timestamp
+    (:meth:`ReplayEngine.control`); a job that reads one only after a bar ending after its
+    timestamp is final differs, by design. ``bar_sizes_ms``: the job's bar sizes beyond the
+    portfolios' (``flink.bar_seconds``). The partitions
     are read merged by event time (any interleaving gives the same output per portfolio), and
     the end of the records closes every open bar, as a bounded source does.
 
@@ -68,8 +73,11 @@ def replay_topic_records(
         partitions=list(prices),
         max_future_skew_ms=max_future_skew_ms,
         now_ms=now_ms,
+        bar_sizes_ms=bar_sizes_ms,
     )
     events: list[ReplayEvent] = []
+    for portfolio_id, timestamp, portfolio in definitions:
+        events.extend(engine.define(portfolio_id, timestamp, portfolio))
     for kind, record in controls:
         events.extend(engine.control(kind, record))
 
