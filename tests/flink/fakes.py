@@ -224,6 +224,7 @@ class Pipeline:
                     "weights": "w",
                     "definition": "d",
                 },
+                stats_every_bars=settings.flink.stats_every_bars,
             )
         )
         self.max_timestamp: int | None = None

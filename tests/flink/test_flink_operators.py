@@ -185,6 +185,31 @@ def test_the_job_functions_compute_what_the_replay_computes(seed: int) -> None:
     assert pipeline.dead == []
 
 
+def test_statistics_every_k_bars_are_the_replays_of_those_bars_and_metrics_are_unchanged() -> None:
+    ticks = random_ticks(3)
+    steps: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
+        *[("tick", t) for t in ticks],
+    ]
+    every = settings().model_copy(
+        update={"flink": settings().flink.model_copy(update={"stats_every_bars": 3})}
+    )
+    pipeline, events = run_both(steps, every)
+    stats = decoded(pipeline.stats, "PortfolioStats", "portfolio_id")
+    bar_ms = {p["id"]: int(p["bar_seconds"]) * 1000 for p in PORTFOLIOS}
+    for pid, records in expected(events, "stats").items():
+        # A bar's statistics are stamped with its end: bar k ends at (k + 1)·B.
+        kept = [r for r in records if (r["timestamp"] // bar_ms[pid] - 1) % 3 == 0]
+        assert 0 < len(kept) < len(records)
+        got = [{k: v for k, v in r.items() if k not in ("kind", "bar_seconds")} for r in stats[pid]]
+        assert got == kept, pid
+    metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")
+    assert metrics == expected(events, "metrics")
+
+
 def test_bars_wait_for_the_first_initial_statistics() -> None:
     ticks = random_ticks(2)
     controls: list[Step] = [

@@ -255,6 +255,11 @@ class FlinkSettings(StrictModel):
     """How long a control-topic reader with nothing (more) to read holds the portfolio step
     back: at start, after a restore and after each control message, so that control messages
     take effect in their place among the bars whatever the order the topics are read in."""
+    stats_every_bars: Annotated[int, Field(ge=1)] = 1
+    """Updated statistics are emitted for the bars whose index is a multiple of this (1: every
+    bar); metrics still for every bar. Each statistics record carries the whole covariance
+    matrix, so with thousands of portfolios they cost more than everything else per bar
+    (docs/semantics.md, BENCHMARKS.md)."""
     checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
     checkpoint_dir: Path = Path(".cache/flink/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"

@@ -190,12 +190,17 @@ class PortfolioMonitor:
 
     def on_bar(self, bar: BarReturns) -> dict[str, Any] | None:
         """Feed one closed bar; returns the updated statistics record when it made a vector."""
+        return self.stats() if self.take_bar(bar) else None
+
+    def take_bar(self, bar: BarReturns) -> bool:
+        """Feed one closed bar; whether it made a vector (the statistics changed). For a caller
+        that does not want the statistics record of every bar (:meth:`stats` makes it)."""
         vector = self.returns.on_bar(bar)
         if vector is None:
-            return None
+            return False
         self.moments.update(vector)
         self.stats_timestamp_ms = bar_end_ms(bar.index, self.spec.bar_ms)
-        return self.stats()
+        return True
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -245,10 +250,11 @@ class PortfolioMonitor:
 
     # -- checkpointing ------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """Exact state as plain values, for Flink keyed state."""
+    def to_state(self, *, arrays: bool = False) -> dict[str, Any]:
+        """Exact state as plain values, for Flink keyed state (``arrays``: the estimator's
+        matrix as a float64 array rather than nested lists, for a writer that packs it)."""
         return {
-            "moments": self.moments.to_state(),
+            "moments": self.moments.to_state(arrays=arrays),
             "waiting_for": list(self.returns.waiting_for),
             "weights": None if self.weights is None else self.weights.tolist(),
             "weights_timestamp_ms": self.weights_timestamp_ms,

@@ -145,6 +145,7 @@ def build_pipeline(
                     "weights": topics["weights"].name,
                     "definition": topics["portfolios"].name,
                 },
+                stats_every_bars=settings.flink.stats_every_bars,
             ),
             output_type=op.keyed_bytes_type(),
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
@@ -43,6 +43,7 @@ from streamfolio.flink.state import (
     load_portfolio_state,
     state_type,
 )
+from streamfolio.flink.stats_encoding import StatsEncoder
 from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected, control_problem
 from streamfolio.serde import codec_for
 
@@ -162,22 +163,39 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
     Dead letters: ``stale``, a control message not newer than the one in force when its time
     comes (:meth:`~streamfolio.core.portfolio.PortfolioMonitor.seed`, ``set_weights``); what
     does not fit its portfolio never got here (:class:`DecodeControls`).
+
+    ``stats_every_bars`` k (``flink.stats_every_bars``): updated statistics are emitted for the
+    bars whose index is a multiple of k (every bar by default); metrics for every bar.
+
+    Per portfolio update the costs are Python's (BENCHMARKS.md, scale run), so the monitor a
+    state was saved from stays alive next to its text: while the stored text is that one, the
+    state is neither parsed nor the monitor rebuilt, and statistics are written to Avro straight
+    from the estimator's arrays (:class:`~streamfolio.flink.stats_encoding.StatsEncoder`).
     """
 
-    def __init__(self, specs: Mapping[str, PortfolioSpec], control_topics: Mapping[str, str]):
+    def __init__(
+        self,
+        specs: Mapping[str, PortfolioSpec],
+        control_topics: Mapping[str, str],
+        stats_every_bars: int = 1,
+    ):
+        if stats_every_bars < 1:
+            raise ValueError(f"stats_every_bars must be at least 1, got {stats_every_bars}")
         self.specs = dict(specs)
         self.control_topics = dict(control_topics)
+        self.stats_every_bars = stats_every_bars
 
     def open(self, runtime_context: Any) -> None:
         self._state = runtime_context.get_state(ValueStateDescriptor("portfolio", state_type()))
-        self._stats_codec = codec_for("PortfolioStats")
+        self._stats_encoder = StatsEncoder()
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_tag = metrics_tag()
         self._dead = DeadLetterLog("portfolio")
         self._waiting_logged: set[str] = set()
-        # The state each portfolio was last saved with, and its text: when the stored text is
-        # still that one (it is, unless a restore replaced it), it need not be parsed again.
-        self._saved: dict[str, tuple[str, PortfolioState]] = {}
+        # The state each portfolio was last saved with, its text, and the live monitor it was
+        # saved from: when the stored text is still that one (it is, unless a restore replaced
+        # it), it need not be parsed again, nor the monitor rebuilt.
+        self._saved: dict[str, tuple[str, PortfolioState, PortfolioMonitor | None]] = {}
         self._job_metrics(runtime_context)
 
     def _job_metrics(self, runtime_context: Any) -> None:
@@ -203,29 +221,33 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _load(self, portfolio_id: str) -> PortfolioState:
+    def _load(self, portfolio_id: str) -> tuple[PortfolioState, PortfolioMonitor | None]:
+        """The portfolio's state, and the live monitor of ``state["monitor"]`` if known."""
         data: str | None = self._state.value()
         if data is None:
-            return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
+            return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}, None
         saved = self._saved.get(portfolio_id)
         if saved is not None and saved[0] == data:
-            return saved[1]
-        return load_portfolio_state(data)
+            return saved[1], saved[2]
+        return load_portfolio_state(data), None
 
-    def _save(self, portfolio_id: str, state: PortfolioState) -> None:
+    def _save(
+        self, portfolio_id: str, state: PortfolioState, monitor: PortfolioMonitor | None
+    ) -> None:
+        """Store ``state``; ``monitor`` is the live one ``state["monitor"]`` was taken from."""
         text = dump_portfolio_state(state)
         self._state.update(text)
-        self._saved[portfolio_id] = (text, state)
+        self._saved[portfolio_id] = (text, state, monitor)
 
     def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
         portfolio_id, k = value.portfolio_id, value.bar
-        state = self._load(portfolio_id)
+        state, live = self._load(portfolio_id)
         # A bar of a portfolio whose definition is still pending was gathered with it.
         spec = self._spec(portfolio_id, state) or self._spec(portfolio_id, state, pending=True)
         if spec is None:  # removed: GatherBars sends it nothing after its removal
             return
         state["bars"][k] = (value.closes, value.returns)
-        self._save(portfolio_id, state)
+        self._save(portfolio_id, state, live)
         ctx.timer_service().register_event_time_timer(bar_end_ms(k, spec.bar_ms) - 1)
         if not state["seeded"] and portfolio_id not in self._waiting_logged:
             # The usual cause of "the job runs but writes nothing": say it once.
@@ -238,7 +260,7 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def process_element2(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
         portfolio_id, kind, record = value.portfolio_id, value.kind, value.record
-        state = self._load(portfolio_id)
+        state, live = self._load(portfolio_id)
         state["seq"] += 1
         timestamp = int(record["timestamp"])
         # Where it was read, for a dead letter should it turn out stale.
@@ -252,15 +274,15 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         if timestamp > watermark:
             ctx.timer_service().register_event_time_timer(timestamp)
         elif state["seeded"]:
-            yield from self._advance(portfolio_id, state, watermark)
-        self._save(portfolio_id, state)
+            live = yield from self._advance(portfolio_id, state, watermark, live)
+        self._save(portfolio_id, state, live)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         portfolio_id = ctx.get_current_key()
-        state = self._load(portfolio_id)
+        state, live = self._load(portfolio_id)
         self._watermark_ms = timestamp
-        yield from self._advance(portfolio_id, state, timestamp)
-        self._save(portfolio_id, state)
+        live = yield from self._advance(portfolio_id, state, timestamp, live)
+        self._save(portfolio_id, state, live)
 
     # -- processing -----------------------------------------------------------------------
 
@@ -279,12 +301,20 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             return self.specs.get(portfolio_id)
         return spec_from_record(defined) if defined else None
 
-    def _advance(self, portfolio_id: str, state: PortfolioState, up_to: int) -> Iterator[Any]:
+    def _advance(
+        self,
+        portfolio_id: str,
+        state: PortfolioState,
+        up_to: int,
+        live: PortfolioMonitor | None,
+    ) -> Generator[Any, None, PortfolioMonitor | None]:
         """Process, in event-time order, the control messages stamped at or before ``up_to``
-        and the bars whose last millisecond is at or before it (``state`` is updated)."""
+        and the bars whose last millisecond is at or before it (``state`` is updated).
+        ``live``: the monitor ``state["monitor"]`` was taken from, if known; returns the one
+        the updated state's was taken from."""
         spec = self._spec(portfolio_id, state)
         if not state["seeded"] and self._spec(portfolio_id, state, pending=True) is not None:
-            return  # everything waits for the first initial statistics
+            return live  # everything waits for the first initial statistics
         # (a portfolio never defined has none to wait for: its messages are dead letters)
         due: list[tuple[int, int, int, int, Any]] = []
         waiting = []
@@ -301,13 +331,15 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             if last_ms <= up_to:
                 due.append((last_ms, 1, 0, k, k))
         if not due:
-            return
+            return live
         due.sort(key=lambda item: item[:4])
         monitor = (
             None
             if spec is None
             else PortfolioMonitor(spec)
             if state["monitor"] is None
+            else live
+            if live is not None and live.spec == spec
             else PortfolioMonitor.from_state(spec, state["monitor"])
         )
         for _, what, _, _, item in due:
@@ -342,11 +374,10 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                     continue  # removed before this bar was processed
                 if self._bars_closed is not None:
                     self._bars_closed.inc()
-                stats = monitor.on_bar(BarReturns(item, closes, returns))
-                if stats is None:
+                if not monitor.take_bar(BarReturns(item, closes, returns)):
                     continue
-                stats.update(kind="updated", bar_seconds=spec.bar_ms // 1000)
-                yield Row(portfolio_id.encode(), self._stats_codec.encode(stats))
+                if item % self.stats_every_bars == 0:
+                    yield Row(portfolio_id.encode(), self._encode_stats(monitor))
             metrics = None if monitor is None else monitor.metrics()
             if metrics is not None:
                 if self._portfolio_updates is not None:
@@ -355,8 +386,26 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
                     self._metrics_tag,
                     Row(portfolio_id.encode(), self._metrics_codec.encode(metrics)),
                 )
-        state["monitor"] = None if monitor is None else monitor.to_state()
+        state["monitor"] = None if monitor is None else monitor.to_state(arrays=True)
         state["pending"] = waiting
+        return monitor
+
+    def _encode_stats(self, monitor: PortfolioMonitor) -> bytes:
+        """The updated statistics' Avro bytes: ``monitor.stats()`` with ``kind`` and
+        ``bar_seconds``, as the codec writes it."""
+        spec, moments = monitor.spec, monitor.moments
+        return self._stats_encoder.encode(
+            spec.portfolio_id,
+            spec.tickers,
+            monitor.stats_timestamp_ms,
+            moments.mean,
+            moments.covariance,
+            moments.n,
+            moments.kind,
+            getattr(moments, "half_life_bars", None),
+            spec.bar_ms // 1000,
+            "updated",
+        )
 
     @staticmethod
     def _redefine(

@@ -110,8 +110,9 @@ def _load(data: str | bytes, what: str) -> Any:
     return orjson.loads(body)
 
 
-def _pack(matrix: list[list[float]]) -> dict[str, Any]:
-    """A float matrix as base64 of its little-endian float64 bytes (exact, and compact)."""
+def _pack(matrix: Any) -> dict[str, Any]:
+    """A float matrix (nested lists, or an array: ``PortfolioMonitor.to_state(arrays=True)``)
+    as base64 of its little-endian float64 bytes (exact, and compact)."""
     array = np.asarray(matrix, dtype="<f8")
     if not np.isfinite(array).all():
         raise DataError(_NOT_FINITE)

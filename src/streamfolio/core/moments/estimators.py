@@ -89,7 +89,7 @@ class OnlineMoments(Protocol):
 
     def update(self, x: ArrayLike) -> None: ...
 
-    def to_state(self) -> dict[str, Any]: ...
+    def to_state(self, *, arrays: bool = False) -> dict[str, Any]: ...
 
 
 class WelfordMoments:
@@ -201,13 +201,15 @@ class WelfordMoments:
         )
         return merged
 
-    def to_state(self) -> dict[str, Any]:
-        """Exact state as plain Python values (for keyed state and checkpoints)."""
+    def to_state(self, *, arrays: bool = False) -> dict[str, Any]:
+        """Exact state as plain Python values (for keyed state and checkpoints); ``arrays``:
+        ``m2`` as a new float64 array instead of nested lists."""
+        m2 = _symmetric(self._m2)
         return {
             "kind": self.kind,
             "n": self._n,
             "mean": self._mean.tolist(),
-            "m2": _symmetric(self._m2).tolist(),
+            "m2": m2 if arrays else m2.tolist(),
         }
 
     @classmethod
@@ -304,13 +306,14 @@ class EWMoments:
             self._scaled *= self._scale
             self._scale = 1.0
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, *, arrays: bool = False) -> dict[str, Any]:
+        scaled = _symmetric(self._scaled)
         return {
             "kind": self.kind,
             "n": self._n,
             "half_life_bars": self.half_life_bars,
             "mean": self._mean.tolist(),
-            "scaled": _symmetric(self._scaled).tolist(),
+            "scaled": scaled if arrays else scaled.tolist(),
             "scale": self._scale,
         }
 

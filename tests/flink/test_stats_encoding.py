@@ -1,0 +1,96 @@
+"""The job's statistics writer gives the codec's bytes exactly (the hot path's shortcut)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamfolio.core.moments import EstimatorKind, OnlineMoments, moments_from_prior, stats_record
+from streamfolio.flink.stats_encoding import StatsEncoder, avro_long
+from streamfolio.serde import codec_for
+
+CODEC = codec_for("PortfolioStats")
+
+
+def codec_bytes(
+    moments: OnlineMoments,
+    pid: str,
+    tickers: tuple[str, ...],
+    timestamp: int,
+    bar_seconds: int | None,
+) -> bytes:
+    record = stats_record(moments, pid, tickers, timestamp)
+    record.update(kind="updated", bar_seconds=bar_seconds)
+    return CODEC.encode(record)
+
+
+@pytest.mark.parametrize(
+    ("kind", "half_life", "tickers"),
+    [
+        ("welford", None, ("AAA",)),
+        ("welford", None, tuple(f"T{i:03d}" for i in range(20))),
+        ("ewm", 12.5, ("ATW", "BCP", "Ünï", "A" * 70)),  # multi-byte names, a 2-byte length
+    ],
+)
+def test_the_bytes_are_the_codecs(
+    kind: EstimatorKind, half_life: float | None, tickers: tuple[str, ...]
+) -> None:
+    rng = np.random.default_rng(len(tickers))
+    n = len(tickers)
+    a = rng.normal(size=(n, n))
+    moments = moments_from_prior(rng.normal(size=n) * 1e-3, a @ a.T * 1e-4, 57, kind, half_life)
+    encoder = StatsEncoder()
+    for timestamp, bar_seconds in ((1_700_000_001_000, 1), (-5, None), (2**40, 86_400)):
+        got = encoder.encode(
+            "p-1",
+            tickers,
+            timestamp,
+            moments.mean,
+            moments.covariance,
+            moments.n,
+            kind,
+            half_life,
+            bar_seconds,
+            "updated",
+        )
+        assert got == codec_bytes(moments, "p-1", tickers, timestamp, bar_seconds)
+        moments.update(rng.normal(size=n) * 1e-2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False), min_size=4, max_size=4), st.integers(-(2**63), 2**63 - 1)
+)
+def test_any_doubles_and_longs_are_written_as_the_codec_does(values: list[float], n: int) -> None:
+    mean = np.array(values[:2])
+    covariance = np.array([[values[2], values[3]], [values[3], values[2]]])
+    got = StatsEncoder().encode(
+        "p", ("A", "B"), n, mean, covariance, n, "welford", None, None, "updated"
+    )
+    record = {
+        "timestamp": n,
+        "portfolio_id": "p",
+        "meanReturns": {"A": values[0], "B": values[1]},
+        "covarianceMatrix": {
+            "A": {"A": values[2], "B": values[3]},
+            "B": {"A": values[3], "B": values[2]},
+        },
+        "count": n,
+        "estimator": "welford",
+        "half_life_bars": None,
+        "tickers": ["A", "B"],
+        "bar_seconds": None,
+        "kind": "updated",
+    }
+    assert got == CODEC.encode(record)
+    assert CODEC.decode(got)["timestamp"] == n
+
+
+def test_longs_are_zigzag_varints() -> None:
+    assert [avro_long(v) for v in (1, -2, 2**63 - 1)] == [
+        b"\x02",
+        b"\x03",
+        b"\xfe" + b"\xff" * 8 + b"\x01",
+    ]
