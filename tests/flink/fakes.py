@@ -26,7 +26,7 @@ from streamfolio.core.returns import BarCloses, bar_end_ms, bar_index
 from streamfolio.errors import DataError, SchemaError
 from streamfolio.flink import operators as op
 from streamfolio.flink import prices, records
-from streamfolio.flink.bars import ChainCloses, GatherBars
+from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
 from streamfolio.flink.definitions import DecodeDefinitions, membership_changes
 from streamfolio.flink.job import routing
 from streamfolio.intake import Intake
@@ -70,6 +70,9 @@ class FakeMapState(_Scoped):
 
     def keys(self) -> Iterable[Any]:
         return list(self._store)
+
+    def items(self) -> Iterable[tuple[Any, Any]]:
+        return list(self._store.items())
 
 
 class _TimerService:
@@ -215,6 +218,7 @@ class Pipeline:
         self.definitions.open(None)
         self.bar_sizes = sorted({size for sizes in route.bar_sizes.values() for size in sizes})
         self.chains = KeyedRuntime(ChainCloses())
+        self.collect = KeyedRuntime(CollectCloses())
         self.shards = KeyedRuntime(GatherBars(route.members))
         self.portfolios = KeyedRuntime(
             op.PortfolioProcess(
@@ -291,12 +295,14 @@ class Pipeline:
     def advance(self, watermark: int) -> None:
         for last_ms, row in self.windows.fire(watermark):
             self.chains.watermark = max(self.chains.watermark, watermark)
-            sharded, side = split(
+            chained, side = split(
                 self.chains.process(prices.close_key(row), row, timestamp=last_ms)
             )
             self.dead.extend(side.get("dead-letters", []))
-            for item in sharded:
-                self.shards.process(records.shard_key(item), item, input_index=1)
+            for item in chained:
+                self.collect.process(records.bar_size_key(item), item)
+        for whole in self.collect.advance(watermark):
+            self.shards.process(records.shard_key(whole), whole, input_index=1)
         for bar in self.shards.advance(watermark):
             self._collect(self.portfolios.process(records.bar_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))

@@ -19,8 +19,8 @@ from pyflink.common import Row
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink import prices as op_prices
-from streamfolio.flink.bars import ChainCloses, GatherBars
-from streamfolio.flink.records import PortfolioBar, ShardedClose
+from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
+from streamfolio.flink.records import PortfolioBar, ShardBar, TickerClose
 from streamfolio.messages import Heartbeat, PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
@@ -390,24 +390,40 @@ def test_heartbeats_make_no_close_and_future_records_are_refused() -> None:
     assert decode.counts.snapshot()["heartbeats_read"] == 2
 
 
-def test_closes_chain_into_returns_sent_to_every_shard_of_their_bar_size() -> None:
-    runtime = KeyedRuntime(ChainCloses(shards=2))
+def test_closes_chain_into_returns() -> None:
+    runtime = KeyedRuntime(ChainCloses())
     first = runtime.process("AAA|1000", Row("AAA", 1_000, 2.0, None), timestamp=999)
-    assert first == [("1000|0", "AAA", 0, 2.0, None), ("1000|1", "AAA", 0, 2.0, None)]
+    assert first == [TickerClose(1_000, "AAA", 0, 2.0, None)]
     # AAA did not trade in bar 1: bar 2's return is from bar 0's close.
     second = runtime.process("AAA|1000", Row("AAA", 1_000, 4.0, None), timestamp=2_999)
-    assert second[0] == ("1000|0", "AAA", 2, 4.0, math.log(4.0 / 2.0))
+    assert second == [(1_000, "AAA", 2, 4.0, math.log(4.0 / 2.0))]
     rows, side = split(runtime.process("!dead-letter", Row(None, None, None, b"letter")))
     assert rows == [] and side == {"dead-letters": [b"letter"]}
+
+
+def test_a_bars_closes_go_whole_to_every_shard_of_their_bar_size() -> None:
+    runtime = KeyedRuntime(CollectCloses(shards=2))
+    runtime.process("1000", TickerClose(1_000, "BBB", 0, 20.0, 0.01))
+    runtime.process("1000", TickerClose(1_000, "AAA", 0, 10.0, None))
+    runtime.process("1000", TickerClose(1_000, "AAA", 1, 11.0, 0.1))  # the next bar
+    assert runtime.advance(998) == []
+    closes, returns = {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01}
+    assert runtime.advance(999) == [
+        ShardBar("1000|0", 0, closes, returns),
+        ShardBar("1000|1", 0, closes, returns),
+    ]
+    assert list(runtime.stores[("closes", "1000")]) == ["1|AAA"]  # bar 0's entries are gone
+    assert runtime.advance(1_999)[0] == ("1000|0", 1, {"AAA": 11.0}, {"AAA": 0.1})
+    assert runtime.stores[("closes", "1000")] == {}
 
 
 def test_a_shard_sends_each_portfolio_one_record_per_bar() -> None:
     members = {"1000|1": {"p1": ("AAA", "BBB"), "p2": ("BBB", "CCC"), "p3": ("DDD",)}}
     runtime = KeyedRuntime(GatherBars(members))
-    runtime.process("1000|1", ShardedClose("1000|1", "AAA", 0, 10.0, None), input_index=1)
-    runtime.process("1000|1", ShardedClose("1000|1", "BBB", 0, 20.0, 0.01), input_index=1)
+    bar0 = ShardBar("1000|1", 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01})
+    runtime.process("1000|1", bar0, input_index=1)
     # the next bar
-    runtime.process("1000|1", ShardedClose("1000|1", "CCC", 1, 30.0, 0.02), input_index=1)
+    runtime.process("1000|1", ShardBar("1000|1", 1, {"CCC": 30.0}, {"CCC": 0.02}), input_index=1)
     assert runtime.advance(998) == []
     bars = runtime.advance(999)
     assert all(isinstance(bar, PortfolioBar) for bar in bars)

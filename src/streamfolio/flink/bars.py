@@ -1,17 +1,21 @@
 """From bar closes to per-portfolio bars: the job's Python functions that run once per bar.
 
-* :class:`ChainCloses` (keyed by ``TICKER|bar_ms``) chains a ticker's closes into log returns
-  and sends each ``(ticker, bar, close, return)`` to every portfolio shard of its bar size;
-* :class:`GatherBars` (keyed by shard ``bar_ms|n``) collects a bar's results for the shard's
-  portfolios and, once the watermark passes the bar's end, sends every portfolio one
+* :class:`ChainCloses` (keyed by ``TICKER|bar_ms``) chains a ticker's closes into log returns,
+  one :class:`~streamfolio.flink.records.TickerClose` each;
+* :class:`CollectCloses` (keyed by bar size) collects a bar's closes and returns of every ticker
+  and, once the watermark passes the bar's end, sends the whole bar to every portfolio shard of
+  the bar size (:class:`~streamfolio.flink.records.ShardBar`);
+* :class:`GatherBars` (keyed by shard ``bar_ms|n``) sends every member portfolio one
   :class:`~streamfolio.flink.records.PortfolioBar` holding all its tickers' closes and returns.
 
 A shard is a fixed slice of the portfolios (:func:`~streamfolio.flink.routing.shard_of`), so a
-bar costs one record per (ticker, shard) and one per portfolio, not one per (ticker, portfolio
-holding it): with 1,000 portfolios of 20 tickers that is 20× fewer records into the portfolio
-operator. Which portfolios a shard holds is data: the configured ones, changed by the
-definitions read from the portfolios topic (:class:`~streamfolio.flink.records.MembershipChange`)
-in event time, each from its definition's time on.
+bar costs one record per ticker, one per shard and one per portfolio, not one per (ticker,
+portfolio holding it). Which portfolios a shard holds is data: the configured ones, changed by
+the definitions read from the portfolios topic
+(:class:`~streamfolio.flink.records.MembershipChange`) in event time, each from its definition's
+time on. (Before issue #15's scale work each ticker's close went to every shard, tickers ×
+shards records a bar, each rewriting the shard's whole open bar in state: with 500 tickers that
+was the job's largest cost, BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -26,25 +30,21 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
 from streamfolio.flink.dead_letters import dead_letter_tag
-from streamfolio.flink.records import MembershipChange, PortfolioBar, ShardedClose
+from streamfolio.flink.records import MembershipChange, PortfolioBar, ShardBar, TickerClose
 from streamfolio.flink.routing import PORTFOLIO_SHARDS
 from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
 
-__all__ = ["ChainCloses", "GatherBars"]
+__all__ = ["ChainCloses", "CollectCloses", "GatherBars"]
 
 
 class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
-    """Per (ticker, bar size): each bar's close → its log return (SEMANTICS §3), to the shards.
+    """Per (ticker, bar size): each bar's close → its log return (SEMANTICS §3).
 
     Input: rows of the bar-closes table ``(ticker, bar_ms, close, dead_letter, bar time)``,
     whose record timestamp is the bar's last millisecond. The windows emit a ticker's bars in
-    time order, so the chain needs no buffering. Every shard of the bar size gets the result:
-    which of them hold the ticker changes as portfolios are defined. Dead letters of the SQL
-    stage (key :data:`~streamfolio.flink.dead_letters.DEAD_LETTER_KEY`) go to the side output.
+    time order, so the chain needs no buffering. Dead letters of the SQL stage (key
+    :data:`~streamfolio.flink.dead_letters.DEAD_LETTER_KEY`) go to the side output.
     """
-
-    def __init__(self, shards: int = PORTFOLIO_SHARDS) -> None:
-        self.shards = shards
 
     def open(self, runtime_context: Any) -> None:
         self._last_close = runtime_context.get_state(
@@ -59,19 +59,70 @@ class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
         k = bar_index(ctx.timestamp(), bar_ms)
         log_return = ReturnChain(self._last_close.value()).update(close)
         self._last_close.update(close)
-        for n in range(self.shards):
-            yield ShardedClose(f"{bar_ms}|{n}", ticker, k, close, log_return)
+        yield TickerClose(bar_ms, ticker, k, close, log_return)
+
+
+class CollectCloses(KeyedProcessFunction):  # type: ignore[misc]
+    """Per bar size: every ticker's close and return of a bar → the whole bar, to each shard.
+
+    Input: :class:`TickerClose`. Each is kept in map state under ``k|ticker`` (a small value
+    per ticker, not the growing bar rewritten per ticker); an event-time timer at the bar's
+    last millisecond sends one :class:`ShardBar` per shard of the bar size: which shards hold
+    which tickers changes as portfolios are defined. Every ticker's close of bar k is emitted
+    by the windows before the watermark that passes bar k, so it is here before the timer.
+    """
+
+    def __init__(self, shards: int = PORTFOLIO_SHARDS) -> None:
+        self.shards = shards
+
+    def open(self, runtime_context: Any) -> None:
+        self._closes = runtime_context.get_map_state(
+            MapStateDescriptor("closes", Types.STRING(), state_type())
+        )
+        self._timers: set[int] = set()
+        """Bars whose timer this process registered (Flink de-duplicates the others)."""
+
+    def process_element(self, value: TickerClose, ctx: Any) -> Iterator[ShardBar]:
+        k = value.bar
+        returns = {} if value.log_return is None else {value.ticker: value.log_return}
+        self._closes.put(
+            f"{k}|{value.ticker}", dump_open_bar(({value.ticker: value.close}, returns))
+        )
+        if k not in self._timers:
+            ctx.timer_service().register_event_time_timer(bar_end_ms(k, value.bar_ms) - 1)
+            self._timers.add(k)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[ShardBar]:
+        bar_ms = int(ctx.get_current_key())
+        k = bar_index(timestamp, bar_ms)
+        self._timers.discard(k)
+        prefix = f"{k}|"
+        # One pass over the map state (each entry read crosses into the JVM once).
+        mine = sorted(
+            ((key, data) for key, data in self._closes.items() if key.startswith(prefix)),
+            key=lambda entry: _ticker_order(prefix)(entry[0]),
+        )
+        closes: dict[str, float] = {}
+        returns: dict[str, float] = {}
+        for key, data in mine:
+            close, log_return = load_open_bar(data)
+            closes.update(close)
+            returns.update(log_return)
+            self._closes.remove(key)
+        if closes:
+            for n in range(self.shards):
+                yield ShardBar(f"{bar_ms}|{n}", k, closes, returns)
 
 
 class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
     """Per shard: one bar's closes and returns → one :class:`PortfolioBar` per member.
 
-    Input 1: :class:`ShardedClose`; input 2: :class:`MembershipChange`. An event-time timer at
+    Input 1: :class:`ShardBar`; input 2: :class:`MembershipChange`. An event-time timer at
     the bar's last millisecond first applies the membership changes stamped at or before it,
     then sends each member its tickers' results, if any of them traded in the bar. A change
-    whose time the watermark has passed applies on arrival. Every ticker's result for bar k is
-    emitted by the windows before the watermark that passes bar k, so it is here before the
-    timer fires.
+    whose time the watermark has passed applies on arrival. :class:`CollectCloses` sends bar k
+    before the watermark that passes it, so it is here before the timer fires.
     """
 
     def __init__(self, portfolios: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
@@ -89,7 +140,7 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("membership", state_type())
         )
 
-    def process_element1(self, value: ShardedClose, ctx: Any) -> Iterator[PortfolioBar]:
+    def process_element1(self, value: ShardBar, ctx: Any) -> Iterator[PortfolioBar]:
         k = value.bar
         data = self._open_bars.get(k)
         if data is None:
@@ -98,9 +149,8 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
             ctx.timer_service().register_event_time_timer(bar_end_ms(k, bar_ms) - 1)
         else:
             bar = load_open_bar(data)
-        bar[0][value.ticker] = value.close
-        if value.log_return is not None:
-            bar[1][value.ticker] = value.log_return
+        bar[0].update(value.closes)
+        bar[1].update(value.returns)
         self._open_bars.put(k, dump_open_bar(bar))
         return iter(())
 
@@ -152,3 +202,14 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
         for _, _, portfolio_id, tickers in due:
             membership["changed"][portfolio_id] = tickers
         membership["pending"] = [e for e in pending if e[0] > up_to]
+
+
+def _ticker_order(prefix: str) -> Any:
+    """Sort key of ``k|ticker`` map keys: the ticker (a bar's tickers in a fixed order,
+    whatever order the map state iterates in).
+
+    >>> sorted(["7|B", "7|A"], key=_ticker_order("7|"))
+    ['7|A', '7|B']
+    """
+    size = len(prefix)
+    return lambda key: key[size:]

@@ -7,7 +7,8 @@
         → decode_tick         Python, per tick: validate; late per partition     ─┤ dead
         → TUMBLE + Top-1      Flink SQL, per bar size: each (ticker, bar)'s close  │ letters
         ── from here on, Python once per bar ──                                   │
-        → key (ticker, bar)   ChainCloses: log returns, to the portfolio shards  ─┤
+        → key (ticker, bar)   ChainCloses: log returns                            ─┤
+        → key (bar size)      CollectCloses: the whole bar, to the portfolio shards │
         → key (shard)         GatherBars: one bar row per member portfolio   ←──┐ │
     portfolios topic ────→ DecodeDefinitions → read ─→ memberships ────────────┤ │
     initial-stats topic ─┐                                                      │ │
@@ -51,7 +52,7 @@ def build_pipeline(
 
     from streamfolio.flink import operators as op
     from streamfolio.flink import prices, records
-    from streamfolio.flink.bars import ChainCloses, GatherBars
+    from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
     from streamfolio.flink.closes import bar_closes
     from streamfolio.flink.connectors import (
         KafkaTableSinks,
@@ -123,10 +124,16 @@ def build_pipeline(
         .name("chain closes")
         .uid("chain-closes")
     )
+    whole_bars = (
+        returns.key_by(records.bar_size_key, key_type=Types.STRING())
+        .process(CollectCloses())
+        .name("collect closes")
+        .uid("collect-closes")
+    )
     sizes = sorted({size for sizes in route.bar_sizes.values() for size in sizes})
     memberships = controls[0].flat_map(MembershipChanges(sizes)).name("memberships")
     bars = (
-        returns.connect(memberships)
+        whole_bars.connect(memberships)
         .key_by(records.shard_key, records.membership_key, key_type=Types.STRING())
         .process(GatherBars(route.members))
         .name("gather bars")

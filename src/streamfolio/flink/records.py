@@ -21,8 +21,10 @@ __all__ = [
     "JobControlKind",
     "MembershipChange",
     "PortfolioBar",
-    "ShardedClose",
+    "ShardBar",
+    "TickerClose",
     "bar_key",
+    "bar_size_key",
     "control_key",
     "kafka_record",
     "kafka_record_time",
@@ -43,17 +45,27 @@ class DecodedTick(NamedTuple):
     """An encoded ``DeadLetter`` when (part of) the record is refused."""
 
 
-class ShardedClose(NamedTuple):
-    """One bar's close of one ticker, for one shard of the portfolios holding it."""
+class TickerClose(NamedTuple):
+    """One bar's close of one ticker in one bar size, and its log return."""
 
-    shard: str
-    """``bar_ms|n`` (:func:`~streamfolio.flink.routing.shard_of`)."""
+    bar_ms: int
     ticker: str
     bar: int
     """The bar index k (the bar is ``[k·B, (k+1)·B)``)."""
     close: float
     log_return: float | None
     """None for the ticker's first close."""
+
+
+class ShardBar(NamedTuple):
+    """One bar of every ticker of a bar size that traded in it, for one shard of portfolios."""
+
+    shard: str
+    """``bar_ms|n`` (:func:`~streamfolio.flink.routing.shard_of`)."""
+    bar: int
+    closes: dict[str, float]
+    returns: dict[str, float]
+    """Only the tickers with a return (a ticker's first close has none)."""
 
 
 class PortfolioBar(NamedTuple):
@@ -95,8 +107,13 @@ def membership_key(row: MembershipChange) -> str:
     return row.shard
 
 
-def shard_key(row: ShardedClose) -> str:
-    """Key of a :class:`ShardedClose`: its shard."""
+def bar_size_key(row: TickerClose) -> str:
+    """Key of a :class:`TickerClose`: its bar size in ms."""
+    return str(row.bar_ms)
+
+
+def shard_key(row: ShardBar) -> str:
+    """Key of a :class:`ShardBar`: its shard."""
     return row.shard
 
 
