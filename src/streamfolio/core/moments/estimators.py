@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 from scipy.linalg import blas
 
 from streamfolio.core.types import ArrayLike, FloatArray
@@ -43,10 +44,26 @@ class MissingTickersError(MomentsError, KeyError):
 _EW_RESCALE_BELOW = 1e-100
 
 
+_STRICTLY_LOWER: dict[int, npt.NDArray[np.bool_]] = {}
+"""Per size n, the mask of the entries below the diagonal (made once)."""
+
+
 def _symmetric(upper: FloatArray) -> FloatArray:
-    """The full symmetric matrix whose upper triangle is ``upper``."""
-    u = np.triu(upper)
-    result: FloatArray = u + np.triu(u, 1).T
+    """The full symmetric matrix whose upper triangle is ``upper`` (a new C-ordered array).
+
+    One selection and one in-place add, instead of ``triu(u) + triu(u, 1).T``: the same bits
+    (adding 0.0 turns a -0.0 into 0.0 as that sum did), four times faster, and it runs three
+    times per portfolio bar in the job (BENCHMARKS.md, scale run).
+
+    >>> _symmetric(np.array([[1.0, 2.0], [-7.0, 3.0]])).tolist()
+    [[1.0, 2.0], [2.0, 3.0]]
+    """
+    n = upper.shape[0]
+    lower = _STRICTLY_LOWER.get(n)
+    if lower is None:
+        lower = _STRICTLY_LOWER[n] = np.tri(n, k=-1, dtype=bool)
+    result: FloatArray = np.where(lower, upper.T, upper)
+    result += 0.0
     return result
 
 
