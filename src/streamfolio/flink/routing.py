@@ -25,9 +25,9 @@ __all__ = ["PORTFOLIO_SHARDS", "Routing", "routing", "shard_of"]
 PORTFOLIO_SHARDS: Final = 8
 """How many slices the portfolios of one bar size are cut into. Fixed, not tied to the
 parallelism: the shards are state keys, so the count must not change between restarts. It
-bounds the parallelism of the gathering step per bar size, and each bar costs tickers × shards
-records: 32 shards made those records the bottleneck of the 1,000-portfolio run
-(BENCHMARKS.md)."""
+bounds the parallelism of the gathering step per bar size; each bar costs one record per shard
+(:class:`~streamfolio.flink.bars.CollectCloses`; before issue #15 it was tickers × shards, and 32
+shards made those records the bottleneck of the 1,000-portfolio run, BENCHMARKS.md)."""
 
 
 def shard_of(portfolio_id: str) -> int:
