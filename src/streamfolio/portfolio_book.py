@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Final, Protocol
 
+from confluent_kafka import KafkaException
+
 from streamfolio.config import Component, PortfolioSettings, Settings
 from streamfolio.core.portfolio import PortfolioSpec
 from streamfolio.errors import ConfigError
@@ -248,6 +250,8 @@ class DefinitionsSource(Protocol):
     """What reads the portfolios topic into a book (a :class:`DefinitionsFollower`; tests give
     their own)."""
 
+    caught_up: bool
+
     def catch_up(self, timeout_s: float = 10.0) -> int: ...
 
     def poll_some(self, max_records: int = 100) -> int: ...
@@ -285,32 +289,48 @@ class DefinitionsFollower:
             decode=False,
         )
         self._next: dict[tuple[str, int], int] = {}
+        self.caught_up = False
+        """Whether the last :meth:`catch_up` reached the end offsets it observed."""
 
     def catch_up(self, timeout_s: float = 10.0) -> int:
         """Read every partition to its end offset as observed now; returns how many records
-        were read. Gives up (with a warning) after ``timeout_s``: what is read is kept."""
+        were read. Gives up (with a warning) after ``timeout_s``, or when the broker does not
+        answer (a Kafka outage: the components wait it out, docs/outage.md): what is read is
+        kept, and :attr:`caught_up` says whether the end was reached."""
         deadline = time.monotonic() + timeout_s
-        ends = self._consumer.end_offsets(timeout=timeout_s)
         count = 0
-        while self._behind(ends):
-            if time.monotonic() > deadline:
-                log.warning("could not read the portfolios topic to its end within %g s", timeout_s)
-                break
-            record = self._consumer.poll(0.05)
-            if record is None:
-                self._advance_positions()
-            else:
-                count += self._take(record)
+        self.caught_up = False
+        try:
+            ends = self._consumer.end_offsets(timeout=timeout_s)
+            while self._behind(ends):
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "could not read the portfolios topic to its end within %g s", timeout_s
+                    )
+                    return count
+                record = self._consumer.poll(0.05)
+                if record is None:
+                    self._advance_positions()
+                else:
+                    count += self._take(record)
+        except KafkaException as exc:
+            log.debug("portfolios topic not read to its end: %s", exc)
+            return count
+        self.caught_up = True
         return count
 
     def poll_some(self, max_records: int = 100) -> int:
-        """Apply what has already been fetched, without waiting; returns how many were read."""
+        """Apply what has already been fetched, without waiting; returns how many were read
+        (none while the broker does not answer)."""
         count = 0
-        while count < max_records:
-            record = self._consumer.poll(0)
-            if record is None:
-                break
-            count += self._take(record)
+        try:
+            while count < max_records:
+                record = self._consumer.poll(0)
+                if record is None:
+                    break
+                count += self._take(record)
+        except KafkaException as exc:
+            log.debug("portfolios topic not read: %s", exc)
         return count
 
     def _take(self, record: ConsumedRecord) -> int:

@@ -22,6 +22,8 @@ class LateDefinitions:
         self.book = book
         self.pending = pending
 
+    caught_up = True
+
     def catch_up(self, timeout_s: float = 10.0) -> int:
         taken = len(self.pending)
         for read in self.pending:

@@ -58,6 +58,7 @@ def run_settings(
     tmp: Path,
     token: str,
     portfolios: list[dict[str, Any]],
+    metrics: dict[str, Any] | None = None,
     **flink: Any,
 ) -> tuple[Settings, Path]:
     """The broker's settings with fresh topics (suffixed ``token``), the scenario's portfolios
@@ -65,6 +66,8 @@ def run_settings(
     data = yaml.safe_load(broker.config_path.read_text(encoding="utf-8"))
     data["topics"] = {role: f"{name}-{token}" for role, name in data["topics"].items()}
     data["portfolios"] = portfolios
+    if metrics is not None:
+        data["metrics"] = metrics
     data["flink"] = {
         **data.get("flink", {}),
         "checkpoint_interval_ms": 1_000,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from jobkit import (
     assert_every_tick_accounted_for,
     assert_matches_replay,
     complete,
+    free_port,
     heartbeats,
     initial_stats,
     produce,
@@ -360,17 +362,45 @@ def replay(settings: Settings, scenario: Scenario) -> dict[str, list[ReplayEvent
     return by_kind
 
 
-def settings_for(broker: KafkaBroker, tmp: Path, token: str, **flink: Any) -> tuple[Settings, Path]:
+def settings_for(
+    broker: KafkaBroker,
+    tmp: Path,
+    token: str,
+    metrics: dict[str, Any] | None = None,
+    **flink: Any,
+) -> tuple[Settings, Path]:
     # idleness_ms 0 explicitly: heartbeats alone move a quiet partition's watermark.
     return run_settings(
         broker,
         tmp,
         f"{token}{time.monotonic_ns() % 10**6}",
         PORTFOLIOS,
+        metrics,
         max_out_of_orderness_ms=BOUND_MS,
         idleness_ms=0,
         **flink,
     )
+
+
+def scrape_job(port: int, timeout_s: float = 60.0) -> dict[str, float]:
+    """The job's own counters (``streamfolio`` in their name) from its Prometheus reporter,
+    summed over labels, once it serves them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            text = ""
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if "streamfolio" in family.name:
+                found[family.name] = sum(sample.value for sample in family.samples)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
 
 
 def _checkpointed_since(folder: Path, since: float) -> bool:
@@ -387,6 +417,8 @@ class Run:
     scenario: Scenario
     expected: dict[str, list[ReplayEvent]]
     outputs: Outputs
+    job_metrics: dict[str, float] = field(default_factory=dict)
+    """The job's own counters as its Prometheus endpoint served them mid-run (unbounded)."""
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +427,10 @@ def unbounded_run(
 ) -> Iterator[Run]:
     """Parallelism 1, at-least-once, phased production with late and malformed messages."""
     tmp = tmp_path_factory.mktemp("flink-unbounded")
-    settings, config = settings_for(kafka_broker, tmp, "unbounded", parallelism=1)
+    port = free_port()
+    settings, config = settings_for(
+        kafka_broker, tmp, "unbounded", metrics={"job_port": port}, parallelism=1
+    )
     scenario = build_scenario(settings, malformed=3_000, late=True)
     expected = replay(settings, scenario)
     # The last bar the heartbeats at HALF make final for p1.
@@ -409,6 +444,7 @@ def unbounded_run(
     job = JobProcess(config, tmp / "job.log")
     try:
         outputs.wait_for(lambda: outputs.last_stats_time("p1") >= opened, job, "the first half")
+        job_metrics = scrape_job(port)
         # Controls are read by their own sources; give them time before the ticks that pass
         # their timestamps, so they are placed among the bars rather than applied on arrival.
         produce(settings, scenario.controls)
@@ -427,7 +463,7 @@ def unbounded_run(
     finally:
         job.kill()  # before the other runs start: 2 cores
         outputs.close()
-    yield Run(settings, scenario, expected, outputs)
+    yield Run(settings, scenario, expected, outputs, job_metrics)
 
 
 @pytest.fixture(scope="module")
@@ -533,6 +569,12 @@ def assert_dead_letters(run: Run) -> None:
     assert len(where) == len(refused_controls)
     assert all(d["partition"] is not None and d["offset"] >= 0 for d in refused_controls)
     assert set(reasons) <= set(run.scenario.bad) | {"late"}, reasons
+
+
+def test_the_job_serves_its_counters_to_prometheus(unbounded_run: Run) -> None:
+    names = unbounded_run.job_metrics
+    assert any(name.endswith("ticks_read") for name in names), sorted(names)
+    assert any(name.endswith("bars_closed") and value > 0 for name, value in names.items())
 
 
 def test_statistics_and_metrics_equal_the_replay_bar_for_bar(unbounded_run: Run) -> None:

@@ -109,6 +109,8 @@ class FakeDefinitions:
         self.from_catch_up = from_catch_up
         self.catch_ups = 0
 
+    caught_up = True
+
     def catch_up(self, timeout_s: float = 10.0) -> int:
         self.catch_ups += 1
         if self.catch_ups < self.from_catch_up:

@@ -12,6 +12,7 @@ under ``flink.checkpoint_dir``; checkpoints are retained when the job is cancell
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -191,6 +192,29 @@ def prepare_process(environ: dict[str, str] | None = None) -> None:
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+def lib_with_reporter(into: Path) -> Path | None:
+    """A ``lib`` folder for the local MiniCluster's JVM: the apache-flink wheel's jars and its
+    Prometheus reporter (``plugins/metrics-prometheus``), as links in ``into``; None without
+    PyFlink. A MiniCluster loads reporters from its class path only (not from the plugins
+    folder a cluster reads), and PyFlink builds that class path from ``FLINK_LIB_DIR``.
+    """
+    import importlib.util
+
+    found = importlib.util.find_spec("pyflink")
+    if found is None or not found.submodule_search_locations:
+        return None
+    home = Path(next(iter(found.submodule_search_locations)))
+    jars = [*sorted((home / "lib").glob("*.jar"))]
+    jars += sorted((home / "plugins" / "metrics-prometheus").glob("*.jar"))
+    into.mkdir(parents=True, exist_ok=True)
+    for jar in jars:
+        link = into / jar.name
+        if not link.exists():
+            with contextlib.suppress(FileExistsError):  # another job linked it meanwhile
+                link.symlink_to(jar)
+    return into
+
+
 def flink_configuration(
     settings: Settings, options: JobOptions, jars: list[Path]
 ) -> dict[str, str]:
@@ -282,6 +306,14 @@ def create_environment(
     from streamfolio.flink.connectors import job_jars
 
     prepare_process()
+    if settings.metrics.job_port:
+        import tempfile
+
+        lib = lib_with_reporter(Path(tempfile.gettempdir()) / "streamfolio-flink-lib")
+        if lib is not None and "FLINK_LIB_DIR" not in os.environ:
+            # With FLINK_HOME unset, PyFlink points FLINK_LIB_DIR at the wheel's lib again.
+            os.environ.setdefault("FLINK_HOME", str(next(lib.glob("*.jar")).resolve().parents[1]))
+            os.environ["FLINK_LIB_DIR"] = str(lib)
     resolved = options.with_restore_path()
     conf = Configuration()
     for key, value in flink_configuration(

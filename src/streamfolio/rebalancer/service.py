@@ -196,7 +196,7 @@ class RebalancerService:
             self.memory,
             group_id=self.group_id,
             intake=self.decider.intake,
-            refresh=self._read_definitions,
+            refresh=self._definitions.catch_up,
         )
         self._batch.follower = self._follower
         try:
@@ -235,9 +235,7 @@ class RebalancerService:
 
     def _status(self) -> str:
         waiting = self._batch.join.waiting()
-        return self.stats.line() + (
-            f"; {waiting} metrics waiting for statistics" if waiting else ""
-        )
+        return self.stats.line() + (f"; {waiting} metrics wait for statistics" if waiting else "")
 
     def _shutdown(self) -> None:
         try:
@@ -350,9 +348,12 @@ class RebalancerService:
         source = Source(topic, partition, offset, message.key(), message.value() or b"", replayed)
         self._batch.read(source)
 
-    def _read_definitions(self) -> int:
-        """Read the portfolios topic to its end offsets as of now; how many were read."""
-        return 0 if self._definitions is None else self._definitions.catch_up(timeout_s=10.0)
+    def _read_definitions(self) -> None:
+        """Read the portfolios topic to its end now, else abort: decide nothing without it."""
+        if self._definitions is not None:
+            self._definitions.catch_up(timeout_s=10.0)
+            if not self._definitions.caught_up:
+                raise AbortableError("the portfolios topic could not be read to its end")
 
     def _stats_unread(self, source: Source) -> bool:
         """Whether the statistics partition co-partitioned with ``source`` has unread records."""
