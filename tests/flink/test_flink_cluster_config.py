@@ -125,3 +125,11 @@ def test_the_submit_command_ships_the_worker_site_and_the_jars() -> None:
     remote = submit_command([], jars=[], python="py", target="remote", binary="flink")
     assert remote[:5] == ["flink", "run", "--detached", "--target", "remote"]
     assert "-m" not in remote
+
+
+def test_the_cluster_reports_to_prometheus_when_the_job_port_is_set(tmp_path: Path) -> None:
+    plain = cluster_configuration(FlinkClusterSettings(), ClusterLayout(tmp_path), {})
+    assert "metrics.reporters" not in plain
+    conf = cluster_configuration(FlinkClusterSettings(), ClusterLayout(tmp_path), {}, 9250)
+    assert conf["metrics.reporters"] == "prom"
+    assert conf["metrics.reporter.prom.port"] == "9250-9266"  # one per JVM

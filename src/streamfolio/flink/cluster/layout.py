@@ -130,10 +130,16 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def cluster_configuration(
-    cluster: FlinkClusterSettings, layout: ClusterLayout, base: Mapping[str, Any]
+    cluster: FlinkClusterSettings,
+    layout: ClusterLayout,
+    base: Mapping[str, Any],
+    metrics_port: int = 0,
 ) -> dict[str, str]:
     """The cluster's ``config.yaml``: the wheel's own (``base``, flattened: its JVM options),
-    with this cluster's ports, sizes and folders, everything bound to localhost.
+    with this cluster's ports, sizes and folders, everything bound to localhost. With
+    ``metrics_port`` (``metrics.job_port``), Flink's Prometheus reporter: the JobManager and
+    each TaskManager take the first free port from it on (the plugin is in the wheel's
+    ``plugins``, which the cluster's scripts load).
 
     >>> conf = cluster_configuration(
     ...     FlinkClusterSettings(rest_port=18081), ClusterLayout(Path("/d")), {})
@@ -168,10 +174,16 @@ def cluster_configuration(
         # The JVMs' own stdout/stderr to <log>.out/.err next to their logs, not to a terminal.
         "env.stdout-err.redirect-to-file": "true",
     }
+    if metrics_port:
+        from streamfolio.flink.runtime import prometheus_reporter
+
+        ours |= prometheus_reporter(f"{metrics_port}-{metrics_port + 16}")
     return {**{k: str(v) for k, v in flatten(base).items()}, **ours}
 
 
-def write_configuration(cluster: FlinkClusterSettings, layout: ClusterLayout) -> None:
+def write_configuration(
+    cluster: FlinkClusterSettings, layout: ClusterLayout, metrics_port: int = 0
+) -> None:
     """Write ``conf/`` and ``lib/`` for ``cluster`` (again at every ``up``: a changed setting
     applies to the processes started next) and make the other folders."""
     dist = distribution()
@@ -189,7 +201,7 @@ def write_configuration(cluster: FlinkClusterSettings, layout: ClusterLayout) ->
         if source.is_file() and source.name != "config.yaml":
             (layout.conf_dir / source.name).write_bytes(source.read_bytes())
     base = yaml.safe_load((dist / "conf" / "config.yaml").read_text(encoding="utf-8")) or {}
-    conf = cluster_configuration(cluster, layout, base)
+    conf = cluster_configuration(cluster, layout, base, metrics_port)
     text = "# Written by `streamfolio flink up` at every start: edit flink.cluster instead.\n"
     text += yaml.safe_dump({k: _scalar(v) for k, v in conf.items()}, sort_keys=True, width=1 << 16)
     (layout.conf_dir / "config.yaml").write_text(text, encoding="utf-8")

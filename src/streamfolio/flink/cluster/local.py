@@ -124,7 +124,7 @@ class LocalFlinkCluster:
                     "flink.cluster.rpc_port": self.cluster.rpc_port,
                 }
             )
-            write_configuration(self.cluster, self.layout)
+            write_configuration(self.cluster, self.layout, self.settings.metrics.job_port)
             self._record.save({})  # a fresh start: TaskManagers are numbered from tm-1 again
             self._progress(
                 f"starting the JobManager (REST {self.rest_url}, logs {self.layout.log_dir})"
