@@ -324,7 +324,9 @@ def run(
             # The feed starts once the job's tasks run: a backlog of ticks published while a
             # JVM starts (a minute or more on a busy machine) is not what this measures.
             _wait_running(tmp / "ckpt", STARTUP_TIMEOUT_S)
-            count, elapsed, lag, cpu = _measure(job, settings, universe, rate, seconds, profile)
+            count, elapsed, lag, cpu = _measure(
+                job, settings, universe, rate, seconds, profile, _first_metrics_timeout(portfolios)
+            )
         finally:
             _stop(job)
             for found in tmp.glob("profile-*.txt"):
@@ -333,7 +335,10 @@ def run(
                     kept.write_bytes(found.read_bytes())
                     print(f"  profile: {kept}")
         if not count:
-            raise SystemExit(f"no metrics after {STARTUP_TIMEOUT_S:.0f} s; see {tmp / 'job.log'}")
+            kept = Path(f"/tmp/scale-job-{portfolios}.log")  # the scratch folder goes next
+            kept.write_bytes((tmp / "job.log").read_bytes())
+            wait = _first_metrics_timeout(portfolios)
+            raise SystemExit(f"no metrics {wait:.0f} s after the feed started; see {kept}")
     print(
         f"{portfolios} portfolios x {TICKERS_PER_PORTFOLIO} of {tickers} tickers, 1 s bars,"
         f" {rate:g} ticks/s, statistics every {stats_every} bar(s), {elapsed:.0f} s:"
@@ -353,6 +358,7 @@ def _measure(
     rate: float,
     seconds: float,
     profile: float,
+    first_metrics_timeout: float,
 ) -> tuple[int, float, float, float]:
     """Feed ticks in real time and read the metrics: ``(records in the window, its length in
     s, newest bar's lag behind the wall clock at its end in s, the job's CPU seconds in it)``."""
@@ -373,7 +379,7 @@ def _measure(
     metrics_codec = codec_for("PortfolioMetrics")
     count = 0
     newest = 0
-    up_by = time.monotonic() + STARTUP_TIMEOUT_S
+    up_by = time.monotonic() + first_metrics_timeout
     started: float | None = None  # the window's start, once the job is up
     cpu_start = 0.0
     spies: list[subprocess.Popen[bytes]] = []
@@ -409,6 +415,17 @@ def _measure(
                 spy.kill()
                 spy.wait()
     return count, elapsed, lag, cpu
+
+
+def _first_metrics_timeout(portfolios: int) -> float:
+    """How long after the feed starts the first metrics may take: a job far behind real time
+    (10,000 portfolios here) first works through every portfolio's initial statistics and
+    weights and the bars read meanwhile, one portfolio at a time.
+
+    >>> _first_metrics_timeout(1000), _first_metrics_timeout(10_000)
+    (300.0, 900.0)
+    """
+    return max(STARTUP_TIMEOUT_S, portfolios * 0.09)
 
 
 def _folder(settings: Any) -> Path:
