@@ -103,8 +103,9 @@ def apply_changes(
     index: Path | None = None,
     progress: Progress,
 ) -> None:
-    """Publish ``changes``: each definition, then the initial statistics and weights of those
-    that start again, all stamped with the definition's time; waits for the acks."""
+    """Publish ``changes``: the definitions (acknowledged first), then the initial statistics
+    and weights of those that start again, all stamped with the definition's time; waits for
+    the acks."""
     from streamfolio.state import initial_state
 
     seeded = [c.portfolio for c in changes if c.seeded]
@@ -120,8 +121,12 @@ def apply_changes(
     producer = RecordProducer(settings.kafka, component="admin")
     stats_topic, weights_topic = contract(settings, "initial_stats"), contract(settings, "weights")
     for change in changes:
-        at_ms = change.definition.timestamp
         publish_definition(producer, settings, change.definition)
+    # Acknowledged before anything of theirs is sent: a reader that finds a seed or weights of
+    # a new portfolio finds its definition when it reads the portfolios topic to its end.
+    _flush(producer, settings)
+    for change in changes:
+        at_ms = change.definition.timestamp
         entry = initial.get(change.portfolio.id)
         if entry is not None:
             producer.send(stats_topic, {**entry["stats"], "timestamp": at_ms}, timestamp_ms=at_ms)
