@@ -29,10 +29,12 @@ from jobkit import (
 )
 
 from streamfolio.config import Settings
+from streamfolio.messages import Heartbeat
 from streamfolio.portfolio_changes import plan_changes
 from streamfolio.portfolios import definition_of, portfolio_spec, portfolios_from_entries
+from streamfolio.replay import Heartbeat as ReplayHeartbeat
 from streamfolio.replay import ReplayEvent, ReplayPortfolio, Tick, replay_topic_records
-from streamfolio.serde import codec_for
+from streamfolio.serde import codec_for, encode_heartbeat
 
 if TYPE_CHECKING:
     from conftest import KafkaBroker
@@ -202,3 +204,122 @@ def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
     }
     assert max(m["timestamp"] for m in outputs.metrics["p2"]) <= REMOVED
     assert {m["riskFreeRate"] for m in outputs.metrics["p1"] if m["timestamp"] > CHANGED} == {0.2}
+
+
+def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """The job runs (unbounded) on the configured portfolios; then 1,000 portfolios arrive on
+    the topic at once, with their seeds and weights, stamped ahead of its watermark; every one
+    of them follows the ticks from its time on, as the replay says."""
+    settings, config = run_settings(
+        kafka_broker,
+        tmp_path,
+        f"many{time.monotonic_ns() % 10**6}",
+        CONFIGURED,
+        max_out_of_orderness_ms=BOUND_MS,
+        idleness_ms=0,
+        parallelism=1,
+    )
+    rng = np.random.default_rng(11)
+    split, added_at = START + 78_000, START + 81_000
+    entries = []
+    for i in range(1_000):
+        tickers = sorted(rng.choice(TICKERS, size=int(rng.integers(2, 5)), replace=False))
+        entries.append(
+            {"id": f"m{i:04d}", "tickers": tickers, "bar_seconds": 1, "periods_per_year": 1000}
+        )
+    ticks = _ticks(13)
+    prices: dict[int, list[Any]] = {p: [] for p in range(settings.kafka.partitions)}
+
+    def tick_messages(chosen: list[Tick]) -> list[Message]:
+        out = []
+        for tick in chosen:
+            partition = PARTITION_OF[tick.ticker]
+            located = Tick(
+                tick.event_time_ms, tick.ticker, tick.price, partition, len(prices[partition])
+            )
+            prices[partition].append(located)
+            value = codec_for("PriceTick").encode(
+                {"ticker": tick.ticker, "price": tick.price, "event_time": tick.event_time_ms}
+            )
+            out.append(
+                Message("prices", value, tick.ticker.encode(), tick.event_time_ms, partition)
+            )
+        return out
+
+    opening: list[Message] = []
+    controls: list[tuple[str, dict[str, Any]]] = []
+    for portfolio in CONFIGURED:
+        seed = initial_stats(portfolio, START, 1.0)
+        weights = {
+            "timestamp": START,
+            "portfolio_id": portfolio["id"],
+            "weights": portfolio["weights"],
+        }
+        key = portfolio["id"].encode()
+        opening.append(
+            Message("initial_stats", codec_for("PortfolioStats").encode(seed), key, START)
+        )
+        opening.append(Message("weights", codec_for("Weights").encode(weights), key, START))
+        controls += [("stats", seed), ("weights", weights)]
+    first = [t for t in ticks if t.event_time_ms < split]
+    opening += tick_messages(first)
+    # Heartbeats close the first phase's bars (the job's watermark is the data's alone).
+    beat = split
+    opening += [
+        Message("prices", encode_heartbeat(Heartbeat(beat, "test")), None, beat, partition=p)
+        for p in range(settings.kafka.partitions)
+    ]
+    for p in range(settings.kafka.partitions):
+        prices[p].append(ReplayHeartbeat(beat, p, len(prices[p])))
+
+    many: list[Message] = []
+    definitions: list[tuple[str, int, ReplayPortfolio | None]] = []
+    for entry in entries:
+        produced, replayed, extra = _definition_messages(settings, entry, added_at)
+        many += produced
+        controls += extra
+        definitions.append((entry["id"], added_at, replayed))
+    rest = tick_messages([t for t in ticks if t.event_time_ms >= split])
+
+    events = replay_topic_records(
+        [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
+        prices,
+        controls,  # type: ignore[arg-type]
+        definitions=definitions,
+        max_out_of_orderness_ms=BOUND_MS,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
+    )
+    expected: dict[str, list[ReplayEvent]] = {}
+    for event in events:
+        expected.setdefault(event.kind, []).append(event)
+    assert len({e.key for e in expected["metrics"]}) == 1_002
+
+    produce(settings, opening)
+    outputs = Outputs(settings)
+    job = JobProcess(config, tmp_path / "job.log")
+    try:
+        first_done = max(
+            e.record["timestamp"]
+            for e in expected["stats"]
+            if e.key == "p1" and e.record["timestamp"] <= beat - BOUND_MS
+        )
+        outputs.wait_for(lambda: outputs.last_stats_time("p1") >= first_done, job, "phase 1")
+        produce(settings, many)  # 1,000 portfolios at once, ahead of the watermark
+        time.sleep(3.0)  # their readers read them before the ticks that pass their time
+        produce(settings, rest)  # the end of input: a bounded source would close every bar;
+        job_end = max(t.event_time_ms for t in ticks) + 10_000  # here heartbeats do
+        produce(
+            settings,
+            [
+                Message("prices", encode_heartbeat(Heartbeat(job_end, "test")), None, job_end, p)
+                for p in range(settings.kafka.partitions)
+            ],
+        )
+        outputs.wait_for(complete(outputs, expected), job, "every bar of every portfolio")
+        outputs.poll(1.0)
+    finally:
+        job.kill()
+        outputs.close()
+    assert_matches_replay(outputs, expected)
