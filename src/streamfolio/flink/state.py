@@ -24,7 +24,7 @@ checks that it still restores.
 from __future__ import annotations
 
 import base64
-import json
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -83,12 +83,39 @@ def _dump(value: Any) -> str:
     body = orjson.dumps(value)
     if b"null" in body:
         # orjson writes NaN and infinities as null, which would restore as another value: only
-        # then (rare: most nulls are fields not set yet) is the state checked the slow way.
-        try:
-            json.dumps(value, allow_nan=False)
-        except ValueError:
-            raise DataError(_NOT_FINITE) from None
+        # then (most nulls are fields not set yet) is the state checked the slow way.
+        _check_finite(value)
     return f"{_HEADER}{STATE_VERSION}\n{body.decode('utf-8')}"
+
+
+def _check_finite(value: Any) -> None:
+    """Raise :class:`DataError` if ``value`` holds a NaN or an infinity. Only the parts whose
+    JSON holds a null are looked into: a portfolio waiting for its first statistics has nulls
+    in its few control messages, not in the bars piling up next to them, which are most of it
+    (checking all of it with ``json.dumps`` made every bar's save slower as they piled up: the
+    10,000-portfolio start never caught up, BENCHMARKS.md).
+
+    >>> _check_finite({"bars": [[1, {"A": 1.5}]], "pending": [None, 2.0]})
+    >>> _check_finite({"bars": [[1, {"A": float("nan")}]], "monitor": None})
+    Traceback (most recent call last):
+    ...
+    streamfolio.errors.DataError: keyed state holds a NaN or an infinity, ...
+    """
+    parts: Any
+    if isinstance(value, dict):
+        parts = value.values()
+    elif isinstance(value, list | tuple):
+        parts = value
+    else:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DataError(_NOT_FINITE)
+        return
+    for part in parts:
+        if isinstance(part, dict | list | tuple):
+            if b"null" in orjson.dumps(part):
+                _check_finite(part)
+        elif isinstance(part, float) and not math.isfinite(part):
+            raise DataError(_NOT_FINITE)
 
 
 def _load(data: str | bytes, what: str) -> Any:
