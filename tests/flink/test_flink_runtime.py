@@ -245,6 +245,7 @@ def test_the_pipeline_builds_into_one_job_graph(tmp_path: Path) -> None:
         "decode_tick",
         "WindowRank",
         "chain closes",
+        "collect closes",
         "gather bars",
         "decode stats",
         "decode weights",
