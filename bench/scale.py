@@ -18,9 +18,11 @@ wall time), with a heartbeat on every partition every 200 ms as a live feed does
   Python cost of one portfolio update measured outside Flink (``PortfolioProcess`` driven
   directly: a bar in, its timer, statistics and metrics out, the state saved each time).
 
-``--profile S`` runs ``py-spy record`` for S seconds on the job's processes in the middle of the
-window (thread mode: the portfolio functions run in the TaskManager JVM's embedded interpreter;
-the tick decoder in a separate Python worker) and writes the flame graphs next to the job log.
+``--profile S`` runs ``py-spy record`` for S seconds on each of the job's processes from 10 s
+into the window (thread mode: the Python functions run in the MiniCluster JVM's embedded
+interpreter, which py-spy reads through the JVM's pid; the tick decoder in a separate Python
+worker) and keeps the collapsed stacks as ``/tmp/scale-profile-<pid>.txt``. Figures and what
+they showed: BENCHMARKS.md, "Ten thousand portfolios".
 """
 
 from __future__ import annotations
