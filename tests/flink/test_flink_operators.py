@@ -22,7 +22,7 @@ from streamfolio.flink import prices as op_prices
 from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
 from streamfolio.flink.records import PortfolioBar, ShardBar, TickerClose
 from streamfolio.messages import Heartbeat, PriceTick, bourse_from_price_tick
-from streamfolio.portfolios import portfolio_spec
+from streamfolio.portfolios import portfolio_of, portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
 from streamfolio.serde import codec_for, encode_heartbeat
 
@@ -98,7 +98,9 @@ def random_ticks(seed: int, n_bars: int = 60) -> list[Tick]:
     return [ticks[i] for i in np.argsort(arrival, kind="stable")]
 
 
-Step = tuple[str, Any]  # ("tick", Tick) | ("stats" | "weights", record) | ("raw", bytes)
+Step = tuple[str, Any]
+"""("tick", Tick) | ("stats" | "weights", record) | ("raw", bytes) | ("define", definition)
+| ("remove", (portfolio id, time))"""
 
 
 def run_both(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayEvent]]:
@@ -115,6 +117,15 @@ def run_both(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayE
         elif kind == "raw":
             value, timestamp = item
             pipeline.tick(value, timestamp)
+        elif kind == "define":  # a PortfolioDefinition on the portfolios topic
+            value = codec_for("PortfolioDefinition").encode(item.to_record())
+            pipeline.definition(item.portfolio_id.encode(), value)
+            spec = portfolio_spec(portfolio_of(item, s), s.exchange)
+            events.extend(engine.define(item.portfolio_id, item.timestamp, ReplayPortfolio(spec)))
+        elif kind == "remove":  # (portfolio id, time): a tombstone
+            pid, at = item
+            pipeline.definition(pid.encode(), None, at)
+            events.extend(engine.define(pid, at, None))
         else:
             schema = "PortfolioStats" if kind == "stats" else "Weights"
             pipeline.control(kind, codec_for(schema).encode(item))

@@ -4,19 +4,17 @@ flow, against the replay given the same definitions at the same places (no JVM, 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from fakes import Pipeline
 from test_flink_operators import (
-    BOUND,
     START,
+    Step,
     assert_same_as_replay,
     decoded,
-    encode_tick,
     random_ticks,
     reasons,
+    run_both,
     seed_record,
     settings,
     weights_record,
@@ -26,11 +24,7 @@ from streamfolio.config import Settings
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink.state import load_portfolio_state
 from streamfolio.messages import PortfolioDefinition
-from streamfolio.portfolios import definition_of, portfolio_of, portfolio_spec
-from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio
-from streamfolio.serde import codec_for
-
-Step = tuple[str, Any]
+from streamfolio.portfolios import definition_of
 
 
 def _entry(pid: str, tickers: list[str], **more: Any) -> dict[str, Any]:
@@ -47,38 +41,6 @@ def _seed(pid: str, tickers: list[str], at: int) -> dict[str, Any]:
     n = len(tickers)
     moments = moments_from_prior(np.full(n, 1e-4), np.eye(n) * 1e-4 + 1e-5, 30)
     return stats_record(moments, pid, tickers, at)
-
-
-def _run(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayEvent]]:
-    pipeline = Pipeline(s)
-    engine = ReplayEngine(
-        [ReplayPortfolio(portfolio_spec(p, s.exchange)) for p in s.portfolios],
-        max_out_of_orderness_ms=BOUND,
-    )
-    events: list[ReplayEvent] = []
-    for kind, item in steps:
-        if kind == "tick":
-            pipeline.tick(encode_tick(item), item.event_time_ms)
-            events.extend(engine.on_tick(item))
-        elif kind == "define":
-            definition: PortfolioDefinition = item
-            value = codec_for("PortfolioDefinition").encode(definition.to_record())
-            pipeline.definition(definition.portfolio_id.encode(), value)
-            spec = portfolio_spec(portfolio_of(definition, s), s.exchange)
-            events.extend(
-                engine.define(definition.portfolio_id, definition.timestamp, ReplayPortfolio(spec))
-            )
-        elif kind == "remove":
-            pid, at = item
-            pipeline.definition(pid.encode(), None, at)
-            events.extend(engine.define(pid, at, None))
-        else:
-            schema = "PortfolioStats" if kind == "stats" else "Weights"
-            pipeline.control(kind, codec_for(schema).encode(item))
-            events.extend(engine.control(kind, item))
-    pipeline.finish()
-    events.extend(engine.flush())
-    return pipeline, events
 
 
 def test_added_changed_and_removed_portfolios_follow_their_definitions_as_the_replay() -> None:
@@ -111,7 +73,7 @@ def test_added_changed_and_removed_portfolios_follow_their_definitions_as_the_re
         ("remove", ("p1", removed)),
     ]
     steps += [("tick", t) for t in ticks[2 * half :]]
-    pipeline, events = _run(steps, s)
+    pipeline, events = run_both(steps, s)
     assert_same_as_replay(pipeline, events)
     assert not reasons(pipeline)
     metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")
@@ -143,7 +105,7 @@ def test_controls_of_a_portfolio_never_defined_are_dead_letters_when_their_time_
     steps: list[Step] = [("stats", seed_record("p1", START)), ("stats", seed_record("p2", START))]
     steps.append(("weights", weights_record("ghost", START + 5_000, {"AAA": 1.0})))
     steps += [("tick", t) for t in ticks]
-    pipeline, events = _run(steps, s)
+    pipeline, events = run_both(steps, s)
     assert reasons(pipeline) == {"unknown_portfolio": 1}
     assert [e.record["reason"] for e in events if e.kind == "dead_letter"] == ["unknown_portfolio"]
     assert_same_as_replay(pipeline, events)

@@ -95,23 +95,42 @@ def _definition_messages(
     messages = [Message("portfolios", value, portfolio.id.encode(), at)]
     controls: list[tuple[str, dict[str, Any]]] = []
     if entry is not P1_CHANGED:
-        seed = initial_stats(entry, at, 1.0)
         n = len(entry["tickers"])
-        weights = {
-            "timestamp": at,
-            "portfolio_id": entry["id"],
-            "weights": dict.fromkeys(entry["tickers"], 1 / n),
-        }
-        messages.append(
-            Message(
-                "initial_stats", codec_for("PortfolioStats").encode(seed), entry["id"].encode(), at
-            )
-        )
-        messages.append(
-            Message("weights", codec_for("Weights").encode(weights), entry["id"].encode(), at)
-        )
-        controls = [("stats", seed), ("weights", weights)]
+        seeded, controls = _seed_and_weights(entry, at, dict.fromkeys(entry["tickers"], 1 / n))
+        messages += seeded
     return messages, ReplayPortfolio(portfolio_spec(portfolio, settings.exchange)), controls
+
+
+def _seed_and_weights(
+    entry: dict[str, Any], at: int, weights: dict[str, float]
+) -> tuple[list[Message], list[tuple[str, dict[str, Any]]]]:
+    """A portfolio's initial statistics and weights stamped ``at``: the messages, and what the
+    replay reads."""
+    seed = initial_stats(entry, at, 1.0)
+    record = {"timestamp": at, "portfolio_id": entry["id"], "weights": weights}
+    key = entry["id"].encode()
+    messages = [
+        Message("initial_stats", codec_for("PortfolioStats").encode(seed), key, at),
+        Message("weights", codec_for("Weights").encode(record), key, at),
+    ]
+    return messages, [("stats", seed), ("weights", record)]
+
+
+def _tick_messages(prices: dict[int, list[Any]], ticks: list[Tick]) -> list[Message]:
+    """``ticks`` as prices messages to their tickers' partitions, appended to ``prices`` (the
+    replay's input, with the offsets Kafka gives them)."""
+    out = []
+    for tick in ticks:
+        partition = PARTITION_OF[tick.ticker]
+        located = Tick(
+            tick.event_time_ms, tick.ticker, tick.price, partition, len(prices[partition])
+        )
+        prices[partition].append(located)
+        value = codec_for("PriceTick").encode(
+            {"ticker": tick.ticker, "price": tick.price, "event_time": tick.event_time_ms}
+        )
+        out.append(Message("prices", value, tick.ticker.encode(), tick.event_time_ms, partition))
+    return out
 
 
 def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
@@ -138,18 +157,9 @@ def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
     messages: list[Message] = []
     controls: list[tuple[str, dict[str, Any]]] = []
     for portfolio in CONFIGURED:
-        seed = initial_stats(portfolio, START, 1.0)
-        weights = {
-            "timestamp": START,
-            "portfolio_id": portfolio["id"],
-            "weights": portfolio["weights"],
-        }
-        key = portfolio["id"].encode()
-        messages.append(
-            Message("initial_stats", codec_for("PortfolioStats").encode(seed), key, START)
-        )
-        messages.append(Message("weights", codec_for("Weights").encode(weights), key, START))
-        controls += [("stats", seed), ("weights", weights)]
+        seeded, read = _seed_and_weights(portfolio, START, portfolio["weights"])
+        messages += seeded
+        controls += read
     definitions: list[tuple[str, int, ReplayPortfolio | None]] = []
     for entry, at in ((P3, ADDED), (P1_CHANGED, CHANGED), (P3_MORE, RESTARTED)):
         produced, portfolio, extra = _definition_messages(settings, entry, at)
@@ -159,18 +169,8 @@ def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
     messages.append(Message("portfolios", None, b"p2", REMOVED))  # type: ignore[arg-type]
     definitions.append(("p2", REMOVED, None))
 
-    prices: dict[int, list[Tick]] = {p: [] for p in range(settings.kafka.partitions)}
-    for tick in _ticks(7):
-        partition = PARTITION_OF[tick.ticker]
-        prices[partition].append(
-            Tick(tick.event_time_ms, tick.ticker, tick.price, partition, len(prices[partition]))
-        )
-        value = codec_for("PriceTick").encode(
-            {"ticker": tick.ticker, "price": tick.price, "event_time": tick.event_time_ms}
-        )
-        messages.append(
-            Message("prices", value, tick.ticker.encode(), tick.event_time_ms, partition=partition)
-        )
+    prices: dict[int, list[Any]] = {p: [] for p in range(settings.kafka.partitions)}
+    messages += _tick_messages(prices, _ticks(7))
     events = replay_topic_records(
         [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
         prices,
@@ -232,39 +232,14 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
     ticks = _ticks(13)
     prices: dict[int, list[Any]] = {p: [] for p in range(settings.kafka.partitions)}
 
-    def tick_messages(chosen: list[Tick]) -> list[Message]:
-        out = []
-        for tick in chosen:
-            partition = PARTITION_OF[tick.ticker]
-            located = Tick(
-                tick.event_time_ms, tick.ticker, tick.price, partition, len(prices[partition])
-            )
-            prices[partition].append(located)
-            value = codec_for("PriceTick").encode(
-                {"ticker": tick.ticker, "price": tick.price, "event_time": tick.event_time_ms}
-            )
-            out.append(
-                Message("prices", value, tick.ticker.encode(), tick.event_time_ms, partition)
-            )
-        return out
-
     opening: list[Message] = []
     controls: list[tuple[str, dict[str, Any]]] = []
     for portfolio in CONFIGURED:
-        seed = initial_stats(portfolio, START, 1.0)
-        weights = {
-            "timestamp": START,
-            "portfolio_id": portfolio["id"],
-            "weights": portfolio["weights"],
-        }
-        key = portfolio["id"].encode()
-        opening.append(
-            Message("initial_stats", codec_for("PortfolioStats").encode(seed), key, START)
-        )
-        opening.append(Message("weights", codec_for("Weights").encode(weights), key, START))
-        controls += [("stats", seed), ("weights", weights)]
+        seeded, read = _seed_and_weights(portfolio, START, portfolio["weights"])
+        opening += seeded
+        controls += read
     first = [t for t in ticks if t.event_time_ms < split]
-    opening += tick_messages(first)
+    opening += _tick_messages(prices, first)
     # Heartbeats close the first phase's bars (the job's watermark is the data's alone).
     beat = split
     opening += [
@@ -281,7 +256,7 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
         many += produced
         controls += extra
         definitions.append((entry["id"], added_at, replayed))
-    rest = tick_messages([t for t in ticks if t.event_time_ms >= split])
+    rest = _tick_messages(prices, [t for t in ticks if t.event_time_ms >= split])
 
     events = replay_topic_records(
         [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
