@@ -70,7 +70,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
 START_TIMEOUT_S = 240.0
-BROKER_DOWN_S = 20.0
+BROKER_DOWN_S = 12.0
 """Long enough for every client to notice (the feed's producer and the job's clients move their
 partitions' leaders to the surviving nodes), short of any client timeout: a broker restart."""
 KILLED_NODE = 1
