@@ -133,6 +133,27 @@ def _tick_messages(prices: dict[int, list[Any]], ticks: list[Tick]) -> list[Mess
     return out
 
 
+def _replayed(
+    settings: Settings,
+    prices: dict[int, list[Any]],
+    controls: list[tuple[str, dict[str, Any]]],
+    definitions: list[tuple[str, int, ReplayPortfolio | None]],
+) -> dict[str, list[ReplayEvent]]:
+    """The replay's events for what is produced, by kind."""
+    events = replay_topic_records(
+        [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
+        prices,
+        controls,  # type: ignore[arg-type]
+        definitions=definitions,
+        max_out_of_orderness_ms=BOUND_MS,
+        max_future_skew_ms=settings.validation.max_future_skew_ms,
+    )
+    expected: dict[str, list[ReplayEvent]] = {}
+    for event in events:
+        expected.setdefault(event.kind, []).append(event)
+    return expected
+
+
 def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
@@ -171,17 +192,7 @@ def test_portfolios_added_changed_and_removed_on_the_topic_equal_the_replay(
 
     prices: dict[int, list[Any]] = {p: [] for p in range(settings.kafka.partitions)}
     messages += _tick_messages(prices, _ticks(7))
-    events = replay_topic_records(
-        [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
-        prices,
-        controls,  # type: ignore[arg-type]
-        definitions=definitions,
-        max_out_of_orderness_ms=BOUND_MS,
-        max_future_skew_ms=settings.validation.max_future_skew_ms,
-    )
-    expected: dict[str, list[ReplayEvent]] = {}
-    for event in events:
-        expected.setdefault(event.kind, []).append(event)
+    expected = _replayed(settings, prices, controls, definitions)
     assert not expected.get("dead_letter"), expected.get("dead_letter")
 
     produce(settings, messages)
@@ -258,17 +269,7 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
         definitions.append((entry["id"], added_at, replayed))
     rest = _tick_messages(prices, [t for t in ticks if t.event_time_ms >= split])
 
-    events = replay_topic_records(
-        [ReplayPortfolio(portfolio_spec(p, settings.exchange)) for p in settings.portfolios],
-        prices,
-        controls,  # type: ignore[arg-type]
-        definitions=definitions,
-        max_out_of_orderness_ms=BOUND_MS,
-        max_future_skew_ms=settings.validation.max_future_skew_ms,
-    )
-    expected: dict[str, list[ReplayEvent]] = {}
-    for event in events:
-        expected.setdefault(event.kind, []).append(event)
+    expected = _replayed(settings, prices, controls, definitions)
     assert len({e.key for e in expected["metrics"]}) == 1_002
 
     produce(settings, opening)
