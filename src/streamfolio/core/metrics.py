@@ -3,6 +3,11 @@
 Per bar the portfolio's expected return is ``wᵀμ`` and its variance ``wᵀΣw``. With
 ``q = periods_per_year``: annual expected return ``E = q·wᵀμ``, risk ``R = √(q·wᵀΣw)`` and Sharpe
 ``S = (E − r_f) / R`` with ``r_f`` the annual risk-free rate. Inputs are per-bar statistics.
+
+:func:`performance_figures` computes them for any number of portfolios at once (the job's
+shards); :func:`portfolio_performance` is its one-portfolio case, so both give the same bits.
+Its sums run left to right (``cumsum``'s order), never through BLAS, whose rounding depends on
+the shapes and the memory's alignment.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamfolio.core.types import ArrayLike
+from streamfolio.core.types import ArrayLike, FloatArray
 
 
 def expected_return(weights: ArrayLike, mean: ArrayLike, periods_per_year: float) -> float:
@@ -85,6 +90,38 @@ class PortfolioPerformance:
         return all(math.isfinite(v) for v in (self.expected_return, self.risk, self.sharpe))
 
 
+def _sum_left_to_right(values: FloatArray) -> FloatArray:
+    """The sum over the last axis in index order: the same bits for a row whatever the others."""
+    result: FloatArray = np.cumsum(values, axis=-1)[..., -1]
+    return result
+
+
+def performance_figures(
+    weights: FloatArray,
+    mean: FloatArray,
+    covariance: FloatArray,
+    periods_per_year: float | FloatArray,
+    risk_free_rate: float | FloatArray = 0.0,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(wᵀμ, wᵀΣw, E, R, S)`` of each row: ``weights`` and ``mean`` ``(…, d)``, ``covariance``
+    ``(…, d, d)``, the annualisation and risk-free rate per row or for all.
+
+    >>> figures = performance_figures(np.array([[1.0, 0.0], [0.5, 0.5]]), np.full((2, 2), 1e-3),
+    ...                               np.array([np.eye(2) * 1e-4] * 2), 100.0)
+    >>> [round(float(v), 6) for v in figures[3]]          # risk: √(100 · wᵀΣw)
+    [0.1, 0.070711]
+    """
+    mean_return = _sum_left_to_right(weights * mean)
+    variance = _sum_left_to_right(weights * _sum_left_to_right(covariance * weights[..., None, :]))
+    annual_return = periods_per_year * mean_return
+    annual_risk = np.sqrt(np.maximum(periods_per_year * variance, 0.0))
+    positive = annual_risk > 0
+    sharpe = np.where(
+        positive, (annual_return - risk_free_rate) / np.where(positive, annual_risk, 1.0), np.nan
+    )
+    return mean_return, variance, annual_return, annual_risk, sharpe
+
+
 def portfolio_performance(
     weights: ArrayLike,
     mean: ArrayLike,
@@ -100,17 +137,20 @@ def portfolio_performance(
     >>> round(p.expected_return, 4), round(p.risk, 4), round(p.sharpe, 3)
     (0.0806, 0.1162, 0.522)
     """
-    w = np.asarray(weights, dtype=np.float64)
-    mean_return = float(w @ np.asarray(mean, dtype=np.float64))
-    variance = float(w @ np.asarray(covariance, dtype=np.float64) @ w)
-    annual_return = periods_per_year * mean_return
-    annual_risk = math.sqrt(max(periods_per_year * variance, 0.0))
+    figures = performance_figures(
+        np.asarray(weights, dtype=np.float64),
+        np.asarray(mean, dtype=np.float64),
+        np.asarray(covariance, dtype=np.float64),
+        float(periods_per_year),
+        float(risk_free_rate),
+    )
+    mean_return, variance, annual_return, annual_risk, sharpe = (float(f) for f in figures)
     return PortfolioPerformance(
         mean_return=mean_return,
         variance=variance,
         expected_return=annual_return,
         risk=annual_risk,
-        sharpe=sharpe_ratio(annual_return, annual_risk, risk_free_rate),
+        sharpe=sharpe,
         periods_per_year=float(periods_per_year),
         risk_free_rate=float(risk_free_rate),
     )

@@ -11,3 +11,6 @@ FloatArray: TypeAlias = npt.NDArray[np.float64]
 """A float64 vector or matrix."""
 
 ArrayLike: TypeAlias = npt.ArrayLike
+
+IntArray: TypeAlias = npt.NDArray[np.int64]
+"""An int64 array (counts)."""

@@ -7,9 +7,15 @@ Two estimators share one small interface (``update``, ``n``, ``mean``, ``covaria
   ``pandas.DataFrame.ewm(alpha=1 - λ, adjust=False).cov(bias=True)`` with ``λ = 2^(-1/half_life)``.
 
 Both can start from a *prior* (mean, covariance, pseudo-count) and convert losslessly to and
-from the ``PortfolioStats`` record (:mod:`~streamfolio.core.moments.records`). The
-co-moment is updated in place with a BLAS rank-1 update of its upper triangle (``dsyr``), which
-costs one pass over N²/2 numbers per vector and never forms ``np.outer``.
+from the ``PortfolioStats`` record (:mod:`~streamfolio.core.moments.records`).
+
+The arithmetic of an update is in the functions :func:`welford_update`, :func:`ew_update` and
+:func:`covariance_of`, which take any number of leading (portfolio) dimensions: an estimator
+calls them for its one vector, :class:`~streamfolio.core.panel.MonitorPanel` for all the
+portfolios of a job's shard at once, and both get the same bits for the same portfolio (each
+number is made by the same element-wise operations in the same order, never by a BLAS kernel
+whose rounding depends on the shapes or the memory's alignment). The co-moment is kept as a
+full symmetric matrix: ``(d_i·d_j)·c`` is symmetric to the bit, ``d_i·(c·d_j)`` would not be.
 """
 
 from __future__ import annotations
@@ -20,9 +26,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg import blas
 
-from streamfolio.core.types import ArrayLike, FloatArray
+from streamfolio.core.types import ArrayLike, FloatArray, IntArray
 from streamfolio.errors import DataError
 
 EstimatorKind: TypeAlias = Literal["welford", "ewm"]
@@ -87,6 +92,79 @@ def _as_vector(x: ArrayLike, n_assets: int) -> FloatArray:
     return vector
 
 
+def welford_update(n: IntArray, mean: FloatArray, m2: FloatArray, x: FloatArray) -> None:
+    """One Welford step for each row, in place: ``n += 1; d = x − m; m += d / n;
+    M2 += (d dᵀ)·(n − 1)/n``.
+
+    Shapes ``(…)``, ``(…, d)``, ``(…, d, d)`` and ``(…, d)``: any leading dimensions, the same
+    bits for a row whatever the others (module docstring).
+
+    >>> n, m, m2 = np.zeros(2, dtype=np.int64), np.zeros((2, 1)), np.zeros((2, 1, 1))
+    >>> for x in ([[1.0], [2.0]], [[3.0], [6.0]]):
+    ...     welford_update(n, m, m2, np.array(x))
+    >>> n.tolist(), m.ravel().tolist(), m2.ravel().tolist()
+    ([2, 2], [2.0, 4.0], [2.0, 8.0])
+    """
+    n += 1
+    count = n.astype(np.float64)
+    delta = x - mean
+    mean += delta / count[..., None]
+    m2 += (delta[..., :, None] * delta[..., None, :]) * ((count - 1.0) / count)[..., None, None]
+
+
+def ew_update(
+    n: IntArray,
+    mean: FloatArray,
+    scaled: FloatArray,
+    scale: FloatArray,
+    alpha: FloatArray,
+    x: FloatArray,
+) -> None:
+    """One exponentially weighted step for each row, in place (:class:`EWMoments`): a row's
+    first vector sets its mean; later ones ``d = x − m; m += α d; S = (1 − α)(S + α d dᵀ)``,
+    with ``S = scale · scaled`` so that the decay is one multiply of ``scale``.
+
+    >>> n, m = np.zeros(1, dtype=np.int64), np.zeros((1, 1))
+    >>> scaled, scale, alpha = np.zeros((1, 1, 1)), np.ones(1), np.full(1, 0.5)
+    >>> for x in (1.0, 3.0):
+    ...     ew_update(n, m, scaled, scale, alpha, np.array([[x]]))
+    >>> m.item(), (scaled * scale[:, None, None]).item()
+    (2.0, 1.0)
+    """
+    n += 1
+    later = n > 1
+    delta = x - mean
+    mean[...] = np.where(later[..., None], mean + alpha[..., None] * delta, x)
+    scale[...] = np.where(later, scale * (1.0 - alpha), scale)
+    factor = (1.0 - alpha) * alpha / scale
+    step = (delta[..., :, None] * delta[..., None, :]) * factor[..., None, None]
+    scaled[...] = np.where(later[..., None, None], scaled + step, scaled)
+    small = scale < _EW_RESCALE_BELOW
+    if small.any():
+        scaled[...] = np.where(small[..., None, None], scaled * scale[..., None, None], scaled)
+        scale[...] = np.where(small, 1.0, scale)
+
+
+def covariance_of(
+    kind: EstimatorKind, n: IntArray, matrix: FloatArray, scale: FloatArray | None = None
+) -> FloatArray:
+    """The covariance of each row from an estimator's arrays: Welford ``M2 / (n − 1)``, zeros
+    while ``n < 2``; EW ``scale · scaled`` (a new array; a -0.0 comes out as 0.0).
+
+    >>> covariance_of("welford", np.array([1, 3]), np.full((2, 1, 1), 4.0)).ravel().tolist()
+    [0.0, 2.0]
+    >>> covariance_of("ewm", np.array([5]), np.full((1, 1, 1), 4.0), np.array([0.5])).item()
+    2.0
+    """
+    if kind == "ewm":
+        assert scale is not None
+        result: FloatArray = (matrix + 0.0) * scale[..., None, None]
+        return result
+    defined = n >= 2
+    divisor = np.where(defined, n - 1, 1).astype(np.float64)
+    return np.where(defined[..., None, None], (matrix + 0.0) / divisor[..., None, None], 0.0)
+
+
 class OnlineMoments(Protocol):
     """What the pipeline needs from an online estimator of mean and covariance."""
 
@@ -143,8 +221,7 @@ class WelfordMoments:
             raise MomentsError(f"n_assets must be at least 1, got {n_assets}")
         self._n = 0
         self._mean = np.zeros(n_assets)
-        # Fortran order so dsyr updates in place without a copy.
-        self._m2: FloatArray = np.zeros((n_assets, n_assets), order="F")
+        self._m2: FloatArray = np.zeros((n_assets, n_assets))
 
     @classmethod
     def from_prior(cls, mean: ArrayLike, covariance: ArrayLike, count: int) -> WelfordMoments:
@@ -154,7 +231,7 @@ class WelfordMoments:
         moments._n = int(count)
         moments._mean[:] = mu
         if count > 1:
-            moments._m2[:] = sigma * (count - 1)
+            moments._m2[:] = _symmetric(sigma) * (count - 1)
         return moments
 
     @property
@@ -179,17 +256,14 @@ class WelfordMoments:
     @property
     def covariance(self) -> FloatArray:
         """Unbiased covariance ``M2 / (n - 1)``; zeros while ``n < 2`` (not yet defined)."""
-        if self._n < 2:
-            return np.zeros_like(self._m2, order="C")
-        return _symmetric(self._m2) / (self._n - 1)
+        return covariance_of("welford", np.asarray(self._n), self._m2)
 
     def update(self, x: ArrayLike) -> None:
         """Add one return vector."""
         vector = _as_vector(x, len(self._mean))
-        self._n += 1
-        delta = vector - self._mean
-        self._mean += delta / self._n
-        blas.dsyr((self._n - 1) / self._n, delta, a=self._m2, lower=0, overwrite_a=1)
+        n = np.asarray(self._n)
+        welford_update(n, self._mean, self._m2, vector)
+        self._n = int(n)
 
     def merge(self, other: WelfordMoments) -> WelfordMoments:
         """Combine with the moments of other observations (Chan, Golub & LeVeque 1979).
@@ -235,7 +309,7 @@ class WelfordMoments:
         moments = cls(len(mean))
         moments._n = int(state["n"])
         moments._mean[:] = mean
-        moments._m2[:] = np.asarray(state["m2"], dtype=np.float64)
+        moments._m2[:] = _symmetric(np.asarray(state["m2"], dtype=np.float64))
         return moments
 
 
@@ -270,7 +344,7 @@ class EWMoments:
         self._n = 0
         self._mean = np.zeros(n_assets)
         # S = scale * scaled: the (1 - α) decay of every entry becomes one scalar multiply.
-        self._scaled: FloatArray = np.zeros((n_assets, n_assets), order="F")
+        self._scaled: FloatArray = np.zeros((n_assets, n_assets))
         self._scale = 1.0
 
     @classmethod
@@ -283,7 +357,7 @@ class EWMoments:
         moments._n = int(count)
         moments._mean[:] = mu
         if count > 0:
-            moments._scaled[:] = sigma
+            moments._scaled[:] = _symmetric(sigma)
         return moments
 
     @property
@@ -306,22 +380,13 @@ class EWMoments:
     @property
     def covariance(self) -> FloatArray:
         """Exponentially weighted covariance (population form, as pandas ``bias=True``)."""
-        return _symmetric(self._scaled) * self._scale
+        return covariance_of("ewm", np.asarray(self._n), self._scaled, np.asarray(self._scale))
 
     def update(self, x: ArrayLike) -> None:
         vector = _as_vector(x, len(self._mean))
-        self._n += 1
-        if self._n == 1:
-            self._mean[:] = vector
-            return
-        a = self._alpha
-        delta = vector - self._mean
-        self._mean += a * delta
-        self._scale *= 1.0 - a
-        blas.dsyr((1.0 - a) * a / self._scale, delta, a=self._scaled, lower=0, overwrite_a=1)
-        if self._scale < _EW_RESCALE_BELOW:
-            self._scaled *= self._scale
-            self._scale = 1.0
+        n, scale = np.asarray(self._n), np.asarray(self._scale)
+        ew_update(n, self._mean, self._scaled, scale, np.asarray(self._alpha), vector)
+        self._n, self._scale = int(n), float(scale)
 
     def to_state(self, *, arrays: bool = False) -> dict[str, Any]:
         scaled = _symmetric(self._scaled)
@@ -340,6 +405,6 @@ class EWMoments:
         moments = cls(len(mean), float(state["half_life_bars"]))
         moments._n = int(state["n"])
         moments._mean[:] = mean
-        moments._scaled[:] = np.asarray(state["scaled"], dtype=np.float64)
+        moments._scaled[:] = _symmetric(np.asarray(state["scaled"], dtype=np.float64))
         moments._scale = float(state["scale"])
         return moments
