@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jobkit import free_port, loop_config
 from loopkit import (
     DAY_MS,
@@ -46,16 +47,20 @@ from loopkit import (
     wait_until_done,
 )
 
-from streamfolio.config import Settings
+from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.returns import bar_index
 from streamfolio.kafka.outage import broker_watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
-OUTAGE_S = 130.0
-"""Longer than every client timeout: the job's Kafka producers give records up after
-``delivery.timeout.ms`` (120 s; the job then restarts from its checkpoint), consumer sessions
-expire after 45 s (store) and 10 s (rebalancer), requests and the rebalancer's transactions
-after 30 s."""
+JOB_DELIVERY_TIMEOUT_MS = 60_000
+"""The job's Kafka producers give records up after ``delivery.timeout.ms`` (Kafka's default,
+120 s, in production; the job then restarts from its checkpoint). The test gives them 60 s
+(``kafka.java``), the longest client timeout left, so that the outage outlasts them all in half
+the time; what expires, and what follows, is the same."""
+OUTAGE_S = 70.0
+"""Longer than every client timeout: the job's producers' delivery timeout (60 s here, above),
+their ``max.block.ms`` (60 s), consumer sessions (45 s: store; 10 s: rebalancer), requests and
+the rebalancer's transactions (30 s)."""
 FLOOD_LINES = 40
 """Lines a component may add to its log during the outage (status lines included): the
 outage's own lines and a few others, where librdkafka alone used to write twenty a second."""
@@ -69,7 +74,12 @@ its traceback ("Channel closed prematurely", about 50 lines) once per restart.""
 
 def _settings(broker: Any, tmp: Path) -> tuple[Settings, Path]:
     # A cool-down longer than the run: every decision is taken before the outage.
-    return loop_config(broker, tmp, "outage", cooldown_s=2 * DAYS * 86_400)
+    _, config = loop_config(broker, tmp, "outage", cooldown_s=2 * DAYS * 86_400)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    java = data["kafka"].setdefault("java", {}) or {}
+    data["kafka"]["java"] = {**java, "delivery.timeout.ms": str(JOB_DELIVERY_TIMEOUT_MS)}
+    config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return settings_from_mapping(data), config
 
 
 def _components(config: Path, tmp: Path, *, feed: bool = False) -> list[Process]:
@@ -150,7 +160,8 @@ def test_the_loop_outlives_a_killed_broker_and_ends_as_the_replay_says(
         target=feed.run, args=(set(rebalances), weights_seen, stop), daemon=True
     )
     try:
-        time.sleep(8)  # the job starts; nothing is lost either way
+        # No head start for the job: it reads from the earliest offsets, and the feed waits at
+        # each decision for the rebalancer's weights, which only a running job leads to.
         feeder.start()
         wait_for(lambda: feed.published_days >= kill_after_day, "the decisions", TIMEOUT_S, check)
         before = {c.name: len(c.lines()) for c in components}
