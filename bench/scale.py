@@ -209,7 +209,7 @@ def _profile(pids: list[int], seconds: float, folder: Path) -> list[subprocess.P
 
 
 class _Runtime:
-    """Just enough of Flink's keyed runtime to drive :class:`PortfolioProcess` directly."""
+    """Just enough of Flink's keyed runtime to drive :class:`PortfolioShards` directly."""
 
     def __init__(self) -> None:
         self.values: dict[Any, Any] = {}
@@ -231,6 +231,27 @@ class _Runtime:
 
         return Value()
 
+    def get_map_state(self, descriptor: Any) -> Any:
+        runtime = self
+
+        class Map:
+            def _map(self) -> dict[Any, Any]:
+                mapping: dict[Any, Any] = runtime.values.setdefault(
+                    (descriptor.name, runtime.key), {}
+                )
+                return mapping
+
+            def put(self, key: Any, value: Any) -> None:
+                self._map()[key] = value
+
+            def remove(self, key: Any) -> None:
+                self._map().pop(key, None)
+
+            def items(self) -> list[tuple[Any, Any]]:
+                return list(self._map().items())
+
+        return Map()
+
     def timer_service(self) -> Any:
         return self
 
@@ -246,11 +267,11 @@ class _Runtime:
 
 def update_cost(portfolios: int = 200, bars: int = 30, stats_every: int = 1) -> float:
     """µs of Python per portfolio update (a bar in, its timer: statistics and metrics out),
-    ``PortfolioProcess`` driven directly as Flink does, state saved as in the job: the median
-    over ``bars`` bars of ``portfolios`` portfolios each."""
+    ``PortfolioShards`` driven directly as Flink does, state saved as in the job: the median
+    over ``bars`` bars of ``portfolios`` portfolios each (in the job's 8 shards)."""
     from streamfolio.core.portfolio import PortfolioSpec
-    from streamfolio.flink.operators import PortfolioProcess
-    from streamfolio.flink.records import ControlMessage, JobControlKind, PortfolioBar
+    from streamfolio.flink.operators import PortfolioShards
+    from streamfolio.flink.records import ControlMessage, JobControlKind, MemberBars, control_key
 
     universe = universe_of(500)
     drawn = portfolio_tickers(portfolios, universe)
@@ -258,25 +279,21 @@ def update_cost(portfolios: int = 200, bars: int = 30, stats_every: int = 1) -> 
         f"p{i:05d}": PortfolioSpec(f"p{i:05d}", tuple(ts), 1_000, 31_449_600.0)
         for i, ts in enumerate(drawn)
     }
-    # (passed only when set: the bench also measures jobs from before the option)
-    every: dict[str, Any] = {} if stats_every == 1 else {"stats_every_bars": stats_every}
-    process = PortfolioProcess(specs, {"stats": "s", "weights": "w"}, **every)
+    process = PortfolioShards(specs, {"stats": "s", "weights": "w"}, stats_every_bars=stats_every)
     runtime = _Runtime()
     process.open(runtime)
+    members: dict[str, dict[str, tuple[str, ...]]] = {}
     for pid, spec in specs.items():
-        runtime.key = pid
         ts = list(spec.tickers)
         controls: tuple[tuple[JobControlKind, dict[str, Any]], ...] = (
             ("stats", seed_record(pid, ts, 0)),
             ("weights", {"timestamp": 0, "portfolio_id": pid, "weights": {t: 0.05 for t in ts}}),
         )
         for kind, record in controls:
-            list(
-                process.process_element2(
-                    ControlMessage(pid, kind, record, b"", 0, 0, None), runtime
-                )
-                or ()
-            )
+            message = ControlMessage(pid, kind, record, b"", 0, 0, None)
+            runtime.key = control_key(message)
+            list(process.process_element2(message, runtime) or ())
+        members.setdefault(control_key(message), {})[pid] = spec.tickers
     rng = np.random.default_rng(3)
     paths = 100.0 * np.exp(rng.normal(0, 0.01, (bars + 1, len(universe))).cumsum(0))
     prices = dict(zip(universe, paths.T.tolist(), strict=True))
@@ -285,19 +302,13 @@ def update_cost(portfolios: int = 200, bars: int = 30, stats_every: int = 1) -> 
         closes = {t: prices[t][k] for t in universe}
         returns = {t: float(np.log(prices[t][k] / prices[t][k - 1])) for t in universe}
         runtime.watermark = k * 1_000 - 2
-        items = [
-            PortfolioBar(
-                pid, k, {t: closes[t] for t in spec.tickers}, {t: returns[t] for t in spec.tickers}
-            )
-            for pid, spec in specs.items()
-        ]
         start = time.perf_counter()
-        for item in items:
-            runtime.key = item.portfolio_id
-            process.process_element1(item, runtime)
+        for shard, mine in members.items():
+            runtime.key = shard
+            process.process_element1(MemberBars(shard, 1_000, k, closes, returns, mine), runtime)
         runtime.watermark = k * 1_000 + 999
-        for item in items:
-            runtime.key = item.portfolio_id
+        for shard in members:
+            runtime.key = shard
             for _ in process.on_timer(k * 1_000 + 999, runtime) or ():
                 pass
         if k > 2:  # after the warm-up bar and the first vector

@@ -221,7 +221,7 @@ class Pipeline:
         self.collect = KeyedRuntime(CollectCloses())
         self.shards = KeyedRuntime(GatherBars(route.members))
         self.portfolios = KeyedRuntime(
-            op.PortfolioProcess(
+            op.PortfolioShards(
                 route.specs,
                 {
                     "stats": contract(settings, "initial_stats").name,
@@ -304,7 +304,7 @@ class Pipeline:
         for whole in self.collect.advance(watermark):
             self.shards.process(records.shard_key(whole), whole, input_index=1)
         for bar in self.shards.advance(watermark):
-            self._collect(self.portfolios.process(records.bar_key(bar), bar, input_index=1))
+            self._collect(self.portfolios.process(records.member_bars_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))
 
     def finish(self) -> None:

@@ -20,7 +20,7 @@ from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink import prices as op_prices
 from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
-from streamfolio.flink.records import PortfolioBar, ShardBar, TickerClose
+from streamfolio.flink.records import MemberBars, ShardBar, TickerClose
 from streamfolio.messages import Heartbeat, PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_of, portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
@@ -428,7 +428,7 @@ def test_a_bars_closes_go_whole_to_every_shard_of_their_bar_size() -> None:
     assert runtime.stores[("closes", "1000")] == {}
 
 
-def test_a_shard_sends_each_portfolio_one_record_per_bar() -> None:
+def test_a_shard_sends_each_bar_once_with_its_members_to_the_portfolio_step() -> None:
     members = {"1000|1": {"p1": ("AAA", "BBB"), "p2": ("BBB", "CCC"), "p3": ("DDD",)}}
     runtime = KeyedRuntime(GatherBars(members))
     bar0 = ShardBar("1000|1", 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01})
@@ -437,13 +437,12 @@ def test_a_shard_sends_each_portfolio_one_record_per_bar() -> None:
     runtime.process("1000|1", ShardBar("1000|1", 1, {"CCC": 30.0}, {"CCC": 0.02}), input_index=1)
     assert runtime.advance(998) == []
     bars = runtime.advance(999)
-    assert all(isinstance(bar, PortfolioBar) for bar in bars)
-    assert [bar.portfolio_id for bar in bars] == ["p1", "p2"]
     assert bars == [
-        ("p1", 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01}),
-        ("p2", 0, {"BBB": 20.0}, {"BBB": 0.01}),
-    ]  # p3: none of its tickers traded, no record
-    assert runtime.advance(1_999) == [("p2", 1, {"CCC": 30.0}, {"CCC": 0.02})]
+        MemberBars("1", 1_000, 0, {"AAA": 10.0, "BBB": 20.0}, {"BBB": 0.01}, members["1000|1"])
+    ]  # one record for the shard: keyed by the portfolios' shard "1", not per portfolio
+    assert runtime.advance(1_999) == [
+        MemberBars("1", 1_000, 1, {"CCC": 30.0}, {"CCC": 0.02}, members["1000|1"])
+    ]
 
 
 def test_ticks_are_judged_in_batches_as_flink_hands_them() -> None:

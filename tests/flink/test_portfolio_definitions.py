@@ -22,7 +22,8 @@ from test_flink_operators import (
 
 from streamfolio.config import Settings
 from streamfolio.core.moments import moments_from_prior, stats_record
-from streamfolio.flink.state import load_portfolio_state
+from streamfolio.flink.routing import shard_of
+from streamfolio.flink.state import load_panels, load_roster
 from streamfolio.messages import PortfolioDefinition
 from streamfolio.portfolios import definition_of
 
@@ -86,9 +87,13 @@ def test_added_changed_and_removed_portfolios_follow_their_definitions_as_the_re
     assert max(m["timestamp"] for m in p1) <= removed  # nothing after its removal
     assert {m["riskFreeRate"] for m in p1 if m["timestamp"] > changed} == {0.2}
     # The removed portfolio's keyed state holds nothing but the fact of its removal.
-    state = load_portfolio_state(pipeline.portfolios.stores[("portfolio", "p1")]["value"])
+    shard = str(shard_of("p1"))
+    state = load_roster(pipeline.portfolios.stores[("roster", shard)]["value"])["p1"]
     assert state["spec"] is False
     assert (state["monitor"], state["bars"], state["pending"]) == (None, {}, [])
+    assert not state["in_panel"]
+    panels = load_panels(pipeline.portfolios.stores[("panels", shard)]["value"])
+    assert all("p1" not in ids for ids, _ in panels.values())
     # ...and no shard sends it anything.
     memberships = [
         json.loads(v["value"])["changed"]

@@ -5,15 +5,18 @@
 * :class:`CollectCloses` (keyed by bar size) collects a bar's closes and returns of every ticker
   and, once the watermark passes the bar's end, sends the whole bar to every portfolio shard of
   the bar size (:class:`~streamfolio.flink.records.ShardBar`);
-* :class:`GatherBars` (keyed by shard ``bar_ms|n``) sends every member portfolio one
-  :class:`~streamfolio.flink.records.PortfolioBar` holding all its tickers' closes and returns.
+* :class:`GatherBars` (keyed by shard ``bar_ms|n``) sends the bar once to the portfolio step's
+  shard ``n`` with the portfolios that are its members then
+  (:class:`~streamfolio.flink.records.MemberBars`).
 
 A shard is a fixed slice of the portfolios (:func:`~streamfolio.flink.routing.shard_of`), so a
-bar costs one record per ticker, one per shard and one per portfolio, not one per (ticker,
-portfolio holding it). Which portfolios a shard holds is data: the configured ones, changed by
-the definitions read from the portfolios topic
-(:class:`~streamfolio.flink.records.MembershipChange`) in event time, each from its definition's
-time on. (Before issue #15's scale work each ticker's close went to every shard, tickers ×
+bar costs one record per ticker and two per shard, not one per (ticker, portfolio holding it)
+nor one per portfolio (the portfolio step updates a shard's portfolios in one numpy step,
+:class:`~streamfolio.flink.operators.PortfolioShards`). Which portfolios a shard holds is
+data: the configured ones, changed by the definitions read from the portfolios topic
+(:class:`~streamfolio.flink.records.MembershipChange`) in event time, each from its
+definition's time on. (Before issue #15's scale work each ticker's close went to every shard,
+tickers ×
 shards records a bar, each rewriting the shard's whole open bar in state: with 500 tickers that
 was the job's largest cost, BENCHMARKS.md.)
 """
@@ -30,7 +33,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from streamfolio.core.returns import ReturnChain, bar_end_ms, bar_index
 from streamfolio.flink.dead_letters import dead_letter_tag
-from streamfolio.flink.records import MembershipChange, PortfolioBar, ShardBar, TickerClose
+from streamfolio.flink.records import MemberBars, MembershipChange, ShardBar, TickerClose
 from streamfolio.flink.routing import PORTFOLIO_SHARDS
 from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
 
@@ -116,11 +119,11 @@ class CollectCloses(KeyedProcessFunction):  # type: ignore[misc]
 
 
 class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
-    """Per shard: one bar's closes and returns → one :class:`PortfolioBar` per member.
+    """Per shard: one bar's closes and returns → one :class:`MemberBars` for its members.
 
     Input 1: :class:`ShardBar`; input 2: :class:`MembershipChange`. An event-time timer at
     the bar's last millisecond first applies the membership changes stamped at or before it,
-    then sends each member its tickers' results, if any of them traded in the bar. A change
+    then sends the bar with the members and their tickers to the portfolio step. A change
     whose time the watermark has passed applies on arrival. :class:`CollectCloses` sends bar k
     before the watermark that passes it, so it is here before the timer fires.
     """
@@ -140,7 +143,7 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
             ValueStateDescriptor("membership", state_type())
         )
 
-    def process_element1(self, value: ShardBar, ctx: Any) -> Iterator[PortfolioBar]:
+    def process_element1(self, value: ShardBar, ctx: Any) -> Iterator[MemberBars]:
         k = value.bar
         data = self._open_bars.get(k)
         if data is None:
@@ -154,7 +157,7 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
         self._open_bars.put(k, dump_open_bar(bar))
         return iter(())
 
-    def process_element2(self, value: MembershipChange, ctx: Any) -> Iterator[PortfolioBar]:
+    def process_element2(self, value: MembershipChange, ctx: Any) -> Iterator[MemberBars]:
         membership = self._load()
         tickers = None if value.tickers is None else list(value.tickers)
         membership["seq"] = membership.get("seq", 0) + 1  # ties: in the order read
@@ -165,7 +168,7 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
         self._membership.update(json.dumps(membership))
         return iter(())
 
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[PortfolioBar]:
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[MemberBars]:
         shard = ctx.get_current_key()
         k = bar_index(timestamp, int(shard.partition("|")[0]))
         membership = self._load()
@@ -183,12 +186,9 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
                 members.pop(portfolio_id, None)
             else:
                 members[portfolio_id] = tuple(tickers)
-        for portfolio_id, tickers in members.items():
-            mine = {t: closes[t] for t in tickers if t in closes}
-            if mine:
-                yield PortfolioBar(
-                    portfolio_id, k, mine, {t: returns[t] for t in mine if t in returns}
-                )
+        if members:
+            bar_ms, _, n = shard.partition("|")
+            yield MemberBars(n, int(bar_ms), k, closes, returns, members)
 
     def _load(self) -> dict[str, Any]:
         data = self._membership.value()

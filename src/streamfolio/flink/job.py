@@ -9,11 +9,12 @@
         ── from here on, Python once per bar ──                                   │
         → key (ticker, bar)   ChainCloses: log returns                            ─┤
         → key (bar size)      CollectCloses: the whole bar, to the portfolio shards │
-        → key (shard)         GatherBars: one bar row per member portfolio   ←──┐ │
+        → key (bar size|shard) GatherBars: the bar and its member portfolios  ←──┐ │
     portfolios topic ────→ DecodeDefinitions → read ─→ memberships ────────────┤ │
     initial-stats topic ─┐                                                      │ │
     weights topic ───────┴→ DecodeControls → read (holds bars only until first read) ─┤
-        → key (portfolio)    PortfolioProcess: statistics & metrics in keyed state ─┘
+        → key (shard)        PortfolioShards: statistics & metrics in keyed state, ─┘
+                             a shard's portfolios in one numpy step per bar
         → updated-stats topic, metrics topic (keyed by portfolio id); dead-letter topic
 
 Run locally with ``streamfolio job run`` (a MiniCluster in this process) or on a cluster with
@@ -140,12 +141,13 @@ def build_pipeline(
         .uid("gather-bars")
     )
 
-    # 5. Per portfolio: statistics and metrics in keyed state, bar by bar in event time.
+    # 5. Per shard of portfolios: statistics and metrics in keyed state, bar by bar in event
+    # time, the shard's portfolios in one step (a control message: its portfolio alone).
     portfolios = (
         bars.connect(controls[0].union(controls[1], controls[2]))
-        .key_by(records.bar_key, records.control_key, key_type=Types.STRING())
+        .key_by(records.member_bars_key, records.control_key, key_type=Types.STRING())
         .process(
-            op.PortfolioProcess(
+            op.PortfolioShards(
                 route.specs,
                 {
                     "stats": topics["initial_stats"].name,
@@ -157,7 +159,7 @@ def build_pipeline(
             output_type=op.keyed_bytes_type(),
         )
         .name("portfolio statistics")
-        .uid("portfolio-statistics")
+        .uid("portfolio-shards")
     )
     metrics = portfolios.get_side_output(op.metrics_tag())
 

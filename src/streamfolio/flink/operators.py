@@ -10,8 +10,8 @@ Records between operators are named tuples (:mod:`streamfolio.flink.records`):
 
 * :class:`DecodeControls` emits a :class:`~streamfolio.flink.records.ControlMessage` per
   accepted initial-statistics or weights message;
-* :class:`PortfolioProcess` (keyed by portfolio id) takes those and the
-  :class:`~streamfolio.flink.records.PortfolioBar` of each bar, and emits ``Row(k, v)``: key and
+* :class:`PortfolioShards` (keyed by the portfolios' shard) takes those and the
+  :class:`~streamfolio.flink.records.MemberBars` of each bar, and emits ``Row(k, v)``: key and
   Avro value of updated statistics (main output) and metrics (side output :func:`metrics_tag`).
 
 What cannot be used becomes an encoded ``DeadLetter`` in the side output
@@ -24,23 +24,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from streamfolio.core.moments import EstimatorKind
+from streamfolio.core.panel import MonitorPanel, panel_key
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
 from streamfolio.flink.dead_letters import DeadLetterLog
 from streamfolio.flink.definitions import spec_from_record
-from streamfolio.flink.records import ControlMessage, PortfolioBar, kafka_record
+from streamfolio.flink.records import ControlMessage, MemberBars, kafka_record
 from streamfolio.flink.state import (
     PortfolioState,
-    dump_portfolio_state,
-    load_portfolio_state,
+    dump_member_bars,
+    dump_panels,
+    dump_roster,
+    load_member_bars,
+    load_panels,
+    load_roster,
     state_type,
 )
 from streamfolio.flink.stats_encoding import StatsEncoder
@@ -53,7 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ControlTime",
     "DecodeControls",
-    "PortfolioProcess",
+    "PortfolioShards",
     "keyed_bytes_type",
     "metrics_tag",
 ]
@@ -75,7 +83,7 @@ def keyed_bytes_type() -> TypeInformation:
 
 
 def metrics_tag() -> OutputTag:
-    """The side output of :class:`PortfolioProcess` carrying metrics as ``Row(k, v)``."""
+    """The side output of :class:`PortfolioShards` carrying metrics as ``Row(k, v)``."""
     return OutputTag("metrics", keyed_bytes_type())
 
 
@@ -98,7 +106,7 @@ class DecodeControls(ProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: Any = None) -> None:
         # Whether a message fits its portfolio depends on the definition in force at its time
         # (the portfolios topic may change it, or define the portfolio, read later or not):
-        # PortfolioProcess judges that when the time comes. Here: the message's own rules.
+        # PortfolioShards judges that when the time comes. Here: the message's own rules.
         intake = dataclasses.replace(self.intake, portfolios=None)
         self._read = intake.initial_stats if self.kind == "stats" else intake.weights
         self._dead = DeadLetterLog(f"decode {self.kind}")
@@ -140,37 +148,60 @@ _NO_BARS: Final = PortfolioSpec("", (), 1, 1.0)
 """Stands for the spec of a portfolio not defined yet: no bar of it is due."""
 
 
-class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
-    """One portfolio's statistics and metrics, in keyed state (SEMANTICS §4–§6).
+@dataclass
+class _Shard:
+    """What the portfolio step holds of one shard in memory, and the save it was read from."""
 
-    Input 1: :class:`~streamfolio.flink.records.PortfolioBar` (all its tickers' results of bar
-    k); input 2: :class:`~streamfolio.flink.records.ControlMessage`.
-    State: one value per portfolio (:data:`~streamfolio.flink.state.PortfolioState`, versioned
-    bytes) holding the
-    :class:`~streamfolio.core.portfolio.PortfolioMonitor` (``to_state()``), the bars not
-    processed yet, and the control messages waiting for their time. One value rather than three
-    because every access crosses from Python into the JVM: a bar costs one read and one write
-    on arrival and again when processed.
+    roster: dict[str, PortfolioState]
+    """Each portfolio's state; ``in_panel``: its monitor is a row of a panel."""
+    panels: dict[tuple[int, EstimatorKind], MonitorPanel]
+    epoch: str | None
+    """The ``epoch`` state value of the save this is (None: nothing saved yet)."""
 
-    The event-time timer at bar k's last millisecond processes bar k: ``BarReturns`` →
-    ``monitor.on_bar`` → updated statistics → ``monitor.metrics()``. A control message takes
-    effect at its timestamp T, before every bar ending after T (ties: a seed before weights);
-    one whose T the watermark has passed takes effect on arrival. Until the portfolio's first
-    initial statistics arrive nothing is processed: bars and control messages wait in state and
-    are then processed in event-time order, so the results do not depend on which topic was
-    read first. The same rules as :meth:`streamfolio.replay.ReplayEngine.control`.
+    def panel_of(self, portfolio_id: str) -> MonitorPanel | None:
+        state = self.roster.get(portfolio_id)
+        if state is None or not state.get("in_panel"):
+            return None
+        for panel in self.panels.values():
+            if portfolio_id in panel:
+                return panel
+        return None
+
+
+class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
+    """The statistics and metrics of a shard's portfolios, in keyed state (SEMANTICS §4–§6).
+
+    Keyed by the portfolios' shard (:func:`~streamfolio.flink.routing.shard_of`). Input 1:
+    :class:`~streamfolio.flink.records.MemberBars` (a bar of one bar size, and the portfolios
+    that are its members then); input 2: :class:`~streamfolio.flink.records.ControlMessage`.
+
+    Per portfolio the rules are those of :meth:`streamfolio.replay.ReplayEngine.control`. The
+    event-time timer at bar k's last millisecond processes bar k. A control message takes
+    effect at its timestamp T, before every bar ending after T (ties: a definition, then a seed,
+    then weights); one whose T the watermark has passed takes effect on arrival. Until a
+    portfolio's first initial statistics arrive nothing of it is processed: its bars and
+    control messages wait in state and are then processed in event-time order, so the results
+    do not depend on which topic was read first.
+
+    How: a portfolio with nothing but the bar due, warmed up, is a row of a
+    :class:`~streamfolio.core.panel.MonitorPanel`, and all such rows of the shard take the bar
+    in one numpy step; any other (a control message due, a bar waiting for its statistics, its
+    warm-up) goes through its own :class:`~streamfolio.core.portfolio.PortfolioMonitor`, with
+    the same bits (the panel's docstring), and back into the panel when it can.
+
+    State (per shard, versioned text, :mod:`streamfolio.flink.state`): ``roster``, each
+    portfolio's definition, pending control messages and bars, and its monitor unless in a
+    panel; ``panels``, the panels' rows, rewritten every bar; ``bars``, the bars received and
+    not processed yet; ``epoch``, which save the others are. The shard is kept in memory with
+    the epoch it was saved under and read back only when the state holds another (a restore).
 
     Dead letters: ``stale``, a control message not newer than the one in force when its time
-    comes (:meth:`~streamfolio.core.portfolio.PortfolioMonitor.seed`, ``set_weights``); what
-    does not fit its portfolio never got here (:class:`DecodeControls`).
+    comes (:meth:`~streamfolio.core.portfolio.PortfolioMonitor.seed`, ``set_weights``), and
+    ``unknown_portfolio`` and the rest of :func:`~streamfolio.intake.control_problem` for one
+    that does not fit the definition in force then.
 
     ``stats_every_bars`` k (``flink.stats_every_bars``): updated statistics are emitted for the
     bars whose index is a multiple of k (every bar by default); metrics for every bar.
-
-    Per portfolio update the costs are Python's (BENCHMARKS.md, scale run), so the monitor a
-    state was saved from stays alive next to its text: while the stored text is that one, the
-    state is neither parsed nor the monitor rebuilt, and statistics are written to Avro straight
-    from the estimator's arrays (:class:`~streamfolio.flink.stats_encoding.StatsEncoder`).
     """
 
     def __init__(
@@ -186,23 +217,28 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
         self.stats_every_bars = stats_every_bars
 
     def open(self, runtime_context: Any) -> None:
-        self._state = runtime_context.get_state(ValueStateDescriptor("portfolio", state_type()))
+        def value(name: str) -> Any:
+            return runtime_context.get_state(ValueStateDescriptor(name, state_type()))
+
+        self._roster, self._panels, self._epoch = value("roster"), value("panels"), value("epoch")
+        self._bars = runtime_context.get_map_state(
+            MapStateDescriptor("bars", Types.STRING(), state_type())
+        )
+        self._token = uuid.uuid4().hex
+        self._saves = 0
+        self._shards: dict[str, _Shard] = {}
         self._stats_encoder = StatsEncoder()
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_tag = metrics_tag()
         self._dead = DeadLetterLog("portfolio")
         self._waiting_logged: set[str] = set()
-        # The state each portfolio was last saved with, its text, and the live monitor it was
-        # saved from: when the stored text is still that one (it is, unless a restore replaced
-        # it), it need not be parsed again, nor the monitor rebuilt.
-        self._saved: dict[str, tuple[str, PortfolioState, PortfolioMonitor | None]] = {}
         self._job_metrics(runtime_context)
 
     def _job_metrics(self, runtime_context: Any) -> None:
         """Flink metrics of this step (group ``streamfolio``, exported by the Prometheus
-        reporter, docs/operations.md): bars closed, portfolio updates (metrics emitted), and
-        the watermark's lag behind the wall clock in ms. Without a metric group (a test's
-        stand-in context) they are counted nowhere."""
+        reporter, docs/operations.md): portfolio bars closed, portfolio updates (metrics
+        emitted), and the watermark's lag behind the wall clock in ms. Without a metric group
+        (a test's stand-in context) they are counted nowhere."""
         self._bars_closed: Any = None
         self._portfolio_updates: Any = None
         self._watermark_ms: int | None = None
@@ -219,48 +255,80 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             return 0
         return int(time.time() * 1000) - self._watermark_ms
 
+    # -- the shard's state ----------------------------------------------------------------
+
+    def _shard(self, key: str) -> _Shard:
+        epoch = self._epoch.value()
+        cached = self._shards.get(key)
+        if cached is not None and cached.epoch == epoch:
+            return cached
+        data = self._roster.value()
+        roster = {} if data is None else load_roster(data)
+        panels: dict[tuple[int, EstimatorKind], MonitorPanel] = {}
+        data = self._panels.value()
+        for (d, kind), (ids, arrays) in ({} if data is None else load_panels(data)).items():
+            specs = [self._spec(pid, roster[pid]) for pid in ids]
+            estimator: EstimatorKind = "ewm" if kind == "ewm" else "welford"
+            panels[(d, estimator)] = MonitorPanel.from_arrays(
+                d, estimator, [spec for spec in specs if spec is not None], arrays
+            )
+        shard = self._shards[key] = _Shard(roster, panels, epoch)
+        return shard
+
+    def _save(self, shard: _Shard, *, roster: bool, panels: bool) -> None:
+        if roster:
+            self._roster.update(dump_roster(shard.roster))
+        if panels:
+            shard.panels = {key: panel for key, panel in shard.panels.items() if len(panel)}
+            self._panels.update(
+                dump_panels({key: panel.to_arrays() for key, panel in shard.panels.items()})
+            )
+        self._saves += 1
+        shard.epoch = f"{self._token}:{self._saves}"
+        self._epoch.update(shard.epoch)
+
+    @staticmethod
+    def _new_state() -> PortfolioState:
+        return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}
+
+    def _take_out(self, shard: _Shard, portfolio_id: str) -> PortfolioMonitor | None:
+        """The portfolio's live monitor: out of its panel (its state holds it meanwhile)."""
+        panel = shard.panel_of(portfolio_id)
+        if panel is None:
+            return None
+        monitor = panel.monitor(portfolio_id)
+        shard.roster[portfolio_id]["monitor"] = monitor.to_state(arrays=True)
+        return monitor
+
+    def _settle(self, shard: _Shard, portfolio_id: str, monitor: PortfolioMonitor | None) -> None:
+        """Back into a panel if it can take the next bar there; else its state holds it."""
+        state = shard.roster[portfolio_id]
+        for panel in shard.panels.values():
+            if portfolio_id in panel:
+                panel.remove(portfolio_id)
+        if monitor is None or not monitor.returns.warmed_up:
+            state["in_panel"] = False
+            return
+        key = panel_key(monitor.spec)
+        home = shard.panels.get(key)
+        if home is None:
+            home = shard.panels[key] = MonitorPanel(*key)
+        home.put(monitor)
+        state["monitor"], state["in_panel"] = None, True
+
     # -- inputs ---------------------------------------------------------------------------
 
-    def _load(self, portfolio_id: str) -> tuple[PortfolioState, PortfolioMonitor | None]:
-        """The portfolio's state, and the live monitor of ``state["monitor"]`` if known."""
-        data: str | None = self._state.value()
-        if data is None:
-            return {"seeded": False, "seq": 0, "pending": [], "bars": {}, "monitor": None}, None
-        saved = self._saved.get(portfolio_id)
-        if saved is not None and saved[0] == data:
-            return saved[1], saved[2]
-        return load_portfolio_state(data), None
-
-    def _save(
-        self, portfolio_id: str, state: PortfolioState, monitor: PortfolioMonitor | None
-    ) -> None:
-        """Store ``state``; ``monitor`` is the live one ``state["monitor"]`` was taken from."""
-        text = dump_portfolio_state(state)
-        self._state.update(text)
-        self._saved[portfolio_id] = (text, state, monitor)
-
-    def process_element1(self, value: PortfolioBar, ctx: Any) -> None:
-        portfolio_id, k = value.portfolio_id, value.bar
-        state, live = self._load(portfolio_id)
-        # A bar of a portfolio whose definition is still pending was gathered with it.
-        spec = self._spec(portfolio_id, state) or self._spec(portfolio_id, state, pending=True)
-        if spec is None:  # removed: GatherBars sends it nothing after its removal
-            return
-        state["bars"][k] = (value.closes, value.returns)
-        self._save(portfolio_id, state, live)
-        ctx.timer_service().register_event_time_timer(bar_end_ms(k, spec.bar_ms) - 1)
-        if not state["seeded"] and portfolio_id not in self._waiting_logged:
-            # The usual cause of "the job runs but writes nothing": say it once.
-            log.warning(
-                "portfolio %s: bars wait in state until its initial statistics arrive "
-                "(publish them with `streamfolio init --publish`)",
-                portfolio_id,
-            )
-            self._waiting_logged.add(portfolio_id)
+    def process_element1(self, value: MemberBars, ctx: Any) -> None:
+        self._bars.put(
+            f"{value.bar_ms}|{value.bar}",
+            dump_member_bars(value.closes, value.returns, value.members),
+        )
+        ctx.timer_service().register_event_time_timer(bar_end_ms(value.bar, value.bar_ms) - 1)
 
     def process_element2(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
+        shard = self._shard(ctx.get_current_key())
         portfolio_id, kind, record = value.portfolio_id, value.kind, value.record
-        state, live = self._load(portfolio_id)
+        state = shard.roster.setdefault(portfolio_id, self._new_state())
         state["seq"] += 1
         timestamp = int(record["timestamp"])
         # Where it was read, for a dead letter should it turn out stale.
@@ -271,18 +339,121 @@ class PortfolioProcess(KeyedCoProcessFunction):  # type: ignore[misc]
             state["seeded"] = True
         watermark = ctx.timer_service().current_watermark()
         self._watermark_ms = watermark
+        in_panel = bool(state.get("in_panel"))
         if timestamp > watermark:
             ctx.timer_service().register_event_time_timer(timestamp)
-        elif state["seeded"]:
-            live = yield from self._advance(portfolio_id, state, watermark, live)
-        self._save(portfolio_id, state, live)
+        elif state["seeded"] or self._spec(portfolio_id, state, pending=True) is None:
+            live = self._take_out(shard, portfolio_id)
+            monitor = yield from self._advance(portfolio_id, state, watermark, live)
+            self._settle(shard, portfolio_id, monitor)
+        self._save(shard, roster=True, panels=in_panel or bool(state.get("in_panel")))
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        portfolio_id = ctx.get_current_key()
-        state, live = self._load(portfolio_id)
+        shard = self._shard(ctx.get_current_key())
         self._watermark_ms = timestamp
-        live = yield from self._advance(portfolio_id, state, timestamp, live)
-        self._save(portfolio_id, state, live)
+        bars = []
+        for name, data in list(self._bars.items()):
+            bar_ms, _, k = name.partition("|")
+            last_ms = bar_end_ms(int(k), int(bar_ms)) - 1
+            if last_ms <= timestamp:
+                bars.append((last_ms, int(bar_ms), int(k), name, data))
+        bars.sort()
+        # The portfolios something else is due for (a control message, a bar waiting) go
+        # through their own monitors, with every bar of theirs due now.
+        slow = {pid for pid, state in shard.roster.items() if self._due(state, timestamp)}
+        fast: list[tuple[int, int, dict[str, float], dict[Any, list[str]]]] = []
+        for _, bar_ms, k, name, data in bars:
+            self._bars.remove(name)
+            closes, returns, members = load_member_bars(data)
+            groups: dict[Any, list[str]] = {}
+            for portfolio_id, tickers in members.items():
+                panel = shard.panel_of(portfolio_id)
+                if panel is not None and portfolio_id not in slow:
+                    groups.setdefault(panel_key(panel.spec(portfolio_id)), []).append(portfolio_id)
+                    continue
+                state = shard.roster.setdefault(portfolio_id, self._new_state())
+                mine = {t: closes[t] for t in tickers if t in closes}
+                if mine and self._wait(portfolio_id, state, k, mine, returns):
+                    slow.add(portfolio_id)
+            fast.append((bar_ms, k, returns, groups))
+        for portfolio_id in sorted(slow):
+            state = shard.roster[portfolio_id]
+            live = self._take_out(shard, portfolio_id)
+            monitor = yield from self._advance(portfolio_id, state, timestamp, live)
+            self._settle(shard, portfolio_id, monitor)
+        for bar_ms, k, returns, groups in fast:
+            for key, ids in groups.items():
+                yield from self._step(shard.panels[key], ids, k, bar_ms, returns)
+        self._save(shard, roster=bool(slow), panels=bool(shard.panels))
+
+    def _due(self, state: PortfolioState, up_to: int) -> bool:
+        """Whether anything but a bar for its panel is due for a portfolio by ``up_to``."""
+        return bool(state["bars"]) or any(entry[0] <= up_to for entry in state["pending"])
+
+    def _wait(
+        self,
+        portfolio_id: str,
+        state: PortfolioState,
+        k: int,
+        closes: dict[str, float],
+        returns: dict[str, float],
+    ) -> bool:
+        """Bar k of a portfolio not in a panel into its state; False if it takes none."""
+        # A bar of a portfolio whose definition is still pending was gathered with it.
+        spec = self._spec(portfolio_id, state) or self._spec(portfolio_id, state, pending=True)
+        if spec is None:  # removed: GatherBars sends it nothing after its removal
+            return False
+        state["bars"][k] = (closes, {t: returns[t] for t in closes if t in returns})
+        if not state["seeded"] and portfolio_id not in self._waiting_logged:
+            # The usual cause of "the job runs but writes nothing": say it once.
+            log.warning(
+                "portfolio %s: bars wait in state until its initial statistics arrive "
+                "(publish them with `streamfolio init --publish`)",
+                portfolio_id,
+            )
+            self._waiting_logged.add(portfolio_id)
+        return True
+
+    def _step(
+        self,
+        panel: MonitorPanel,
+        portfolio_ids: list[str],
+        k: int,
+        bar_ms: int,
+        returns: dict[str, float],
+    ) -> Iterator[Any]:
+        """Bar k for the panel's ``portfolio_ids``, in one step: their statistics (every k-th
+        bar) and metrics."""
+        updated = panel.take_bar(portfolio_ids, returns, bar_end_ms(k, bar_ms))
+        if self._bars_closed is not None:
+            self._bars_closed.inc(len(portfolio_ids))
+        if not updated:
+            return
+        if k % self.stats_every_bars == 0:
+            n, mean, covariance, stamps = panel.statistics(updated)
+            for i, portfolio_id in enumerate(updated):
+                spec = panel.spec(portfolio_id)
+                yield Row(
+                    portfolio_id.encode(),
+                    self._stats_encoder.encode(
+                        portfolio_id,
+                        spec.tickers,
+                        int(stamps[i]),
+                        mean[i],
+                        covariance[i],
+                        int(n[i]),
+                        panel.kind,
+                        float(spec.half_life_bars or 0) if panel.kind == "ewm" else None,
+                        spec.bar_ms // 1000,
+                        "updated",
+                    ),
+                )
+        emitted = 0
+        for portfolio_id, record in panel.metrics(updated):
+            emitted += 1
+            yield self._metrics_tag, Row(portfolio_id.encode(), self._metrics_codec.encode(record))
+        if self._portfolio_updates is not None:
+            self._portfolio_updates.inc(emitted)
 
     # -- processing -----------------------------------------------------------------------
 

@@ -19,15 +19,15 @@ __all__ = [
     "ControlMessage",
     "DecodedTick",
     "JobControlKind",
+    "MemberBars",
     "MembershipChange",
-    "PortfolioBar",
     "ShardBar",
     "TickerClose",
-    "bar_key",
     "bar_size_key",
     "control_key",
     "kafka_record",
     "kafka_record_time",
+    "member_bars_key",
     "membership_key",
     "shard_key",
 ]
@@ -68,13 +68,17 @@ class ShardBar(NamedTuple):
     """Only the tickers with a return (a ticker's first close has none)."""
 
 
-class PortfolioBar(NamedTuple):
-    """One bar of a portfolio: its tickers' closes and log returns of bar ``bar``."""
+class MemberBars(NamedTuple):
+    """One bar of one bar size for the portfolios of a shard that are its members then."""
 
-    portfolio_id: str
+    shard: str
+    """The portfolios' shard ``n`` (:func:`~streamfolio.flink.routing.shard_of`, as text)."""
+    bar_ms: int
     bar: int
     closes: dict[str, float]
     returns: dict[str, float]
+    members: dict[str, tuple[str, ...]]
+    """Each member portfolio's tickers (the definition in force at the bar's end)."""
 
 
 class ControlMessage(NamedTuple):
@@ -117,14 +121,20 @@ def shard_key(row: ShardBar) -> str:
     return row.shard
 
 
-def bar_key(row: PortfolioBar) -> str:
-    """Key of a :class:`PortfolioBar`: its portfolio."""
-    return row.portfolio_id
+def member_bars_key(row: MemberBars) -> str:
+    """Key of a :class:`MemberBars`: its portfolios' shard."""
+    return row.shard
 
 
 def control_key(row: ControlMessage) -> str:
-    """Key of a :class:`ControlMessage`: its portfolio."""
-    return row.portfolio_id
+    """Key of a :class:`ControlMessage`: the shard of its portfolio (as :class:`MemberBars`).
+
+    >>> control_key(ControlMessage("banks", "weights", {}, b"", 0, 0, None))
+    '6'
+    """
+    from streamfolio.flink.routing import shard_of  # routing needs the config, records not
+
+    return str(shard_of(row.portfolio_id))
 
 
 def kafka_record(blob: bytes) -> tuple[int, int, bytes | None, bytes]:

@@ -40,10 +40,16 @@ __all__ = [
     "OpenBar",
     "PortfolioState",
     "StateVersionError",
+    "dump_member_bars",
     "dump_open_bar",
+    "dump_panels",
     "dump_portfolio_state",
+    "dump_roster",
+    "load_member_bars",
     "load_open_bar",
+    "load_panels",
     "load_portfolio_state",
+    "load_roster",
     "state_type",
 ]
 
@@ -58,11 +64,13 @@ _NOT_FINITE: Final = (
 )
 
 PortfolioState = dict[str, Any]
-"""What :class:`~streamfolio.flink.operators.PortfolioProcess` keeps per portfolio: ``seeded``
+"""What :class:`~streamfolio.flink.operators.PortfolioShards` keeps per portfolio: ``seeded``
 (bool), ``seq`` (control messages received), ``pending`` (control messages waiting for their
 time: ``[timestamp, rank, seq, kind, record, [payload, partition, offset, key]]``), ``bars``
 (bar index → (closes, returns) not processed yet), ``monitor``
-(``PortfolioMonitor.to_state()`` or None)."""
+(``PortfolioMonitor.to_state()`` or None: none yet, or held in a panel, ``in_panel``)."""
+PanelArrays = tuple[list[str], dict[str, Any]]
+"""A :class:`~streamfolio.core.panel.MonitorPanel`'s ``to_arrays()``: its portfolios and rows."""
 OpenBar = tuple[dict[str, float], dict[str, float]]
 """What :class:`~streamfolio.flink.prices.GatherBars` keeps per open bar: closes and returns
 by ticker."""
@@ -160,8 +168,7 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def dump_portfolio_state(state: PortfolioState) -> str:
-    """A portfolio's state as versioned text."""
+def _portfolio_json(state: PortfolioState) -> dict[str, Any]:
     pending = [
         [*entry[:5], [_b64(payload), partition, offset, _b64(key)]]
         for entry in state["pending"]
@@ -173,12 +180,10 @@ def dump_portfolio_state(state: PortfolioState) -> str:
         moments = monitor["moments"]
         packed = {k: _pack(v) for k, v in moments.items() if k in _MATRICES}
         monitor = {**monitor, "moments": {**moments, **packed}}
-    return _dump({**state, "pending": pending, "bars": bars, "monitor": monitor})
+    return {**state, "pending": pending, "bars": bars, "monitor": monitor}
 
 
-def load_portfolio_state(data: str | bytes) -> PortfolioState:
-    """The state :func:`dump_portfolio_state` wrote (any version this job reads)."""
-    state: PortfolioState = _load(data, "portfolio")
+def _portfolio_from_json(state: PortfolioState) -> PortfolioState:
     state["pending"] = [
         [*entry[:5], (_unb64(origin[0]), origin[1], origin[2], _unb64(origin[3]))]
         for entry in state["pending"]
@@ -194,6 +199,87 @@ def load_portfolio_state(data: str | bytes) -> PortfolioState:
     return state
 
 
+def dump_portfolio_state(state: PortfolioState) -> str:
+    """A portfolio's state as versioned text."""
+    return _dump(_portfolio_json(state))
+
+
+def load_portfolio_state(data: str | bytes) -> PortfolioState:
+    """The state :func:`dump_portfolio_state` wrote (any version this job reads)."""
+    return _portfolio_from_json(_load(data, "portfolio"))
+
+
+def dump_roster(roster: dict[str, PortfolioState]) -> str:
+    """The states of a shard's portfolios (by id) as versioned text."""
+    return _dump({pid: _portfolio_json(state) for pid, state in roster.items()})
+
+
+def load_roster(data: str | bytes) -> dict[str, PortfolioState]:
+    """The roster :func:`dump_roster` wrote."""
+    return {pid: _portfolio_from_json(state) for pid, state in _load(data, "roster").items()}
+
+
+def _pack_array(array: Any) -> dict[str, Any]:
+    """Any numeric array as base64 of its little-endian bytes, with its dtype and shape. An n×n
+    float matrix per row (the moments) keeps only its upper triangle: it is symmetric to the
+    bit (:mod:`streamfolio.core.moments.estimators`), and it is most of a panel."""
+    array = np.asarray(array)
+    triangle = array.ndim == 3 and array.shape[1] == array.shape[2]
+    if triangle:
+        array = array[:, *np.triu_indices(array.shape[1])]
+    kind = array.dtype.kind
+    if kind == "f" and not np.isfinite(array).all():
+        raise DataError(_NOT_FINITE)
+    dtype = {"f": "<f8", "i": "<i8", "b": "|b1"}[kind]
+    data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return {
+        "dtype": dtype,
+        "shape": list(array.shape),
+        "triangle": triangle,
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def _unpack_array(packed: dict[str, Any]) -> Any:
+    array = np.frombuffer(base64.b64decode(packed["data"]), dtype=packed["dtype"])
+    array = array.reshape(packed["shape"]).copy()
+    if not packed["triangle"]:
+        return array
+    rows, size = array.shape
+    n = round((math.sqrt(8 * size + 1) - 1) / 2)
+    upper, lower = np.triu_indices(n), np.tril_indices(n)
+    full = np.zeros((rows, n, n), dtype=array.dtype)
+    full[:, *upper] = array
+    full[:, *lower] = full.transpose(0, 2, 1)[:, *lower]
+    return full
+
+
+def dump_panels(panels: dict[tuple[int, str], PanelArrays]) -> str:
+    """A shard's panels (by their key: tickers per portfolio, estimator) as versioned text."""
+    return _dump(
+        [
+            [d, kind, ids, {name: _pack_array(array) for name, array in arrays.items()}]
+            for (d, kind), (ids, arrays) in panels.items()
+        ]
+    )
+
+
+def load_panels(data: str | bytes) -> dict[tuple[int, str], PanelArrays]:
+    """The panels :func:`dump_panels` wrote.
+
+    >>> arrays = {"m": np.arange(8.0).reshape(2, 2, 2) + np.eye(2), "n": np.array([3, 4])}
+    >>> arrays["m"] = (arrays["m"] + arrays["m"].transpose(0, 2, 1)) / 2
+    >>> again = load_panels(dump_panels({(2, "welford"): (["a", "b"], arrays)}))
+    >>> ids, back = again[(2, "welford")]
+    >>> ids, bool((back["m"] == arrays["m"]).all()), back["n"].tolist()
+    (['a', 'b'], True, [3, 4])
+    """
+    return {
+        (int(d), str(kind)): (list(ids), {n: _unpack_array(p) for n, p in arrays.items()})
+        for d, kind, ids, arrays in _load(data, "panels")
+    }
+
+
 def dump_open_bar(bar: OpenBar) -> str:
     """An open bar of a shard as versioned text."""
     return _dump([bar[0], bar[1]])
@@ -203,3 +289,18 @@ def load_open_bar(data: str | bytes) -> OpenBar:
     """The bar :func:`dump_open_bar` wrote."""
     closes, returns = _load(data, "open bar")
     return closes, returns
+
+
+def dump_member_bars(
+    closes: dict[str, float], returns: dict[str, float], members: dict[str, Any]
+) -> str:
+    """A bar waiting for its time in a portfolio shard, with its members, as versioned text."""
+    return _dump([closes, returns, members])
+
+
+def load_member_bars(
+    data: str | bytes,
+) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[str, ...]]]:
+    """The bar :func:`dump_member_bars` wrote."""
+    closes, returns, members = _load(data, "member bars")
+    return closes, returns, {pid: tuple(tickers) for pid, tickers in members.items()}

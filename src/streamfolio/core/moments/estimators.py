@@ -49,6 +49,13 @@ class MissingTickersError(MomentsError, KeyError):
 _EW_RESCALE_BELOW = 1e-100
 
 
+def _overflow_is_data() -> Any:
+    """Returns beyond float64's range make infinities in the moments, as BLAS did silently: what
+    holds them is refused where it matters (a checkpoint's state, :mod:`streamfolio.flink.state`;
+    undefined metrics), not with a warning per update."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 _STRICTLY_LOWER: dict[int, npt.NDArray[np.bool_]] = {}
 """Per size n, the mask of the entries below the diagonal (made once)."""
 
@@ -107,9 +114,10 @@ def welford_update(n: IntArray, mean: FloatArray, m2: FloatArray, x: FloatArray)
     """
     n += 1
     count = n.astype(np.float64)
-    delta = x - mean
-    mean += delta / count[..., None]
-    m2 += (delta[..., :, None] * delta[..., None, :]) * ((count - 1.0) / count)[..., None, None]
+    with _overflow_is_data():
+        delta = x - mean
+        mean += delta / count[..., None]
+        m2 += (delta[..., :, None] * delta[..., None, :]) * ((count - 1.0) / count)[..., None, None]
 
 
 def ew_update(
@@ -133,12 +141,13 @@ def ew_update(
     """
     n += 1
     later = n > 1
-    delta = x - mean
-    mean[...] = np.where(later[..., None], mean + alpha[..., None] * delta, x)
-    scale[...] = np.where(later, scale * (1.0 - alpha), scale)
-    factor = (1.0 - alpha) * alpha / scale
-    step = (delta[..., :, None] * delta[..., None, :]) * factor[..., None, None]
-    scaled[...] = np.where(later[..., None, None], scaled + step, scaled)
+    with _overflow_is_data():
+        delta = x - mean
+        mean[...] = np.where(later[..., None], mean + alpha[..., None] * delta, x)
+        scale[...] = np.where(later, scale * (1.0 - alpha), scale)
+        factor = (1.0 - alpha) * alpha / scale
+        step = (delta[..., :, None] * delta[..., None, :]) * factor[..., None, None]
+        scaled[...] = np.where(later[..., None, None], scaled + step, scaled)
     small = scale < _EW_RESCALE_BELOW
     if small.any():
         scaled[...] = np.where(small[..., None, None], scaled * scale[..., None, None], scaled)
