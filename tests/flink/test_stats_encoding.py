@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamfolio.core.moments import EstimatorKind, OnlineMoments, moments_from_prior, stats_record
-from streamfolio.flink.stats_encoding import StatsEncoder, avro_long
+from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder, avro_long
 from streamfolio.serde import codec_for
 
 CODEC = codec_for("PortfolioStats")
@@ -94,3 +94,49 @@ def test_longs_are_zigzag_varints() -> None:
         b"\x03",
         b"\xfe" + b"\xff" * 8 + b"\x01",
     ]
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pid=st.text(min_size=1, max_size=80),
+    tickers=st.lists(st.text(min_size=1, max_size=70), min_size=0, max_size=25, unique=True),
+    figures=st.lists(_finite, min_size=7, max_size=7),
+    stamps=st.lists(st.integers(-(2**62), 2**62), min_size=3, max_size=3),
+    threshold=st.none() | _finite,
+    reweighted=st.booleans(),
+)
+def test_metrics_bytes_are_the_codecs(
+    pid: str,
+    tickers: list[str],
+    figures: list[float],
+    stamps: list[int],
+    threshold: float | None,
+    reweighted: bool,
+) -> None:
+    encoder = MetricsEncoder()
+    weights = [1.0 / (i + 1) for i in range(len(tickers))]
+    if reweighted:  # the weights map is cached per portfolio: a change must show
+        encoder.encode(pid, tickers, [0.5] * len(tickers), *figures[:3], *stamps[:2],
+                       *figures[3:], stamps[2], threshold)  # fmt: skip
+    risk, annual, sharpe, mean_return, variance, q, rf = figures
+    record = {
+        "portfolioId": pid,
+        "risk": risk,
+        "expectedReturn": annual,
+        "sharpRatio": sharpe,
+        "timestamp": stamps[0],
+        "count": stamps[1],
+        "meanReturn": mean_return,
+        "variance": variance,
+        "periodsPerYear": q,
+        "riskFreeRate": rf,
+        "weights": dict(zip(tickers, weights, strict=True)),
+        "statsTimestamp": stamps[2],
+        "sharpeThreshold": threshold,
+    }
+    got = encoder.encode(pid, tickers, weights, risk, annual, sharpe, stamps[0], stamps[1],
+                         mean_return, variance, q, rf, stamps[2], threshold)  # fmt: skip
+    assert got == codec_for("PortfolioMetrics").encode(record)

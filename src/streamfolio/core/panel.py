@@ -35,8 +35,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +47,7 @@ from streamfolio.core.moments.estimators import covariance_of, ew_update, welfor
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.types import FloatArray, IntArray
 
-__all__ = ["MonitorPanel", "panel_key"]
+__all__ = ["MetricsFigures", "MonitorPanel", "panel_key"]
 
 _FIGURE_RTOL: Final = 1e-12
 """As :data:`streamfolio.core.portfolio._FIGURE_RTOL`: figures closer than this are the same."""
@@ -66,6 +66,27 @@ _COLUMNS: Final = (
     "has_last",
 )
 """The arrays of a panel, one row per portfolio (what :meth:`MonitorPanel.to_arrays` gives)."""
+
+
+class MetricsFigures(NamedTuple):
+    """The metrics of some of a panel's portfolios, one entry per portfolio (in ``specs``
+    order): the fields of ``PortfolioMetrics`` that are not the portfolio's own settings."""
+
+    specs: list[PortfolioSpec]
+    risk: FloatArray
+    expected_return: FloatArray
+    sharpe: FloatArray
+    timestamp: IntArray
+    count: IntArray
+    mean_return: FloatArray
+    variance: FloatArray
+    weights: FloatArray
+    stats_timestamp: IntArray
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """Per portfolio: its spec, then each figure as a Python value (weights a list)."""
+        columns = [column.tolist() for column in self[1:]]
+        return zip(self.specs, *columns, strict=True)
 
 
 def panel_key(spec: PortfolioSpec) -> tuple[int, EstimatorKind]:
@@ -266,19 +287,17 @@ class MonitorPanel:
         covariance = covariance_of(self.kind, a["n"][rows], a["matrix"][rows], a["scale"][rows])
         return a["n"][rows], a["mean"][rows], covariance, a["stats_ts"][rows]
 
-    def metrics(self, portfolio_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-        """``monitor.metrics()`` for each of ``portfolio_ids``: the ``PortfolioMetrics`` records
-        that differ from the last ones returned (their figures are then remembered)."""
+    def metrics_figures(self, portfolio_ids: Sequence[str]) -> MetricsFigures | None:
+        """``monitor.metrics()`` for each of ``portfolio_ids``, as arrays: the figures of the
+        portfolios whose metrics differ from the last ones given (which are then remembered);
+        None when there are none."""
         rows = self._rows(portfolio_ids)
         a = self._arrays
-        n = a["n"][rows]
-        ready = a["has_weights"][rows] & (n != 0)
-        rows, ids = (
-            rows[ready],
-            [p for p, ok in zip(portfolio_ids, ready.tolist(), strict=True) if ok],
-        )
+        ready = a["has_weights"][rows] & (a["n"][rows] != 0)
+        rows = rows[ready]
+        ids = [p for p, ok in zip(portfolio_ids, ready.tolist(), strict=True) if ok]
         if len(rows) == 0:
-            return []
+            return None
         n, weights = a["n"][rows], a["weights"][rows]
         specs = [self._specs[p] for p in ids]
         q = np.fromiter((s.periods_per_year for s in specs), np.float64, len(specs))
@@ -294,33 +313,52 @@ class MonitorPanel:
         same = (key == last) | (diff <= np.abs(_FIGURE_RTOL * last))
         same |= diff <= np.abs(_FIGURE_RTOL * key)
         changed = defined & ~(a["has_last"][rows] & same.all(axis=1))
-        a["last"][rows[changed]] = key[changed]
-        a["has_last"][rows[changed]] = True
-        stats_ts, weights_ts = a["stats_ts"][rows], a["weights_ts"][rows]
-        records = []
-        for i in np.flatnonzero(changed).tolist():
-            spec = specs[i]
-            records.append(
-                (
-                    ids[i],
-                    {
-                        "portfolioId": spec.portfolio_id,
-                        "risk": float(risk[i]),
-                        "expectedReturn": float(annual[i]),
-                        "sharpRatio": float(sharpe[i]),
-                        "timestamp": max(int(stats_ts[i]), int(weights_ts[i])),
-                        "count": int(n[i]),
-                        "meanReturn": float(mean_return[i]),
-                        "variance": float(variance[i]),
-                        "periodsPerYear": float(spec.periods_per_year),
-                        "riskFreeRate": float(spec.risk_free_rate),
-                        "weights": dict(zip(spec.tickers, weights[i].tolist(), strict=True)),
-                        "statsTimestamp": int(stats_ts[i]),
-                        "sharpeThreshold": spec.sharpe_threshold,
-                    },
-                )
+        if not changed.any():
+            return None
+        rows = rows[changed]
+        a["last"][rows] = key[changed]
+        a["has_last"][rows] = True
+        stats_ts = a["stats_ts"][rows]
+        return MetricsFigures(
+            [specs[i] for i in np.flatnonzero(changed).tolist()],
+            risk[changed],
+            annual[changed],
+            sharpe[changed],
+            np.maximum(stats_ts, a["weights_ts"][rows]),
+            n[changed],
+            mean_return[changed],
+            variance[changed],
+            weights[changed],
+            stats_ts,
+        )
+
+    def metrics(self, portfolio_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """:meth:`metrics_figures` as ``PortfolioMetrics`` records (what ``monitor.metrics()``
+        returns), by portfolio id."""
+        figures = self.metrics_figures(portfolio_ids)
+        if figures is None:
+            return []
+        return [
+            (
+                spec.portfolio_id,
+                {
+                    "portfolioId": spec.portfolio_id,
+                    "risk": risk,
+                    "expectedReturn": annual,
+                    "sharpRatio": sharpe,
+                    "timestamp": timestamp,
+                    "count": n,
+                    "meanReturn": mean_return,
+                    "variance": variance,
+                    "periodsPerYear": float(spec.periods_per_year),
+                    "riskFreeRate": float(spec.risk_free_rate),
+                    "weights": dict(zip(spec.tickers, weights, strict=True)),
+                    "statsTimestamp": stats_ts,
+                    "sharpeThreshold": spec.sharpe_threshold,
+                },
             )
-        return records
+            for spec, risk, annual, sharpe, timestamp, n, mean_return, variance, weights, stats_ts in figures.rows()
+        ]
 
     # -- state ----------------------------------------------------------------------------
 

