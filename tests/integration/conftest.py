@@ -6,6 +6,11 @@ broker is left alone) in a temporary data dir, with jars from the checkout's sha
 under names unique to the session, and stops it at the end. Tests that use it are marked
 ``integration`` automatically.
 
+``secured_kafka_cluster`` (session) is the secured 3-node cluster of test_kafka_cluster.py and
+test_cluster_loop.py, started once, when the first of them asks for it: each calls
+:meth:`SecuredCluster.ensure_up` first, which brings it back whatever the other left (a node
+killed, or the whole cluster stopped).
+
 Java 17+ (and Maven, until the jars are cached) are required: without them these tests fail
 with a message saying what to install, rather than skip, so CI cannot pass without Kafka.
 """
@@ -29,9 +34,15 @@ from typing import Any
 import pytest
 import yaml
 
-from streamfolio.config import Settings, example_config_path, settings_from_mapping
+from streamfolio.config import (
+    COMPONENTS,
+    Settings,
+    example_config_path,
+    load_config,
+    settings_from_mapping,
+)
 from streamfolio.kafka.admin import topic_specs
-from streamfolio.kafka.local import LocalKafka, LocalKafkaError, find_java
+from streamfolio.kafka.local import LocalCluster, LocalKafka, LocalKafkaError, find_java
 from streamfolio.kafka.local.processes import bindable, listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +167,74 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"kafka_broker", "local_kafka_factory"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+# ------------------------------------------------------------------ the secured Kafka cluster
+
+CLUSTER_NODES = 3
+CLUSTER_START_TIMEOUT = 240.0  # three cold JVMs on a busy 2-core machine
+
+
+@dataclass(frozen=True)
+class SecuredCluster:
+    """A secured 3-node KRaft cluster: SASL_SSL with SCRAM for every component, mutual TLS
+    between the nodes, ACLs per principal, on free ports in a temporary data dir (never 9092-9094
+    or the example's 19092+).
+
+    ``config_path`` is its configuration, with secret paths relative to its folder: a test
+    that needs other topics writes its own configuration next to it (:meth:`config_data`).
+    """
+
+    local: LocalCluster
+    config_path: Path
+
+    def config_data(self) -> dict[str, Any]:
+        """The cluster's configuration, as a plain mapping to change and write out."""
+        return dict(yaml.safe_load(self.config_path.read_text(encoding="utf-8")))
+
+    def ensure_up(self) -> None:
+        """Every node running, this configuration's users, ACLs and topics in place, every
+        partition's replicas in sync: what a test may expect, whatever ran before it (``up``
+        starts only what is not running, and puts back the ACLs another configuration's ``up``
+        replaced)."""
+        try:
+            self.local.up(topic_specs(self.local.settings), timeout=CLUSTER_START_TIMEOUT)
+            self.local.wait_for_full_isr(timeout=CLUSTER_START_TIMEOUT)
+        except LocalKafkaError as exc:
+            self.local.down()
+            pytest.fail(f"cannot start the test Kafka cluster: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
+    """The secured cluster, started at the first test that asks for it; stopped at the end
+    of the session if still running. Users call :meth:`SecuredCluster.ensure_up` first."""
+    try:
+        find_java()
+    except LocalKafkaError as exc:
+        pytest.fail(f"integration tests need Java 17+: {exc}", pytrace=False)
+    base = tmp_path_factory.mktemp("kafka-cluster")
+    port, internal, controller = free_port_ranges(3, CLUSTER_NODES)
+    data = broker_settings(base / "kafka", port, controller, uuid.uuid4().hex[:8])
+    kafka = data["kafka"]
+    kafka["bootstrap_servers"] = ",".join(f"localhost:{port + i}" for i in range(CLUSTER_NODES))
+    kafka["replication_factor"] = CLUSTER_NODES
+    kafka["local"].update(brokers=CLUSTER_NODES, internal_port=internal)
+    kafka["security"] = {
+        "protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "ca_file": "conf-ca/ca.pem",  # relative to the configuration file: copied there by up
+        "principals": {
+            c: {"username": f"sf-{c}", "password_file": f"secrets/{c}.password"} for c in COMPONENTS
+        },
+    }
+    config_path = base / "cluster.yaml"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    cluster = SecuredCluster(LocalCluster(load_config(config_path, environ={}), ROOT), config_path)
+    try:
+        yield cluster
+    finally:
+        cluster.local.down()
 
 
 @pytest.fixture(scope="session")

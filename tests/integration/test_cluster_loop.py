@@ -15,7 +15,10 @@ TaskManager started in its place. Afterwards:
 * the job did restart (its exception history names the lost TaskManager).
 
 The refusals of the secured cluster (a wrong password, the feed writing weights, the store and
-the dashboard writing) are tested in tests/integration/test_kafka_cluster.py.
+the dashboard writing) are tested in tests/integration/test_kafka_cluster.py, on the same
+cluster (the session's ``secured_kafka_cluster``, tests/integration/conftest.py): this test
+brings it back to all nodes running first, gives its own topics their ACLs, and leaves it
+running.
 
 The rebalancer starts from the oldest records of its group's topics: the job and the feed
 race ahead of its joining the group here, and a rebalancer that began at the newest records
@@ -36,7 +39,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import broker_settings, free_port_ranges, free_ports
+from conftest import SecuredCluster, free_ports
 from jobkit import loop_data
 from loopkit import (
     DAY_MS,
@@ -56,7 +59,7 @@ from loopkit import (
     wait_until_done,
 )
 
-from streamfolio.config import COMPONENTS, Settings, load_config
+from streamfolio.config import Settings, load_config
 from streamfolio.core.returns import bar_index
 from streamfolio.flink.cluster import LocalFlinkCluster
 from streamfolio.kafka.admin import topic_specs
@@ -68,7 +71,6 @@ pytestmark = [
     pytest.mark.usefixtures("flink_jars"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
-NODES = 3
 START_TIMEOUT_S = 240.0
 BROKER_DOWN_S = 12.0
 """Long enough for every client to notice (the feed's producer and the job's clients move their
@@ -76,21 +78,9 @@ partitions' leaders to the surviving nodes), short of any client timeout: a brok
 KILLED_NODE = 1
 
 
-def _config(tmp: Path) -> tuple[Settings, Path]:
-    port, internal, controller = free_port_ranges(3, NODES)
-    data = broker_settings(tmp / "kafka", port, controller, uuid.uuid4().hex[:8])
-    kafka = data["kafka"]
-    kafka["bootstrap_servers"] = ",".join(f"localhost:{port + i}" for i in range(NODES))
-    kafka["replication_factor"] = NODES
-    kafka["local"].update(brokers=NODES, internal_port=internal)
-    kafka["security"] = {
-        "protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "ca_file": str(tmp / "kafka" / "tls" / "ca.pem"),
-        "principals": {
-            c: {"username": f"sf-{c}", "password_file": f"secrets/{c}.password"} for c in COMPONENTS
-        },
-    }
+def _config(shared: SecuredCluster, tmp: Path) -> tuple[Settings, Path]:
+    # Next to the cluster's own configuration: the same relative secret and CA paths.
+    data = shared.config_data()
     # A cool-down longer than the run: the decisions are the replay's whatever the faults.
     data = loop_data(data, tmp, "cluster", cooldown_s=2 * DAYS * 86_400)
     rest, rpc = free_ports(2)
@@ -104,7 +94,7 @@ def _config(tmp: Path) -> tuple[Settings, Path]:
             "data_dir": str(tmp / "flink"),
         },
     }
-    path = tmp / "cluster-loop.yaml"
+    path = shared.config_path.with_name(f"cluster-loop-{uuid.uuid4().hex[:8]}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return load_config(path, environ={}), path
 
@@ -116,10 +106,11 @@ def _exception_history(flink: LocalFlinkCluster, job_id: str) -> list[dict[str, 
 
 
 def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed_nodes(
-    tmp_path: Path,
+    secured_kafka_cluster: SecuredCluster, tmp_path: Path
 ) -> None:
-    settings, config = _config(tmp_path)
-    kafka = LocalCluster(settings, ROOT)
+    secured_kafka_cluster.ensure_up()
+    settings, config = _config(secured_kafka_cluster, tmp_path)
+    kafka = LocalCluster(settings, ROOT)  # the shared cluster, with this test's topics
     flink = LocalFlinkCluster(settings, root=ROOT)
     components: list[Process] = []
     stop = threading.Event()
@@ -206,7 +197,8 @@ def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed
         for c in reversed(components):
             c.stop()
         flink.down()
-        kafka.down()
+        # The Kafka cluster is left running (the killed node started again above; after a
+        # failure in between, the next user's ensure_up starts it).
 
     assert_loop_equals_replay(topics, expected, ticks, on_topic)
     assert history, "the job did not restart after its TaskManager was killed"

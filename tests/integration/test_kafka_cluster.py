@@ -1,8 +1,9 @@
 """A secured 3-node KRaft cluster for real: SASL_SSL with SCRAM for every component, mutual TLS
 between the nodes, ACLs per principal, a node killed with SIGKILL and started again.
 
-One cluster for the module, on free ports in a temporary data dir (never 9092-9094 or the
-example's 19092+); tests run in file order, the last stops it.
+The cluster is the session's ``secured_kafka_cluster`` (tests/integration/conftest.py), shared
+with test_cluster_loop.py: brought back to all nodes running, this module's ACLs and topics in
+sync before the first test; tests run in file order, the last stops it.
 """
 
 from __future__ import annotations
@@ -12,64 +13,32 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from conftest import broker_settings, free_port_ranges  # tests/integration/conftest.py
+from conftest import SecuredCluster  # tests/integration/conftest.py
 from typer.testing import CliRunner
 
-from streamfolio.config import COMPONENTS, Component, Settings, load_config
+from streamfolio.config import COMPONENTS, Component, Settings
 from streamfolio.kafka.admin import topic_specs
 from streamfolio.kafka.cli import kafka_app
-from streamfolio.kafka.local import LocalCluster, LocalKafkaError, find_java
+from streamfolio.kafka.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-NODES = 3
-START_TIMEOUT = 180.0  # three cold JVMs on a busy 2-core machine
+NODES = 3  # the shared cluster's (conftest.CLUSTER_NODES)
 REFUSED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
+def cluster(secured_kafka_cluster: SecuredCluster) -> tuple[LocalCluster, Path]:
     """The running cluster and the path of its configuration (relative secret paths)."""
-    try:
-        find_java()
-    except LocalKafkaError as exc:
-        pytest.fail(f"integration tests need Java 17+: {exc}", pytrace=False)
-    base = tmp_path_factory.mktemp("kafka-cluster")
-    port, internal, controller = free_port_ranges(3, NODES)
-    data = broker_settings(base / "kafka", port, controller, uuid.uuid4().hex[:8])
-    data["kafka"]["bootstrap_servers"] = ",".join(f"localhost:{port + i}" for i in range(NODES))
-    data["kafka"]["replication_factor"] = NODES
-    data["kafka"]["local"].update(brokers=NODES, internal_port=internal)
-    data["kafka"]["security"] = {
-        "protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "ca_file": "conf-ca/ca.pem",  # relative to the configuration file: copied there by up
-        "principals": {
-            c: {"username": f"sf-{c}", "password_file": f"secrets/{c}.password"} for c in COMPONENTS
-        },
-    }
-    config_path = base / "cluster.yaml"
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    settings = load_config(config_path, environ={})
-    local = LocalCluster(settings, ROOT)
-    try:
-        local.up(topic_specs(settings), timeout=START_TIMEOUT)
-    except LocalKafkaError as exc:
-        local.down()
-        pytest.fail(f"cannot start the test Kafka cluster: {exc}", pytrace=False)
-    try:
-        yield local, config_path
-    finally:
-        local.down()
+    secured_kafka_cluster.ensure_up()
+    return secured_kafka_cluster.local, secured_kafka_cluster.config_path
 
 
 def _settings(cluster: tuple[LocalCluster, Path]) -> Settings:
