@@ -77,7 +77,8 @@ class MetricsFigures(NamedTuple):
     expected_return: FloatArray
     sharpe: FloatArray
     timestamp: IntArray
-    count: IntArray
+    vectors: IntArray
+    """The number of return vectors behind each (``count``)."""
     mean_return: FloatArray
     variance: FloatArray
     weights: FloatArray
