@@ -23,7 +23,7 @@ from test_flink_operators import (
 from streamfolio.config import Settings
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink.routing import shard_of
-from streamfolio.flink.state import load_panels, load_roster
+from streamfolio.flink.state import load_panels, load_portfolio_state
 from streamfolio.messages import PortfolioDefinition
 from streamfolio.portfolios import definition_of
 
@@ -88,7 +88,7 @@ def test_added_changed_and_removed_portfolios_follow_their_definitions_as_the_re
     assert {m["riskFreeRate"] for m in p1 if m["timestamp"] > changed} == {0.2}
     # The removed portfolio's keyed state holds nothing but the fact of its removal.
     shard = str(shard_of("p1"))
-    state = load_roster(pipeline.portfolios.stores[("roster", shard)]["value"])["p1"]
+    state = load_portfolio_state(pipeline.portfolios.stores[("roster", shard)]["p1"])
     assert state["spec"] is False
     assert (state["monitor"], state["bars"], state["pending"]) == (None, {}, [])
     assert not state["in_panel"]

@@ -339,27 +339,26 @@ class MonitorPanel:
         figures = self.metrics_figures(portfolio_ids)
         if figures is None:
             return []
-        return [
-            (
-                spec.portfolio_id,
-                {
-                    "portfolioId": spec.portfolio_id,
-                    "risk": risk,
-                    "expectedReturn": annual,
-                    "sharpRatio": sharpe,
-                    "timestamp": timestamp,
-                    "count": n,
-                    "meanReturn": mean_return,
-                    "variance": variance,
-                    "periodsPerYear": float(spec.periods_per_year),
-                    "riskFreeRate": float(spec.risk_free_rate),
-                    "weights": dict(zip(spec.tickers, weights, strict=True)),
-                    "statsTimestamp": stats_ts,
-                    "sharpeThreshold": spec.sharpe_threshold,
-                },
-            )
-            for spec, risk, annual, sharpe, timestamp, n, mean_return, variance, weights, stats_ts in figures.rows()
-        ]
+        records = []
+        for spec, *values in figures.rows():
+            risk, annual, sharpe, timestamp, n, mean_return, variance, weights, stats_ts = values
+            record = {
+                "portfolioId": spec.portfolio_id,
+                "risk": risk,
+                "expectedReturn": annual,
+                "sharpRatio": sharpe,
+                "timestamp": timestamp,
+                "count": n,
+                "meanReturn": mean_return,
+                "variance": variance,
+                "periodsPerYear": float(spec.periods_per_year),
+                "riskFreeRate": float(spec.risk_free_rate),
+                "weights": dict(zip(spec.tickers, weights, strict=True)),
+                "statsTimestamp": stats_ts,
+                "sharpeThreshold": spec.sharpe_threshold,
+            }
+            records.append((spec.portfolio_id, record))
+        return records
 
     # -- state ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,10 +45,10 @@ from streamfolio.flink.state import (
     PortfolioState,
     dump_member_bars,
     dump_panels,
-    dump_roster,
+    dump_portfolio_state,
     load_member_bars,
     load_panels,
-    load_roster,
+    load_portfolio_state,
     state_type,
 )
 from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder
@@ -189,10 +189,11 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
     warm-up) goes through its own :class:`~streamfolio.core.portfolio.PortfolioMonitor`, with
     the same bits (the panel's docstring), and back into the panel when it can.
 
-    State (per shard, versioned text, :mod:`streamfolio.flink.state`): ``roster``, each
-    portfolio's definition, pending control messages and bars, and its monitor unless in a
-    panel; ``panels``, the panels' rows, rewritten every bar; ``bars``, the bars received and
-    not processed yet; ``epoch``, which save the others are. The shard is kept in memory with
+    State (per shard, versioned text, :mod:`streamfolio.flink.state`): ``roster``, a map of
+    each portfolio's definition, pending control messages and bars, and its monitor unless in
+    a panel, written for the portfolios that changed; ``panels``, the panels' rows, rewritten
+    every bar; ``bars``, the bars received and not processed yet; ``epoch``, which save the
+    others are. The shard is kept in memory with
     the epoch it was saved under and read back only when the state holds another (a restore).
 
     Dead letters: ``stale``, a control message not newer than the one in force when its time
@@ -220,10 +221,13 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         def value(name: str) -> Any:
             return runtime_context.get_state(ValueStateDescriptor(name, state_type()))
 
-        self._roster, self._panels, self._epoch = value("roster"), value("panels"), value("epoch")
-        self._bars = runtime_context.get_map_state(
-            MapStateDescriptor("bars", Types.STRING(), state_type())
-        )
+        def mapping(name: str) -> Any:
+            return runtime_context.get_map_state(
+                MapStateDescriptor(name, Types.STRING(), state_type())
+            )
+
+        self._panels, self._epoch = value("panels"), value("epoch")
+        self._roster, self._bars = mapping("roster"), mapping("bars")
         self._token = uuid.uuid4().hex
         self._saves = 0
         self._shards: dict[str, _Shard] = {}
@@ -263,8 +267,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         cached = self._shards.get(key)
         if cached is not None and cached.epoch == epoch:
             return cached
-        data = self._roster.value()
-        roster = {} if data is None else load_roster(data)
+        roster = {pid: load_portfolio_state(data) for pid, data in self._roster.items()}
         panels: dict[tuple[int, EstimatorKind], MonitorPanel] = {}
         data = self._panels.value()
         for (d, kind), (ids, arrays) in ({} if data is None else load_panels(data)).items():
@@ -276,9 +279,10 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         shard = self._shards[key] = _Shard(roster, panels, epoch)
         return shard
 
-    def _save(self, shard: _Shard, *, roster: bool, panels: bool) -> None:
-        if roster:
-            self._roster.update(dump_roster(shard.roster))
+    def _save(self, shard: _Shard, changed: Iterable[str], *, panels: bool) -> None:
+        """Save the states of the ``changed`` portfolios, and the panels if ``panels``."""
+        for portfolio_id in changed:
+            self._roster.put(portfolio_id, dump_portfolio_state(shard.roster[portfolio_id]))
         if panels:
             shard.panels = {key: panel for key, panel in shard.panels.items() if len(panel)}
             self._panels.update(
@@ -347,7 +351,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             live = self._take_out(shard, portfolio_id)
             monitor = yield from self._advance(portfolio_id, state, watermark, live)
             self._settle(shard, portfolio_id, monitor)
-        self._save(shard, roster=True, panels=in_panel or bool(state.get("in_panel")))
+        self._save(shard, [portfolio_id], panels=in_panel or bool(state.get("in_panel")))
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         shard = self._shard(ctx.get_current_key())
@@ -385,7 +389,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         for bar_ms, k, returns, groups in fast:
             for key, ids in groups.items():
                 yield from self._step(shard.panels[key], ids, k, bar_ms, returns)
-        self._save(shard, roster=bool(slow), panels=bool(shard.panels))
+        self._save(shard, slow, panels=bool(shard.panels))
 
     def _due(self, state: PortfolioState, up_to: int) -> bool:
         """Whether anything but a bar for its panel is due for a portfolio by ``up_to``."""

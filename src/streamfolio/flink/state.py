@@ -44,12 +44,10 @@ __all__ = [
     "dump_open_bar",
     "dump_panels",
     "dump_portfolio_state",
-    "dump_roster",
     "load_member_bars",
     "load_open_bar",
     "load_panels",
     "load_portfolio_state",
-    "load_roster",
     "state_type",
 ]
 
@@ -207,16 +205,6 @@ def dump_portfolio_state(state: PortfolioState) -> str:
 def load_portfolio_state(data: str | bytes) -> PortfolioState:
     """The state :func:`dump_portfolio_state` wrote (any version this job reads)."""
     return _portfolio_from_json(_load(data, "portfolio"))
-
-
-def dump_roster(roster: dict[str, PortfolioState]) -> str:
-    """The states of a shard's portfolios (by id) as versioned text."""
-    return _dump({pid: _portfolio_json(state) for pid, state in roster.items()})
-
-
-def load_roster(data: str | bytes) -> dict[str, PortfolioState]:
-    """The roster :func:`dump_roster` wrote."""
-    return {pid: _portfolio_from_json(state) for pid, state in _load(data, "roster").items()}
 
 
 def _pack_array(array: Any) -> dict[str, Any]:
