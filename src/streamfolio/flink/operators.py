@@ -381,15 +381,17 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
                 if mine and self._wait(portfolio_id, state, k, mine, returns):
                     slow.add(portfolio_id)
             fast.append((bar_ms, k, returns, groups))
+        panels_changed = any(groups for _, _, _, groups in fast)
         for portfolio_id in sorted(slow):
             state = shard.roster[portfolio_id]
             live = self._take_out(shard, portfolio_id)
             monitor = yield from self._advance(portfolio_id, state, timestamp, live)
             self._settle(shard, portfolio_id, monitor)
+            panels_changed |= live is not None or bool(state.get("in_panel"))
         for bar_ms, k, returns, groups in fast:
             for key, ids in groups.items():
                 yield from self._step(shard.panels[key], ids, k, bar_ms, returns)
-        self._save(shard, slow, panels=bool(shard.panels))
+        self._save(shard, slow, panels=panels_changed)
 
     def _due(self, state: PortfolioState, up_to: int) -> bool:
         """Whether anything but a bar for its panel is due for a portfolio by ``up_to``."""
