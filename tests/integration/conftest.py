@@ -145,6 +145,14 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         broker.local.down()
 
 
+def private_broker(base: Path) -> KafkaBroker:
+    """A broker of its own (own ports, data dir under ``base``), not started yet: for tests
+    that stop or kill it. Whoever makes it stops it."""
+    broker = _new_broker(base)
+    _require_tools(broker.local)
+    return broker
+
+
 @pytest.fixture
 def local_kafka_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaBroker]]:
     """Makes extra, not yet started brokers (own ports and data dir) for lifecycle tests;
@@ -152,8 +160,7 @@ def local_kafka_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaBroker]]:
     made: list[KafkaBroker] = []
 
     def make() -> KafkaBroker:
-        broker = _new_broker(tmp_path / f"broker{len(made)}")
-        _require_tools(broker.local)
+        broker = private_broker(tmp_path / f"broker{len(made)}")
         made.append(broker)
         return broker
 

@@ -23,11 +23,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import KafkaBroker, private_broker  # tests/integration/conftest.py
 from jobkit import free_port, loop_config
 from loopkit import (
     DAY_MS,
@@ -59,8 +61,13 @@ JOB_DELIVERY_TIMEOUT_MS = 60_000
 the time; what expires, and what follows, is the same."""
 OUTAGE_S = 70.0
 """Longer than every client timeout: the job's producers' delivery timeout (60 s here, above),
-their ``max.block.ms`` (60 s), consumer sessions (45 s: store; 10 s: rebalancer), requests and
-the rebalancer's transactions (30 s)."""
+their ``max.block.ms`` (60 s), the store's and the rebalancer's consumer sessions (10 s, below
+for the store's), requests and the rebalancer's transactions (30 s)."""
+STORE_SESSION_TIMEOUT_MS = 10_000
+"""The store's consumer group session (librdkafka's default, 45 s, in production), as short as
+the rebalancer's for the test (``kafka.librdkafka`` in the store's configuration alone): it still
+expires during the outage, and the broker, started again, waits that long for the store's old
+member before the store reads on, 35 s sooner."""
 FLOOD_LINES = 40
 """Lines a component may add to its log during the outage (status lines included): the
 outage's own lines and a few others, where librdkafka alone used to write twenty a second."""
@@ -82,8 +89,32 @@ def _settings(broker: Any, tmp: Path) -> tuple[Settings, Path]:
     return settings_from_mapping(data), config
 
 
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One private broker for the module's tests (a broker start fewer): each test kills it,
+    and starts it first (``up`` starts it if it does not run); topics are each test's own."""
+    made = private_broker(tmp_path_factory.mktemp("outage-broker"))
+    try:
+        yield made
+    finally:
+        made.local.down()
+
+
+def _store_config(config: Path) -> Path:
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    librdkafka = data["kafka"].get("librdkafka") or {}
+    data["kafka"]["librdkafka"] = {
+        **librdkafka,
+        "session.timeout.ms": str(STORE_SESSION_TIMEOUT_MS),
+    }
+    path = config.with_name(f"store-{config.name}")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def _components(config: Path, tmp: Path, *, feed: bool = False) -> list[Process]:
     env = {**ENV, "FLINK_LOG_DIR": str(tmp / "job-flink")}
+    store_config = _store_config(config)
     started = [
         Process(
             "job",
@@ -94,7 +125,13 @@ def _components(config: Path, tmp: Path, *, feed: bool = False) -> list[Process]
         Process("rebalancer", ["rebalancer", "--config", str(config)], tmp, ENV),
         Process(
             "store",
-            ["store", "--config", str(config), "--database", f"sqlite:///{tmp / 'store.db'}"],
+            [
+                "store",
+                "--config",
+                str(store_config),
+                "--database",
+                f"sqlite:///{tmp / 'store.db'}",
+            ],
             tmp,
             ENV,
         ),
@@ -124,9 +161,8 @@ def _outage_lines(component: Process) -> tuple[list[str], list[str]]:
 
 
 def test_the_loop_outlives_a_killed_broker_and_ends_as_the_replay_says(
-    local_kafka_factory: Any, tmp_path: Path
+    broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    broker = local_kafka_factory()
     broker.local.up(timeout=120)
     settings, config = _settings(broker, tmp_path)
     first_ms = start_ms()
@@ -195,9 +231,8 @@ def test_the_loop_outlives_a_killed_broker_and_ends_as_the_replay_says(
 
 
 def test_every_component_stops_within_five_seconds_during_an_outage(
-    local_kafka_factory: Any, tmp_path: Path
+    broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    broker = local_kafka_factory()
     broker.local.up(timeout=120)
     settings, config = _settings(broker, tmp_path)
     initial_controls(settings, start_ms())
