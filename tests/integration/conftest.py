@@ -9,7 +9,9 @@ under names unique to the session, and stops it at the end. Tests that use it ar
 ``secured_kafka_cluster`` (session) is the secured 3-node cluster of test_kafka_cluster.py and
 test_cluster_loop.py, started once, when the first of them asks for it: each calls
 :meth:`SecuredCluster.ensure_up` first, which brings it back whatever the other left (a node
-killed, or the whole cluster stopped).
+killed, or the whole cluster stopped). ``flink_session_cluster`` (session) is likewise the Flink
+session cluster of test_cluster_loop.py and test_flink_cluster.py
+(:meth:`SharedFlinkCluster.ensure_up`: its processes running, no job left, every slot free).
 
 Java 17+ (and Maven, until the jars are cached) are required: without them these tests fail
 with a message saying what to install, rather than skip, so CI cannot pass without Kafka.
@@ -17,6 +19,7 @@ with a message saying what to install, rather than skip, so CI cannot pass witho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -24,12 +27,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -44,6 +48,9 @@ from streamfolio.config import (
 from streamfolio.kafka.admin import topic_specs
 from streamfolio.kafka.local import LocalCluster, LocalKafka, LocalKafkaError, find_java
 from streamfolio.kafka.local.processes import bindable, listening
+
+if TYPE_CHECKING:
+    from streamfolio.flink.cluster import LocalFlinkCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seconds; a cold JVM on a busy 2-core CI machine is slower than a laptop
@@ -242,6 +249,75 @@ def secured_kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield cluster
     finally:
         cluster.local.down()
+
+
+# ------------------------------------------------------------------ the Flink session cluster
+
+FLINK_START_TIMEOUT_S = 240.0
+FLINK_ENDED = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
+
+
+@dataclass(frozen=True)
+class SharedFlinkCluster:
+    """A Flink session cluster of separate JVMs (a JobManager, two one-slot TaskManagers) on
+    free ports, data in a temporary folder. A test's job configuration takes ``cluster`` as its
+    ``flink.cluster``.
+
+    ``first_started`` is what its first ``up`` started (the roles), whichever test asked.
+    """
+
+    local: LocalFlinkCluster
+    cluster: dict[str, Any]
+    first_started: tuple[str, ...]
+
+    def ensure_up(self) -> None:
+        """Every process running (``up`` starts what is missing: after a ``down``, or a killed
+        TaskManager), no job running (an earlier test's is cancelled), and the JobManager
+        listing exactly the running TaskManagers with every slot free (a killed one is dropped
+        when its connection is found lost): what a test may expect, whatever ran before it."""
+        from streamfolio.flink.cluster.rest import RestError
+
+        self.local.up(timeout_s=FLINK_START_TIMEOUT_S)
+        rest = self.local.rest
+        for job in rest.jobs():
+            if job.state not in FLINK_ENDED:
+                with contextlib.suppress(RestError):  # ending by itself meanwhile
+                    rest.cancel(job.id)
+        deadline = time.monotonic() + FLINK_START_TIMEOUT_S
+        while True:
+            registered = rest.taskmanagers()
+            if (
+                all(j.state in FLINK_ENDED for j in rest.jobs())
+                and len(registered) == len(self.local.taskmanager_pids())
+                and all(t.free_slots == t.slots for t in registered)
+            ):
+                return
+            assert time.monotonic() < deadline, f"the Flink cluster is not idle: {registered}"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def flink_session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedFlinkCluster]:
+    """The Flink session cluster, started at the first test that asks for it; stopped at the
+    end of the session if still running. Users call :meth:`SharedFlinkCluster.ensure_up` first."""
+    from streamfolio.flink.cluster import LocalFlinkCluster
+
+    rest_port, rpc_port = free_ports(2)
+    cluster = {
+        "rest_port": rest_port,
+        "rpc_port": rpc_port,
+        "taskmanagers": 2,
+        "slots": 1,
+        "data_dir": str(tmp_path_factory.mktemp("flink-session-cluster")),
+    }
+    data = yaml.safe_load(example_config_path().read_text(encoding="utf-8"))
+    data["flink"] = {**data["flink"], "cluster": cluster}
+    local = LocalFlinkCluster(settings_from_mapping(data), root=ROOT)
+    try:
+        started = local.up(timeout_s=FLINK_START_TIMEOUT_S)
+        yield SharedFlinkCluster(local, cluster, tuple(p.role for p in started))
+    finally:
+        local.down(timeout_s=5.0)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ The refusals of the secured cluster (a wrong password, the feed writing weights,
 the dashboard writing) are tested in tests/integration/test_kafka_cluster.py, on the same
 cluster (the session's ``secured_kafka_cluster``, tests/integration/conftest.py): this test
 brings it back to all nodes running first, gives its own topics their ACLs, and leaves it
-running.
+running. The Flink cluster is the session's ``flink_session_cluster``, shared with
+tests/integration/test_flink_cluster.py: idle when this test starts, the job cancelled at its end.
 
 The rebalancer starts from the oldest records of its group's topics: the job and the feed
 race ahead of its joining the group here, and a rebalancer that began at the newest records
@@ -27,6 +28,7 @@ missed the first metrics and never answered (what kept this test out of `make te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +41,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SecuredCluster, free_ports
+from conftest import SecuredCluster, SharedFlinkCluster
 from jobkit import loop_data
 from loopkit import (
     DAY_MS,
@@ -62,6 +64,7 @@ from loopkit import (
 from streamfolio.config import Settings, load_config
 from streamfolio.core.returns import bar_index
 from streamfolio.flink.cluster import LocalFlinkCluster
+from streamfolio.flink.cluster.rest import RestError
 from streamfolio.kafka.admin import topic_specs
 from streamfolio.kafka.local import LocalCluster
 
@@ -78,22 +81,14 @@ partitions' leaders to the surviving nodes), short of any client timeout: a brok
 KILLED_NODE = 1
 
 
-def _config(shared: SecuredCluster, tmp: Path) -> tuple[Settings, Path]:
+def _config(
+    shared: SecuredCluster, flink_cluster: dict[str, Any], tmp: Path
+) -> tuple[Settings, Path]:
     # Next to the cluster's own configuration: the same relative secret and CA paths.
     data = shared.config_data()
     # A cool-down longer than the run: the decisions are the replay's whatever the faults.
     data = loop_data(data, tmp, "cluster", cooldown_s=2 * DAYS * 86_400)
-    rest, rpc = free_ports(2)
-    data["flink"] |= {
-        "parallelism": 2,
-        "cluster": {
-            "rest_port": rest,
-            "rpc_port": rpc,
-            "taskmanagers": 2,
-            "slots": 1,
-            "data_dir": str(tmp / "flink"),
-        },
-    }
+    data["flink"] |= {"parallelism": 2, "cluster": flink_cluster}
     path = shared.config_path.with_name(f"cluster-loop-{uuid.uuid4().hex[:8]}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return load_config(path, environ={}), path
@@ -106,17 +101,20 @@ def _exception_history(flink: LocalFlinkCluster, job_id: str) -> list[dict[str, 
 
 
 def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed_nodes(
-    secured_kafka_cluster: SecuredCluster, tmp_path: Path
+    secured_kafka_cluster: SecuredCluster,
+    flink_session_cluster: SharedFlinkCluster,
+    tmp_path: Path,
 ) -> None:
     secured_kafka_cluster.ensure_up()
-    settings, config = _config(secured_kafka_cluster, tmp_path)
+    flink_session_cluster.ensure_up()
+    settings, config = _config(secured_kafka_cluster, flink_session_cluster.cluster, tmp_path)
     kafka = LocalCluster(settings, ROOT)  # the shared cluster, with this test's topics
-    flink = LocalFlinkCluster(settings, root=ROOT)
+    flink = flink_session_cluster.local
     components: list[Process] = []
     stop = threading.Event()
+    job_id: str | None = None
     try:
         kafka.up(topic_specs(settings), timeout=START_TIMEOUT_S)
-        flink.up(timeout_s=START_TIMEOUT_S)
         first_ms = start_ms()
         ticks = simulated_ticks(settings, first_ms)
         controls = initial_controls(settings, first_ms)  # as the admin principal (init)
@@ -196,9 +194,11 @@ def test_the_loop_on_a_secured_kafka_cluster_and_a_flink_cluster_outlives_killed
         stop.set()
         for c in reversed(components):
             c.stop()
-        flink.down()
-        # The Kafka cluster is left running (the killed node started again above; after a
-        # failure in between, the next user's ensure_up starts it).
+        if job_id is not None:  # the clusters are left running, idle for their next user
+            with contextlib.suppress(RestError):
+                flink.rest.cancel(job_id)
+        # (The killed node and TaskManager were replaced above; after a failure in between,
+        # the next user's ensure_up replaces them.)
 
     assert_loop_equals_replay(topics, expected, ticks, on_topic)
     assert history, "the job did not restart after its TaskManager was killed"

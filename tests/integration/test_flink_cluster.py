@@ -1,7 +1,9 @@
 """The job on a Flink cluster of separate processes (#14 part 3), checked against the replay.
 
 ``LocalFlinkCluster`` (what ``streamfolio flink up`` runs): one JobManager and two TaskManagers
-of one slot each, separate JVMs, on free ports with a data folder of the test's own. The job is
+of one slot each, separate JVMs, on free ports with a data folder of their own: the session's
+``flink_session_cluster`` (tests/integration/conftest.py), shared with test_cluster_loop.py,
+idle again before this test (a job left cancelled, every slot free), stopped by it. The job is
 submitted with ``flink run`` (parallelism 2, exactly-once, the tests' process mode) and must run
 on both TaskManagers. Two portfolios sharing four tickers, in three phases, each closed by
 heartbeats on every partition:
@@ -20,7 +22,6 @@ to the replay of everything produced; and ``down`` must leave no process of the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,6 @@ from jobkit import (
     arrival_order,
     assert_matches_replay,
     complete,
-    free_port,
     heartbeats,
     initial_stats,
     produce,
@@ -56,7 +56,7 @@ from streamfolio.replay import (
 from streamfolio.serde import codec_for
 
 if TYPE_CHECKING:
-    from conftest import KafkaBroker  # tests/integration/conftest.py
+    from conftest import KafkaBroker, SharedFlinkCluster  # tests/integration/conftest.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("flink_jars")]
 
@@ -200,18 +200,12 @@ def _last_final_bar(expected: dict[str, list[ReplayEvent]], phase_end: int) -> i
 
 
 @pytest.fixture
-def cluster(kafka_broker: KafkaBroker, tmp_path: Path) -> Iterator[tuple[LocalFlinkCluster, Path]]:
-    rest_port = free_port()
-    rpc_port = free_port()
-    assert rest_port != rpc_port
+def cluster(
+    kafka_broker: KafkaBroker, tmp_path: Path, flink_session_cluster: SharedFlinkCluster
+) -> tuple[SharedFlinkCluster, Settings, Path]:
+    """The shared cluster, idle, and the job's settings and configuration file."""
+    flink_session_cluster.ensure_up()
     token = f"cluster{time.monotonic_ns() % 10**6}"
-    cluster_settings = {
-        "rest_port": rest_port,
-        "rpc_port": rpc_port,
-        "taskmanagers": 2,
-        "slots": 1,
-        "data_dir": str(tmp_path / "flink-cluster"),
-    }
     settings, config = run_settings(
         kafka_broker,
         tmp_path,
@@ -221,26 +215,22 @@ def cluster(kafka_broker: KafkaBroker, tmp_path: Path) -> Iterator[tuple[LocalFl
         idleness_ms=0,
         parallelism=2,
         delivery="exactly-once",
-        cluster=cluster_settings,
+        cluster=flink_session_cluster.cluster,
     )
-    local = LocalFlinkCluster(settings)
-    try:
-        yield local, config
-    finally:
-        local.down(timeout_s=5.0)
+    return flink_session_cluster, settings, config
 
 
 def test_the_job_runs_over_two_taskmanagers_and_resumes_from_a_savepoint(
-    cluster: tuple[LocalFlinkCluster, Path],
+    cluster: tuple[SharedFlinkCluster, Settings, Path],
 ) -> None:
-    local, config = cluster
-    settings = local.settings
+    shared, settings, config = cluster
+    local = shared.local
     scenario = Scenario(settings)
     expected = scenario.expected()
     job_args = ["--config", str(config)]
 
-    started = local.up()
-    assert [p.role for p in started] == ["jobmanager", "taskmanager", "taskmanager"]
+    # What up started on an empty data folder (the session's first, whichever test asked).
+    assert shared.first_started == ("jobmanager", "taskmanager", "taskmanager")
     assert local.up() == []  # running: nothing started twice
     assert len(local.taskmanager_pids()) == 2
 
