@@ -1,12 +1,13 @@
-"""``streamfolio job run | submit | status | stop``: the streaming job, in this process or on a
-Flink cluster.
+"""``streamfolio job run | submit | status | stop | state``: the streaming job, in this process
+or on a Flink cluster, and what its checkpoints hold.
 
 Registered by the main CLI with ``app.add_typer(job_app)``. ``run`` executes the job in this
 process on a local Flink MiniCluster (until it is stopped, or to the end of the input with
 ``--bounded``). ``submit`` prints the ``flink run`` command for a session cluster (by default
 the local one of ``streamfolio flink up``, :mod:`streamfolio.flink.cluster`) and runs it with
 ``--execute``; ``status`` lists the cluster's jobs; ``stop`` cancels one, or stops it with a
-savepoint to resume from.
+savepoint to resume from; ``state`` reads a checkpoint's keyed state, per portfolio
+(:mod:`streamfolio.flink.checkpoint_state`).
 """
 
 from __future__ import annotations
@@ -375,3 +376,57 @@ def stop(
         path = rest.stop_with_savepoint(job_id, target, timeout_s=timeout)
     say("resume with: streamfolio job submit --execute --from-checkpoint " + local_path(path))
     typer.echo(path)
+
+
+@job_app.command()
+def state(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="A checkpoint folder (<flink.checkpoint_dir>/<job id>/chk-N), a savepoint "
+            "folder, or 'latest': the newest complete checkpoint retained under "
+            "flink.checkpoint_dir of --config.",
+            show_default=False,
+        ),
+    ],
+    portfolio: Annotated[
+        str | None,
+        typer.Option("--portfolio", "-p", help="Only this portfolio.", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """What the job keeps per portfolio in a checkpoint: its shard, its definition (configured,
+    defined by a message, removed), whether it is seeded, control messages and bars waiting,
+    and where its monitor is (a panel, its own state, none) with its statistics. Reads the
+    state with Flink's State Processor API in a JVM of its own (built with Maven on first use).
+    Thread mode only: the state of a job whose Python functions ran in process mode
+    (parallelism above 1) is not readable (docs/flink.md)."""
+    from streamfolio.flink.checkpoint_state import (
+        checkpoint_folder,
+        portfolio_views,
+        read_entries,
+        report_document,
+        report_lines,
+    )
+
+    with command_errors():
+        settings = load_settings(config)
+        folder = checkpoint_folder(checkpoint, Path(settings.flink.checkpoint_dir).resolve())
+        say(f"reading the keyed state of {folder}")
+        configured = {p.id: list(p.tickers) for p in settings.portfolios}
+        views = portfolio_views(read_entries(folder), configured)
+        if portfolio is not None:
+            held = [v.portfolio_id for v in views]
+            views = [v for v in views if v.portfolio_id == portfolio]
+            if not views:
+                raise UsageError(
+                    f"no portfolio {portfolio!r} in the state of {folder} (it holds "
+                    f"{', '.join(held) or 'none'}): a portfolio the job never heard of leaves "
+                    "none"
+                )
+    if as_json:
+        typer.echo(json.dumps(report_document(views, folder), indent=2))
+        return
+    for line in report_lines(views, folder):
+        typer.echo(line)
