@@ -176,11 +176,33 @@ def local_kafka_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaBroker]]:
         broker.local.down()
 
 
+SHARED_CLUSTER_MODULES = ("test_cluster_loop.py", "test_kafka_cluster.py", "test_flink_cluster.py")
+"""The users of the session's shared clusters, run one after the other in this order (where the
+first of them would run), so that no cluster idles through other modules: the Kafka cluster
+stops at the end of test_kafka_cluster.py, the Flink cluster at the end of
+test_flink_cluster.py."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a broker as ``integration``."""
+    """Mark every test that needs a broker as ``integration``; the shared clusters' users
+    together (:data:`SHARED_CLUSTER_MODULES`)."""
     for item in items:
         if {"kafka_broker", "local_kafka_factory"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    here = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int | None:
+        path = Path(str(item.fspath))
+        if path.parent == here and path.name in SHARED_CLUSTER_MODULES:
+            return SHARED_CLUSTER_MODULES.index(path.name)
+        return None
+
+    users = [item for item in items if rank(item) is not None]
+    if users:
+        first = items.index(users[0])
+        others = [item for item in items if rank(item) is None]
+        users.sort(key=lambda item: rank(item) or 0)  # stable: file order within a module
+        items[:] = others[:first] + users + others[first:]
 
 
 # ------------------------------------------------------------------ the secured Kafka cluster
