@@ -8,7 +8,8 @@ The portfolio step (:class:`~streamfolio.flink.operators.PortfolioShards`, opera
 
 Reading: a small Java program over Flink's State Processor API
 (``tools/flink/state-reader``, class ``io.streamfolio.flink.StateReader``) lists every entry of
-those states as a JSON line ``{"shard", "state", "key", "value"}`` (:func:`read_entries`). It
+those states as a JSON line ``{"shard", "state", "key", "value"}`` (:func:`read_entries`), with
+RocksDB's state backend for an incremental RocksDB checkpoint, else the heap's. It
 is built with Maven on first use into ``.cache/flink/state-reader`` (:func:`reader_jars`), a
 folder of its own: the job puts every jar of ``.cache/flink/lib`` on its class path, and the
 State Processor API has no business there. It runs in its own JVM beside the apache-flink

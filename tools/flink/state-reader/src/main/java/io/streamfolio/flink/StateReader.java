@@ -12,10 +12,14 @@ import org.apache.flink.api.common.state.MapStateDescriptor;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.runtime.checkpoint.metadata.CheckpointMetadata;
+import org.apache.flink.runtime.state.IncrementalKeyedStateHandle;
+import org.apache.flink.runtime.state.StateBackend;
 import org.apache.flink.runtime.state.hashmap.HashMapStateBackend;
 import org.apache.flink.state.api.OperatorIdentifier;
 import org.apache.flink.state.api.SavepointReader;
 import org.apache.flink.state.api.functions.KeyedStateReaderFunction;
+import org.apache.flink.state.api.runtime.SavepointLoader;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.CloseableIterator;
@@ -48,7 +52,8 @@ public final class StateReader {
     String uid = args.length == 3 ? args[2] : UID;
     StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
     env.setParallelism(1);
-    SavepointReader savepoint = SavepointReader.read(env, path, new HashMapStateBackend());
+    StateBackend backend = backendFor(path);
+    SavepointReader savepoint = SavepointReader.read(env, path, backend);
     Writer out =
         new BufferedWriter(
             new OutputStreamWriter(
@@ -73,7 +78,36 @@ public final class StateReader {
     if (!"-".equals(args[1])) {
       out.close();
     }
-    System.err.println("state reader: " + lines + " entries of operator " + uid);
+    System.err.println(
+        "state reader: "
+            + lines
+            + " entries of operator "
+            + uid
+            + " ("
+            + backend.getClass().getSimpleName()
+            + ")");
+  }
+
+  /**
+   * The state backend that reads the checkpoint at {@code path}: RocksDB's for an incremental
+   * RocksDB checkpoint (its files are RocksDB's own), else the heap's, which reads the hashmap
+   * backend's checkpoints and every savepoint (their format is the same for every backend).
+   */
+  static StateBackend backendFor(String path) throws Exception {
+    CheckpointMetadata metadata = SavepointLoader.loadSavepointMetadata(path);
+    boolean incremental =
+        metadata.getOperatorStates().stream()
+            .flatMap(operator -> operator.getStates().stream())
+            .flatMap(subtask -> subtask.getManagedKeyedState().stream())
+            .anyMatch(handle -> handle instanceof IncrementalKeyedStateHandle);
+    if (!incremental) {
+      return new HashMapStateBackend();
+    }
+    // In flink-dist; named by reflection so the build needs no RocksDB artifacts.
+    return (StateBackend)
+        Class.forName("org.apache.flink.state.rocksdb.EmbeddedRocksDBStateBackend")
+            .getConstructor(boolean.class)
+            .newInstance(true);
   }
 
   /**
