@@ -33,7 +33,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +41,7 @@ from typing import Any, Final
 from streamfolio.devtools import reraise_as
 from streamfolio.devtools.files import tail_lines
 from streamfolio.devtools.java import find_java
-from streamfolio.devtools.maven import cached_folder, find_mvn, run_maven
+from streamfolio.devtools.maven import cached_folder, find_mvn, is_complete, run_maven
 from streamfolio.errors import DataError, StreamfolioError
 from streamfolio.flink.state import (
     load_member_bars,
@@ -128,13 +128,18 @@ def checkpoint_folder(path: str, checkpoint_dir: Path) -> Path:
 # ------------------------------------------------------------------------------ the reader
 
 
-def reader_jars(root: Path, *, quiet: bool = True) -> Path:
+def reader_jars(
+    root: Path, *, quiet: bool = True, progress: Callable[[str], None] | None = None
+) -> Path:
     """The folder of the state reader's jars (its own and ``flink-state-processor-api``),
     built and fetched with Maven into ``.cache/flink/state-reader`` on first use (again only
-    when ``tools/flink/state-reader`` changes)."""
+    when ``tools/flink/state-reader`` changes); ``progress`` is told when Maven runs."""
     folder = (root / READER_DIR).resolve()
+    stamp = _stamp(root)
+    if progress is not None and not is_complete(folder, stamp):
+        progress(f"building the state reader with Maven into {folder} (first use only)")
     with reraise_as(CheckpointStateError):
-        return cached_folder(folder, _stamp(root), lambda into: _build(root, into, quiet=quiet))
+        return cached_folder(folder, stamp, lambda into: _build(root, into, quiet=quiet))
 
 
 def _stamp(root: Path) -> str:
@@ -177,16 +182,20 @@ def flink_lib() -> Path:
 
 
 def read_entries(
-    checkpoint: Path, *, root: Path | None = None, uid: str = UID
+    checkpoint: Path,
+    *,
+    root: Path | None = None,
+    uid: str = UID,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every entry of the portfolio step's keyed state in ``checkpoint``: dicts with ``shard``,
     ``state`` (roster, bars, panels, epoch), ``key`` (a map state's key, else None), ``value``
-    (the versioned text)."""
+    (the versioned text). ``progress``: told when the reader is built (first use)."""
     from streamfolio.flink.connectors import find_root
 
     with reraise_as(CheckpointStateError):
         java = find_java(JAVA_MIN, purpose="read a Flink checkpoint")
-    jars = reader_jars(root or find_root())
+    jars = reader_jars(root or find_root(), progress=progress)
     classpath = [*sorted(jars.glob("*.jar")), *sorted(flink_lib().glob("*.jar"))]
     with tempfile.TemporaryDirectory(prefix="streamfolio-state-") as scratch:
         out = Path(scratch) / "entries.jsonl"

@@ -415,7 +415,7 @@ def state(
         folder = checkpoint_folder(checkpoint, Path(settings.flink.checkpoint_dir).resolve())
         say(f"reading the keyed state of {folder}")
         configured = {p.id: list(p.tickers) for p in settings.portfolios}
-        views = portfolio_views(read_entries(folder), configured)
+        views = portfolio_views(read_entries(folder, progress=say), configured)
         if portfolio is not None:
             held = [v.portfolio_id for v in views]
             views = [v for v in views if v.portfolio_id == portfolio]
