@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamfolio.config.portfolio import PortfolioSettings
 from streamfolio.config.sections import ExchangeSettings
 from streamfolio.config.settings import Settings
-from streamfolio.core.policy import PolicySettings as CorePolicySettings
 from streamfolio.core.portfolio import PortfolioSpec
 from streamfolio.errors import ConfigError
 from streamfolio.messages.definitions import PortfolioDefinition
+
+if TYPE_CHECKING:  # the optimisers: not for the job's processes (streamfolio.core's docstring)
+    from streamfolio.core.policy import PolicySettings as CorePolicySettings
 
 
 def portfolio_spec(portfolio: PortfolioSettings, exchange: ExchangeSettings) -> PortfolioSpec:
@@ -40,6 +42,8 @@ def weight_bounds(portfolio: PortfolioSettings) -> tuple[tuple[float, float], ..
 def policy_settings(portfolio: PortfolioSettings, exchange: ExchangeSettings) -> CorePolicySettings:
     """The rebalance policy of a configured portfolio."""
     policy = portfolio.policy
+    from streamfolio.core.policy import PolicySettings as CorePolicySettings
+
     return CorePolicySettings(
         sharpe_threshold=policy.sharpe_threshold,
         band=policy.band,
