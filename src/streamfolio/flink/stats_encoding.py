@@ -68,40 +68,38 @@ def avro_string(value: str) -> bytes:
 @dataclass(frozen=True, slots=True)
 class _Layout:
     """The bytes of ``meanReturns`` and ``covarianceMatrix`` for one ticker list, doubles zero,
-    and where the doubles go: row i of ``slots`` is the 8 byte offsets of double i (the means,
-    then the covariance row by row)."""
+    and where the doubles go: ``offsets[i]`` is the first byte of double i (the means, then the
+    covariance row by row). About 5 kB for 20 tickers: ten thousand portfolios keep one each."""
 
-    template: npt.NDArray[np.uint8]
-    slots: npt.NDArray[np.intp]
+    template: bytes
+    offsets: npt.NDArray[np.int32]
     tickers: bytes
     """The ``tickers`` array field, encoded."""
 
 
+_EIGHT: Final = np.arange(8, dtype=np.intp)
+_ZEROS: Final = bytes(8)
+
+
 def _layout(tickers: Sequence[str]) -> _Layout:
+    """A map block per field: its entry count, each entry (name, then the value), then 0. Every
+    row of the covariance holds the same entries, so the positions are sums of lengths."""
     names = [avro_string(t) for t in tickers]
     count = avro_long(len(tickers))
-    out = bytearray()
-    offsets: list[int] = []
-
-    def double() -> None:
-        offsets.append(len(out))
-        out.extend(bytes(8))
-
-    out += count
-    for name in names:
-        out += name
-        double()
-    out += _END
-    out += count
-    for row in names:
-        out += row + count
-        for column in names:
-            out += column
-            double()
-        out += _END
-    out += _END
-    slots = np.asarray(offsets, dtype=np.intp)[:, None] + np.arange(8, dtype=np.intp)
-    return _Layout(np.frombuffer(bytes(out), dtype=np.uint8), slots, count + b"".join(names) + _END)
+    entries = b"".join(name + _ZEROS for name in names)
+    # Within ``entries``: where each value starts.
+    sizes = np.fromiter((len(name) + 8 for name in names), np.int64, len(names))
+    inner = np.cumsum(sizes) - 8
+    means = count + entries + _END
+    rows = [name + count + entries + _END for name in names]
+    row_sizes = np.fromiter((len(row) for row in rows), np.int64, len(rows))
+    row_starts = len(means) + len(count) + np.cumsum(row_sizes) - row_sizes
+    heads = np.fromiter((len(name) + len(count) for name in names), np.int64, len(names))
+    offsets = np.concatenate(
+        (len(count) + inner, ((row_starts + heads)[:, None] + inner[None, :]).ravel())
+    ).astype(np.int32)
+    template = means + count + b"".join(rows) + _END
+    return _Layout(template, offsets, count + b"".join(names) + _END)
 
 
 class StatsEncoder:
@@ -131,8 +129,8 @@ class StatsEncoder:
         if layout is None:
             layout = self._layouts[tickers] = _layout(tickers)
         values = np.concatenate((mean.ravel(), covariance.ravel())).astype("<f8", copy=False)
-        body = layout.template.copy()
-        body[layout.slots] = values.view(np.uint8).reshape(-1, 8)
+        body = np.frombuffer(layout.template, dtype=np.uint8).copy()
+        body[layout.offsets[:, None] + _EIGHT] = values.view(np.uint8).reshape(-1, 8)
         return b"".join(
             (
                 avro_long(timestamp_ms),
