@@ -220,23 +220,29 @@ class Pipeline:
         self.chains = KeyedRuntime(ChainCloses())
         self.collect = KeyedRuntime(CollectCloses())
         self.shards = KeyedRuntime(GatherBars(route.members))
-        self.portfolios = KeyedRuntime(
-            op.PortfolioShards(
-                route.specs,
-                {
-                    "stats": contract(settings, "initial_stats").name,
-                    "weights": "w",
-                    "definition": "d",
-                },
-                stats_every_bars=settings.flink.stats_every_bars,
-            )
+        self._portfolio_step = (
+            route.specs,
+            {"stats": contract(settings, "initial_stats").name, "weights": "w", "definition": "d"},
+            settings.flink.stats_every_bars,
         )
+        self.portfolios = KeyedRuntime(self._new_portfolio_step())
         self.max_timestamp: int | None = None
         self.offsets = itertools.count()
         self.control_offsets = itertools.count()
         self.stats: list[Any] = []
         self.metrics: list[Any] = []
         self.dead: list[bytes] = []
+
+    def _new_portfolio_step(self) -> op.PortfolioShards:
+        specs, topics, every = self._portfolio_step
+        return op.PortfolioShards(specs, topics, stats_every_bars=every)
+
+    def restore(self) -> None:
+        """The portfolio step as restored from a checkpoint taken now: a new function (nothing
+        in its memory) over the same keyed state and timers."""
+        fresh = self._new_portfolio_step()
+        fresh.open(self.portfolios)
+        self.portfolios.function = fresh
 
     def _collect(self, outputs: Iterable[Any]) -> None:
         main, side = split(outputs)

@@ -122,6 +122,8 @@ def run_both(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayE
             pipeline.definition(item.portfolio_id.encode(), value)
             spec = portfolio_spec(portfolio_of(item, s), s.exchange)
             events.extend(engine.define(item.portfolio_id, item.timestamp, ReplayPortfolio(spec)))
+        elif kind == "restore":  # the portfolio step restored from a checkpoint taken now
+            pipeline.restore()
         elif kind == "remove":  # (portfolio id, time): a tombstone
             pid, at = item
             pipeline.definition(pid.encode(), None, at)
@@ -191,6 +193,36 @@ def test_the_job_functions_compute_what_the_replay_computes(seed: int) -> None:
     steps += [("tick", t) for t in ticks[half:]]
     pipeline, events = run_both(steps, settings())
     assert len(pipeline.stats) > 60
+    assert len(pipeline.metrics) > 60
+    assert_same_as_replay(pipeline, events)
+    assert pipeline.dead == []
+
+
+@pytest.mark.parametrize("every", [7, 23])
+def test_a_portfolio_step_restored_anywhere_computes_what_the_replay_computes(every: int) -> None:
+    """The shards' state read back (panels, roster, bars waiting) by a function that kept
+    nothing in memory, every few ticks: before the seeds, mid-bar, between a control message's
+    arrival and its time."""
+    ticks = random_ticks(5)
+    steps: list[Step] = [
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("stats", seed_record("p1", START)),
+        ("restore", None),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
+    ]
+    half = len(ticks) // 2
+    for i, tick in enumerate(ticks):
+        if i == half:
+            steps += [
+                ("stats", seed_record("p1", START + 45_000, scale=2.0)),
+                ("restore", None),
+                ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
+            ]
+        steps.append(("tick", tick))
+        if i % every == every - 1:
+            steps.append(("restore", None))
+    pipeline, events = run_both(steps, settings())
     assert len(pipeline.metrics) > 60
     assert_same_as_replay(pipeline, events)
     assert pipeline.dead == []
