@@ -18,7 +18,9 @@ UNIVERSE = [f"T{i}" for i in range(8)]
 BAR_MS = 60_000
 
 
-def _monitor(rng: np.random.Generator, pid: str, d: int, kind: str) -> PortfolioMonitor:
+def _monitor(
+    rng: np.random.Generator, pid: str, d: int, kind: str, *, warm: bool = True
+) -> PortfolioMonitor:
     tickers = tuple(sorted(rng.choice(UNIVERSE, size=d, replace=False).tolist()))
     spec = PortfolioSpec(
         pid,
@@ -37,7 +39,8 @@ def _monitor(rng: np.random.Generator, pid: str, d: int, kind: str) -> Portfolio
     weights = rng.dirichlet(np.ones(d))
     weights /= weights.sum()
     monitor.set_weights(dict(zip(tickers, weights.tolist(), strict=True)), 1)
-    monitor.take_bar(BarReturns(0, dict.fromkeys(tickers, 1.0), {}))
+    if warm:
+        monitor.take_bar(BarReturns(0, dict.fromkeys(tickers, 1.0), {}))
     return monitor
 
 
@@ -58,7 +61,11 @@ def test_a_panel_gives_the_bits_of_one_monitor_per_portfolio(
     seed: int, d: int, kind: str, portfolios: int, bars: int
 ) -> None:
     rng = np.random.default_rng(seed)
-    monitors = {f"p{i}": _monitor(rng, f"p{i}", d, kind) for i in range(portfolios)}
+    # Some start cold: they warm up in the panel, as the bars' closes come.
+    monitors = {
+        f"p{i}": _monitor(rng, f"p{i}", d, kind, warm=bool(rng.random() < 0.7))
+        for i in range(portfolios)
+    }
     panel = MonitorPanel(d, kind)  # type: ignore[arg-type]
     for monitor in monitors.values():
         panel.put(PortfolioMonitor.from_state(monitor.spec, monitor.to_state()))
@@ -74,7 +81,7 @@ def test_a_panel_gives_the_bits_of_one_monitor_per_portfolio(
             panel.remove(pid)
             panel.put(out)
         ids = sorted(monitors)
-        updated = panel.take_bar(ids, returns, bar_end_ms(k, BAR_MS))
+        updated = panel.take_bar(ids, traded, returns, bar_end_ms(k, BAR_MS))
         expected = [
             pid
             for pid in ids
@@ -117,6 +124,18 @@ def test_a_monitor_that_does_not_fit_is_refused() -> None:
     assert panel_key(monitor.spec) == (3, "welford")
     with pytest.raises(ValueError, match="does not fit"):
         MonitorPanel(2, "welford").put(monitor)
-    cold = PortfolioMonitor(monitor.spec)  # no close yet: still warming up
     with pytest.raises(ValueError, match="does not fit"):
-        MonitorPanel(3, "welford").put(cold)
+        MonitorPanel(3, "ewm").put(monitor)
+
+
+def test_a_cold_portfolio_warms_up_in_the_panel() -> None:
+    rng = np.random.default_rng(5)
+    cold = _monitor(rng, "p", 3, "welford", warm=False)
+    a, b, c = cold.spec.tickers
+    panel = MonitorPanel(3, "welford")
+    panel.put(cold)
+    assert panel.monitor("p").returns.waiting_for == (a, b, c)
+    assert panel.take_bar(["p"], [a, b], {a: 0.01}, 60_000) == []  # warming up: no vector
+    assert panel.monitor("p").returns.waiting_for == (c,)
+    assert panel.take_bar(["p"], [c], {c: 0.02}, 120_000) == []  # the last first close
+    assert panel.take_bar(["p"], [a], {a: 0.03}, 180_000) == ["p"]

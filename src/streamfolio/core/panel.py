@@ -23,7 +23,7 @@ one Python call each (BENCHMARKS.md, "Ten thousand portfolios").
 >>> m.on_bar(BarReturns(0, {"A": 1.0, "B": 1.0}, {}))           # warm-up: every ticker closed
 >>> panel = MonitorPanel(2, "welford")
 >>> panel.put(m)
->>> panel.take_bar(["p"], {"A": 0.01, "B": -0.02}, bar_end_ms=120_000)
+>>> panel.take_bar(["p"], ["A", "B"], {"A": 0.01, "B": -0.02}, bar_end_ms=120_000)
 ['p']
 >>> [(pid, record)] = panel.metrics(["p"]); round(record["sharpRatio"], 4)
 -1.0495
@@ -35,7 +35,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -64,6 +64,7 @@ _COLUMNS: Final = (
     "seed_ts",
     "last",
     "has_last",
+    "seen",
 )
 """The arrays of a panel, one row per portfolio (what :meth:`MonitorPanel.to_arrays` gives)."""
 
@@ -134,6 +135,7 @@ class MonitorPanel:
             "seed_ts": np.full(rows, -1, dtype=np.int64),
             "last": np.zeros((rows, 3 + d)),
             "has_last": np.zeros(rows, dtype=bool),
+            "seen": np.ones((rows, d), dtype=bool),
         }
 
     # -- rows -----------------------------------------------------------------------------
@@ -153,10 +155,10 @@ class MonitorPanel:
         return self._specs[portfolio_id]
 
     def put(self, monitor: PortfolioMonitor) -> None:
-        """Hold ``monitor``'s state (replacing the portfolio's row, if any). It must be warmed
-        up (every ticker has had a close) and fit this panel (:func:`panel_key`)."""
+        """Hold ``monitor``'s state (replacing the portfolio's row, if any). It must fit this
+        panel (:func:`panel_key`)."""
         spec = monitor.spec
-        if panel_key(spec) != (self.n_assets, self.kind) or not monitor.returns.warmed_up:
+        if panel_key(spec) != (self.n_assets, self.kind):
             raise ValueError(f"portfolio {spec.portfolio_id!r} does not fit this panel")
         row = self._row.get(spec.portfolio_id)
         if row is None:
@@ -164,7 +166,7 @@ class MonitorPanel:
             self._row[spec.portfolio_id] = row
         self._specs[spec.portfolio_id] = spec
         self._columns[row] = [self._column(t) for t in spec.tickers]
-        self._write_row(row, monitor.to_state(arrays=True))
+        self._write_row(row, monitor.to_state(arrays=True), spec)
 
     def monitor(self, portfolio_id: str) -> PortfolioMonitor:
         """A live monitor with the portfolio's state (changing it does not change the row)."""
@@ -197,8 +199,10 @@ class MonitorPanel:
             column = self._ticker_index[ticker] = len(self._ticker_index)
         return column
 
-    def _write_row(self, row: int, state: Mapping[str, Any]) -> None:
+    def _write_row(self, row: int, state: Mapping[str, Any], spec: PortfolioSpec) -> None:
         a = self._arrays
+        waiting = set(state["waiting_for"])
+        a["seen"][row] = [t not in waiting for t in spec.tickers]
         moments = state["moments"]
         a["n"][row] = moments["n"]
         a["mean"][row] = moments["mean"]
@@ -232,9 +236,10 @@ class MonitorPanel:
         else:
             moments["m2"] = a["matrix"][row].copy()
         seeded = int(a["seed_ts"][row])
+        seen = a["seen"][row].tolist()
         return {
             "moments": moments,
-            "waiting_for": [],
+            "waiting_for": [t for t, ok in zip(spec.tickers, seen, strict=True) if not ok],
             "weights": a["weights"][row].tolist() if a["has_weights"][row] else None,
             "weights_timestamp_ms": int(a["weights_ts"][row]),
             "stats_timestamp_ms": int(a["stats_ts"][row]),
@@ -248,25 +253,39 @@ class MonitorPanel:
     # -- a bar ----------------------------------------------------------------------------
 
     def take_bar(
-        self, portfolio_ids: Sequence[str], returns: Mapping[str, float], bar_end_ms: int
+        self,
+        portfolio_ids: Sequence[str],
+        closes: Iterable[str],
+        returns: Mapping[str, float],
+        bar_end_ms: int,
     ) -> list[str]:
-        """``monitor.take_bar`` for each of ``portfolio_ids``: the bar's log returns by ticker
-        (0 for a ticker without one), for those with at least one; returns those updated."""
+        """``monitor.take_bar`` for each of ``portfolio_ids``: the tickers with a close in the
+        bar, and their log returns (0 for a ticker without one). A portfolio still warming up
+        (not every ticker has closed yet) counts its closes; the others with at least one
+        return update their statistics. Returns those updated."""
         rows = self._rows(portfolio_ids)
-        bar = np.zeros(len(self._ticker_index) + 1)
+        index = self._ticker_index
+        bar = np.zeros(len(index) + 1)
         has = np.zeros(len(bar), dtype=bool)
         for ticker, value in returns.items():
-            column = self._ticker_index.get(ticker)
+            column = index.get(ticker)
             if column is not None:
                 bar[column] = value
                 has[column] = True
         columns = self._columns[rows]
-        traded = has[columns].any(axis=1)
+        a = self._arrays
+        seen = a["seen"][rows]
+        warm = seen.all(axis=1)
+        if not warm.all():
+            closed = np.zeros(len(bar), dtype=bool)
+            closed[[index[t] for t in closes if t in index]] = True
+            cold = rows[~warm]
+            a["seen"][cold] = seen[~warm] | closed[columns[~warm]]
+        traded = warm & has[columns].any(axis=1)
         rows = rows[traded]
         if len(rows) == 0:
             return []
         x = bar[columns[traded]]
-        a = self._arrays
         n, mean, matrix = a["n"][rows], a["mean"][rows], a["matrix"][rows]
         if self.kind == "ewm":
             scale = a["scale"][rows]

@@ -306,12 +306,12 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         return monitor
 
     def _settle(self, shard: _Shard, portfolio_id: str, monitor: PortfolioMonitor | None) -> None:
-        """Back into a panel if it can take the next bar there; else its state holds it."""
+        """Into the panel of its shape (None: out of every panel)."""
         state = shard.roster[portfolio_id]
         for panel in shard.panels.values():
             if portfolio_id in panel:
                 panel.remove(portfolio_id)
-        if monitor is None or not monitor.returns.warmed_up:
+        if monitor is None:
             state["in_panel"] = False
             return
         key = panel_key(monitor.spec)
@@ -366,7 +366,8 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         # The portfolios something else is due for (a control message, a bar waiting) go
         # through their own monitors, with every bar of theirs due now.
         slow = {pid for pid, state in shard.roster.items() if self._due(state, timestamp)}
-        fast: list[tuple[int, int, dict[str, float], dict[Any, list[str]]]] = []
+        fast: list[tuple[int, int, dict[str, float], dict[str, float], dict[Any, list[str]]]]
+        fast = []
         for _, bar_ms, k, name, data in bars:
             self._bars.remove(name)
             closes, returns, members = load_member_bars(data)
@@ -380,17 +381,17 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
                 mine = {t: closes[t] for t in tickers if t in closes}
                 if mine and self._wait(portfolio_id, state, k, mine, returns):
                     slow.add(portfolio_id)
-            fast.append((bar_ms, k, returns, groups))
-        panels_changed = any(groups for _, _, _, groups in fast)
+            fast.append((bar_ms, k, closes, returns, groups))
+        panels_changed = any(groups for *_, groups in fast)
         for portfolio_id in sorted(slow):
             state = shard.roster[portfolio_id]
             live = self._take_out(shard, portfolio_id)
             monitor = yield from self._advance(portfolio_id, state, timestamp, live)
             self._settle(shard, portfolio_id, monitor)
             panels_changed |= live is not None or bool(state.get("in_panel"))
-        for bar_ms, k, returns, groups in fast:
+        for bar_ms, k, closes, returns, groups in fast:
             for key, ids in groups.items():
-                yield from self._step(shard.panels[key], ids, k, bar_ms, returns)
+                yield from self._step(shard.panels[key], ids, k, bar_ms, closes, returns)
         self._save(shard, slow, panels=panels_changed)
 
     def _due(self, state: PortfolioState, up_to: int) -> bool:
@@ -427,11 +428,12 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         portfolio_ids: list[str],
         k: int,
         bar_ms: int,
+        closes: dict[str, float],
         returns: dict[str, float],
     ) -> Iterator[Any]:
         """Bar k for the panel's ``portfolio_ids``, in one step: their statistics (every k-th
         bar) and metrics."""
-        updated = panel.take_bar(portfolio_ids, returns, bar_end_ms(k, bar_ms))
+        updated = panel.take_bar(portfolio_ids, closes, returns, bar_end_ms(k, bar_ms))
         if self._bars_closed is not None:
             self._bars_closed.inc(len(portfolio_ids))
         if not updated:
