@@ -246,11 +246,8 @@ class Pipeline:
 
     def _collect(self, outputs: Iterable[Any]) -> None:
         main, side = split(outputs)
-        # The portfolio step's records come in batches, as the sinks unpack them (in Java).
-        self.stats.extend(Row(*r) for batch in main for r in records.keyed_records(batch[0]))
-        self.metrics.extend(
-            Row(*r) for batch in side.get("metrics", []) for r in records.keyed_records(batch[0])
-        )
+        self.stats.extend(main)
+        self.metrics.extend(side.get("metrics", []))
         self.dead.extend(side.get("dead-letters", []))
 
     def tick(self, value: bytes, timestamp: int, key: bytes | None = None) -> None:

@@ -63,8 +63,6 @@ POM = Path("tools/flink/pom.xml")
 EVENT_TIME_POM = Path("tools/flink/event-time/pom.xml")
 """The Maven project of ``sf_event_time``, the job's one Java function (docs/flink.md)."""
 EVENT_TIME_JAR = "streamfolio-event-time.jar"
-KEYED_RECORDS_FUNCTION = "io.streamfolio.flink.KeyedRecords"
-"""``sf_keyed_records``: the sinks' unpacking of the portfolio step's batches (in that jar)."""
 LIB_DIR = Path(".cache/flink/lib")
 """Where the fetched jars are cached, relative to the checkout (git-ignored)."""
 JARS_ENV = "STREAMFOLIO_FLINK_JARS"
@@ -384,15 +382,10 @@ class KafkaTableSinks:
         self._delivery = delivery
         self._prefix = transactional_id_prefix
         self._statements: StatementSet = t_env.create_statement_set()
-        self._unpacks = False
-        """Whether ``sf_keyed_records`` is registered."""
 
-    def add(self, stream: DataStream, role: Role, *, keyed: bool, batched: bool = False) -> None:
-        """Write ``stream`` (``Row(k, v)`` if ``keyed``, else value bytes; ``batched``:
-        ``Row(b)``, keyed records packed by :func:`~streamfolio.flink.records.keyed_batch`) to
-        topic ``role``."""
+    def add(self, stream: DataStream, role: Role, *, keyed: bool) -> None:
+        """Write ``stream`` (``Row(k, v)`` if ``keyed``, else value bytes) to topic ``role``."""
         from pyflink.table import DataTypes, Schema, TableDescriptor
-        from pyflink.table.expressions import call, col
 
         if keyed:
             schema = (
@@ -414,15 +407,7 @@ class KafkaTableSinks:
         for key, value in options.items():
             descriptor = descriptor.option(key, value)
         table = self._t_env.from_data_stream(stream)
-        if batched:
-            if not self._unpacks:
-                self._t_env.create_java_temporary_system_function(
-                    "sf_keyed_records", KEYED_RECORDS_FUNCTION
-                )
-                self._unpacks = True
-            records = call("sf_keyed_records", col("b")).alias("k", "v")
-            table = table.join_lateral(records).select(col("k"), col("v"))
-        elif not keyed:
+        if not keyed:
             table = table.alias("v")
         self._statements.add_insert(descriptor.build(), table)
 

@@ -156,15 +156,14 @@ def build_pipeline(
                 },
                 stats_every_bars=settings.flink.stats_every_bars,
             ),
-            output_type=op.keyed_batch_type(),
+            output_type=op.keyed_bytes_type(),
         )
         .name("portfolio statistics")
         .uid("portfolio-shards")
     )
     metrics = portfolios.get_side_output(op.metrics_tag())
 
-    # 6. Sinks: statistics and metrics keyed by portfolio id (unpacked from the shards'
-    # batches in Java); every dead letter to one topic.
+    # 6. Sinks: statistics and metrics keyed by portfolio id; every dead letter to one topic.
     dead: DataStream = portfolios.get_side_output(dead_letter_tag()).union(
         returns.get_side_output(dead_letter_tag()),
         *refused,
@@ -175,8 +174,8 @@ def build_pipeline(
         delivery=options.delivery,
         transactional_id_prefix=options.transactional_id_prefix,
     )
-    sinks.add(portfolios, "updated_stats", keyed=True, batched=True)
-    sinks.add(metrics, "metrics", keyed=True, batched=True)
+    sinks.add(portfolios, "updated_stats", keyed=True)
+    sinks.add(metrics, "metrics", keyed=True)
     sinks.add(dead, "dead_letter", keyed=False)
     sinks.attach()
 

@@ -40,7 +40,7 @@ from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
 from streamfolio.flink.dead_letters import DeadLetterLog
 from streamfolio.flink.definitions import spec_from_record
-from streamfolio.flink.records import ControlMessage, MemberBars, kafka_record, keyed_batch
+from streamfolio.flink.records import ControlMessage, MemberBars, kafka_record
 from streamfolio.flink.state import (
     PortfolioState,
     dump_member_bars,
@@ -62,7 +62,7 @@ __all__ = [
     "ControlTime",
     "DecodeControls",
     "PortfolioShards",
-    "keyed_batch_type",
+    "keyed_bytes_type",
     "metrics_tag",
 ]
 
@@ -71,20 +71,20 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------ shared bits
 
 
-def keyed_batch_type() -> TypeInformation:
-    """``Row(b: byte[])``: Kafka records packed by :func:`~streamfolio.flink.records.keyed_batch`
-    (the portfolio step's outputs, one per shard and bar; the sinks unpack them in Java).
+def keyed_bytes_type() -> TypeInformation:
+    """``Row(k: byte[], v: byte[])``: a Kafka key and value, as the table sinks read them.
 
     A new object on every call: an OutputTag pickles its type, and a type already used by the
     Java side holds an unpicklable lock (research/streaming.md §2, bug 4).
     """
-    return Types.ROW_NAMED(["b"], [Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    return Types.ROW_NAMED(
+        ["k", "v"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE())]
+    )
 
 
 def metrics_tag() -> OutputTag:
-    """The side output of :class:`PortfolioShards` carrying metrics, batched as ``Row(b)``
-    (:func:`keyed_batch_type`)."""
-    return OutputTag("metrics", keyed_batch_type())
+    """The side output of :class:`PortfolioShards` carrying metrics as ``Row(k, v)``."""
+    return OutputTag("metrics", keyed_bytes_type())
 
 
 # ------------------------------------------------------------------------- control messages
@@ -144,9 +144,6 @@ class ControlTime(TimestampAssigner):  # type: ignore[misc]
 
 _RANK: Final[dict[str, int]] = {"definition": -1, **CONTROL_RANK}
 """Equal timestamps: a definition, then a seed, then weights (as the replay)."""
-_STATS: Final = object()
-_METRICS: Final = object()
-"""Markers of what :meth:`PortfolioShards._step` emits: ``(marker, key, value)``."""
 _NO_BARS: Final = PortfolioSpec("", (), 1, 1.0)
 """Stands for the spec of a portfolio not defined yet: no bar of it is due."""
 
@@ -334,35 +331,6 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         ctx.timer_service().register_event_time_timer(bar_end_ms(value.bar, value.bar_ms) - 1)
 
     def process_element2(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
-        return self._batched(self._control(value, ctx))
-
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        return self._batched(self._timer(timestamp, ctx))
-
-    def _batched(self, outputs: Iterator[Any]) -> Iterator[Any]:
-        """What a call emits, its statistics and its metrics each as one batch of Kafka
-        records (:func:`~streamfolio.flink.records.keyed_batch`); dead letters as they come.
-        Each record crossing into the JVM costs more than a portfolio's update (BENCHMARKS.md,
-        "Ten thousand portfolios")."""
-        stats: list[tuple[bytes | None, bytes]] = []
-        metrics: list[tuple[bytes | None, bytes]] = []
-        for item in outputs:
-            if isinstance(item, Row):
-                stats.append((item[0], item[1]))
-            elif item[0] is _STATS:
-                stats.append((item[1], item[2]))
-            elif item[0] is _METRICS:
-                metrics.append((item[1], item[2]))
-            elif item[0] is self._metrics_tag:
-                metrics.append((item[1][0], item[1][1]))
-            else:
-                yield item
-        if stats:
-            yield Row(keyed_batch(stats))
-        if metrics:
-            yield self._metrics_tag, Row(keyed_batch(metrics))
-
-    def _control(self, value: ControlMessage, ctx: Any) -> Iterator[Any]:
         shard = self._shard(ctx.get_current_key())
         portfolio_id, kind, record = value.portfolio_id, value.kind, value.record
         state = shard.roster.setdefault(portfolio_id, self._new_state())
@@ -385,7 +353,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             self._settle(shard, portfolio_id, monitor)
         self._save(shard, [portfolio_id], panels=in_panel or bool(state.get("in_panel")))
 
-    def _timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         shard = self._shard(ctx.get_current_key())
         self._watermark_ms = timestamp
         bars = []
@@ -474,8 +442,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             n, mean, covariance, stamps = panel.statistics(updated)
             for i, portfolio_id in enumerate(updated):
                 spec = panel.spec(portfolio_id)
-                yield (
-                    _STATS,
+                yield Row(
                     portfolio_id.encode(),
                     self._stats_encoder.encode(
                         portfolio_id,
@@ -511,7 +478,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
                 stats_ts,
                 spec.sharpe_threshold,
             )
-            yield _METRICS, spec.portfolio_id.encode(), data
+            yield self._metrics_tag, Row(spec.portfolio_id.encode(), data)
         if self._portfolio_updates is not None:
             self._portfolio_updates.inc(emitted)
 

@@ -8,7 +8,6 @@ are named in the SQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
 from streamfolio.intake import ControlKind
@@ -28,8 +27,6 @@ __all__ = [
     "control_key",
     "kafka_record",
     "kafka_record_time",
-    "keyed_batch",
-    "keyed_records",
     "member_bars_key",
     "membership_key",
     "shard_key",
@@ -175,38 +172,3 @@ def kafka_record_time(blob: bytes) -> int | None:
     if len(view) < end + 8:
         return None
     return int.from_bytes(view[end : end + 8], "big", signed=True)
-
-
-def keyed_batch(records: Iterable[tuple[bytes | None, bytes]]) -> bytes:
-    """Kafka records (key, value) packed into one value, for the Java function
-    ``sf_keyed_records`` (``tools/flink/event-time``, ``KeyedRecords``) that the sinks read
-    them back with: per record a 4-byte big-endian length and the key (-1: none), then the
-    value's. One record crosses from Python into the JVM per shard and bar, not one per
-    portfolio.
-
-    >>> keyed_records(keyed_batch([(b"p1", b"v1"), (None, b"")]))
-    [(b'p1', b'v1'), (None, b'')]
-    """
-    parts: list[bytes] = []
-    for key, value in records:
-        parts.append(_NO_KEY if key is None else len(key).to_bytes(4, "big") + key)
-        parts.append(len(value).to_bytes(4, "big"))
-        parts.append(value)
-    return b"".join(parts)
-
-
-def keyed_records(batch: bytes) -> list[tuple[bytes | None, bytes]]:
-    """The records :func:`keyed_batch` packed, in order (what ``sf_keyed_records`` gives)."""
-    records: list[tuple[bytes | None, bytes]] = []
-    view, at = memoryview(batch), 0
-    while at < len(view):
-        size = int.from_bytes(view[at : at + 4], "big", signed=True)
-        key = None if size < 0 else bytes(view[at + 4 : at + 4 + size])
-        at += 4 + max(size, 0)
-        size = int.from_bytes(view[at : at + 4], "big", signed=True)
-        records.append((key, bytes(view[at + 4 : at + 4 + size])))
-        at += 4 + size
-    return records
-
-
-_NO_KEY = (-1).to_bytes(4, "big", signed=True)
