@@ -326,6 +326,7 @@ def run(
     seconds: float,
     profile: float = 0.0,
     stats_every: int = 1,
+    lead: float = 0.0,
 ) -> None:
     universe = universe_of(tickers)
     with scratch_broker("streamfolio-scale-") as (bootstrap, tmp):
@@ -337,7 +338,14 @@ def run(
             # JVM starts (a minute or more on a busy machine) is not what this measures.
             _wait_running(tmp / "ckpt", STARTUP_TIMEOUT_S)
             count, elapsed, lag, cpu = _measure(
-                job, settings, universe, rate, seconds, profile, _first_metrics_timeout(portfolios)
+                job,
+                settings,
+                universe,
+                rate,
+                seconds,
+                profile,
+                _first_metrics_timeout(portfolios) + lead,
+                lead,
             )
         finally:
             _stop(job)
@@ -353,7 +361,8 @@ def run(
             raise SystemExit(f"no metrics {wait:.0f} s after the feed started; see {kept}")
     print(
         f"{portfolios} portfolios x {TICKERS_PER_PORTFOLIO} of {tickers} tickers, 1 s bars,"
-        f" {rate:g} ticks/s, statistics every {stats_every} bar(s), {elapsed:.0f} s:"
+        f" {rate:g} ticks/s, statistics every {stats_every} bar(s), {elapsed:.0f} s"
+        f" (ticks {lead:g} s after the heartbeats):"
     )
     # Real time needs one metrics record per portfolio per 1 s bar.
     print(f"  metrics records/s {count / elapsed:,.0f} (real time needs about {portfolios:,}/s)")
@@ -398,6 +407,7 @@ def _measure(
     seconds: float,
     profile: float,
     first_metrics_timeout: float,
+    lead: float = 0.0,
 ) -> tuple[int, float, float, float]:
     """Feed ticks in real time and read the metrics: ``(records in the window, its length in
     s, newest bar's lag behind the wall clock at its end in s, the job's CPU seconds in it)``."""
@@ -405,7 +415,7 @@ def _measure(
     sim = TickSimulator(
         Calibration(tuple(universe), np.zeros(n), np.eye(n) * 1e-9, np.full(n, 100.0)),
         rate,
-        int(time.time() * 1000),
+        int((time.time() + lead) * 1000),
         seed=2,
     )
     # A live feed batches its ticks (the CSE poller publishes a board at a time); a request per
@@ -478,6 +488,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="the measured window")
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy for this many s")
     parser.add_argument("--stats-every-bars", type=int, default=1)
+    parser.add_argument(
+        "--lead-seconds",
+        type=float,
+        default=0.0,
+        help="ticks start this long after the feed's heartbeats, which move the watermark past "
+        "the initial statistics' time first (a market's pre-open): the job applies every seed "
+        "before the first bar rather than in it",
+    )
     parser.add_argument("--update-cost-only", action="store_true")
     args = parser.parse_args(argv)
     # At the run's size: the shard's costs per bar (its bar, its state) are shared by its members.
@@ -494,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
             args.seconds,
             args.profile,
             args.stats_every_bars,
+            args.lead_seconds,
         )
 
 
