@@ -327,12 +327,13 @@ def run(
     profile: float = 0.0,
     stats_every: int = 1,
     lead: float = 0.0,
+    parallelism: int = 1,
 ) -> None:
     universe = universe_of(tickers)
     with scratch_broker("streamfolio-scale-") as (bootstrap, tmp):
         settings, path = _settings(bootstrap, tmp, portfolios, universe, stats_every)
         _seed(settings)
-        job = _job(path, tmp / "job.log")
+        job = _job(path, tmp / "job.log", "--parallelism", str(parallelism))
         try:
             # The feed starts once the job's tasks run: a backlog of ticks published while a
             # JVM starts (a minute or more on a busy machine) is not what this measures.
@@ -362,7 +363,7 @@ def run(
     print(
         f"{portfolios} portfolios x {TICKERS_PER_PORTFOLIO} of {tickers} tickers, 1 s bars,"
         f" {rate:g} ticks/s, statistics every {stats_every} bar(s), {elapsed:.0f} s"
-        f" (ticks {lead:g} s after the heartbeats):"
+        f" (ticks {lead:g} s after the heartbeats), parallelism {parallelism}:"
     )
     # Real time needs one metrics record per portfolio per 1 s bar.
     print(f"  metrics records/s {count / elapsed:,.0f} (real time needs about {portfolios:,}/s)")
@@ -496,6 +497,12 @@ def main(argv: list[str] | None = None) -> None:
         "the initial statistics' time first (a market's pre-open): the job applies every seed "
         "before the first bar rather than in it",
     )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=1,
+        help="the job's (2 and more: process mode, one Python worker per slot)",
+    )
     parser.add_argument("--update-cost-only", action="store_true")
     args = parser.parse_args(argv)
     # At the run's size: the shard's costs per bar (its bar, its state) are shared by its members.
@@ -513,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
             args.profile,
             args.stats_every_bars,
             args.lead_seconds,
+            args.parallelism,
         )
 
 
