@@ -38,6 +38,7 @@ from streamfolio.core.moments import EstimatorKind
 from streamfolio.core.panel import MonitorPanel, panel_key
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
+from streamfolio.core.types import FloatArray
 from streamfolio.flink.dead_letters import DeadLetterLog
 from streamfolio.flink.definitions import spec_from_record
 from streamfolio.flink.records import ControlMessage, MemberBars, kafka_record
@@ -442,21 +443,10 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             n, mean, covariance, stamps = panel.statistics(updated)
             for i, portfolio_id in enumerate(updated):
                 spec = panel.spec(portfolio_id)
-                yield Row(
-                    portfolio_id.encode(),
-                    self._stats_encoder.encode(
-                        portfolio_id,
-                        spec.tickers,
-                        int(stamps[i]),
-                        mean[i],
-                        covariance[i],
-                        int(n[i]),
-                        panel.kind,
-                        float(spec.half_life_bars or 0) if panel.kind == "ewm" else None,
-                        spec.bar_ms // 1000,
-                        "updated",
-                    ),
+                data = self._encode_stats(
+                    spec, panel.kind, int(stamps[i]), mean[i], covariance[i], int(n[i])
                 )
+                yield Row(portfolio_id.encode(), data)
         figures = panel.metrics_figures(updated)
         emitted = 0
         for spec, *values in () if figures is None else figures.rows():
@@ -575,7 +565,16 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
                 if not monitor.take_bar(BarReturns(item, closes, returns)):
                     continue
                 if item % self.stats_every_bars == 0:
-                    yield Row(portfolio_id.encode(), self._encode_stats(monitor))
+                    moments = monitor.moments
+                    data = self._encode_stats(
+                        monitor.spec,
+                        moments.kind,
+                        monitor.stats_timestamp_ms,
+                        moments.mean,
+                        moments.covariance,
+                        moments.n,
+                    )
+                    yield Row(portfolio_id.encode(), data)
             metrics = None if monitor is None else monitor.metrics()
             if metrics is not None:
                 if self._portfolio_updates is not None:
@@ -588,19 +587,27 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         state["pending"] = waiting
         return monitor
 
-    def _encode_stats(self, monitor: PortfolioMonitor) -> bytes:
-        """The updated statistics' Avro bytes: ``monitor.stats()`` with ``kind`` and
-        ``bar_seconds``, as the codec writes it."""
-        spec, moments = monitor.spec, monitor.moments
+    def _encode_stats(
+        self,
+        spec: PortfolioSpec,
+        kind: EstimatorKind,
+        timestamp_ms: int,
+        mean: FloatArray,
+        covariance: FloatArray,
+        n: int,
+    ) -> bytes:
+        """The updated statistics' Avro bytes (``stats_record`` with ``kind`` and
+        ``bar_seconds``, as the codec writes it), from a monitor's moments or a panel's rows."""
+        half_life = None if kind != "ewm" or spec.half_life_bars is None else spec.half_life_bars
         return self._stats_encoder.encode(
             spec.portfolio_id,
             spec.tickers,
-            monitor.stats_timestamp_ms,
-            moments.mean,
-            moments.covariance,
-            moments.n,
-            moments.kind,
-            getattr(moments, "half_life_bars", None),
+            timestamp_ms,
+            mean,
+            covariance,
+            n,
+            kind,
+            None if half_life is None else float(half_life),
             spec.bar_ms // 1000,
             "updated",
         )
