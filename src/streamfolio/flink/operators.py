@@ -345,14 +345,15 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             state["seeded"] = True
         watermark = ctx.timer_service().current_watermark()
         self._watermark_ms = watermark
-        in_panel = bool(state.get("in_panel"))
+        panels_changed = False  # a message waiting for its time changes no panel
         if timestamp > watermark:
             ctx.timer_service().register_event_time_timer(timestamp)
         elif state["seeded"] or self._spec(portfolio_id, state, pending=True) is None:
             live = self._take_out(shard, portfolio_id)
             monitor = yield from self._advance(portfolio_id, state, watermark, live)
             self._settle(shard, portfolio_id, monitor)
-        self._save(shard, [portfolio_id], panels=in_panel or bool(state.get("in_panel")))
+            panels_changed = live is not None or bool(state.get("in_panel"))
+        self._save(shard, [portfolio_id], panels=panels_changed)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         shard = self._shard(ctx.get_current_key())
