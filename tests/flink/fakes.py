@@ -134,6 +134,15 @@ class KeyedRuntime:
         context = _Context(self, timestamp)
         return list(getattr(self.function, method[input_index])(value, context) or ())
 
+    def lose_timers(self) -> None:
+        """A restore from a checkpoint that kept the state but none of the timers pending:
+        the function starts again with nothing in memory, and only what it registers from
+        now on fires (PyFlink's process mode can lose the last timers registered before a
+        checkpoint, :func:`streamfolio.flink.bars.due_first`)."""
+        self._timers.clear()
+        self._registered.clear()
+        self.function.open(self)
+
     def advance(self, watermark: int) -> list[Any]:
         """Move the watermark forward and fire the timers it reaches, in time order."""
         out: list[Any] = []
@@ -227,6 +236,8 @@ class Pipeline:
         )
         self.portfolios = KeyedRuntime(self._new_portfolio_step())
         self.max_timestamp: int | None = None
+        self.held: int | None = None
+        """The watermark the bars have reached while :meth:`hold` holds the later steps."""
         self.offsets = itertools.count()
         self.control_offsets = itertools.count()
         self.stats: list[Any] = []
@@ -243,6 +254,23 @@ class Pipeline:
         fresh = self._new_portfolio_step()
         fresh.open(self.portfolios)
         self.portfolios.function = fresh
+
+    def hold(self) -> None:
+        """Hold the shards' and the portfolio step's watermark where it is, as the control
+        messages' watermark does until their tasks have read something or gone idle (at start,
+        after a restore); the bars wait for it in those steps' state."""
+        self.held = self.portfolios.watermark
+
+    def release(self) -> None:
+        """The held watermark catches up with the bars'."""
+        watermark, self.held = self.held, None
+        if watermark is not None:
+            self.advance(watermark)
+
+    def lose_timers(self) -> None:
+        """Every keyed step with timers restored from a checkpoint that kept none of them."""
+        for runtime in (self.collect, self.shards, self.portfolios):
+            runtime.lose_timers()
 
     def _collect(self, outputs: Iterable[Any]) -> None:
         main, side = split(outputs)
@@ -309,6 +337,9 @@ class Pipeline:
                 self.collect.process(records.bar_size_key(item), item)
         for whole in self.collect.advance(watermark):
             self.shards.process(records.shard_key(whole), whole, input_index=1)
+        if self.held is not None:
+            self.held = max(self.held, watermark)
+            return
         for bar in self.shards.advance(watermark):
             self._collect(self.portfolios.process(records.member_bars_key(bar), bar, input_index=1))
         self._collect(self.portfolios.advance(watermark))

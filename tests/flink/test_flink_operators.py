@@ -124,6 +124,12 @@ def run_both(steps: Sequence[Step], s: Settings) -> tuple[Pipeline, list[ReplayE
             events.extend(engine.define(item.portfolio_id, item.timestamp, ReplayPortfolio(spec)))
         elif kind == "restore":  # the portfolio step restored from a checkpoint taken now
             pipeline.restore()
+        elif kind == "lose timers":  # every keyed step restored without its pending timers
+            pipeline.lose_timers()
+        elif kind == "hold":  # the control messages' watermark holds the later steps back
+            pipeline.hold()
+        elif kind == "release":
+            pipeline.release()
         elif kind == "remove":  # (portfolio id, time): a tombstone
             pid, at = item
             pipeline.definition(pid.encode(), None, at)
@@ -222,6 +228,39 @@ def test_a_portfolio_step_restored_anywhere_computes_what_the_replay_computes(ev
         steps.append(("tick", tick))
         if i % every == every - 1:
             steps.append(("restore", None))
+    pipeline, events = run_both(steps, settings())
+    assert len(pipeline.metrics) > 60
+    assert_same_as_replay(pipeline, events)
+    assert pipeline.dead == []
+
+
+@pytest.mark.parametrize("every", [5, 11])
+def test_bars_whose_timers_a_restore_lost_go_out_in_their_place_with_the_next(every: int) -> None:
+    """A checkpoint of PyFlink's process mode can keep a step's state without the timers
+    registered with it (bars.due_first). Restored from one, the closes, the shards' open bars
+    and the portfolio step's bars and control messages still come out in event-time order, as
+    the replay has them: here every pending timer of every step is lost, every few ticks, while
+    bars wait for the watermark of the control messages (as at start and after a restore)."""
+    ticks = random_ticks(6)
+    steps: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
+    ]
+    half = len(ticks) // 2
+    for i, tick in enumerate(ticks):
+        if i == half:
+            steps += [
+                ("stats", seed_record("p1", START + 45_000, scale=2.0)),
+                ("lose timers", None),
+                ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
+            ]
+        if i % every == 0 and i < len(ticks) - 2 * every:
+            steps.append(("hold", None))  # bars pile up in the later steps' state...
+        steps.append(("tick", tick))
+        if i % every == every - 1 and i < len(ticks) - every:
+            steps += [("lose timers", None), ("release", None)]  # ...and lose their timers
     pipeline, events = run_both(steps, settings())
     assert len(pipeline.metrics) > 60
     assert_same_as_replay(pipeline, events)

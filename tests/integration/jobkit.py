@@ -178,7 +178,7 @@ class Outputs:
             job.check_alive()
             assert time.monotonic() < deadline, (
                 f"timed out waiting for {what}; have {self.summary()}; log: {job.log_tail()}; "
-                f"watermarks:\n{job.watermarks()}"
+                f"watermarks:\n{job.watermarks()}\n{self.transactions()}"
             )
             if every_poll is not None:
                 every_poll()
@@ -190,6 +190,42 @@ class Outputs:
         metrics = {k: len(v) for k, v in self.metrics.items()}
         dead = Counter(d["reason"] for d in self.dead)
         return f"stats {stats}, metrics {metrics}, dead letters {dict(dead)}"
+
+    def transactions(self) -> str:
+        """What separates "the job wrote nothing more" from "Kafka holds the job's committed
+        output back" (for failure messages): each output partition's read_committed position
+        against its end, and the newest statistics bar of each portfolio read uncommitted."""
+        lines = []
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=10)
+            if tp.offset >= 0 and tp.offset < high:
+                lines.append(f"{tp.topic}[{tp.partition}] read to {tp.offset} of {high}")
+        uncommitted = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
+                "group.id": f"test-uncommitted-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }
+        )
+        topic = self.settings.topics.updated_stats
+        uncommitted.assign(
+            [TopicPartition(topic, p, -2) for p in range(self.settings.kafka.partitions)]
+        )
+        newest: dict[str, int] = {}
+        deadline = time.monotonic() + 5.0
+        try:
+            while time.monotonic() < deadline:
+                message = uncommitted.poll(0.2)
+                if message is None or message.error() is not None:
+                    continue
+                record = codec_for("PortfolioStats").decode(message.value())
+                key = record["portfolio_id"]
+                newest[key] = max(newest.get(key, 0), record["timestamp"])
+        finally:
+            uncommitted.close()
+        behind = "; ".join(lines) or "none"
+        return f"read_committed short of the end: {behind}; newest uncommitted bars: {newest}"
 
     def last_stats_time(self, portfolio_id: str) -> int:
         records = self.stats.get(portfolio_id, [])
@@ -240,12 +276,28 @@ class JobProcess:
                     counts = vertex.get("metrics", {})
                     flow = f"in {counts.get('read-records')}, out {counts.get('write-records')}"
                     lines.append(f"{vertex['name'][:60]}: {values}; {flow}")
+                    lines += self._operator_watermarks(base, job["id"], vertex["id"])
             counters = self.metric_totals(
                 ["numLateRecordsDropped", "streamfolio.ticks_read", "streamfolio.ticks_counted"]
             )
             return "\n".join([*lines, f"counters: {dict(counters)}"])
         except (OSError, ValueError, KeyError) as exc:
             return f"(no watermarks: {exc})"
+
+    @staticmethod
+    def _operator_watermarks(base: str, job_id: str, vertex_id: str) -> list[str]:
+        """Each operator's input (per input, for two inputs) and output watermarks by subtask:
+        a task's own input watermark of two inputs is their minimum, idle or not."""
+        url = f"{base}/jobs/{job_id}/vertices/{vertex_id}/metrics"
+        ids = [
+            m["id"]
+            for m in _get_json(url)
+            if m["id"].endswith(("Input1Watermark", "Input2Watermark", "OutputWatermark"))
+        ]
+        if not ids:
+            return []
+        values = _get_json(f"{url}?get={','.join(ids)}")
+        return [f"    {m['id'][:90]} = {m['value']}" for m in sorted(values, key=str)]
 
     def metric_totals(self, names: Sequence[str]) -> Counter[str]:
         """The running job's metrics whose names end with one of ``names``, summed over every

@@ -24,8 +24,8 @@ was the job's largest cost, BENCHMARKS.md.)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction
@@ -37,7 +37,9 @@ from streamfolio.flink.records import MemberBars, MembershipChange, ShardBar, Ti
 from streamfolio.flink.routing import PORTFOLIO_SHARDS
 from streamfolio.flink.state import OpenBar, dump_open_bar, load_open_bar, state_type
 
-__all__ = ["ChainCloses", "CollectCloses", "GatherBars"]
+__all__ = ["ChainCloses", "CollectCloses", "GatherBars", "due_first"]
+
+T = TypeVar("T")
 
 
 class ChainCloses(KeyedProcessFunction):  # type: ignore[misc]
@@ -70,7 +72,8 @@ class CollectCloses(KeyedProcessFunction):  # type: ignore[misc]
 
     Input: :class:`TickerClose`. Each is kept in map state under ``k|ticker`` (a small value
     per ticker, not the growing bar rewritten per ticker); an event-time timer at the bar's
-    last millisecond sends one :class:`ShardBar` per shard of the bar size: which shards hold
+    last millisecond sends one :class:`ShardBar` per shard of the bar size (with any earlier
+    bar still due, :func:`due_first`): which shards hold
     which tickers changes as portfolios are defined. Every ticker's close of bar k is emitted
     by the windows before the watermark that passes bar k, so it is here before the timer.
     """
@@ -98,34 +101,34 @@ class CollectCloses(KeyedProcessFunction):  # type: ignore[misc]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[ShardBar]:
         bar_ms = int(ctx.get_current_key())
-        k = bar_index(timestamp, bar_ms)
-        self._timers.discard(k)
-        prefix = f"{k}|"
-        # One pass over the map state (each entry read crosses into the JVM once).
-        mine = sorted(
-            ((key, data) for key, data in self._closes.items() if key.startswith(prefix)),
-            key=lambda entry: _ticker_order(prefix)(entry[0]),
-        )
-        closes: dict[str, float] = {}
-        returns: dict[str, float] = {}
-        for key, data in mine:
-            close, log_return = load_open_bar(data)
-            closes.update(close)
-            returns.update(log_return)
-            self._closes.remove(key)
-        if closes:
-            for n in range(self.shards):
-                yield ShardBar(f"{bar_ms}|{n}", k, closes, returns)
+        # Every bar of the key due by now, oldest first (:func:`due_first`). One pass over the
+        # map state: each entry read crosses into the JVM once.
+        entries: dict[int, list[tuple[str, Any]]] = {}
+        for key, data in self._closes.items():
+            entries.setdefault(int(key.partition("|")[0]), []).append((key, data))
+        for k, mine in due_first(entries.items(), bar_index(timestamp, bar_ms)):
+            self._timers.discard(k)
+            closes: dict[str, float] = {}
+            returns: dict[str, float] = {}
+            for key, data in sorted(mine, key=_ticker_of):
+                close, log_return = load_open_bar(data)
+                closes.update(close)
+                returns.update(log_return)
+                self._closes.remove(key)
+            if closes:
+                for n in range(self.shards):
+                    yield ShardBar(f"{bar_ms}|{n}", k, closes, returns)
 
 
 class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
     """Per shard: one bar's closes and returns → one :class:`MemberBars` for its members.
 
     Input 1: :class:`ShardBar`; input 2: :class:`MembershipChange`. An event-time timer at
-    the bar's last millisecond first applies the membership changes stamped at or before it,
-    then sends the bar with the members and their tickers to the portfolio step. A change
-    whose time the watermark has passed applies on arrival. :class:`CollectCloses` sends bar k
-    before the watermark that passes it, so it is here before the timer fires.
+    the bar's last millisecond sends the bar (with any earlier one still due, :func:`due_first`)
+    to the portfolio step, with the members and their tickers after the membership changes
+    stamped at or before its end. A change whose time the watermark has passed applies on
+    arrival. :class:`CollectCloses` sends bar k before the watermark that passes it, so it is
+    here before the timer fires.
     """
 
     def __init__(self, portfolios: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
@@ -170,25 +173,25 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[MemberBars]:
         shard = ctx.get_current_key()
-        k = bar_index(timestamp, int(shard.partition("|")[0]))
+        bar_ms, _, n = shard.partition("|")
         membership = self._load()
-        if membership["pending"]:
-            self._apply(membership, timestamp)
+        changes = len(membership["pending"])
+        # Every bar of the shard due by now, oldest first, each with the members of its time.
+        for k, data in due_first(self._open_bars.items(), bar_index(timestamp, int(bar_ms))):
+            self._open_bars.remove(k)
+            self._apply(membership, bar_end_ms(k, int(bar_ms)) - 1)
+            members = dict(self.portfolios.get(shard, {}))
+            for portfolio_id, tickers in membership["changed"].items():
+                if tickers is None:
+                    members.pop(portfolio_id, None)
+                else:
+                    members[portfolio_id] = tuple(tickers)
+            if members:
+                closes, returns = load_open_bar(data)
+                yield MemberBars(n, int(bar_ms), k, closes, returns, members)
+        self._apply(membership, timestamp)
+        if len(membership["pending"]) != changes:
             self._membership.update(json.dumps(membership))
-        data = self._open_bars.get(k)
-        if data is None:  # cannot happen: a timer is registered with its bar
-            return
-        self._open_bars.remove(k)
-        closes, returns = load_open_bar(data)
-        members = dict(self.portfolios.get(shard, {}))
-        for portfolio_id, tickers in membership["changed"].items():
-            if tickers is None:
-                members.pop(portfolio_id, None)
-            else:
-                members[portfolio_id] = tuple(tickers)
-        if members:
-            bar_ms, _, n = shard.partition("|")
-            yield MemberBars(n, int(bar_ms), k, closes, returns, members)
 
     def _load(self) -> dict[str, Any]:
         data = self._membership.value()
@@ -204,12 +207,30 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
         membership["pending"] = [e for e in pending if e[0] > up_to]
 
 
-def _ticker_order(prefix: str) -> Any:
-    """Sort key of ``k|ticker`` map keys: the ticker (a bar's tickers in a fixed order,
-    whatever order the map state iterates in).
+def _ticker_of(entry: tuple[str, Any]) -> str:
+    """Sort key of ``(k|ticker, data)`` map entries: the ticker (a bar's tickers in a fixed
+    order, whatever order the map state iterates in).
 
-    >>> sorted(["7|B", "7|A"], key=_ticker_order("7|"))
-    ['7|A', '7|B']
+    >>> sorted([("7|B", 1), ("7|A", 2)], key=_ticker_of)
+    [('7|A', 2), ('7|B', 1)]
     """
-    size = len(prefix)
-    return lambda key: key[size:]
+    return entry[0].partition("|")[2]
+
+
+def due_first(bars: Iterable[tuple[int, T]], last: int) -> list[tuple[int, T]]:
+    """The entries of ``bars`` (keyed by bar index) due by bar ``last``, oldest first.
+
+    Why an event-time timer processes every bar of its key that is due, not just its own: in
+    PyFlink's process mode a timer registered from Python reaches the timer service through
+    the task's mailbox, after the bundle that registered it, and a checkpoint taken in between
+    keeps the state written with the timer but not the timer itself (PyFlink 2.2.1: its
+    ``prepareSnapshotPreBarrier`` finishes the bundle without draining those registrations;
+    ``advanceWatermark`` does drain them). Restored from such a checkpoint, a bar would wait in
+    state for a timer that never fires. Taken with the next timer of its key, it keeps its
+    place in the order. (Found by ``test_event_time``'s kill-and-resume case, which lost every
+    bar gathered in the last bundle before the checkpoint it resumed from.)
+
+    >>> due_first([(7, "b"), (5, "a"), (9, "c")], 8)
+    [(5, 'a'), (7, 'b')]
+    """
+    return sorted((entry for entry in bars if entry[0] <= last), key=lambda entry: entry[0])

@@ -177,12 +177,13 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
     that are its members then); input 2: :class:`~streamfolio.flink.records.ControlMessage`.
 
     Per portfolio the rules are those of :meth:`streamfolio.replay.ReplayEngine.control`. The
-    event-time timer at bar k's last millisecond processes bar k. A control message takes
-    effect at its timestamp T, before every bar ending after T (ties: a definition, then a seed,
-    then weights); one whose T the watermark has passed takes effect on arrival. Until a
-    portfolio's first initial statistics arrive nothing of it is processed: its bars and
-    control messages wait in state and are then processed in event-time order, so the results
-    do not depend on which topic was read first.
+    event-time timer at bar k's last millisecond processes bar k, and anything earlier still
+    due (a timer a restore lost in process mode, :func:`~streamfolio.flink.bars.due_first`).
+    A control message takes effect at its timestamp T, before every bar ending after T (ties: a
+    definition, then a seed, then weights); one whose T the watermark has passed takes effect
+    on arrival. Until a portfolio's first initial statistics arrive nothing of it is processed:
+    its bars and control messages wait in state and are then processed in event-time order, so
+    the results do not depend on which topic was read first.
 
     How: a portfolio with nothing but the bar due, warmed up, is a row of a
     :class:`~streamfolio.core.panel.MonitorPanel`, and all such rows of the shard take the bar
