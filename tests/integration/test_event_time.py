@@ -448,19 +448,17 @@ CASES = [
     Case(seed=1, parallelism=1, malformed=True),
     Case(seed=2, parallelism=2, lagging=True, bar_seconds=60),
     Case(seed=3, parallelism=4, malformed=True),
-]
-"""``make test``'s cases: every kind of schedule but the restart (pauses and bursts, a lagging
-partition, 60 s bars, malformed input) and every parallelism (1, 2, and 4, more readers than
-partitions) at least once, the job's counters checked at each. The job killed and resumed is
-``test_flink_job``'s kill-and-resume (exactly-once) and the clusters' tests in ``make test``."""
-LONG_CASES = [
-    Case(seed=4, parallelism=4),
     Case(seed=3, parallelism=4, restart=True, malformed=True),
 ]
+"""``make test``'s cases: every kind of schedule (pauses and bursts, a lagging partition, 60 s
+bars, malformed input, the job killed mid-burst and resumed with exactly-once delivery) and
+every parallelism (1, 2, and 4, more readers than partitions) at least once, the job's
+counters checked at each but the restart (a restart starts them again). The restart case
+failed in about half of the runs on a loaded machine until a restore kept every bar whose
+timer the checkpoint lost (docs/flink.md, "Delivery guarantees"; bars.due_first)."""
+LONG_CASES = [Case(seed=4, parallelism=4)]
 """Fixed cases of the long run only (``make test-event-time``): the plain schedule at
-parallelism 4, and the job killed mid-burst and resumed at parallelism 4 with malformed input,
-which fails in some runs: a known, open defect of the exactly-once restore (docs/flink.md,
-"Delivery guarantees"), kept out of ``make test`` until it is fixed, not hidden."""
+parallelism 4."""
 
 
 def _extra_cases() -> Iterator[Case]:
