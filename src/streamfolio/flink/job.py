@@ -160,6 +160,9 @@ def build_pipeline(
         )
         .name("portfolio statistics")
         .uid("portfolio-shards")
+        # The sinks' Java work (Kafka records, the producer) in tasks of their own, on another
+        # core than the portfolio step's Python (BENCHMARKS.md, "Ten thousand portfolios").
+        .disable_chaining()
     )
     metrics = side_output(portfolios, op.metrics_tag())
 
