@@ -204,6 +204,15 @@ def test_the_job_functions_compute_what_the_replay_computes(seed: int) -> None:
     assert pipeline.dead == []
 
 
+def mid_stream_controls(between: Step) -> list[Step]:
+    """A re-seed of p1 and a weights change of p2, ahead of the watermark, ``between`` them."""
+    return [
+        ("stats", seed_record("p1", START + 45_000, scale=2.0)),
+        between,
+        ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
+    ]
+
+
 @pytest.mark.parametrize("every", [7, 23])
 def test_a_portfolio_step_restored_anywhere_computes_what_the_replay_computes(every: int) -> None:
     """The shards' state read back (panels, roster, bars waiting) by a function that kept
@@ -220,11 +229,7 @@ def test_a_portfolio_step_restored_anywhere_computes_what_the_replay_computes(ev
     half = len(ticks) // 2
     for i, tick in enumerate(ticks):
         if i == half:
-            steps += [
-                ("stats", seed_record("p1", START + 45_000, scale=2.0)),
-                ("restore", None),
-                ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
-            ]
+            steps += mid_stream_controls(("restore", None))
         steps.append(("tick", tick))
         if i % every == every - 1:
             steps.append(("restore", None))
@@ -251,11 +256,7 @@ def test_bars_whose_timers_a_restore_lost_go_out_in_their_place_with_the_next(ev
     half = len(ticks) // 2
     for i, tick in enumerate(ticks):
         if i == half:
-            steps += [
-                ("stats", seed_record("p1", START + 45_000, scale=2.0)),
-                ("lose timers", None),
-                ("weights", weights_record("p2", START + 47_300, {"BBB": 0.2, "CCC": 0.8})),
-            ]
+            steps += mid_stream_controls(("lose timers", None))
         if i % every == 0 and i < len(ticks) - 2 * every:
             steps.append(("hold", None))  # bars pile up in the later steps' state...
         steps.append(("tick", tick))
