@@ -173,13 +173,14 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[MemberBars]:
         shard = ctx.get_current_key()
-        bar_ms, _, n = shard.partition("|")
+        size, _, n = shard.partition("|")
+        bar_ms = int(size)
         membership = self._load()
         changes = len(membership["pending"])
         # Every bar of the shard due by now, oldest first, each with the members of its time.
-        for k, data in due_first(self._open_bars.items(), bar_index(timestamp, int(bar_ms))):
+        for k, data in due_first(self._open_bars.items(), bar_index(timestamp, bar_ms)):
             self._open_bars.remove(k)
-            self._apply(membership, bar_end_ms(k, int(bar_ms)) - 1)
+            self._apply(membership, bar_end_ms(k, bar_ms) - 1)
             members = dict(self.portfolios.get(shard, {}))
             for portfolio_id, tickers in membership["changed"].items():
                 if tickers is None:
@@ -188,7 +189,7 @@ class GatherBars(KeyedCoProcessFunction):  # type: ignore[misc]
                     members[portfolio_id] = tuple(tickers)
             if members:
                 closes, returns = load_open_bar(data)
-                yield MemberBars(n, int(bar_ms), k, closes, returns, members)
+                yield MemberBars(n, bar_ms, k, closes, returns, members)
         self._apply(membership, timestamp)
         if len(membership["pending"]) != changes:
             self._membership.update(json.dumps(membership))

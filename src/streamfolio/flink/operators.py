@@ -600,7 +600,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
     ) -> bytes:
         """The updated statistics' Avro bytes (``stats_record`` with ``kind`` and
         ``bar_seconds``, as the codec writes it), from a monitor's moments or a panel's rows."""
-        half_life = None if kind != "ewm" or spec.half_life_bars is None else spec.half_life_bars
+        half_life = spec.half_life_bars if kind == "ewm" else None
         return self._stats_encoder.encode(
             spec.portfolio_id,
             spec.tickers,
