@@ -77,7 +77,12 @@ def portfolio_tickers(count: int, universe: list[str], seed: int = 1) -> list[li
 
 
 def _settings(
-    bootstrap: str, tmp: Path, portfolios: int, universe: list[str], stats_every: int
+    bootstrap: str,
+    tmp: Path,
+    portfolios: int,
+    universe: list[str],
+    stats_every: int,
+    stats_layout: str = "maps",
 ) -> tuple[Any, Path]:
     data = yaml.safe_load(example_config_path().read_text())
     token = uuid.uuid4().hex[:6]
@@ -94,6 +99,7 @@ def _settings(
     )
     if stats_every != 1:
         data["flink"]["stats_every_bars"] = stats_every
+    data["flink"]["stats_layout"] = stats_layout
     data["defaults"]["bar_seconds"] = 1
     data["portfolios"] = [
         {"id": f"p{i:05d}", "tickers": tickers, "weights": {t: 0.05 for t in tickers}}
@@ -264,7 +270,9 @@ class _Runtime:
         return self.key
 
 
-def update_cost(portfolios: int = 200, bars: int = 30, stats_every: int = 1) -> float:
+def update_cost(
+    portfolios: int = 200, bars: int = 30, stats_every: int = 1, stats_layout: str = "maps"
+) -> float:
     """µs of Python per portfolio update (a bar in, its timer: statistics and metrics out),
     ``PortfolioShards`` driven directly as Flink does, state saved as in the job: the median
     over ``bars`` bars of ``portfolios`` portfolios each (in the job's 8 shards)."""
@@ -278,7 +286,12 @@ def update_cost(portfolios: int = 200, bars: int = 30, stats_every: int = 1) -> 
         f"p{i:05d}": PortfolioSpec(f"p{i:05d}", tuple(ts), 1_000, 31_449_600.0)
         for i, ts in enumerate(drawn)
     }
-    process = PortfolioShards(specs, {"stats": "s", "weights": "w"}, stats_every_bars=stats_every)
+    process = PortfolioShards(
+        specs,
+        {"stats": "s", "weights": "w"},
+        stats_every_bars=stats_every,
+        stats_layout="packed" if stats_layout == "packed" else "maps",
+    )
     runtime = _Runtime()
     process.open(runtime)
     members: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -328,10 +341,11 @@ def run(
     stats_every: int = 1,
     lead: float = 0.0,
     parallelism: int = 1,
+    stats_layout: str = "maps",
 ) -> None:
     universe = universe_of(tickers)
     with scratch_broker("streamfolio-scale-") as (bootstrap, tmp):
-        settings, path = _settings(bootstrap, tmp, portfolios, universe, stats_every)
+        settings, path = _settings(bootstrap, tmp, portfolios, universe, stats_every, stats_layout)
         _seed(settings)
         job = _job(path, tmp / "job.log", "--parallelism", str(parallelism))
         try:
@@ -362,7 +376,8 @@ def run(
             raise SystemExit(f"no metrics {wait:.0f} s after the feed started; see {kept}")
     print(
         f"{portfolios} portfolios x {TICKERS_PER_PORTFOLIO} of {tickers} tickers, 1 s bars,"
-        f" {rate:g} ticks/s, statistics every {stats_every} bar(s), {elapsed:.0f} s"
+        f" {rate:g} ticks/s, statistics every {stats_every} bar(s)"
+        f" ({stats_layout}), {elapsed:.0f} s"
         f" (ticks {lead:g} s after the heartbeats), parallelism {parallelism}:"
     )
     # Real time needs one metrics record per portfolio per 1 s bar.
@@ -503,10 +518,21 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="the job's (2 and more: process mode, one Python worker per slot)",
     )
+    parser.add_argument(
+        "--stats-layout",
+        choices=("maps", "packed"),
+        default="maps",
+        help="flink.stats_layout: the reference's nested maps, or packed arrays",
+    )
     parser.add_argument("--update-cost-only", action="store_true")
     args = parser.parse_args(argv)
     # At the run's size: the shard's costs per bar (its bar, its state) are shared by its members.
-    cost = update_cost(args.portfolios, bars=20, stats_every=args.stats_every_bars)
+    cost = update_cost(
+        args.portfolios,
+        bars=20,
+        stats_every=args.stats_every_bars,
+        stats_layout=args.stats_layout,
+    )
     print(
         f"one portfolio update outside Flink ({args.portfolios:,} portfolios in 8 shards): "
         f"{cost:,.1f} µs of Python"
@@ -521,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
             args.stats_every_bars,
             args.lead_seconds,
             args.parallelism,
+            args.stats_layout,
         )
 
 

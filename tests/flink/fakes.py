@@ -233,6 +233,7 @@ class Pipeline:
             route.specs,
             {"stats": contract(settings, "initial_stats").name, "weights": "w", "definition": "d"},
             settings.flink.stats_every_bars,
+            settings.flink.stats_layout,
         )
         self.portfolios = KeyedRuntime(self._new_portfolio_step())
         self.max_timestamp: int | None = None
@@ -245,8 +246,8 @@ class Pipeline:
         self.dead: list[bytes] = []
 
     def _new_portfolio_step(self) -> op.PortfolioShards:
-        specs, topics, every = self._portfolio_step
-        return op.PortfolioShards(specs, topics, stats_every_bars=every)
+        specs, topics, every, layout = self._portfolio_step
+        return op.PortfolioShards(specs, topics, stats_every_bars=every, stats_layout=layout)
 
     def restore(self) -> None:
         """The portfolio step as restored from a checkpoint taken now: a new function (nothing

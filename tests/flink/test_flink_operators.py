@@ -21,7 +21,7 @@ from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.flink import prices as op_prices
 from streamfolio.flink.bars import ChainCloses, CollectCloses, GatherBars
 from streamfolio.flink.records import MemberBars, ShardBar, TickerClose
-from streamfolio.messages import Heartbeat, PriceTick, bourse_from_price_tick
+from streamfolio.messages import Heartbeat, PortfolioStats, PriceTick, bourse_from_price_tick
 from streamfolio.portfolios import portfolio_of, portfolio_spec
 from streamfolio.replay import ReplayEngine, ReplayEvent, ReplayPortfolio, Tick
 from streamfolio.serde import codec_for, encode_heartbeat
@@ -289,6 +289,32 @@ def test_statistics_every_k_bars_are_the_replays_of_those_bars_and_metrics_are_u
         assert 0 < len(kept) < len(records)
         got = [{k: v for k, v in r.items() if k not in ("kind", "bar_seconds")} for r in stats[pid]]
         assert got == kept, pid
+    metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")
+    assert metrics == expected(events, "metrics")
+
+
+def test_packed_statistics_are_the_replays_statistics_to_the_bit() -> None:
+    ticks = random_ticks(4)
+    steps: list[Step] = [
+        ("stats", seed_record("p1", START)),
+        ("stats", seed_record("p2", START)),
+        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
+        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
+        *[("tick", t) for t in ticks],
+    ]
+    packed = settings().model_copy(
+        update={"flink": settings().flink.model_copy(update={"stats_layout": "packed"})}
+    )
+    pipeline, events = run_both(steps, packed)
+    stats = decoded(pipeline.stats, "PortfolioStats", "portfolio_id")
+    want = expected(events, "stats")
+    assert sorted(stats) == sorted(want)
+    for pid, records in want.items():
+        assert all(r["covarianceMatrix"] == {} and r["packed_means"] for r in stats[pid])
+        # The wire adds the kind and the bar size to the core's record.
+        wire = {"kind": "initial", "bar_seconds": None}
+        got = [PortfolioStats.from_record(r | wire) for r in stats[pid]]
+        assert got == [PortfolioStats.from_record(r) for r in records], pid
     metrics = decoded(pipeline.metrics, "PortfolioMetrics", "portfolioId")
     assert metrics == expected(events, "metrics")
 

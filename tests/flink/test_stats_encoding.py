@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamfolio.core.moments import EstimatorKind, OnlineMoments, moments_from_prior, stats_record
+from streamfolio.core.moments import (
+    EstimatorKind,
+    OnlineMoments,
+    StatsLayout,
+    moments_from_prior,
+    stats_record,
+)
 from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder, avro_long
 from streamfolio.serde import codec_for
 
@@ -20,12 +26,14 @@ def codec_bytes(
     tickers: tuple[str, ...],
     timestamp: int,
     bar_seconds: int | None,
+    layout: StatsLayout = "maps",
 ) -> bytes:
-    record = stats_record(moments, pid, tickers, timestamp)
+    record = stats_record(moments, pid, tickers, timestamp, layout)
     record.update(kind="updated", bar_seconds=bar_seconds)
     return CODEC.encode(record)
 
 
+@pytest.mark.parametrize("layout", ["maps", "packed"])
 @pytest.mark.parametrize(
     ("kind", "half_life", "tickers"),
     [
@@ -35,13 +43,13 @@ def codec_bytes(
     ],
 )
 def test_the_bytes_are_the_codecs(
-    kind: EstimatorKind, half_life: float | None, tickers: tuple[str, ...]
+    kind: EstimatorKind, half_life: float | None, tickers: tuple[str, ...], layout: StatsLayout
 ) -> None:
     rng = np.random.default_rng(len(tickers))
     n = len(tickers)
     a = rng.normal(size=(n, n))
     moments = moments_from_prior(rng.normal(size=n) * 1e-3, a @ a.T * 1e-4, 57, kind, half_life)
-    encoder = StatsEncoder()
+    encoder = StatsEncoder(layout)
     for timestamp, bar_seconds in ((1_700_000_001_000, 1), (-5, None), (2**40, 86_400)):
         got = encoder.encode(
             "p-1",
@@ -55,7 +63,7 @@ def test_the_bytes_are_the_codecs(
             bar_seconds,
             "updated",
         )
-        assert got == codec_bytes(moments, "p-1", tickers, timestamp, bar_seconds)
+        assert got == codec_bytes(moments, "p-1", tickers, timestamp, bar_seconds, layout)
         moments.update(rng.normal(size=n) * 1e-2)
 
 

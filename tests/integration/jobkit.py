@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamfolio.config import Settings, settings_from_mapping
 from streamfolio.core.moments import moments_from_prior, stats_record
 from streamfolio.kafka.admin import KEEP_FOREVER, ensure_topics, topic_specs
-from streamfolio.messages import Heartbeat
+from streamfolio.messages import Heartbeat, PortfolioStats
 from streamfolio.replay import ReplayEvent, Tick
 from streamfolio.serde import codec_for, encode_heartbeat
 
@@ -363,14 +363,14 @@ def _close(a: float, b: float) -> bool:
 
 
 def _assert_stats_equal(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
-    assert ours["count"] == theirs["count"]
-    assert ours["estimator"] == theirs["estimator"]
-    assert ours["tickers"] == theirs["tickers"]
+    """The same statistics, whichever layout each record has (``flink.stats_layout``)."""
     assert ours["kind"] == "updated"
-    for t in theirs["tickers"]:
-        assert _close(ours["meanReturns"][t], theirs["meanReturns"][t]), (t, ours, theirs)
-        for u in theirs["tickers"]:
-            assert _close(ours["covarianceMatrix"][t][u], theirs["covarianceMatrix"][t][u])
+    mine, want = PortfolioStats.from_record(ours), PortfolioStats.from_record(theirs)
+    assert (mine.count, mine.estimator, mine.tickers) == (want.count, want.estimator, want.tickers)
+    for t, a, b in zip(want.tickers, mine.mean, want.mean, strict=True):
+        assert _close(a, b), (t, ours, theirs)
+    for row, expected_row in zip(mine.covariance, want.covariance, strict=True):
+        assert all(_close(a, b) for a, b in zip(row, expected_row, strict=True)), (ours, theirs)
 
 
 def _assert_metrics_equal(ours: dict[str, Any], theirs: dict[str, Any]) -> None:

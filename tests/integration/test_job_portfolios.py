@@ -222,7 +222,8 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
 ) -> None:
     """The job runs (unbounded) on the configured portfolios; then 1,000 portfolios arrive on
     the topic at once, with their seeds and weights, stamped ahead of its watermark; every one
-    of them follows the ticks from its time on, as the replay says."""
+    of them follows the ticks from its time on, as the replay says. The statistics are packed
+    (the layout for many portfolios)."""
     settings, config = run_settings(
         kafka_broker,
         tmp_path,
@@ -231,6 +232,7 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
         max_out_of_orderness_ms=BOUND_MS,
         idleness_ms=0,
         parallelism=1,
+        stats_layout="packed",
     )
     rng = np.random.default_rng(11)
     split, added_at = START + 78_000, START + 81_000
@@ -299,3 +301,5 @@ def test_a_thousand_portfolios_added_at_once_while_the_job_runs_equal_the_replay
         job.kill()
         outputs.close()
     assert_matches_replay(outputs, expected)
+    records = [r for stats in outputs.stats.values() for r in stats]
+    assert all(r["packed_means"] and not r["meanReturns"] for r in records)

@@ -128,6 +128,67 @@ def test_stats_tickers_order_wins_over_map_order() -> None:
     assert list(stats.to_record()["meanReturns"]) == ["IAM", "ATW"]
 
 
+def test_packed_stats_are_the_same_statistics_through_the_codec() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(5, 5))
+    stats = PortfolioStats.from_arrays(
+        "p1", 9, list("VWXYZ"), rng.normal(size=5), a @ a.T, count=40, bar_seconds=60
+    )
+    codec = codec_for("PortfolioStats")
+    packed = codec.encode(stats.to_record("packed"))
+    assert PortfolioStats.from_record(codec.decode(packed)) == stats
+    assert len(packed) < len(codec.encode(stats.to_record()))
+    # The upper triangle, row by row; nothing in the maps.
+    record = codec.decode(packed)
+    assert record["packed_covariance"][:5] == list(stats.covariance[0])
+    assert record["meanReturns"] == record["covarianceMatrix"] == {}
+
+
+def packed_record(**changes: Any) -> dict[str, Any]:
+    return (
+        stats_record(
+            meanReturns={},
+            covarianceMatrix={},
+            packed_means=[1e-3, 2e-3],
+            packed_covariance=[4e-4, 1e-4, 9e-4],
+        )
+        | changes
+    )
+
+
+def test_packed_stats_follow_their_tickers_order() -> None:
+    stats = PortfolioStats.from_record(packed_record())
+    assert stats.mean == (1e-3, 2e-3)
+    assert stats.covariance == ((4e-4, 1e-4), (1e-4, 9e-4))
+    assert PortfolioStats.from_record(stats.to_record("packed")) == stats
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        (
+            {"meanReturns": {"ATW": 1e-3, "IAM": 2e-3}},
+            "PortfolioStats has both maps (meanReturns, covarianceMatrix) and packed arrays",
+        ),
+        ({"tickers": []}, "PortfolioStats.tickers must name the tickers of packed statistics"),
+        ({"packed_means": [1e-3]}, "PortfolioStats.packed_means has 1 values for 2 tickers"),
+        (
+            {"packed_covariance": [4e-4, 1e-4, 9e-4, 0.0]},
+            "PortfolioStats.packed_covariance has 4 values; the upper triangle of 2 tickers has 3",
+        ),
+        ({"packed_means": []}, "PortfolioStats.packed_means has 0 values for 2 tickers"),
+        ({"packed_covariance": [4e-4, "x", 9e-4]}, "PortfolioStats.packed_covariance[1] must be"),
+        ({"packed_covariance": [-4e-4, 0.0, 9e-4]}, "PortfolioStats.covariance['ATW']['ATW'] is a"),
+        ({"packed_means": [math.nan, 0.0]}, "PortfolioStats.mean['ATW'] is not finite"),
+        ({"tickers": ["ATW", "ATW"]}, "PortfolioStats.tickers has duplicates"),
+    ],
+)
+def test_packed_stats_reject_inconsistent_records(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        PortfolioStats.from_record(packed_record(**changes))
+    assert info.value.reason.startswith(reason), info.value.reason
+
+
 def test_stats_accept_huge_entries_without_overflow_warnings() -> None:
     cov = [[1e300, 1e300], [1e300, 1e300]]
     assert PortfolioStats.from_arrays("p", 0, ["A", "B"], [0.0, 0.0], cov).covariance[0][1] == 1e300

@@ -260,6 +260,12 @@ class FlinkSettings(StrictModel):
     bar); metrics still for every bar. Each statistics record carries the whole covariance
     matrix, so with thousands of portfolios they cost more than everything else per bar
     (docs/semantics.md, BENCHMARKS.md)."""
+    stats_layout: Literal["maps", "packed"] = "maps"
+    """How updated statistics carry the moments: ``maps``, the reference's ``meanReturns`` and
+    ``covarianceMatrix`` (ticker -> value), or ``packed``, the means and the covariance's upper
+    triangle as arrays in ``tickers`` order (``packed_means``, ``packed_covariance``): 2 kB
+    instead of 5 kB for 20 tickers. Every streamfolio reader takes either; a consumer of the
+    reference's layout needs ``maps``."""
     checkpoint_interval_ms: Annotated[int, Field(ge=1)] = 10_000
     checkpoint_dir: Path = Path(".cache/flink/checkpoints")
     state_backend: Literal["hashmap", "rocksdb"] = "hashmap"

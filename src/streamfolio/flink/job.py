@@ -155,6 +155,7 @@ def build_pipeline(
                     "definition": topics["portfolios"].name,
                 },
                 stats_every_bars=settings.flink.stats_every_bars,
+                stats_layout=settings.flink.stats_layout,
             ),
             output_type=op.keyed_bytes_type(),
         )

@@ -34,7 +34,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from streamfolio.core.moments import EstimatorKind
+from streamfolio.core.moments import EstimatorKind, StatsLayout
 from streamfolio.core.panel import MonitorPanel, panel_key
 from streamfolio.core.portfolio import PortfolioMonitor, PortfolioSpec
 from streamfolio.core.returns import BarReturns, bar_end_ms
@@ -205,6 +205,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
 
     ``stats_every_bars`` k (``flink.stats_every_bars``): updated statistics are emitted for the
     bars whose index is a multiple of k (every bar by default); metrics for every bar.
+    ``stats_layout`` (``flink.stats_layout``): how they carry the moments.
     """
 
     def __init__(
@@ -212,12 +213,14 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         specs: Mapping[str, PortfolioSpec],
         control_topics: Mapping[str, str],
         stats_every_bars: int = 1,
+        stats_layout: StatsLayout = "maps",
     ):
         if stats_every_bars < 1:
             raise ValueError(f"stats_every_bars must be at least 1, got {stats_every_bars}")
         self.specs = dict(specs)
         self.control_topics = dict(control_topics)
         self.stats_every_bars = stats_every_bars
+        self.stats_layout: StatsLayout = stats_layout
 
     def open(self, runtime_context: Any) -> None:
         def value(name: str) -> Any:
@@ -233,7 +236,7 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         self._token = uuid.uuid4().hex
         self._saves = 0
         self._shards: dict[str, _Shard] = {}
-        self._stats_encoder = StatsEncoder()
+        self._stats_encoder = StatsEncoder(self.stats_layout)
         self._metrics_codec = codec_for("PortfolioMetrics")
         self._metrics_encoder = MetricsEncoder()
         self._metrics_tag = metrics_tag()

@@ -9,6 +9,10 @@ one numpy assignment. The bytes are the codec's own, byte for byte
 the entries in insertion order, then 0), a double is 8 bytes little-endian, ints are zig-zag
 varints.
 
+The packed layout (``flink.stats_layout: packed``) needs no template: two empty maps, and the
+means and the covariance's upper triangle as two arrays of doubles at the end (2 kB instead
+of 5 kB for 20 tickers).
+
 >>> import numpy as np
 >>> from streamfolio.serde import codec_for
 >>> data = StatsEncoder().encode("p", ("A", "B"), 5, np.array([1.0, 2.0]), np.eye(2), 3,
@@ -16,6 +20,11 @@ varints.
 >>> record = codec_for("PortfolioStats").decode(data)
 >>> record["covarianceMatrix"], record["kind"]
 ({'A': {'A': 1.0, 'B': 0.0}, 'B': {'A': 0.0, 'B': 1.0}}, 'updated')
+>>> packed = StatsEncoder("packed").encode("p", ("A", "B"), 5, np.array([1.0, 2.0]), np.eye(2),
+...                                        3, "welford", None, 1, "updated")
+>>> record = codec_for("PortfolioStats").decode(packed)
+>>> record["packed_covariance"], record["covarianceMatrix"], len(packed) < len(data)
+([1.0, 0.0, 1.0], {}, True)
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from streamfolio.core.moments import StatsLayout, upper_triangle
 from streamfolio.core.types import FloatArray
 
 __all__ = ["MetricsEncoder", "StatsEncoder", "avro_long", "avro_string"]
@@ -38,6 +48,8 @@ _SECOND: Final = b"\x02"
 """A union's branch 1 (the value)."""
 _END: Final = b"\x00"
 """The empty block that ends a map or an array."""
+_TWO_EMPTY: Final = _END + _END
+"""Two empty maps or arrays: the layout not in use."""
 
 
 def avro_long(value: int) -> bytes:
@@ -81,6 +93,18 @@ _EIGHT: Final = np.arange(8, dtype=np.intp)
 _ZEROS: Final = bytes(8)
 
 
+def _doubles(values: FloatArray) -> bytes:
+    """An Avro ``array`` of doubles: one block (its count, the values), then 0."""
+    if values.size == 0:
+        return _END
+    return avro_long(values.size) + values.astype("<f8", copy=False).tobytes() + _END
+
+
+def _ticker_array(tickers: Sequence[str]) -> bytes:
+    """The ``tickers`` field: an array of strings."""
+    return avro_long(len(tickers)) + b"".join(avro_string(t) for t in tickers) + _END
+
+
 def _layout(tickers: Sequence[str]) -> _Layout:
     """A map block per field: its entry count, each entry (name, then the value), then 0. Every
     row of the covariance holds the same entries, so the positions are sums of lengths."""
@@ -99,16 +123,19 @@ def _layout(tickers: Sequence[str]) -> _Layout:
         (len(count) + inner, ((row_starts + heads)[:, None] + inner[None, :]).ravel())
     ).astype(np.int32)
     template = means + count + b"".join(rows) + _END
-    return _Layout(template, offsets, count + b"".join(names) + _END)
+    return _Layout(template, offsets, _ticker_array(tickers))
 
 
 class StatsEncoder:
-    """Writes ``PortfolioStats`` records; keeps one template per ticker list it has seen."""
+    """Writes ``PortfolioStats`` records in one layout; keeps one template per ticker list it
+    has seen (for the packed layout, only the encoded ticker list)."""
 
-    __slots__ = ("_layouts",)
+    __slots__ = ("_layouts", "_ticker_arrays", "layout")
 
-    def __init__(self) -> None:
+    def __init__(self, layout: StatsLayout = "maps") -> None:
+        self.layout: Final = layout
         self._layouts: dict[tuple[str, ...], _Layout] = {}
+        self._ticker_arrays: dict[tuple[str, ...], bytes] = {}
 
     def encode(
         self,
@@ -125,23 +152,32 @@ class StatsEncoder:
     ) -> bytes:
         """The bytes ``codec_for("PortfolioStats").encode`` gives the record of these values
         (``mean`` and ``covariance`` in ``tickers`` order, as ``stats_record`` makes it)."""
-        layout = self._layouts.get(tickers)
-        if layout is None:
-            layout = self._layouts[tickers] = _layout(tickers)
-        values = np.concatenate((mean.ravel(), covariance.ravel())).astype("<f8", copy=False)
-        body = np.frombuffer(layout.template, dtype=np.uint8).copy()
-        body[layout.offsets[:, None] + _EIGHT] = values.view(np.uint8).reshape(-1, 8)
+        if self.layout == "packed":
+            names = self._ticker_arrays.get(tickers)
+            if names is None:
+                names = self._ticker_arrays[tickers] = _ticker_array(tickers)
+            maps = _TWO_EMPTY
+            arrays = _doubles(mean) + _doubles(upper_triangle(covariance))
+        else:
+            layout = self._layouts.get(tickers)
+            if layout is None:
+                layout = self._layouts[tickers] = _layout(tickers)
+            values = np.concatenate((mean.ravel(), covariance.ravel())).astype("<f8", copy=False)
+            body = np.frombuffer(layout.template, dtype=np.uint8).copy()
+            body[layout.offsets[:, None] + _EIGHT] = values.view(np.uint8).reshape(-1, 8)
+            maps, names, arrays = body.tobytes(), layout.tickers, _TWO_EMPTY
         return b"".join(
             (
                 avro_long(timestamp_ms),
                 avro_string(portfolio_id),
-                body.tobytes(),
+                maps,
                 avro_long(count),
                 avro_string(estimator),
                 _NULL if half_life_bars is None else _SECOND + struct.pack("<d", half_life_bars),
-                layout.tickers,
+                names,
                 _NULL if bar_seconds is None else _SECOND + avro_long(bar_seconds),
                 avro_string(kind),
+                arrays,
             )
         )
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Self, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from streamfolio.core.moments import StatsLayout, from_upper_triangle, upper_triangle
 from streamfolio.core.types import FloatArray
 from streamfolio.messages.checks import (
     check_covariance,
@@ -111,6 +112,14 @@ class PortfolioStats:
     {'ATW': 0.0001, 'IAM': 0.0009}
     >>> PortfolioStats.from_record(s.to_record()) == s
     True
+
+    Packed (``flink.stats_layout: packed``), the same statistics as arrays in ``tickers`` order:
+
+    >>> packed = s.to_record("packed")
+    >>> packed["packed_covariance"], packed["covarianceMatrix"]
+    ([0.0004, 0.0001, 0.0009], {})
+    >>> PortfolioStats.from_record(packed) == s
+    True
     """
 
     FIELDS: ClassVar[Mapping[str, str]] = {
@@ -125,6 +134,11 @@ class PortfolioStats:
         "bar_seconds": "bar_seconds",
         "kind": "kind",
     }
+    PACKED_FIELDS: ClassVar[Mapping[str, str]] = {
+        "mean": "packed_means",
+        "covariance": "packed_covariance",
+    }
+    """Where the packed layout carries ``mean`` and ``covariance`` instead."""
 
     portfolio_id: str
     timestamp: int
@@ -204,28 +218,41 @@ class PortfolioStats:
         """``covariance`` as a float64 matrix (a new array)."""
         return np.array(self.covariance, dtype=np.float64).reshape(len(self.tickers), -1)
 
-    def to_record(self) -> dict[str, Any]:
-        """The Avro record (schema ``PortfolioStats``); maps are filled in ``tickers`` order."""
+    def to_record(self, layout: StatsLayout = "maps") -> dict[str, Any]:
+        """The Avro record (schema ``PortfolioStats``) in either layout; maps are filled in
+        ``tickers`` order."""
         tickers = self.tickers
+        if layout == "packed":
+            mean: dict[str, Any] = {}
+            covariance: dict[str, Any] = {}
+            packed_means = list(self.mean)
+            packed_covariance = upper_triangle(self.covariance_matrix()).tolist()
+        else:
+            mean = dict(zip(tickers, self.mean, strict=True))
+            covariance = {
+                t: dict(zip(tickers, row, strict=True))
+                for t, row in zip(tickers, self.covariance, strict=True)
+            }
+            packed_means, packed_covariance = [], []
         return {
             "timestamp": self.timestamp,
             "portfolio_id": self.portfolio_id,
-            "meanReturns": dict(zip(tickers, self.mean, strict=True)),
-            "covarianceMatrix": {
-                t: dict(zip(tickers, row, strict=True))
-                for t, row in zip(tickers, self.covariance, strict=True)
-            },
+            "meanReturns": mean,
+            "covarianceMatrix": covariance,
             "count": self.count,
             "estimator": self.estimator,
             "half_life_bars": self.half_life_bars,
             "tickers": list(tickers),
             "bar_seconds": self.bar_seconds,
             "kind": self.kind,
+            "packed_means": packed_means,
+            "packed_covariance": packed_covariance,
         }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Self:
-        """Build from an Avro record; raises :class:`~streamfolio.errors.SchemaError`.
+        """Build from an Avro record in either layout; raises
+        :class:`~streamfolio.errors.SchemaError`.
 
         An empty ``tickers`` (reference producers) takes the order of ``meanReturns``.
         """
@@ -238,31 +265,68 @@ class PortfolioStats:
             raise missing_field(cls, exc) from None
         if not isinstance(means, Mapping) or not isinstance(cov, Mapping):
             fail("PortfolioStats", "meanReturns and covarianceMatrix must be maps")
-        if not tickers:
-            tickers = tuple(means)
-        if len(set(tickers)) != len(tickers):
-            fail("PortfolioStats.tickers", f"has duplicates: {list(tickers)}")
-        same_keys("PortfolioStats.meanReturns", means, tickers)
-        same_keys("PortfolioStats.covarianceMatrix", cov, tickers)
-        rows = []
-        for t in tickers:
-            row = cov[t]
-            if not isinstance(row, Mapping):
-                fail(f"PortfolioStats.covarianceMatrix[{t!r}]", "must be a map")
-            same_keys(f"PortfolioStats.covarianceMatrix[{t!r}]", row, tickers)
-            rows.append(tuple(row[u] for u in tickers))
+        packed = record.get("packed_means") or record.get("packed_covariance")
+        if packed:
+            if means or cov:
+                fail(
+                    "PortfolioStats",
+                    "has both maps (meanReturns, covarianceMatrix) and packed arrays "
+                    "(packed_means, packed_covariance); a record carries one layout",
+                )
+            mean, rows = _packed_moments(tickers, record)
+        else:
+            if not tickers:
+                tickers = tuple(means)
+            if len(set(tickers)) != len(tickers):
+                fail("PortfolioStats.tickers", f"has duplicates: {list(tickers)}")
+            same_keys("PortfolioStats.meanReturns", means, tickers)
+            same_keys("PortfolioStats.covarianceMatrix", cov, tickers)
+            matrix = []
+            for t in tickers:
+                row = cov[t]
+                if not isinstance(row, Mapping):
+                    fail(f"PortfolioStats.covarianceMatrix[{t!r}]", "must be a map")
+                same_keys(f"PortfolioStats.covarianceMatrix[{t!r}]", row, tickers)
+                matrix.append(tuple(row[u] for u in tickers))
+            mean, rows = tuple(means[t] for t in tickers), tuple(matrix)
         return cls(
             portfolio_id,
             timestamp,
             tickers,
-            tuple(means[t] for t in tickers),
-            tuple(rows),
+            mean,
+            rows,
             count=record.get("count", 0),
             estimator=record.get("estimator", "welford"),
             half_life_bars=record.get("half_life_bars"),
             bar_seconds=record.get("bar_seconds"),
             kind=record.get("kind", "initial"),
         )
+
+
+def _packed_moments(
+    tickers: tuple[str, ...], record: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], tuple[tuple[float, ...], ...]]:
+    """The mean and covariance rows of a packed record, checked for shape (and the values for
+    type: ``PortfolioStats`` checks the rest)."""
+    w = "PortfolioStats"
+    means, upper = record.get("packed_means") or (), record.get("packed_covariance") or ()
+    if not isinstance(means, Sequence) or not isinstance(upper, Sequence):
+        fail(w, "packed_means and packed_covariance must be arrays")
+    n = len(tickers)
+    if n == 0:
+        fail(f"{w}.tickers", "must name the tickers of packed statistics (their order)")
+    if len(means) != n:
+        fail(f"{w}.packed_means", f"has {len(means)} values for {n} tickers")
+    if len(upper) != n * (n + 1) // 2:
+        fail(
+            f"{w}.packed_covariance",
+            f"has {len(upper)} values; the upper triangle of {n} tickers has {n * (n + 1) // 2}",
+        )
+    for i, value in enumerate(upper):
+        if type(value) is not float:  # ints pass; anything else is named
+            check_number(f"{w}.packed_covariance[{i}]", value)
+    matrix = from_upper_triangle(upper, n)
+    return tuple(means), tuple(tuple(row) for row in matrix.tolist())
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,15 @@ from streamfolio.core.moments.estimators import (
     WelfordMoments,
 )
 from streamfolio.core.moments.records import (
+    StatsLayout,
+    from_upper_triangle,
     moments_from_prior,
     moments_from_state,
     moments_from_stats_record,
     new_moments,
+    stats_arrays,
     stats_record,
+    upper_triangle,
 )
 
 __all__ = [
@@ -30,10 +34,14 @@ __all__ = [
     "MissingTickersError",
     "MomentsError",
     "OnlineMoments",
+    "StatsLayout",
     "WelfordMoments",
+    "from_upper_triangle",
     "moments_from_prior",
     "moments_from_state",
     "moments_from_stats_record",
     "new_moments",
+    "stats_arrays",
     "stats_record",
+    "upper_triangle",
 ]
