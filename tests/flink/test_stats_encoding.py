@@ -14,7 +14,7 @@ from streamfolio.core.moments import (
     moments_from_prior,
     stats_record,
 )
-from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder, avro_long
+from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder, StatsHead, avro_long
 from streamfolio.serde import codec_for
 
 CODEC = codec_for("PortfolioStats")
@@ -51,18 +51,8 @@ def test_the_bytes_are_the_codecs(
     moments = moments_from_prior(rng.normal(size=n) * 1e-3, a @ a.T * 1e-4, 57, kind, half_life)
     encoder = StatsEncoder(layout)
     for timestamp, bar_seconds in ((1_700_000_001_000, 1), (-5, None), (2**40, 86_400)):
-        got = encoder.encode(
-            "p-1",
-            tickers,
-            timestamp,
-            moments.mean,
-            moments.covariance,
-            moments.n,
-            kind,
-            half_life,
-            bar_seconds,
-            "updated",
-        )
+        head = StatsHead("p-1", tickers, kind, half_life, bar_seconds, "updated")
+        got = encoder.encode(head, timestamp, moments.n, moments.mean, moments.covariance)
         assert got == codec_bytes(moments, "p-1", tickers, timestamp, bar_seconds, layout)
         moments.update(rng.normal(size=n) * 1e-2)
 
@@ -74,9 +64,8 @@ def test_the_bytes_are_the_codecs(
 def test_any_doubles_and_longs_are_written_as_the_codec_does(values: list[float], n: int) -> None:
     mean = np.array(values[:2])
     covariance = np.array([[values[2], values[3]], [values[3], values[2]]])
-    got = StatsEncoder().encode(
-        "p", ("A", "B"), n, mean, covariance, n, "welford", None, None, "updated"
-    )
+    head = StatsHead("p", ("A", "B"), "welford", None, None, "updated")
+    got = StatsEncoder().encode(head, n, n, mean, covariance)
     record = {
         "timestamp": n,
         "portfolio_id": "p",
@@ -94,6 +83,78 @@ def test_any_doubles_and_longs_are_written_as_the_codec_does(values: list[float]
     }
     assert got == CODEC.encode(record)
     assert CODEC.decode(got)["timestamp"] == n
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(0, 6),
+    rows=st.integers(1, 4),
+    layout=st.sampled_from(["maps", "packed"]),
+    half_life=st.none() | st.floats(0.5, 100.0),
+    bar_seconds=st.none() | st.integers(1, 86_400),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_many_records_at_once_are_each_the_codecs(
+    n: int,
+    rows: int,
+    layout: StatsLayout,
+    half_life: float | None,
+    bar_seconds: int | None,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    tickers = tuple(f"T{i}" for i in range(n))
+    means = rng.normal(size=(rows, n))
+    a = rng.normal(size=(rows, n, n))
+    covariances = a @ a.transpose(0, 2, 1)
+    stamps = rng.integers(-(2**40), 2**40, size=rows)
+    counts = rng.integers(0, 2**40, size=rows)
+    estimator = "welford" if half_life is None else "ewm"
+    heads = [
+        StatsHead(f"p{i % 2}", tickers, estimator, half_life, bar_seconds, "updated")
+        for i in range(rows)
+    ]
+    encoder = StatsEncoder(layout)
+    got = encoder.encode_many(heads, stamps, counts, means, covariances)
+    for i, head in enumerate(heads):
+        moments = {
+            "meanReturns": dict(zip(tickers, means[i].tolist(), strict=True)),
+            "covarianceMatrix": {
+                t: dict(zip(tickers, row, strict=True))
+                for t, row in zip(tickers, covariances[i].tolist(), strict=True)
+            },
+            "packed_means": [],
+            "packed_covariance": [],
+        }
+        if layout == "packed":
+            moments = {
+                "meanReturns": {},
+                "covarianceMatrix": {},
+                "packed_means": means[i].tolist(),
+                "packed_covariance": covariances[i][np.triu_indices(n)].tolist(),
+            }
+        record = {
+            "timestamp": int(stamps[i]),
+            "portfolio_id": head.portfolio_id,
+            "count": int(counts[i]),
+            "estimator": estimator,
+            "half_life_bars": half_life,
+            "tickers": list(tickers),
+            "bar_seconds": bar_seconds,
+            "kind": "updated",
+            **moments,
+        }
+        assert got[i] == CODEC.encode(record)
+
+
+@pytest.mark.parametrize("layout", ["maps", "packed"])
+def test_a_portfolio_redefined_gets_its_new_head(layout: StatsLayout) -> None:
+    encoder = StatsEncoder(layout)
+    moments = moments_from_prior([1e-3, 2e-3, 3e-3], np.diag([1e-4, 4e-4, 9e-4]), 10)
+    for tickers, bar_seconds in ((("A", "B", "C"), 1), (("C", "A", "B"), 1), (("C", "A", "B"), 60)):
+        head = StatsHead("p", tickers, "welford", None, bar_seconds, "updated")
+        got = encoder.encode(head, 7, 10, moments.mean, moments.covariance)
+        assert got == codec_bytes(moments, "p", tickers, 7, bar_seconds, layout)
 
 
 def test_longs_are_zigzag_varints() -> None:

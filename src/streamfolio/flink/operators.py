@@ -52,7 +52,7 @@ from streamfolio.flink.state import (
     load_portfolio_state,
     state_type,
 )
-from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder
+from streamfolio.flink.stats_encoding import MetricsEncoder, StatsEncoder, StatsHead
 from streamfolio.intake import CONTROL_RANK, ControlKind, Intake, Rejected, control_problem
 from streamfolio.serde import codec_for
 
@@ -446,11 +446,9 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
             return
         if k % self.stats_every_bars == 0:
             n, mean, covariance, stamps = panel.statistics(updated)
-            for i, portfolio_id in enumerate(updated):
-                spec = panel.spec(portfolio_id)
-                data = self._encode_stats(
-                    spec, panel.kind, int(stamps[i]), mean[i], covariance[i], int(n[i])
-                )
+            heads = [self._stats_head(panel.spec(p), panel.kind) for p in updated]
+            records = self._stats_encoder.encode_many(heads, stamps, n, mean, covariance)
+            for portfolio_id, data in zip(updated, records, strict=True):
                 yield Row(portfolio_id.encode(), data)
         figures = panel.metrics_figures(updated)
         emitted = 0
@@ -602,15 +600,16 @@ class PortfolioShards(KeyedCoProcessFunction):  # type: ignore[misc]
         n: int,
     ) -> bytes:
         """The updated statistics' Avro bytes (``stats_record`` with ``kind`` and
-        ``bar_seconds``, as the codec writes it), from a monitor's moments or a panel's rows."""
+        ``bar_seconds``, as the codec writes it) from a monitor's moments."""
+        head = self._stats_head(spec, kind)
+        return self._stats_encoder.encode(head, timestamp_ms, n, mean, covariance)
+
+    @staticmethod
+    def _stats_head(spec: PortfolioSpec, kind: EstimatorKind) -> StatsHead:
         half_life = spec.half_life_bars if kind == "ewm" else None
-        return self._stats_encoder.encode(
+        return StatsHead(
             spec.portfolio_id,
             spec.tickers,
-            timestamp_ms,
-            mean,
-            covariance,
-            n,
             kind,
             None if half_life is None else float(half_life),
             spec.bar_ms // 1000,

@@ -15,13 +15,12 @@ of 5 kB for 20 tickers).
 
 >>> import numpy as np
 >>> from streamfolio.serde import codec_for
->>> data = StatsEncoder().encode("p", ("A", "B"), 5, np.array([1.0, 2.0]), np.eye(2), 3,
-...                              "welford", None, 1, "updated")
+>>> head = StatsHead("p", ("A", "B"), "welford", None, 1, "updated")
+>>> data = StatsEncoder().encode(head, 5, 3, np.array([1.0, 2.0]), np.eye(2))
 >>> record = codec_for("PortfolioStats").decode(data)
 >>> record["covarianceMatrix"], record["kind"]
 ({'A': {'A': 1.0, 'B': 0.0}, 'B': {'A': 0.0, 'B': 1.0}}, 'updated')
->>> packed = StatsEncoder("packed").encode("p", ("A", "B"), 5, np.array([1.0, 2.0]), np.eye(2),
-...                                        3, "welford", None, 1, "updated")
+>>> packed = StatsEncoder("packed").encode(head, 5, 3, np.array([1.0, 2.0]), np.eye(2))
 >>> record = codec_for("PortfolioStats").decode(packed)
 >>> record["packed_covariance"], record["covarianceMatrix"], len(packed) < len(data)
 ([1.0, 0.0, 1.0], {}, True)
@@ -32,7 +31,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from functools import lru_cache
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,7 @@ import numpy.typing as npt
 from streamfolio.core.moments import StatsLayout, upper_triangle
 from streamfolio.core.types import FloatArray
 
-__all__ = ["MetricsEncoder", "StatsEncoder", "avro_long", "avro_string"]
+__all__ = ["MetricsEncoder", "StatsEncoder", "StatsHead", "avro_long", "avro_string"]
 
 _NULL: Final = b"\x00"
 """A union's branch 0 (null)."""
@@ -52,6 +52,7 @@ _TWO_EMPTY: Final = _END + _END
 """Two empty maps or arrays: the layout not in use."""
 
 
+@lru_cache(maxsize=1 << 14)  # a bar's stamps are every portfolio's: 0.1 µs, not 0.9
 def avro_long(value: int) -> bytes:
     """An Avro ``long``: zig-zag, then a base-128 varint.
 
@@ -85,29 +86,24 @@ class _Layout:
 
     template: bytes
     offsets: npt.NDArray[np.int32]
-    tickers: bytes
-    """The ``tickers`` array field, encoded."""
 
 
 _EIGHT: Final = np.arange(8, dtype=np.intp)
 _ZEROS: Final = bytes(8)
 
 
-def _doubles(values: FloatArray) -> bytes:
-    """An Avro ``array`` of doubles: one block (its count, the values), then 0."""
-    if values.size == 0:
-        return _END
-    return avro_long(values.size) + values.astype("<f8", copy=False).tobytes() + _END
-
-
 def _ticker_array(tickers: Sequence[str]) -> bytes:
-    """The ``tickers`` field: an array of strings."""
+    """The ``tickers`` field: an array of strings (an empty one is its end alone)."""
+    if not tickers:
+        return _END
     return avro_long(len(tickers)) + b"".join(avro_string(t) for t in tickers) + _END
 
 
 def _layout(tickers: Sequence[str]) -> _Layout:
     """A map block per field: its entry count, each entry (name, then the value), then 0. Every
     row of the covariance holds the same entries, so the positions are sums of lengths."""
+    if not tickers:
+        return _Layout(_TWO_EMPTY, np.zeros(0, dtype=np.int32))
     names = [avro_string(t) for t in tickers]
     count = avro_long(len(tickers))
     entries = b"".join(name + _ZEROS for name in names)
@@ -123,63 +119,140 @@ def _layout(tickers: Sequence[str]) -> _Layout:
         (len(count) + inner, ((row_starts + heads)[:, None] + inner[None, :]).ravel())
     ).astype(np.int32)
     template = means + count + b"".join(rows) + _END
-    return _Layout(template, offsets, _ticker_array(tickers))
+    return _Layout(template, offsets)
+
+
+class StatsHead(NamedTuple):
+    """What a statistics record says besides its numbers: the same for every record of a
+    portfolio definition."""
+
+    portfolio_id: str
+    tickers: tuple[str, ...]
+    estimator: str
+    half_life_bars: float | None
+    bar_seconds: int | None
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixed:
+    """A head's bytes around the numbers: the id, then (after the maps and the count) the
+    fields from ``estimator`` to ``kind``, and for the packed layout the arrays' counts."""
+
+    head: StatsHead
+    portfolio_id: bytes
+    middle: bytes
+    """``estimator`` … ``kind``; packed: and the means' array count."""
+    between: bytes
+    """Packed: the end of the means' array and the covariance's count."""
 
 
 class StatsEncoder:
-    """Writes ``PortfolioStats`` records in one layout; keeps one template per ticker list it
-    has seen (for the packed layout, only the encoded ticker list)."""
+    """Writes ``PortfolioStats`` records in one layout; keeps the bytes of each portfolio's
+    head, and for the maps layout one template per ticker list it has seen."""
 
-    __slots__ = ("_layouts", "_ticker_arrays", "layout")
+    __slots__ = ("_fixed", "_layouts", "layout")
 
     def __init__(self, layout: StatsLayout = "maps") -> None:
         self.layout: Final = layout
         self._layouts: dict[tuple[str, ...], _Layout] = {}
-        self._ticker_arrays: dict[tuple[str, ...], bytes] = {}
+        self._fixed: dict[str, _Fixed] = {}
 
     def encode(
         self,
-        portfolio_id: str,
-        tickers: tuple[str, ...],
+        head: StatsHead,
         timestamp_ms: int,
+        count: int,
         mean: FloatArray,
         covariance: FloatArray,
-        count: int,
-        estimator: str,
-        half_life_bars: float | None,
-        bar_seconds: int | None,
-        kind: str,
     ) -> bytes:
         """The bytes ``codec_for("PortfolioStats").encode`` gives the record of these values
-        (``mean`` and ``covariance`` in ``tickers`` order, as ``stats_record`` makes it)."""
+        (``mean`` and ``covariance`` in ``head.tickers`` order, as ``stats_record`` makes
+        it)."""
+        stamps, counts = np.array([timestamp_ms]), np.array([count])
+        return self.encode_many([head], stamps, counts, mean[None], covariance[None])[0]
+
+    def encode_many(
+        self,
+        heads: Sequence[StatsHead],
+        timestamps_ms: npt.NDArray[np.int64],
+        counts: npt.NDArray[np.int64],
+        means: FloatArray,
+        covariances: FloatArray,
+    ) -> list[bytes]:
+        """:meth:`encode` for a row of each array per head (all of one number of tickers):
+        the packed layout turns every row's numbers into bytes at once."""
+        stamps, ns = timestamps_ms.tolist(), counts.tolist()
         if self.layout == "packed":
-            names = self._ticker_arrays.get(tickers)
-            if names is None:
-                names = self._ticker_arrays[tickers] = _ticker_array(tickers)
-            maps = _TWO_EMPTY
-            arrays = _doubles(mean) + _doubles(upper_triangle(covariance))
-        else:
-            layout = self._layouts.get(tickers)
-            if layout is None:
-                layout = self._layouts[tickers] = _layout(tickers)
-            values = np.concatenate((mean.ravel(), covariance.ravel())).astype("<f8", copy=False)
-            body = np.frombuffer(layout.template, dtype=np.uint8).copy()
-            body[layout.offsets[:, None] + _EIGHT] = values.view(np.uint8).reshape(-1, 8)
-            maps, names, arrays = body.tobytes(), layout.tickers, _TWO_EMPTY
-        return b"".join(
+            block = np.concatenate((means, upper_triangle(covariances)), axis=1)
+            raw = block.astype("<f8", copy=False).tobytes()
+            width, split = block.shape[1] * 8, means.shape[1] * 8
+            out = []
+            for i, head in enumerate(heads):
+                fixed = self._fixed_of(head)
+                at = i * width
+                out.append(
+                    b"".join(
+                        (
+                            avro_long(stamps[i]),
+                            fixed.portfolio_id,
+                            _TWO_EMPTY,
+                            avro_long(ns[i]),
+                            fixed.middle,
+                            raw[at : at + split],
+                            fixed.between,
+                            raw[at + split : at + width],
+                            _END,
+                        )
+                    )
+                )
+            return out
+        return [
+            b"".join(
+                (
+                    avro_long(stamps[i]),
+                    self._fixed_of(head).portfolio_id,
+                    self._maps(head.tickers, means[i], covariances[i]),
+                    avro_long(ns[i]),
+                    self._fixed_of(head).middle,
+                    _TWO_EMPTY,
+                )
+            )
+            for i, head in enumerate(heads)
+        ]
+
+    def _maps(self, tickers: tuple[str, ...], mean: FloatArray, covariance: FloatArray) -> bytes:
+        """``meanReturns`` and ``covarianceMatrix``: the ticker list's template, doubles in."""
+        layout = self._layouts.get(tickers)
+        if layout is None:
+            layout = self._layouts[tickers] = _layout(tickers)
+        values = np.concatenate((mean.ravel(), covariance.ravel())).astype("<f8", copy=False)
+        body = np.frombuffer(layout.template, dtype=np.uint8).copy()
+        body[layout.offsets[:, None] + _EIGHT] = values.view(np.uint8).reshape(-1, 8)
+        return body.tobytes()
+
+    def _fixed_of(self, head: StatsHead) -> _Fixed:
+        fixed = self._fixed.get(head.portfolio_id)
+        if fixed is not None and fixed.head == head:
+            return fixed
+        n = len(head.tickers)
+        half_life, bar_seconds = head.half_life_bars, head.bar_seconds
+        middle = b"".join(
             (
-                avro_long(timestamp_ms),
-                avro_string(portfolio_id),
-                maps,
-                avro_long(count),
-                avro_string(estimator),
-                _NULL if half_life_bars is None else _SECOND + struct.pack("<d", half_life_bars),
-                names,
+                avro_string(head.estimator),
+                _NULL if half_life is None else _SECOND + struct.pack("<d", half_life),
+                _ticker_array(head.tickers),
                 _NULL if bar_seconds is None else _SECOND + avro_long(bar_seconds),
-                avro_string(kind),
-                arrays,
+                avro_string(head.kind),
             )
         )
+        between = b""
+        if self.layout == "packed":  # an array: its count (none when empty), values, then 0
+            middle += avro_long(n) if n else b""
+            between = _END + avro_long(n * (n + 1) // 2) if n else _END
+        fixed = _Fixed(head, avro_string(head.portfolio_id), middle, between)
+        self._fixed[head.portfolio_id] = fixed
+        return fixed
 
 
 _FIXED_DOUBLES: Final = struct.Struct("<ddd")
