@@ -352,7 +352,7 @@ def run(
             # The feed starts once the job's tasks run: a backlog of ticks published while a
             # JVM starts (a minute or more on a busy machine) is not what this measures.
             _wait_running(tmp / "ckpt", STARTUP_TIMEOUT_S)
-            count, elapsed, lag, cpu = _measure(
+            count, elapsed, lag, cpu, trace = _measure(
                 job,
                 settings,
                 universe,
@@ -383,6 +383,8 @@ def run(
     # Real time needs one metrics record per portfolio per 1 s bar.
     print(f"  metrics records/s {count / elapsed:,.0f} (real time needs about {portfolios:,}/s)")
     print(f"  newest metrics bar {lag:.1f} s behind the wall clock at the end")
+    steps = ", ".join(f"{s:.1f} s at {30 * i} s" for i, s in enumerate(trace))
+    print(f"  behind on the way: {steps}")
     print(f"  job CPU per metrics record {cpu / count * 1e6:,.0f} µs ({cpu / elapsed:.2f} cores)")
     load = os.getloadavg()
     print(f"  machine load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
@@ -424,9 +426,10 @@ def _measure(
     profile: float,
     first_metrics_timeout: float,
     lead: float = 0.0,
-) -> tuple[int, float, float, float]:
+) -> tuple[int, float, float, float, list[float]]:
     """Feed ticks in real time and read the metrics: ``(records in the window, its length in
-    s, newest bar's lag behind the wall clock at its end in s, the job's CPU seconds in it)``."""
+    s, newest bar's lag behind the wall clock at its end in s, the job's CPU seconds in it, the
+    lag at the window's start and every 30 s of it)``."""
     n = len(universe)
     sim = TickSimulator(
         Calibration(tuple(universe), np.zeros(n), np.eye(n) * 1e-9, np.full(n, 100.0)),
@@ -447,6 +450,7 @@ def _measure(
     started: float | None = None  # the window's start, once the job is up
     cpu_start = 0.0
     spies: list[subprocess.Popen[bytes]] = []
+    trace: list[float] = []
     try:
         while started is None or time.monotonic() - started < seconds:
             now = time.monotonic()
@@ -460,11 +464,13 @@ def _measure(
                 now = time.monotonic()
                 if started is None:
                     started = now + 5.0
+                newest = max(newest, metrics_timestamp(message.value() or b""))
                 if now >= started:
                     if count == 0:
                         cpu_start = _cpu_seconds(_tree(job.pid))
                     count += 1
-                    newest = max(newest, metrics_timestamp(message.value() or b""))
+                    if now - started >= 30 * len(trace):
+                        trace.append(time.time() - newest / 1000)
         cpu = _cpu_seconds(_tree(job.pid)) - cpu_start
         lag = time.time() - newest / 1000 if newest else float("nan")
         elapsed = time.monotonic() - started if started is not None else 0.0
@@ -477,7 +483,7 @@ def _measure(
             except subprocess.TimeoutExpired:
                 spy.kill()
                 spy.wait()
-    return count, elapsed, lag, cpu
+    return count, elapsed, lag, cpu, trace
 
 
 def _first_metrics_timeout(portfolios: int) -> float:
