@@ -130,6 +130,12 @@ def test_a_good_record_is_accepted(role: str) -> None:
     assert verdict(role, encode(schema, make())) is None
 
 
+@pytest.mark.parametrize("role", ["initial_stats", "updated_stats"])
+def test_packed_statistics_are_accepted_as_the_same_statistics(role: str) -> None:
+    stats = PortfolioStats.from_record(READERS[role][1]())
+    assert verdict(role, encode("PortfolioStats", stats.to_record("packed"))) is None
+
+
 @pytest.mark.parametrize("role", list(READERS))
 @pytest.mark.parametrize(
     ("case", "key", "reason"),
@@ -189,6 +195,25 @@ NAN_STATS = [
     ("another estimator", {"estimator": "ewm", "half_life_bars": 10.0}),
     ("another bar size", {"bar_seconds": 300}),
     ("timestamp before 1970", {"timestamp": -1}),
+    ("both layouts", {"packed_means": [0.0, 0.0], "packed_covariance": [1.0, 0.0, 1.0]}),
+    (
+        "packed, a short triangle",
+        {
+            "meanReturns": {},
+            "covarianceMatrix": {},
+            "packed_means": [0.0, 0.0],
+            "packed_covariance": [1.0, 0.0],
+        },
+    ),
+    (
+        "packed, NaN",
+        {
+            "meanReturns": {},
+            "covarianceMatrix": {},
+            "packed_means": [0.0, 0.0],
+            "packed_covariance": [1.0, math.nan, 1.0],
+        },
+    ),
 ]
 
 
