@@ -72,12 +72,19 @@ def _lines(tmp: Path) -> list[str]:
 
 
 def _group_alive(job: subprocess.Popen[bytes]) -> bool:
-    job.poll()  # reap the job itself: a zombie still counts as a member of its group
-    try:
-        os.killpg(job.pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the job's group still runs. Zombies do not: the job's children
+    exit after it, are handed to the machine's init, and wait there to be reaped (seen here:
+    a `python` and a `tee` of the group, state Z, past the 5 s)."""
+    job.poll()  # reap the job itself
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == job.pid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 def _members(pgid: int) -> str:
