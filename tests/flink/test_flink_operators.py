@@ -268,19 +268,22 @@ def test_bars_whose_timers_a_restore_lost_go_out_in_their_place_with_the_next(ev
     assert pipeline.dead == []
 
 
-def test_statistics_every_k_bars_are_the_replays_of_those_bars_and_metrics_are_unchanged() -> None:
-    ticks = random_ticks(3)
+def seeded_run(seed: int, **flink: Any) -> tuple[Pipeline, list[ReplayEvent]]:
+    """Both portfolios seeded and weighted at the start, then ``seed``'s ticks, with ``flink``
+    settings changed: the job's functions and the replay."""
     steps: list[Step] = [
         ("stats", seed_record("p1", START)),
         ("stats", seed_record("p2", START)),
         ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
         ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
-        *[("tick", t) for t in ticks],
+        *[("tick", t) for t in random_ticks(seed)],
     ]
-    every = settings().model_copy(
-        update={"flink": settings().flink.model_copy(update={"stats_every_bars": 3})}
-    )
-    pipeline, events = run_both(steps, every)
+    changed = settings().model_copy(update={"flink": settings().flink.model_copy(update=flink)})
+    return run_both(steps, changed)
+
+
+def test_statistics_every_k_bars_are_the_replays_of_those_bars_and_metrics_are_unchanged() -> None:
+    pipeline, events = seeded_run(3, stats_every_bars=3)
     stats = decoded(pipeline.stats, "PortfolioStats", "portfolio_id")
     bar_ms = {p["id"]: int(p["bar_seconds"]) * 1000 for p in PORTFOLIOS}
     for pid, records in expected(events, "stats").items():
@@ -294,18 +297,7 @@ def test_statistics_every_k_bars_are_the_replays_of_those_bars_and_metrics_are_u
 
 
 def test_packed_statistics_are_the_replays_statistics_to_the_bit() -> None:
-    ticks = random_ticks(4)
-    steps: list[Step] = [
-        ("stats", seed_record("p1", START)),
-        ("stats", seed_record("p2", START)),
-        ("weights", weights_record("p1", START, {"AAA": 0.5, "BBB": 0.5})),
-        ("weights", weights_record("p2", START, {"BBB": 0.6, "CCC": 0.4})),
-        *[("tick", t) for t in ticks],
-    ]
-    packed = settings().model_copy(
-        update={"flink": settings().flink.model_copy(update={"stats_layout": "packed"})}
-    )
-    pipeline, events = run_both(steps, packed)
+    pipeline, events = seeded_run(4, stats_layout="packed")
     stats = decoded(pipeline.stats, "PortfolioStats", "portfolio_id")
     want = expected(events, "stats")
     assert sorted(stats) == sorted(want)
