@@ -74,8 +74,8 @@ def _lines(tmp: Path) -> list[str]:
 def _group_alive(job: subprocess.Popen[bytes]) -> bool:
     """Whether a process of the job's group still runs. Zombies do not: the job's children
     exit after it, are handed to the machine's init, and wait there to be reaped (seen here:
-    a `python` and a `tee` of the group, state Z, past the 5 s)."""
-    job.poll()  # reap the job itself
+    a `python` and a `tee` of the group, state Z, past the 5 s). The group is looked at before
+    the job is reaped: the other order could see it run, then exit, and not reap it."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
@@ -84,6 +84,7 @@ def _group_alive(job: subprocess.Popen[bytes]) -> bool:
         state, group = fields[0], int(fields[2])
         if group == job.pid and state not in ("Z", "X"):
             return True
+    job.wait(5)  # it has exited (a zombie at most): reap it, for its return code
     return False
 
 
