@@ -207,19 +207,23 @@ class StatsEncoder:
                     )
                 )
             return out
-        return [
-            b"".join(
-                (
-                    avro_long(stamps[i]),
-                    self._fixed_of(head).portfolio_id,
-                    self._maps(head.tickers, means[i], covariances[i]),
-                    avro_long(ns[i]),
-                    self._fixed_of(head).middle,
-                    _TWO_EMPTY,
+        out = []
+        for i, head in enumerate(heads):
+            fixed = self._fixed_of(head)
+            maps = self._maps(head.tickers, means[i], covariances[i])
+            out.append(
+                b"".join(
+                    (
+                        avro_long(stamps[i]),
+                        fixed.portfolio_id,
+                        maps,
+                        avro_long(ns[i]),
+                        fixed.middle,
+                        _TWO_EMPTY,
+                    )
                 )
             )
-            for i, head in enumerate(heads)
-        ]
+        return out
 
     def _maps(self, tickers: tuple[str, ...], mean: FloatArray, covariance: FloatArray) -> bytes:
         """``meanReturns`` and ``covarianceMatrix``: the ticker list's template, doubles in."""
